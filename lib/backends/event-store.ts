@@ -1,0 +1,52 @@
+import type { Event } from "../../gen/chat/v1/event_pb.js";
+
+/**
+ * Durable storage of conversation events: written once, read by range.
+ *
+ * Implementations: SQLite (embedded) and Cassandra (partitioned by
+ * conversation, clustered by seq).
+ */
+export interface EventStore {
+  /**
+   * Durably commits events in order and returns one verdict per event
+   * (undefined = committed). Each event is checked first and skipped with a
+   * verdict when it fails:
+   * - seq must be the conversation's head + 1; seq 1 must carry
+   *   ConversationCreated for a new id (SeqConflictError);
+   * - a non-empty client_msg_id must be unused by the same actor in the
+   *   conversation (DuplicateEventError with the original);
+   * - a direct pair or a creator's client_request_id may open only one
+   *   conversation (ConversationExistsError);
+   * - other kinds need an existing conversation (UnknownConversationError).
+   * The metadata projection of each committed event (members, roles, title,
+   * head, last activity, redaction of deleted messages, the sender's read
+   * cursor) is visible through MetadataStore once this resolves.
+   */
+  commit(events: Event[]): Promise<(Error | undefined)[]>;
+  /** Events with seq > afterSeq, ascending, at most `limit`. */
+  readAfter(conversationId: string, afterSeq: bigint, limit: number): Promise<Event[]>;
+  /**
+   * The newest `limit` events with minSeq <= seq < beforeSeq, returned
+   * ascending. beforeSeq 0 means "after the head".
+   */
+  readBefore(
+    conversationId: string,
+    beforeSeq: bigint,
+    minSeq: bigint,
+    limit: number,
+  ): Promise<Event[]>;
+  readEvent(conversationId: string, seq: bigint): Promise<Event | undefined>;
+  findByClientMsgId(
+    conversationId: string,
+    actorUserId: string,
+    clientMsgId: string,
+  ): Promise<Event | undefined>;
+  /** Messages by users other than `userId` with seq > afterSeq, counted up to `cap`. */
+  countUnread(
+    conversationId: string,
+    userId: string,
+    afterSeq: bigint,
+    cap: number,
+  ): Promise<number>;
+  close(): Promise<void>;
+}

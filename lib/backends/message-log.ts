@@ -1,0 +1,28 @@
+import type { Event } from "../../gen/chat/v1/event_pb.js";
+
+/**
+ * The message log: events keyed by conversation, in append order per
+ * conversation. The router appends; the store consumes.
+ *
+ * Implementations: the in-process log (embedded; an append settles when the
+ * store has committed the event) and a distributed log (settles when the
+ * broker has persisted it).
+ */
+export interface MessageLog {
+  /**
+   * Appends one event and resolves once it is durable. Appends from one
+   * caller for one conversation are consumed in call order. May reject with
+   * a domain error the durability point raised for this event
+   * (SeqConflictError, DuplicateEventError, ConversationExistsError,
+   * UnknownConversationError); other events are unaffected.
+   */
+  append(event: Event): Promise<void>;
+  /**
+   * Registers the consumer. `handler` gets batches in log order and returns
+   * one verdict per event (undefined = committed); the batch counts as
+   * consumed when it resolves. A rejected handler fails the whole batch.
+   */
+  consume(handler: (batch: Event[]) => Promise<(Error | undefined)[]>): void;
+  /** Stops consuming; pending appends reject with BackendUnavailableError. */
+  close(): Promise<void>;
+}

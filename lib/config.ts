@@ -1,0 +1,289 @@
+import { ConfigError } from "./errors.js";
+
+/** A signing key for user tokens. `kid` travels in the JWT header so keys can rotate. */
+export interface SigningKey {
+  kid: string;
+  secret: Uint8Array;
+}
+
+/** Credentials of one partner backend for the server-to-server API. */
+export interface PartnerCredential {
+  key: string;
+  secret: string;
+}
+
+export interface Limits {
+  /** Max UTF-8 bytes of a message text. */
+  messageMaxBytes: number;
+  /** Max encoded size of one request message or stream frame. */
+  frameMaxBytes: number;
+  groupMaxMembers: number;
+  /** Sustained sends per user per second, and the burst above it. */
+  sendPerSecond: number;
+  sendBurst: number;
+  typingPerSecond: number;
+  typingBurst: number;
+  streamsPerDevice: number;
+  streamsPerUser: number;
+  /** Users one device may watch for presence. */
+  presenceWatchMax: number;
+  /** Frames queued for one slow stream before it is shed and caught up from the store. */
+  outboxMaxFrames: number;
+  /** How long a stream may stay behind before it is ended with RESOURCE_EXHAUSTED. */
+  lagTimeoutMs: number;
+  http2MaxConcurrentStreams: number;
+  http2MaxSessionMemoryMb: number;
+  /** Groups larger than this get read/delivered receipts only on the reader's own devices. */
+  receiptFanoutMaxMembers: number;
+}
+
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  /** Enables DevService (tokens for any user name, no credentials). Never on a reachable server. */
+  devMode: boolean;
+  logLevel: string;
+  auth: {
+    /** Empty in dev mode means "create and keep a dev key in dataDir". */
+    signingKeys: SigningKey[];
+    activeKeyId: string;
+    issuer: string;
+    tokenTtlSeconds: number;
+    maxTokenTtlSeconds: number;
+  };
+  partners: PartnerCredential[];
+  limits: Limits;
+  session: {
+    heartbeatIntervalMs: number;
+    presenceTtlMs: number;
+    typingTtlMs: number;
+    /** Most events per conversation in one sync batch; older ones are marked as a gap. */
+    syncLimit: number;
+    /** How long an out-of-order event waits for the missing ones before they are read from the store. */
+    gapWaitMs: number;
+  };
+  sqlite: { synchronous: "FULL" | "NORMAL" };
+  corsOrigins: string[];
+}
+
+type DeepPartial<T> = {
+  [K in keyof T]?: T[K] extends Uint8Array
+    ? T[K]
+    : T[K] extends (infer U)[]
+      ? U[]
+      : T[K] extends object
+        ? DeepPartial<T[K]>
+        : T[K];
+};
+
+/** What `toConfig` accepts: any subset of Config, as plain values. */
+export type ConfigInput = DeepPartial<Config>;
+
+const defaults: Config = {
+  host: "127.0.0.1",
+  port: 8080,
+  dataDir: "./data",
+  devMode: false,
+  logLevel: "info",
+  auth: {
+    signingKeys: [],
+    activeKeyId: "",
+    issuer: "relaychat",
+    tokenTtlSeconds: 3600,
+    maxTokenTtlSeconds: 86_400,
+  },
+  partners: [],
+  limits: {
+    messageMaxBytes: 64 * 1024,
+    frameMaxBytes: 96 * 1024,
+    groupMaxMembers: 1024,
+    sendPerSecond: 20,
+    sendBurst: 40,
+    typingPerSecond: 2,
+    typingBurst: 5,
+    streamsPerDevice: 4,
+    streamsPerUser: 16,
+    presenceWatchMax: 512,
+    outboxMaxFrames: 1024,
+    lagTimeoutMs: 30_000,
+    http2MaxConcurrentStreams: 128,
+    http2MaxSessionMemoryMb: 16,
+    receiptFanoutMaxMembers: 128,
+  },
+  session: {
+    heartbeatIntervalMs: 25_000,
+    presenceTtlMs: 60_000,
+    typingTtlMs: 5_000,
+    syncLimit: 500,
+    gapWaitMs: 250,
+  },
+  sqlite: { synchronous: "FULL" },
+  corsOrigins: [],
+};
+
+const prefix = "CHAT_";
+
+/**
+ * Reads CHAT_* environment variables into a ConfigInput. This is the only
+ * place that reads process.env; everything else takes a Config.
+ */
+export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
+  const get = (name: string): string | undefined => {
+    const v = env[prefix + name];
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const num = (name: string): number | undefined => {
+    const v = get(name);
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new ConfigError(`${prefix}${name} must be a number`);
+    return n;
+  };
+  const bool = (name: string): boolean | undefined => {
+    const v = get(name);
+    if (v === undefined) return undefined;
+    if (/^(1|true|yes|on)$/i.test(v)) return true;
+    if (/^(0|false|no|off)$/i.test(v)) return false;
+    throw new ConfigError(`${prefix}${name} must be true or false`);
+  };
+  const list = (name: string): string[] | undefined =>
+    get(name)
+      ?.split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+
+  const input: ConfigInput = {
+    auth: {},
+    limits: {},
+    session: {},
+    sqlite: {},
+  };
+  assign(input, "host", get("HOST"));
+  assign(input, "port", num("PORT"));
+  assign(input, "dataDir", get("DATA_DIR"));
+  assign(input, "devMode", bool("DEV_MODE"));
+  assign(input, "logLevel", get("LOG_LEVEL"));
+  assign(input, "corsOrigins", list("CORS_ORIGINS"));
+  const keys = list("AUTH_SIGNING_KEYS");
+  if (keys) {
+    input.auth!.signingKeys = keys.map((entry) => {
+      const i = entry.indexOf(":");
+      if (i <= 0) throw new ConfigError(`${prefix}AUTH_SIGNING_KEYS entries are kid:base64secret`);
+      return { kid: entry.slice(0, i), secret: Buffer.from(entry.slice(i + 1), "base64") };
+    });
+  }
+  assign(input.auth!, "activeKeyId", get("AUTH_ACTIVE_KEY_ID"));
+  assign(input.auth!, "issuer", get("AUTH_ISSUER"));
+  assign(input.auth!, "tokenTtlSeconds", num("TOKEN_TTL_SECONDS"));
+  assign(input.auth!, "maxTokenTtlSeconds", num("TOKEN_MAX_TTL_SECONDS"));
+  const partners = list("PARTNER_CREDENTIALS");
+  if (partners) {
+    input.partners = partners.map((entry) => {
+      const i = entry.indexOf(":");
+      if (i <= 0) throw new ConfigError(`${prefix}PARTNER_CREDENTIALS entries are key:secret`);
+      return { key: entry.slice(0, i), secret: entry.slice(i + 1) };
+    });
+  }
+  const limitEnv: Record<keyof Limits, string> = {
+    messageMaxBytes: "MESSAGE_MAX_BYTES",
+    frameMaxBytes: "FRAME_MAX_BYTES",
+    groupMaxMembers: "GROUP_MAX_MEMBERS",
+    sendPerSecond: "SEND_PER_SECOND",
+    sendBurst: "SEND_BURST",
+    typingPerSecond: "TYPING_PER_SECOND",
+    typingBurst: "TYPING_BURST",
+    streamsPerDevice: "STREAMS_PER_DEVICE",
+    streamsPerUser: "STREAMS_PER_USER",
+    presenceWatchMax: "PRESENCE_WATCH_MAX",
+    outboxMaxFrames: "OUTBOX_MAX_FRAMES",
+    lagTimeoutMs: "LAG_TIMEOUT_MS",
+    http2MaxConcurrentStreams: "HTTP2_MAX_CONCURRENT_STREAMS",
+    http2MaxSessionMemoryMb: "HTTP2_MAX_SESSION_MEMORY_MB",
+    receiptFanoutMaxMembers: "RECEIPT_FANOUT_MAX_MEMBERS",
+  };
+  for (const [key, name] of Object.entries(limitEnv) as [keyof Limits, string][]) {
+    assign(input.limits!, key, num(name));
+  }
+  assign(input.session!, "heartbeatIntervalMs", num("HEARTBEAT_INTERVAL_MS"));
+  assign(input.session!, "presenceTtlMs", num("PRESENCE_TTL_MS"));
+  assign(input.session!, "typingTtlMs", num("TYPING_TTL_MS"));
+  assign(input.session!, "syncLimit", num("SYNC_LIMIT"));
+  assign(input.session!, "gapWaitMs", num("GAP_WAIT_MS"));
+  const sync = get("SQLITE_SYNCHRONOUS");
+  if (sync !== undefined) {
+    const upper = sync.toUpperCase();
+    if (upper !== "FULL" && upper !== "NORMAL") {
+      throw new ConfigError(`${prefix}SQLITE_SYNCHRONOUS must be FULL or NORMAL`);
+    }
+    input.sqlite!.synchronous = upper;
+  }
+  return input;
+}
+
+function assign<T extends object, K extends keyof T>(target: T, key: K, value: T[K] | undefined) {
+  if (value !== undefined) target[key] = value;
+}
+
+/**
+ * Validates a ConfigInput and fills in defaults. Throws ConfigError naming the
+ * first bad setting. Outside dev mode a signing key is required.
+ */
+export function toConfig(input: ConfigInput = {}): Config {
+  const cfg: Config = {
+    ...defaults,
+    ...pick(input, ["host", "port", "dataDir", "devMode", "logLevel"]),
+    auth: { ...defaults.auth, ...(input.auth as Partial<Config["auth"]>) },
+    partners: (input.partners ?? defaults.partners) as PartnerCredential[],
+    limits: { ...defaults.limits, ...(input.limits as Partial<Limits>) },
+    session: { ...defaults.session, ...(input.session as Partial<Config["session"]>) },
+    sqlite: { ...defaults.sqlite, ...(input.sqlite as Partial<Config["sqlite"]>) },
+    corsOrigins: (input.corsOrigins ?? defaults.corsOrigins) as string[],
+  };
+  if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65_535) {
+    throw new ConfigError("port must be 0-65535");
+  }
+  for (const [k, v] of Object.entries(cfg.limits)) {
+    if (!Number.isFinite(v) || v <= 0) throw new ConfigError(`limits.${k} must be positive`);
+  }
+  for (const [k, v] of Object.entries(cfg.session)) {
+    if (!Number.isFinite(v) || v <= 0) throw new ConfigError(`session.${k} must be positive`);
+  }
+  if (cfg.limits.groupMaxMembers < 2) throw new ConfigError("limits.groupMaxMembers must be >= 2");
+  if (cfg.limits.frameMaxBytes < cfg.limits.messageMaxBytes + 1024) {
+    throw new ConfigError("limits.frameMaxBytes must exceed messageMaxBytes by at least 1 KiB");
+  }
+  if (cfg.session.presenceTtlMs <= cfg.session.heartbeatIntervalMs) {
+    throw new ConfigError("session.presenceTtlMs must be longer than heartbeatIntervalMs");
+  }
+  const { auth } = cfg;
+  for (const key of auth.signingKeys) {
+    if (!key.kid) throw new ConfigError("signing key ids must not be empty");
+    if (key.secret.length < 32) {
+      throw new ConfigError(`signing key ${key.kid} must be at least 32 bytes`);
+    }
+  }
+  if (auth.signingKeys.length > 0) {
+    if (!auth.activeKeyId) auth.activeKeyId = auth.signingKeys[0]!.kid;
+    if (!auth.signingKeys.some((k) => k.kid === auth.activeKeyId)) {
+      throw new ConfigError(`auth.activeKeyId ${auth.activeKeyId} is not a configured key`);
+    }
+  } else if (!cfg.devMode) {
+    throw new ConfigError(
+      "no token signing key: set CHAT_AUTH_SIGNING_KEYS (kid:base64secret) or run with CHAT_DEV_MODE=true",
+    );
+  }
+  for (const p of cfg.partners) {
+    if (p.secret.length < 16) throw new ConfigError(`partner ${p.key} secret must be >= 16 chars`);
+  }
+  if (auth.tokenTtlSeconds > auth.maxTokenTtlSeconds) {
+    throw new ConfigError("auth.tokenTtlSeconds must not exceed maxTokenTtlSeconds");
+  }
+  return cfg;
+}
+
+function pick<T extends object, K extends keyof T>(obj: T, keys: K[]): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {};
+  for (const k of keys) if (obj[k] !== undefined) out[k] = obj[k];
+  return out;
+}

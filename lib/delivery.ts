@@ -1,0 +1,37 @@
+import { create } from "@bufbuild/protobuf";
+import { EdgeMessageSchema } from "../gen/chat/internal/v1/edge_pb.js";
+import type { ServerFrame } from "../gen/chat/v1/chat_service_pb.js";
+import type { SoftState } from "./backends/soft-state.js";
+
+/**
+ * Sends one frame to the connected devices of the given users: one registry
+ * lookup for all of them, then one bus message per edge that carries the
+ * frame once plus the device ids. Resolves to the ids of the devices found
+ * connected. `onlyDevices` narrows delivery to those device ids.
+ */
+export async function deliverToUsers(
+  soft: Pick<SoftState, "registry" | "bus">,
+  frame: ServerFrame,
+  userIds: string[],
+  onlyDevices?: Set<string>,
+): Promise<Set<string>> {
+  const locations = await soft.registry.locate(userIds);
+  const byEdge = new Map<string, string[]>();
+  const connected = new Set<string>();
+  for (const l of locations) {
+    if (onlyDevices && !onlyDevices.has(l.deviceId)) continue;
+    connected.add(l.deviceId);
+    const list = byEdge.get(l.edgeId);
+    if (list) list.push(l.deviceId);
+    else byEdge.set(l.edgeId, [l.deviceId]);
+  }
+  await Promise.all(
+    [...byEdge].map(([edgeId, deviceIds]) =>
+      soft.bus.publish(
+        edgeId,
+        create(EdgeMessageSchema, { kind: { case: "delivery", value: { deviceIds, frame } } }),
+      ),
+    ),
+  );
+  return connected;
+}

@@ -1,0 +1,65 @@
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { toConnectError } from "./errors.js";
+import type { Logger } from "./logger.js";
+
+/**
+ * The outermost interceptor of every router: maps domain errors to precise
+ * codes (unknown errors become INTERNAL without leaking detail), and logs
+ * each call with its code and duration. Covers unary calls and streams.
+ */
+export function boundaryInterceptor(log: Logger): Interceptor {
+  const report = (procedure: string, started: number, err: unknown) => {
+    const ms = Math.round(performance.now() - started);
+    if (err === undefined) {
+      log.debug({ procedure, ms }, "ok");
+      return;
+    }
+    // Rebuilt without metadata: an error relayed from an internal client
+    // carries that call's response headers, which must not leak into ours.
+    const mapped = toConnectError(err);
+    const ce = new ConnectError(
+      mapped.rawMessage,
+      mapped.code,
+      undefined,
+      undefined,
+      mapped.cause ?? err,
+    );
+    if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.DataLoss) {
+      log.error({ procedure, ms, code: Code[ce.code], err: ce.cause ?? err }, "call failed");
+    } else if (ce.code === Code.Unavailable) {
+      log.warn({ procedure, ms, code: Code[ce.code], err: ce.cause ?? err }, "call unavailable");
+    } else {
+      log.debug({ procedure, ms, code: Code[ce.code], reason: ce.rawMessage }, "call rejected");
+    }
+    return ce;
+  };
+  return (next) => async (req) => {
+    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const started = performance.now();
+    let res: Awaited<ReturnType<typeof next>>;
+    try {
+      res = await next(req);
+    } catch (err) {
+      throw report(procedure, started, err);
+    }
+    if (!res.stream) {
+      report(procedure, started, undefined);
+      return res;
+    }
+    const source = res.message;
+    async function* mapped() {
+      try {
+        yield* source;
+        report(procedure, started, undefined);
+      } catch (err) {
+        throw report(procedure, started, err) ?? err;
+      }
+    }
+    return { ...res, message: mapped() };
+  };
+}
+
+/** True when an error is (or wraps) the given code. */
+export function hasCode(err: unknown, code: Code): boolean {
+  return err instanceof ConnectError && err.code === code;
+}

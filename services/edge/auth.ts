@@ -1,0 +1,97 @@
+import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
+import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
+import type { createPartnerAuth } from "../../lib/auth/partner.js";
+import { TokenError, type TokenService } from "../../lib/auth/tokens.js";
+import { fail } from "../../lib/errors.js";
+import type { StoreClient } from "../router/store-client.js";
+
+/** The verified identity behind a ChatService call. */
+export interface Caller {
+  userId: string;
+  deviceId: string;
+  tokenExpiresAtMs: number;
+}
+
+export const callerKey = createContextKey<Caller | undefined>(undefined, {
+  description: "verified user and device",
+});
+export const partnerKey = createContextKey<string | undefined>(undefined, {
+  description: "authenticated partner key",
+});
+
+/** The caller of a ChatService handler; the auth interceptor guarantees it is set. */
+export function caller(ctx: HandlerContext): Caller {
+  const c = ctx.values.get(callerKey);
+  if (!c) throw fail.unauthenticated("not authenticated");
+  return c;
+}
+
+/**
+ * Remembers which devices are live for a short while so a token check costs
+ * no store round trip; revocations evict immediately.
+ */
+export function createDeviceCheck(store: StoreClient, ttlMs = 30_000) {
+  const live = new Map<string, { userId: string; untilMs: number }>();
+  return {
+    async assertLive(userId: string, deviceId: string) {
+      const hit = live.get(deviceId);
+      if (hit && hit.userId === userId && hit.untilMs > Date.now()) return;
+      const { device } = await store.loadDevice({ deviceId });
+      if (!device || device.userId !== userId) throw fail.unauthenticated("unknown device");
+      if (device.revokedAt) throw fail.unauthenticated("device is revoked");
+      live.set(deviceId, { userId, untilMs: Date.now() + ttlMs });
+      if (live.size > 100_000) live.clear();
+    },
+    evict(deviceId: string) {
+      live.delete(deviceId);
+    },
+  };
+}
+
+export type DeviceCheck = ReturnType<typeof createDeviceCheck>;
+
+const bearer = (header: string | null | undefined) =>
+  header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
+
+/** Verifies a user token and its device; throws UNAUTHENTICATED. */
+export async function authenticate(
+  deps: { tokens: TokenService; devices: DeviceCheck },
+  token: string | undefined,
+): Promise<Caller> {
+  if (!token) throw fail.unauthenticated("missing bearer token");
+  const claims = await deps.tokens.verify(token).catch((err: unknown) => {
+    throw fail.unauthenticated(err instanceof TokenError ? err.message : "invalid token", err);
+  });
+  await deps.devices.assertLive(claims.userId, claims.deviceId);
+  return {
+    userId: claims.userId,
+    deviceId: claims.deviceId,
+    tokenExpiresAtMs: claims.expiresAtMs,
+  };
+}
+
+export { bearer };
+
+/**
+ * Authenticates every call before its handler runs (streams included):
+ * ChatService needs a user token bound to a live device, PartnerService
+ * needs partner credentials. Other services (health, dev) are open.
+ */
+export function authInterceptor(deps: {
+  tokens: TokenService;
+  partners: ReturnType<typeof createPartnerAuth>;
+  devices: DeviceCheck;
+}): Interceptor {
+  return (next) => async (req) => {
+    if (req.service.typeName === ChatService.typeName) {
+      const who = await authenticate(deps, bearer(req.header.get("authorization")));
+      req.contextValues.set(callerKey, who);
+    } else if (req.service.typeName === PartnerService.typeName) {
+      const key = deps.partners(req.header.get("authorization"));
+      if (!key) throw fail.unauthenticated("invalid partner credentials");
+      req.contextValues.set(partnerKey, key);
+    }
+    return next(req);
+  };
+}

@@ -1,0 +1,144 @@
+import type net from "node:net";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
+import { DevService } from "../../gen/chat/v1/dev_service_pb.js";
+import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { createPartnerAuth } from "../../lib/auth/partner.js";
+import type { TokenService } from "../../lib/auth/tokens.js";
+import type { SoftState } from "../../lib/backends/soft-state.js";
+import type { Config } from "../../lib/config.js";
+import { boundaryInterceptor } from "../../lib/interceptors.js";
+import type { Logger } from "../../lib/logger.js";
+import type { StoreClient } from "../router/store-client.js";
+import { createActions, type RouterClient } from "./actions.js";
+import { authInterceptor, createDeviceCheck } from "./auth.js";
+import type { EdgeContext } from "./context.js";
+import { edgeLoggers } from "./logger.js";
+import { createPresence } from "./presence.js";
+import { conversationRoutes } from "./routes/conversations.js";
+import { devRoutes } from "./routes/dev.js";
+import { deviceRoutes } from "./routes/devices.js";
+import { createHealth } from "./routes/health.js";
+import { messageRoutes } from "./routes/messages.js";
+import { partnerRoutes } from "./routes/partner.js";
+import { receiptRoutes } from "./routes/receipts.js";
+import { sessionRoutes } from "./routes/session.js";
+import { createHttpServer } from "./server.js";
+import { createSessions } from "./sessions.js";
+import { createWebSocketEndpoint } from "./websocket.js";
+
+export interface EdgeDeps {
+  config: Config;
+  /** Unique per edge process; the registry maps devices to it. */
+  edgeId: string;
+  router: RouterClient;
+  store: StoreClient;
+  soft: SoftState;
+  tokens: TokenService;
+  logger: Logger;
+}
+
+/**
+ * The edge: client sessions and the public API (ChatService, PartnerService,
+ * DevService in dev mode, grpc.health.v1.Health) on one port. It reaches the
+ * router and the store only through their Connect clients.
+ */
+export function createEdge(deps: EdgeDeps) {
+  const { config } = deps;
+  const log = edgeLoggers(deps.logger);
+  const devices = createDeviceCheck(deps.store);
+  const presence = createPresence({
+    soft: deps.soft,
+    store: deps.store,
+    ttlMs: config.session.presenceTtlMs,
+    watchMax: config.limits.presenceWatchMax,
+    log: log.presence,
+  });
+  const sessions = createSessions({
+    edgeId: deps.edgeId,
+    config,
+    soft: deps.soft,
+    store: deps.store,
+    presence,
+    devices,
+    log: log.session,
+  });
+  const actions = createActions({
+    router: deps.router,
+    soft: deps.soft,
+    limits: config.limits,
+    presence,
+    sessions,
+  });
+  const ctx: EdgeContext = {
+    config,
+    router: deps.router,
+    store: deps.store,
+    soft: deps.soft,
+    tokens: deps.tokens,
+    actions,
+    sessions,
+    presence,
+    devices,
+    log: log.rpc,
+  };
+  const served = [ChatService, PartnerService, ...(config.devMode ? [DevService] : [])];
+  const health = createHealth(served.map((s) => s.typeName));
+  const shutdown = new AbortController();
+  const routes = (router: ConnectRouter) => {
+    router.service(ChatService, {
+      ...sessionRoutes(ctx),
+      ...messageRoutes(ctx),
+      ...conversationRoutes(ctx),
+      ...receiptRoutes(ctx),
+      ...deviceRoutes(ctx),
+    });
+    router.service(PartnerService, partnerRoutes(ctx));
+    if (config.devMode) router.service(DevService, devRoutes(ctx));
+    router.service(Health, health.routes);
+  };
+  const websocket = createWebSocketEndpoint(ctx);
+  const server = createHttpServer({
+    config,
+    routes,
+    interceptors: [
+      boundaryInterceptor(log.rpc),
+      authInterceptor({
+        tokens: deps.tokens,
+        partners: createPartnerAuth(config.partners),
+        devices,
+      }),
+    ],
+    shutdownSignal: shutdown.signal,
+    onUpgrade: (req, socket, head) => void websocket.upgrade(req, socket, head),
+    log: log.http,
+  });
+  let address: net.AddressInfo | undefined;
+
+  return {
+    routes,
+    /** Starts sessions and listens; resolves to the bound address. */
+    async start(): Promise<net.AddressInfo> {
+      await sessions.start();
+      address = await server.listen(config.host, config.port);
+      log.http.info({ host: address.address, port: address.port }, "edge listening");
+      return address;
+    },
+    /** Turns health NOT_SERVING, ends streams with UNAVAILABLE and drains connections. */
+    async stop() {
+      health.setServing(false);
+      const err = new ConnectError("server is shutting down", Code.Unavailable);
+      shutdown.abort(err);
+      await sessions.stop(err);
+      websocket.close();
+      await server.close();
+    },
+    get address() {
+      return address;
+    },
+    get sessionCount() {
+      return sessions.count;
+    },
+  };
+}

@@ -1,0 +1,133 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import { type ConnectRouter, cors as connectCors, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Config } from "../../lib/config.js";
+import type { Logger } from "../../lib/logger.js";
+
+export interface HttpServerOptions {
+  config: Config;
+  routes: (router: ConnectRouter) => void;
+  interceptors: Interceptor[];
+  /** Aborting it ends every streaming call with UNAVAILABLE. */
+  shutdownSignal: AbortSignal;
+  onUpgrade: (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
+  log: Logger;
+}
+
+const h2Preface = Buffer.from("PRI * HTTP/2.0");
+
+/**
+ * One port for every client: HTTP/2 without TLS (gRPC, gRPC-Web, Connect)
+ * and HTTP/1.1 (gRPC-Web, Connect, WebSocket upgrade). Each connection's
+ * first bytes decide which server gets it. TLS terminates at the proxy
+ * (see envoy/).
+ */
+export function createHttpServer(opts: HttpServerOptions) {
+  const { limits, corsOrigins } = opts.config;
+  const connect = connectNodeAdapter({
+    routes: opts.routes,
+    interceptors: opts.interceptors,
+    readMaxBytes: limits.frameMaxBytes,
+    shutdownSignal: opts.shutdownSignal,
+    maxTimeoutMs: 24 * 3600 * 1000,
+  });
+  const allowAll = corsOrigins.includes("*");
+  const handler = (
+    req: http.IncomingMessage | http2.Http2ServerRequest,
+    res: http.ServerResponse | http2.Http2ServerResponse,
+  ) => {
+    const origin = req.headers.origin;
+    if (origin && (allowAll || corsOrigins.includes(origin))) {
+      res.setHeader("access-control-allow-origin", origin);
+      res.setHeader("vary", "origin");
+      res.setHeader("access-control-expose-headers", connectCors.exposedHeaders.join(", "));
+      if (req.method === "OPTIONS") {
+        res.setHeader("access-control-allow-methods", connectCors.allowedMethods.join(", "));
+        res.setHeader(
+          "access-control-allow-headers",
+          [...connectCors.allowedHeaders, "authorization"].join(", "),
+        );
+        res.setHeader("access-control-max-age", "7200");
+        res.writeHead(204);
+        res.end();
+        return;
+      }
+    }
+    connect(req as http.IncomingMessage, res as http.ServerResponse);
+  };
+
+  const h2 = http2.createServer(
+    {
+      maxSessionMemory: limits.http2MaxSessionMemoryMb,
+      maxHeaderListPairs: 64,
+      settings: {
+        maxConcurrentStreams: limits.http2MaxConcurrentStreams,
+        maxFrameSize: 16_384,
+        maxHeaderListSize: 16_384,
+        initialWindowSize: 1 << 20,
+      },
+    },
+    handler,
+  );
+  const h1 = http.createServer({ maxHeaderSize: 16_384 }, handler);
+  h1.on("upgrade", opts.onUpgrade);
+  h1.headersTimeout = 20_000;
+  h1.keepAliveTimeout = 30_000;
+
+  const sockets = new Set<net.Socket>();
+  const h2Sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (s) => {
+    h2Sessions.add(s);
+    s.on("close", () => h2Sessions.delete(s));
+  });
+  for (const s of [h1, h2]) {
+    s.on("clientError", (err: Error, socket: net.Socket) => {
+      opts.log.debug({ err }, "client error");
+      socket.destroy();
+    });
+  }
+
+  const listener = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    socket.once("data", (chunk) => {
+      socket.pause();
+      socket.unshift(chunk);
+      if (chunk.subarray(0, 3).equals(h2Preface.subarray(0, 3))) {
+        // The HTTP/2 core reads the socket's handle itself; resuming would steal bytes.
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    });
+  });
+
+  return {
+    listen(host: string, port: number): Promise<net.AddressInfo> {
+      return new Promise((resolve, reject) => {
+        listener.once("error", reject);
+        listener.listen(port, host, () => {
+          listener.off("error", reject);
+          resolve(listener.address() as net.AddressInfo);
+        });
+      });
+    },
+    /** Stops accepting, asks HTTP/2 peers to go away, then closes what is left after graceMs. */
+    async close(graceMs = 2000) {
+      const closed = new Promise<void>((r) => listener.close(() => r()));
+      for (const s of h2Sessions) s.close();
+      h1.closeIdleConnections();
+      const until = Date.now() + graceMs;
+      while (sockets.size > 0 && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 20));
+        h1.closeIdleConnections();
+      }
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,451 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  type SendResponse,
+  type ServerFrame,
+  ServerFrameSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
+import type { Event } from "../../gen/chat/v1/event_pb.js";
+import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
+import { fail, toConnectError } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import type { Logger } from "../../lib/logger.js";
+import type { StoreClient } from "../router/store-client.js";
+import type { Caller } from "./auth.js";
+
+export interface SessionOptions {
+  store: StoreClient;
+  outboxMaxFrames: number;
+  gapWaitMs: number;
+  syncLimit: number;
+  /** Conversations active this recently get a baseline at subscribe. */
+  baselineWindowMs: number;
+  log: Logger;
+}
+
+/** "session" is the bidi stream (and WebSocket); "subscribe" the receive-only stream. */
+export type SessionKind = "session" | "subscribe";
+
+/** Per-conversation delivery state of one stream. */
+interface Gate {
+  /** Every event up to here is delivered (or held by the client). */
+  sent: bigint;
+  /** Events that arrived ahead of a gap, waiting for it to be filled. */
+  ahead?: Map<bigint, Event> | undefined;
+  gapTimer?: NodeJS.Timeout | undefined;
+  /** Set when a live event was skipped because the stream is behind here. */
+  skipped?: boolean;
+}
+
+/** Events read per store call when a stream catches up. */
+const catchUpPage = 200;
+/** Events held in memory while a subscribe is still syncing. */
+const liveBufferMax = 4096;
+/** Events per ReadSync response while subscribing. */
+const syncMaxEvents = 2000;
+/** A send whose event has not come back through fan-out by then is acked directly. */
+const ackFallbackMs = 3000;
+
+/** Builds a server frame from the init shape of one of its cases. */
+export const frame = (
+  f: NonNullable<MessageInitShape<typeof ServerFrameSchema>["frame"]>,
+  replyToFrameId = "",
+) => create(ServerFrameSchema, { frame: f, replyToFrameId });
+
+/**
+ * One client stream. It owns the stream's outbox and guarantees that the
+ * client sees each conversation's events once and in seq order:
+ *
+ * - after `subscribe`, first what was missed (sync batches), then live events;
+ * - a per-conversation gate drops what the client already has, holds events
+ *   that arrive ahead of a gap, and fills gaps from the store;
+ * - when the client reads too slowly, typing then presence frames are shed;
+ *   events are never queued past the cap: the stream falls behind and later
+ *   catches up from the store, where everything delivered is durable;
+ * - the stream's own sends come back through the same ordered fan-out and
+ *   leave as send-acks instead of events.
+ */
+export class Session {
+  readonly id = newId("s_");
+  lastHeardMs = Date.now();
+  lastHeartbeatSentMs = Date.now();
+  /** When the stream fell behind (0 = it is keeping up). */
+  laggingSinceMs = 0;
+
+  private readonly outbox: ServerFrame[] = [];
+  private wake: (() => void) | undefined;
+  private closed = false;
+  private closeError: ConnectError | undefined;
+  private subscribed = false;
+  private syncing = false;
+  private liveBuffer: Event[] = [];
+  private readonly gates = new Map<string, Gate>();
+  private readonly behind = new Set<string>();
+  private recovering = false;
+  /** Own sends waiting for their event: `${conversationId} ${clientMsgId}` -> frame id. */
+  private readonly pendingSends = new Map<string, string>();
+
+  constructor(
+    readonly caller: Caller,
+    readonly kind: SessionKind,
+    private readonly opts: SessionOptions,
+  ) {}
+
+  get isClosed() {
+    return this.closed;
+  }
+
+  get isSubscribed() {
+    return this.subscribed;
+  }
+
+  /** Notes client activity (any frame or heartbeat). */
+  heard() {
+    this.lastHeardMs = Date.now();
+  }
+
+  /**
+   * Queues a frame that carries no seq. Under pressure typing goes first,
+   * then presence, then receipts (all recoverable or ephemeral); acks,
+   * errors and sync frames always go.
+   */
+  push(f: ServerFrame) {
+    if (this.closed) return;
+    const n = this.outbox.length;
+    const max = this.opts.outboxMaxFrames;
+    switch (f.frame.case) {
+      case "typing":
+        if (n >= max / 4) return;
+        break;
+      case "presence":
+        if (n >= max / 2) return;
+        break;
+      case "receipt":
+        if (n >= max) return;
+        break;
+      default:
+    }
+    this.outbox.push(f);
+    this.notify();
+  }
+
+  /** An event fanned out to this device. */
+  offer(event: Event) {
+    if (this.closed) return;
+    if (!this.subscribed) {
+      // Not receiving events yet: only its own sends' acks matter.
+      const frameId = this.takePendingSend(event);
+      if (frameId !== undefined) this.outbox.push(this.ackFrame(event, frameId, false));
+      this.notify();
+      return;
+    }
+    if (this.syncing) {
+      if (this.liveBuffer.length < liveBufferMax) this.liveBuffer.push(event);
+      else this.fallBehind(this.gateFor(event), event.conversationId);
+      return;
+    }
+    this.admit(event);
+  }
+
+  /** Records a send from this stream, so its event leaves as the ack. */
+  sendStarted(conversationId: string, clientMsgId: string, frameId: string) {
+    const key = `${conversationId} ${clientMsgId}`;
+    if (!this.pendingSends.has(key)) this.pendingSends.set(key, frameId);
+  }
+
+  /** Completes a send: duplicates are acked at once; new events are acked by fan-out. */
+  sendFinished(conversationId: string, clientMsgId: string, frameId: string, res: SendResponse) {
+    const key = `${conversationId} ${clientMsgId}`;
+    if (res.duplicate || !res.event) {
+      if (this.pendingSends.get(key) === frameId) this.pendingSends.delete(key);
+      this.push(frame({ case: "sendAck", value: res }, frameId));
+      return;
+    }
+    const event = res.event;
+    // Fan-out failures must not leave a durable send unacknowledged.
+    setTimeout(() => {
+      if (this.closed || this.pendingSends.get(key) !== frameId || this.laggingSinceMs) return;
+      this.pendingSends.delete(key);
+      this.push(this.ackFrame(event, frameId, false));
+    }, ackFallbackMs).unref();
+  }
+
+  sendFailed(conversationId: string, clientMsgId: string, frameId: string) {
+    const key = `${conversationId} ${clientMsgId}`;
+    if (this.pendingSends.get(key) === frameId) this.pendingSends.delete(key);
+  }
+
+  /**
+   * Starts delivery: sync from the cursors (or the device's stored cursors),
+   * then live events. Ends the stream if the cursors are invalid.
+   */
+  async subscribe(cursors: ConversationCursor[]): Promise<void> {
+    if (this.subscribed) throw fail.precondition("already subscribed");
+    this.subscribed = true;
+    this.syncing = true;
+    try {
+      for (const c of cursors) this.gates.set(c.conversationId, { sent: c.seq });
+      const given = new Map(cursors.map((c) => [c.conversationId, c]));
+      for (;;) {
+        const res = await this.opts.store.readSync({
+          viewerUserId: this.caller.userId,
+          deviceId: this.caller.deviceId,
+          cursors: [...given.values()],
+          limitPerConversation: this.opts.syncLimit,
+          baselineWindowMs: this.opts.baselineWindowMs,
+          maxEvents: syncMaxEvents,
+        });
+        for (const b of res.baselines) {
+          const g = this.gates.get(b.conversationId);
+          if (!g) this.gates.set(b.conversationId, { sent: b.seq });
+          else if (g.sent < b.seq) g.sent = b.seq;
+        }
+        for (const batch of res.batches) {
+          await this.room();
+          if (this.closed) return;
+          this.outbox.push(frame({ case: "sync", value: batch }));
+          for (const ev of batch.events) {
+            const frameId = this.takePendingSend(ev);
+            if (frameId !== undefined) this.outbox.push(this.ackFrame(ev, frameId, false));
+          }
+          this.notify();
+          const g = this.gates.get(batch.conversationId);
+          if (!g) this.gates.set(batch.conversationId, { sent: batch.headSeq });
+          else if (g.sent < batch.headSeq) g.sent = batch.headSeq;
+          given.set(batch.conversationId, {
+            conversationId: batch.conversationId,
+            seq: batch.headSeq,
+          } as ConversationCursor);
+        }
+        if (!res.hasMore) break;
+      }
+      this.push(frame({ case: "syncComplete", value: {} }));
+    } catch (err) {
+      this.close(toConnectError(err));
+      return;
+    }
+    this.syncing = false;
+    const buffered = this.liveBuffer;
+    this.liveBuffer = [];
+    for (const ev of buffered) this.admit(ev);
+    if (this.behind.size > 0) void this.catchUp();
+  }
+
+  /** The outgoing frames; ends when the session closes. */
+  async *frames(): AsyncGenerator<ServerFrame> {
+    for (;;) {
+      const next = this.outbox.shift();
+      if (next) {
+        yield next;
+        if (this.laggingSinceMs && this.outbox.length <= this.opts.outboxMaxFrames / 2) {
+          void this.catchUp();
+        }
+        continue;
+      }
+      if (this.closed) {
+        if (this.closeError) throw this.closeError;
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
+    }
+  }
+
+  /** Ends the stream: gracefully (after queued frames) or with an error. */
+  close(err?: ConnectError) {
+    if (this.closed) return;
+    this.closed = true;
+    if (err) {
+      this.closeError = err;
+      this.outbox.length = 0;
+    }
+    for (const g of this.gates.values()) if (g.gapTimer) clearTimeout(g.gapTimer);
+    this.notify();
+  }
+
+  private notify() {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  /** Waits until the outbox is at most half full. */
+  private async room() {
+    while (!this.closed && this.outbox.length > this.opts.outboxMaxFrames / 2) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  private ackFrame(event: Event, frameId: string, duplicate: boolean) {
+    return frame({ case: "sendAck", value: { event, duplicate } }, frameId);
+  }
+
+  private takePendingSend(event: Event): string | undefined {
+    if (event.actorDeviceId !== this.caller.deviceId || !event.clientMsgId) return undefined;
+    const key = `${event.conversationId} ${event.clientMsgId}`;
+    const frameId = this.pendingSends.get(key);
+    if (frameId !== undefined) this.pendingSends.delete(key);
+    return frameId;
+  }
+
+  /**
+   * The gate of a conversation. Without one, nothing before this event is
+   * owed on this stream: subscribe set gates for every conversation the
+   * client holds or that could still have fan-out in flight, and fan-out is
+   * in seq order per conversation.
+   */
+  private gateFor(event: Event): Gate {
+    let g = this.gates.get(event.conversationId);
+    if (!g) {
+      g = { sent: event.seq - 1n };
+      this.gates.set(event.conversationId, g);
+    }
+    return g;
+  }
+
+  private admit(event: Event) {
+    const g = this.gateFor(event);
+    if (event.seq <= g.sent) return;
+    if (this.laggingSinceMs && this.behind.has(event.conversationId)) {
+      g.skipped = true;
+      return;
+    }
+    if (event.seq === g.sent + 1n) {
+      if (this.emit(g, event)) this.flushAhead(g, event.conversationId);
+      return;
+    }
+    if (!g.ahead) g.ahead = new Map();
+    g.ahead.set(event.seq, event);
+    if (g.ahead.size > this.opts.outboxMaxFrames) {
+      this.fallBehind(g, event.conversationId);
+      return;
+    }
+    this.scheduleGapFill(g, event.conversationId);
+  }
+
+  /** Queues one in-order event; false when the stream had to fall behind instead. */
+  private emit(g: Gate, event: Event): boolean {
+    if (this.outbox.length >= this.opts.outboxMaxFrames) {
+      this.fallBehind(g, event.conversationId);
+      return false;
+    }
+    const frameId = this.takePendingSend(event);
+    this.outbox.push(
+      frameId !== undefined
+        ? this.ackFrame(event, frameId, false)
+        : frame({ case: "event", value: event }),
+    );
+    g.sent = event.seq;
+    this.notify();
+    return true;
+  }
+
+  private flushAhead(g: Gate, conversationId: string) {
+    while (g.ahead && g.ahead.size > 0) {
+      const next = g.ahead.get(g.sent + 1n);
+      if (!next) break;
+      g.ahead.delete(next.seq);
+      if (!this.emit(g, next)) return;
+    }
+    if (g.ahead) for (const seq of g.ahead.keys()) if (seq <= g.sent) g.ahead.delete(seq);
+    if (!g.ahead?.size && g.gapTimer) {
+      clearTimeout(g.gapTimer);
+      g.gapTimer = undefined;
+    }
+    if (this.laggingSinceMs) this.behind.add(conversationId);
+  }
+
+  private fallBehind(g: Gate, conversationId: string) {
+    if (!this.laggingSinceMs) this.laggingSinceMs = Date.now();
+    this.behind.add(conversationId);
+    g.ahead = undefined;
+    if (g.gapTimer) {
+      clearTimeout(g.gapTimer);
+      g.gapTimer = undefined;
+    }
+  }
+
+  /** A gap usually closes by itself within milliseconds; if not, read it from the store. */
+  private scheduleGapFill(g: Gate, conversationId: string) {
+    if (g.gapTimer) return;
+    g.gapTimer = setTimeout(() => {
+      g.gapTimer = undefined;
+      if (this.closed || !g.ahead?.size) return;
+      void this.fillGap(g, conversationId);
+    }, this.opts.gapWaitMs);
+    g.gapTimer.unref();
+  }
+
+  private async fillGap(g: Gate, conversationId: string) {
+    const first = [...(g.ahead?.keys() ?? [])].reduce((a, b) => (a < b ? a : b));
+    const missing = Number(first - g.sent - 1n);
+    try {
+      const res = await this.opts.store.readHistory({
+        viewerUserId: this.caller.userId,
+        conversationId,
+        anchorSeq: g.sent,
+        backward: false,
+        limit: Math.min(missing, catchUpPage),
+      });
+      for (const ev of res.events) if (!this.closed) this.admit(ev);
+    } catch (err) {
+      this.opts.log.debug({ err, conversationId }, "gap fill failed");
+      // No longer readable (the user left): deliver what is held.
+      if (!(err instanceof ConnectError && err.code === Code.PermissionDenied)) return;
+      g.sent = first - 1n;
+      this.flushAhead(g, conversationId);
+    }
+  }
+
+  /** Reads what a slow stream skipped from the store, once it has room again. */
+  private async catchUp() {
+    if (this.recovering || this.syncing || this.closed) return;
+    this.recovering = true;
+    try {
+      while (this.behind.size > 0 && !this.closed) {
+        if (this.outbox.length > this.opts.outboxMaxFrames / 2) return;
+        const conversationId = this.behind.values().next().value!;
+        const g = this.gates.get(conversationId)!;
+        g.skipped = false;
+        let res: Awaited<ReturnType<StoreClient["readHistory"]>>;
+        try {
+          res = await this.opts.store.readHistory({
+            viewerUserId: this.caller.userId,
+            conversationId,
+            anchorSeq: g.sent,
+            backward: false,
+            limit: catchUpPage,
+          });
+        } catch (err) {
+          if (err instanceof ConnectError && err.code === Code.PermissionDenied) {
+            this.behind.delete(conversationId);
+            continue;
+          }
+          throw err;
+        }
+        for (const ev of res.events) {
+          if (ev.seq <= g.sent) continue;
+          const frameId = this.takePendingSend(ev);
+          this.outbox.push(
+            frameId !== undefined
+              ? this.ackFrame(ev, frameId, false)
+              : frame({ case: "event", value: ev }),
+          );
+          g.sent = ev.seq;
+        }
+        this.notify();
+        // Events skipped during the read may be newer than it saw: read again.
+        if (!res.hasMore && !g.skipped) this.behind.delete(conversationId);
+      }
+      if (this.behind.size === 0) this.laggingSinceMs = 0;
+    } catch (err) {
+      this.close(toConnectError(err));
+    } finally {
+      this.recovering = false;
+    }
+  }
+}
+
+/** The error a stream ends with when its device is revoked. */
+export const revokedError = () => new ConnectError("device is revoked", Code.Unauthenticated);

@@ -1,0 +1,80 @@
+import { join } from "node:path";
+import { createClient, createRouterTransport } from "@connectrpc/connect";
+import { RouterService } from "../gen/chat/internal/v1/router_service_pb.js";
+import { StoreService } from "../gen/chat/internal/v1/store_service_pb.js";
+import { createTokenService, loadOrCreateDevKey } from "../lib/auth/tokens.js";
+import { createInProcessLog } from "../lib/backends/memory/in-process-log.js";
+import { createMemorySoftState } from "../lib/backends/memory/memory-soft-state.js";
+import { openSqliteStore } from "../lib/backends/sqlite/sqlite-store.js";
+import type { Config } from "../lib/config.js";
+import { newId } from "../lib/ids.js";
+import { boundaryInterceptor } from "../lib/interceptors.js";
+import type { Logger } from "../lib/logger.js";
+import { createEdge } from "./edge/create.js";
+import { createRouter } from "./router/create.js";
+import { createStore } from "./store/create.js";
+
+/**
+ * The embedded default: edge, router and store in one process on SQLite,
+ * the in-process log and in-memory soft state. The services still talk
+ * through their Connect interfaces, over in-memory transports.
+ */
+export function createEmbedded(config: Config, deps: { logger: Logger }) {
+  const logger = deps.logger;
+  let signing = config.auth;
+  if (signing.signingKeys.length === 0) {
+    // DEV MODE ONLY (toConfig refuses an empty key set otherwise).
+    const key = loadOrCreateDevKey(config.dataDir);
+    logger.warn({ kid: key.kid }, "dev mode: using the dev signing key from the data directory");
+    signing = { ...signing, signingKeys: [key], activeKeyId: key.kid };
+  }
+  const tokens = createTokenService({
+    keys: signing.signingKeys,
+    activeKeyId: signing.activeKeyId,
+    issuer: signing.issuer,
+    acceptDevTokens: config.devMode,
+  });
+
+  const sqlite = openSqliteStore({
+    path: join(config.dataDir, "chat.db"),
+    synchronous: config.sqlite.synchronous,
+  });
+  const log = createInProcessLog();
+  const soft = createMemorySoftState();
+
+  const store = createStore({ config, log, events: sqlite, metadata: sqlite, logger });
+  const internal = {
+    router: { interceptors: [boundaryInterceptor(logger.child({ name: "internal" }))] },
+  };
+  const storeClient = createClient(StoreService, createRouterTransport(store.routes, internal));
+  const router = createRouter({ config, log, store: storeClient, soft, logger });
+  const routerClient = createClient(RouterService, createRouterTransport(router.routes, internal));
+  const edge = createEdge({
+    config,
+    edgeId: newId("g_"),
+    router: routerClient,
+    store: storeClient,
+    soft,
+    tokens,
+    logger,
+  });
+
+  return {
+    tokens,
+    /** Starts store, router and edge; resolves to the edge's address. */
+    async start() {
+      await store.start();
+      await router.start();
+      return edge.start();
+    },
+    /** Stops in reverse order; acknowledged events are already committed. */
+    async stop() {
+      await edge.stop();
+      await router.stop();
+      await store.stop();
+      await soft.close();
+      await sqlite.close();
+    },
+    edge,
+  };
+}

@@ -1,0 +1,221 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import type { Actor } from "../../gen/chat/internal/v1/router_service_pb.js";
+import { ConversationKind, type Event, EventSchema } from "../../gen/chat/v1/event_pb.js";
+import type { MessageLog } from "../../lib/backends/message-log.js";
+import type { SoftState } from "../../lib/backends/soft-state.js";
+import {
+  ConversationExistsError,
+  DuplicateEventError,
+  fail,
+  SeqConflictError,
+  toConnectError,
+} from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import { createKeyedQueue } from "../../lib/keyed-queue.js";
+import type { Logger } from "../../lib/logger.js";
+import { authorize } from "./authorize.js";
+import type { ConversationCache } from "./conversation-cache.js";
+import type { Fanout } from "./fanout.js";
+import type { StoreClient } from "./store-client.js";
+
+export interface SendPathDeps {
+  log: MessageLog;
+  store: StoreClient;
+  soft: SoftState;
+  cache: ConversationCache;
+  fanout: Fanout;
+  groupMaxMembers: number;
+  logger: Logger;
+}
+
+export interface Applied {
+  /** Unset when the change had no effect. */
+  event?: Event;
+  duplicate: boolean;
+}
+
+/** Retries of a change whose seq was taken by a failed neighbour in the pipeline. */
+const maxConflictRetries = 5;
+
+const dedupKey = (conversationId: string, actorUserId: string, clientMsgId: string) =>
+  `${conversationId}\u0000${actorUserId}\u0000${clientMsgId}`;
+
+/**
+ * The send path. Every change to a conversation passes through `apply`:
+ *
+ * 1. dedup: a known (conversation, sender, client_msg_id) returns the
+ *    original event; concurrent retries wait for the first attempt;
+ * 2. in the conversation's queue: authorize against the working state,
+ *    take the next seq, and append to the log (queue order = seq order);
+ * 3. wait until the log says the event is durable, then acknowledge;
+ * 4. fan out to members' devices, in seq order per conversation.
+ *
+ * The durability point re-checks seq contiguity and idempotency keys, so a
+ * lost dedup entry or counter can never produce a duplicate or a hole.
+ */
+export function createSendPath(deps: SendPathDeps) {
+  const queue = createKeyedQueue();
+  const inflight = new Map<string, Promise<Applied>>();
+
+  const durableHead = async (conversationId: string) =>
+    (await deps.store.loadMembership({ conversationId })).headSeq;
+
+  /** Drops every cached notion of the conversation's state after a failed append. */
+  const forget = async (conversationId: string) => {
+    deps.cache.invalidate(conversationId);
+    await deps.soft.sequencer.reset(conversationId);
+  };
+
+  async function sequence(actor: Actor, proposal: Event, key: string | undefined) {
+    const conversationId = proposal.conversationId;
+    const staged = await queue.run(conversationId, async () => {
+      const state = await deps.cache.get(conversationId);
+      if (!state) throw fail.notFound("conversation not found");
+      const decision = await authorize(
+        { store: deps.store, groupMaxMembers: deps.groupMaxMembers },
+        actor,
+        state,
+        proposal,
+      );
+      if (decision.noop) return undefined;
+      const seq = await deps.soft.sequencer.next(conversationId, () => durableHead(conversationId));
+      const event = create(EventSchema, {
+        conversationId,
+        seq,
+        eventId: newId("e_"),
+        actorUserId: actor.userId,
+        actorDeviceId: actor.deviceId,
+        clientMsgId: proposal.clientMsgId,
+        createdAt: timestampNow(),
+        kind: decision.kind,
+      });
+      decision.mutate?.(state, seq);
+      if (seq > state.lastSeq) state.lastSeq = seq;
+      const durable = deps.log.append(event);
+      deps.fanout.enqueue(event, durable, decision.recipients);
+      return { event, durable };
+    });
+    if (!staged) return { duplicate: false };
+    try {
+      await staged.durable;
+    } catch (err) {
+      await forget(conversationId);
+      if (err instanceof DuplicateEventError) {
+        if (key) await deps.soft.dedup.put(key, { conversationId, seq: err.original.seq });
+        return { event: err.original, duplicate: true };
+      }
+      throw err;
+    }
+    if (key) await deps.soft.dedup.put(key, { conversationId, seq: staged.event.seq });
+    return { event: staged.event, duplicate: false };
+  }
+
+  async function applyOnce(actor: Actor, proposal: Event): Promise<Applied> {
+    const key = proposal.clientMsgId
+      ? dedupKey(proposal.conversationId, actor.userId, proposal.clientMsgId)
+      : undefined;
+    if (key) {
+      const running = inflight.get(key);
+      if (running) {
+        const first = await running.catch(() => undefined);
+        if (first?.event) return { event: first.event, duplicate: true };
+      }
+      const ref = await deps.soft.dedup.get(key);
+      if (ref) {
+        const { event } = await deps.store.readEvent(ref);
+        if (event) return { event, duplicate: true };
+      }
+    }
+    const attempt = sequence(actor, proposal, key);
+    if (key) {
+      inflight.set(key, attempt);
+      void attempt
+        .catch(() => undefined)
+        .finally(() => {
+          if (inflight.get(key) === attempt) inflight.delete(key);
+        });
+    }
+    return attempt;
+  }
+
+  /** Serializes creation per direct pair or per group request id. */
+  async function openConversation(
+    actor: Actor,
+    kind: ConversationKind,
+    title: string,
+    memberUserIds: string[],
+    clientRequestId: string,
+  ): Promise<{ conversationId: string; created: boolean }> {
+    const direct = kind === ConversationKind.DIRECT;
+    const peer = memberUserIds[0] ?? "";
+    const lockKey = direct
+      ? `direct:${[actor.userId, peer].sort().join(" ")}`
+      : clientRequestId
+        ? `group:${actor.userId} ${clientRequestId}`
+        : `group:${newId("r_")}`;
+    return queue.run(lockKey, async () => {
+      if (direct || clientRequestId) {
+        const found = await deps.store.findConversation({
+          key: direct
+            ? { case: "direct", value: { userA: actor.userId, userB: peer } }
+            : { case: "group", value: { creatorUserId: actor.userId, clientRequestId } },
+        });
+        if (found.conversationId) return { conversationId: found.conversationId, created: false };
+      }
+      const members = [actor.userId, ...memberUserIds.filter((u) => u !== actor.userId)];
+      const event = create(EventSchema, {
+        conversationId: newId("c_"),
+        seq: 1n,
+        eventId: newId("e_"),
+        actorUserId: actor.userId,
+        actorDeviceId: actor.deviceId,
+        clientMsgId: direct ? "" : clientRequestId,
+        createdAt: timestampNow(),
+        kind: {
+          case: "conversationCreated",
+          value: { kind, title: direct ? "" : title, memberUserIds: members },
+        },
+      });
+      const durable = deps.log.append(event);
+      deps.fanout.enqueue(event, durable, members);
+      try {
+        await durable;
+      } catch (err) {
+        if (err instanceof ConversationExistsError) {
+          return { conversationId: err.conversationId, created: false };
+        }
+        throw toConnectError(err);
+      }
+      return { conversationId: event.conversationId, created: true };
+    });
+  }
+
+  return {
+    /**
+     * Authorizes, deduplicates and sequences one change, and resolves once it
+     * is durable. Throws ConnectErrors with precise codes.
+     */
+    async apply(actor: Actor, proposal: Event): Promise<Applied> {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await applyOnce(actor, proposal);
+        } catch (err) {
+          if (err instanceof SeqConflictError && attempt < maxConflictRetries) {
+            deps.logger.debug({ err }, "seq conflict, retrying");
+            continue;
+          }
+          throw toConnectError(err);
+        }
+      }
+    },
+    openConversation,
+    /** Resolves when everything queued so far is sequenced and fanned out. */
+    async idle() {
+      await queue.idle();
+      await deps.fanout.idle();
+    },
+  };
+}
+
+export type SendPath = ReturnType<typeof createSendPath>;

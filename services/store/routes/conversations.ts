@@ -1,0 +1,79 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { StoreService } from "../../../gen/chat/internal/v1/store_service_pb.js";
+import { fail } from "../../../lib/errors.js";
+import { conversationView, memberView, requireMember, type StoreDeps } from "../views.js";
+
+const encodeToken = (lastActivityMs: number, conversationId: string) =>
+  Buffer.from(`${lastActivityMs}:${conversationId}`).toString("base64url");
+
+const decodeToken = (token: string) => {
+  const [ms, id] = Buffer.from(token, "base64url").toString("utf8").split(":");
+  const lastActivityMs = Number(ms);
+  if (!id || !Number.isSafeInteger(lastActivityMs)) throw fail.invalid("page_token is invalid");
+  return { lastActivityMs, conversationId: id };
+};
+
+/** Conversation views for members, and the router's membership view. */
+export const conversationRoutes = (
+  deps: StoreDeps,
+): Pick<
+  ServiceImpl<typeof StoreService>,
+  "loadConversation" | "loadConversations" | "loadMembership" | "findConversation" | "filterPeers"
+> => ({
+  async loadConversation(req) {
+    const { conversation, member } = await requireMember(
+      deps,
+      req.viewerUserId,
+      req.conversationId,
+    );
+    return { conversation: await conversationView(deps, conversation, member, true) };
+  },
+
+  async loadConversations(req) {
+    const after = req.pageToken ? decodeToken(req.pageToken) : undefined;
+    const rows = await deps.metadata.listUserConversations(
+      req.viewerUserId,
+      req.pageSize + 1,
+      after,
+    );
+    const page = rows.slice(0, req.pageSize);
+    const conversations = await Promise.all(
+      page.map((r) => conversationView(deps, r.conversation, r.member, false)),
+    );
+    const last = page.at(-1);
+    return {
+      conversations,
+      nextPageToken:
+        rows.length > req.pageSize && last
+          ? encodeToken(last.conversation.lastActivityMs, last.conversation.conversationId)
+          : "",
+    };
+  },
+
+  async loadMembership(req) {
+    const conversation = await deps.metadata.getConversation(req.conversationId);
+    if (!conversation) return { found: false };
+    const members = await deps.metadata.listMembers(req.conversationId);
+    return {
+      found: true,
+      kind: conversation.kind,
+      headSeq: conversation.headSeq,
+      members: members.map(memberView),
+    };
+  },
+
+  async findConversation(req) {
+    const key = req.key;
+    let id: string | undefined;
+    if (key.case === "direct")
+      id = await deps.metadata.findDirect(key.value.userA, key.value.userB);
+    else if (key.case === "group") {
+      id = await deps.metadata.findGroupRequest(key.value.creatorUserId, key.value.clientRequestId);
+    }
+    return { conversationId: id ?? "" };
+  },
+
+  async filterPeers(req) {
+    return { userIds: await deps.metadata.sharedPeers(req.userId, req.candidateUserIds) };
+  },
+});

@@ -1,0 +1,99 @@
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { StoreService } from "../../../gen/chat/internal/v1/store_service_pb.js";
+import {
+  type ConversationCursor,
+  ConversationCursorSchema,
+  type SyncBatch,
+  SyncBatchSchema,
+} from "../../../gen/chat/v1/model_pb.js";
+import { CursorRangeError } from "../../../lib/errors.js";
+import { requireMember, type StoreDeps } from "../views.js";
+
+/** History paging, catch-up sync and single-event reads. */
+export const historyRoutes = (
+  deps: StoreDeps,
+): Pick<ServiceImpl<typeof StoreService>, "readHistory" | "readSync" | "readEvent"> => ({
+  async readHistory(req) {
+    const { conversation, member } = await requireMember(
+      deps,
+      req.viewerUserId,
+      req.conversationId,
+    );
+    const floor = member.joinedSeq;
+    const limit = req.limit;
+    let events: Awaited<ReturnType<typeof deps.events.readAfter>>;
+    let hasMore: boolean;
+    if (req.backward) {
+      if (req.anchorSeq > conversation.headSeq + 1n) {
+        throw new CursorRangeError("anchor_seq is beyond the conversation's head");
+      }
+      events = await deps.events.readBefore(req.conversationId, req.anchorSeq, floor, limit + 1);
+      hasMore = events.length > limit;
+      if (hasMore) events = events.slice(1);
+    } else {
+      if (req.anchorSeq > conversation.headSeq) {
+        throw new CursorRangeError("anchor_seq is beyond the conversation's head");
+      }
+      const after = req.anchorSeq >= floor ? req.anchorSeq : floor - 1n;
+      events = await deps.events.readAfter(req.conversationId, after, limit + 1);
+      hasMore = events.length > limit;
+      if (hasMore) events = events.slice(0, limit);
+    }
+    return { events, hasMore, headSeq: conversation.headSeq };
+  },
+
+  async readSync(req) {
+    const limit = req.limitPerConversation || deps.syncLimit;
+    const given = new Map(req.cursors.map((c) => [c.conversationId, c.seq]));
+    const states = await deps.metadata.syncStates(req.viewerUserId, req.deviceId);
+    const batches: SyncBatch[] = [];
+    const baselines: ConversationCursor[] = [];
+    const recentSince = Date.now() - req.baselineWindowMs;
+    let total = 0;
+    let hasMore = false;
+    // A stable order lets a caller page through with the cursors it got.
+    states.sort((a, b) => (a.conversationId < b.conversationId ? -1 : 1));
+    for (const s of states) {
+      const client = given.get(s.conversationId);
+      // A left conversation is synced only up to the removal, and only for
+      // devices that were following it.
+      if (s.leftSeq !== undefined && client === undefined && s.deviceCursor === undefined) continue;
+      const upper = s.leftSeq ?? s.headSeq;
+      if (client !== undefined && client > s.headSeq) {
+        throw new CursorRangeError(`cursor for ${s.conversationId} is beyond its head`);
+      }
+      let cursor = client ?? s.deviceCursor ?? s.joinedSeq - 1n;
+      if (cursor < s.joinedSeq - 1n) cursor = s.joinedSeq - 1n;
+      if (cursor >= upper) {
+        if (req.baselineWindowMs > 0 && s.lastActivityMs >= recentSince) {
+          baselines.push(
+            create(ConversationCursorSchema, { conversationId: s.conversationId, seq: upper }),
+          );
+        }
+        continue;
+      }
+      if (req.maxEvents > 0 && total >= req.maxEvents) {
+        hasMore = true;
+        continue;
+      }
+      const events = await deps.events.readBefore(s.conversationId, upper + 1n, cursor + 1n, limit);
+      total += events.length;
+      batches.push(
+        create(SyncBatchSchema, {
+          conversationId: s.conversationId,
+          events,
+          gap: events.length > 0 && events[0]!.seq > cursor + 1n,
+          gapAfterSeq: cursor,
+          headSeq: upper,
+        }),
+      );
+    }
+    return { batches, baselines, hasMore };
+  },
+
+  async readEvent(req) {
+    const event = await deps.events.readEvent(req.conversationId, req.seq);
+    return event ? { event } : {};
+  },
+});
