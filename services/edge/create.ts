@@ -129,8 +129,9 @@ export function createEdge(deps: EdgeDeps) {
     async stop() {
       health.setServing(false);
       const err = new ConnectError("server is shutting down", Code.Unavailable);
-      shutdown.abort(err);
+      // Sessions first, so their clients see UNAVAILABLE and reconnect elsewhere.
       await sessions.stop(err);
+      shutdown.abort(err);
       websocket.close();
       await server.close();
     },

@@ -1,10 +1,15 @@
 import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { ConnectError } from "@connectrpc/connect";
 import type { ServerFrame, SessionRequest } from "../../gen/chat/v1/chat_service_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
 import type { Caller } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { frame, type Session } from "./session.js";
 import { checkCursors } from "./validate.js";
+
+/** The error a stream ends with when its call is aborted (shutdown) rather than closed by the client. */
+export const abortReason = (signal: AbortSignal) =>
+  signal.reason instanceof ConnectError ? signal.reason : undefined;
 
 /** Client frames being processed at once on one stream; reading pauses beyond it. */
 const maxInflight = 64;
@@ -23,7 +28,7 @@ export async function* runDuplex(
   signal: AbortSignal,
 ): AsyncGenerator<ServerFrame> {
   const s = await ctx.sessions.open(who, "session");
-  const stop = () => s.close();
+  const stop = () => s.close(abortReason(signal));
   signal.addEventListener("abort", stop);
   void readFrames(ctx, s, input).then(
     () => s.close(),

@@ -77,10 +77,18 @@ export function createHttpServer(opts: HttpServerOptions) {
   h1.keepAliveTimeout = 30_000;
 
   const sockets = new Set<net.Socket>();
-  const h2Sessions = new Set<http2.ServerHttp2Session>();
+  // Open streams per HTTP/2 session, so shutdown can tell idle sessions and
+  // finished calls apart.
+  const h2Sessions = new Map<http2.Http2Session, Set<http2.ServerHttp2Stream>>();
   h2.on("session", (s) => {
-    h2Sessions.add(s);
+    h2Sessions.set(s, new Set());
     s.on("close", () => h2Sessions.delete(s));
+  });
+  h2.on("stream", (stream) => {
+    const open = stream.session && h2Sessions.get(stream.session);
+    if (!open) return;
+    open.add(stream);
+    stream.on("close", () => open.delete(stream));
   });
   for (const s of [h1, h2]) {
     s.on("clientError", (err: Error, socket: net.Socket) => {
@@ -119,12 +127,21 @@ export function createHttpServer(opts: HttpServerOptions) {
     /** Stops accepting, asks HTTP/2 peers to go away, then closes what is left after graceMs. */
     async close(graceMs = 2000) {
       const closed = new Promise<void>((r) => listener.close(() => r()));
-      for (const s of h2Sessions) s.close();
-      h1.closeIdleConnections();
+      for (const s of h2Sessions.keys()) s.close();
       const until = Date.now() + graceMs;
-      while (sockets.size > 0 && Date.now() < until) {
-        await new Promise((r) => setTimeout(r, 20));
+      const settled = Date.now() + Math.min(200, graceMs / 4);
+      for (;;) {
         h1.closeIdleConnections();
+        for (const [s, open] of h2Sessions) {
+          // A call whose response is complete but whose client never closed
+          // its request side is over: reset it, as gRPC servers do.
+          if (Date.now() >= settled) {
+            for (const st of open) if (st.writableFinished) st.close(http2.constants.NGHTTP2_NO_ERROR);
+          }
+          if (open.size === 0) s.destroy();
+        }
+        if (sockets.size === 0 || Date.now() >= until) break;
+        await new Promise((r) => setTimeout(r, 20));
       }
       for (const s of sockets) s.destroy();
       await closed;

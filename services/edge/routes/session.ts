@@ -3,7 +3,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { ChatService } from "../../../gen/chat/v1/chat_service_pb.js";
 import { caller } from "../auth.js";
 import type { EdgeContext } from "../context.js";
-import { runDuplex } from "../duplex.js";
+import { abortReason, runDuplex } from "../duplex.js";
 import { checkCursors } from "../validate.js";
 
 /** Streams, heartbeats, typing and presence. */
@@ -28,7 +28,7 @@ export const sessionRoutes = (
   async *subscribe(req, hctx) {
     checkCursors(req.cursors);
     const s = await ctx.sessions.open(caller(hctx), "subscribe");
-    const stop = () => s.close();
+    const stop = () => s.close(abortReason(hctx.signal));
     hctx.signal.addEventListener("abort", stop);
     void s.subscribe(req.cursors);
     try {

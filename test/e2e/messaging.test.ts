@@ -1,0 +1,304 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  cursor,
+  login,
+  openSession,
+  openSubscribe,
+  type Protocol,
+  seqs,
+  settle,
+  type User,
+} from "../helpers/clients.js";
+import { startServer, type TestServer } from "../helpers/server.js";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.destroy();
+  server = undefined;
+});
+
+async function direct(a: User, b: User) {
+  const res = await a.chat.createDirectConversation({ peerUserId: b.userId });
+  return res.conversation!.conversationId;
+}
+
+const text = (t: string) => ({ text: t });
+
+describe("ordering", () => {
+  it("gives each conversation strictly increasing seqs without holes, under concurrent senders", async () => {
+    server = await startServer();
+    const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
+    const group = await a!.chat.createGroupConversation({
+      title: "g",
+      memberUserIds: [b!.userId, c!.userId],
+    });
+    const id = group.conversation!.conversationId;
+    const sends = [a, b, c].flatMap((u, i) =>
+      Array.from({ length: 15 }, (_, j) =>
+        u!.chat.send({ conversationId: id, clientMsgId: `m-${i}-${j}`, content: text(`${i}/${j}`) }),
+      ),
+    );
+    const results = await Promise.all(sends);
+    const got = results.map((r) => Number(r.event!.seq)).sort((x, y) => x - y);
+    // seq 1 is the creation event; 45 messages follow without holes or reuse.
+    expect(got).toEqual(Array.from({ length: 45 }, (_, i) => i + 2));
+    const history = await a!.chat.getHistory({ conversationId: id, limit: 100 });
+    expect(seqs(history.events)).toEqual(Array.from({ length: 46 }, (_, i) => i + 1));
+  });
+
+  it("delivers a sender's pipelined messages to a live device in seq order and in send order", async () => {
+    server = await startServer({ limits: { sendBurst: 100 } });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const bob = openSession(b.chat);
+    await bob.frames.until((f) => f.of("syncComplete").length > 0);
+    const ann = openSession(a.chat, { subscribe: false });
+    for (let i = 0; i < 50; i++) {
+      ann.send({ frameId: `f${i}`, action: { case: "send", value: { conversationId: id, clientMsgId: `c${i}`, content: text(`n${i}`) } } });
+    }
+    await bob.frames.until((f) => f.events(id).length >= 51, 10_000, "51 events");
+    const got = bob.frames.events(id).filter((e) => e.seq > 1n);
+    expect(seqs(got)).toEqual(Array.from({ length: 50 }, (_, i) => i + 2));
+    expect(got.map((e) => (e.kind.case === "messagePosted" ? e.kind.value.content?.text : ""))).toEqual(
+      Array.from({ length: 50 }, (_, i) => `n${i}`),
+    );
+    bob.abort();
+    ann.abort();
+  });
+});
+
+describe("idempotent send", () => {
+  it("maps a retried client_msg_id to the original event, also after a restart", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const first = await a.chat.send({ conversationId: id, clientMsgId: "k1", content: text("hello") });
+    expect(first.duplicate).toBe(false);
+    const retry = await a.chat.send({ conversationId: id, clientMsgId: "k1", content: text("hello") });
+    expect(retry.duplicate).toBe(true);
+    expect(retry.event!.eventId).toBe(first.event!.eventId);
+    expect(retry.event!.seq).toBe(first.event!.seq);
+
+    // A restart loses every in-memory cache; the store still knows the key.
+    server = await server.restart();
+    const a2 = await login(server, "ann");
+    const after = await a2.chat.send({ conversationId: id, clientMsgId: "k1", content: text("hello") });
+    expect(after.duplicate).toBe(true);
+    expect(after.event!.eventId).toBe(first.event!.eventId);
+    const next = await a2.chat.send({ conversationId: id, clientMsgId: "k2", content: text("next") });
+    expect(next.event!.seq).toBe(first.event!.seq + 1n);
+    const history = await a2.chat.getHistory({ conversationId: id });
+    expect(history.events.filter((e) => e.clientMsgId === "k1")).toHaveLength(1);
+  });
+
+  it("keeps concurrent retries of one key to a single event", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () => a.chat.send({ conversationId: id, clientMsgId: "same", content: text("x") })),
+    );
+    expect(new Set(results.map((r) => r.event!.eventId)).size).toBe(1);
+    expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
+    const history = await a.chat.getHistory({ conversationId: id });
+    expect(seqs(history.events)).toEqual([1, 2]);
+  });
+
+  it("scopes keys per sender: two senders may use the same client_msg_id", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const x = await a.chat.send({ conversationId: id, clientMsgId: "shared", content: text("from a") });
+    const y = await b.chat.send({ conversationId: id, clientMsgId: "shared", content: text("from b") });
+    expect(y.duplicate).toBe(false);
+    expect(y.event!.seq).toBe(x.event!.seq + 1n);
+  });
+});
+
+describe("durable ack", () => {
+  it("acknowledges only what survives a restart", async () => {
+    server = await startServer({ sqlite: { synchronous: "FULL" } });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const acked = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        a.chat.send({ conversationId: id, clientMsgId: `d${i}`, content: text(`d${i}`) }),
+      ),
+    );
+    // Stop immediately after the acks: nothing acknowledged may be missing.
+    server = await server.restart();
+    const b2 = await login(server, "ben");
+    const history = await b2.chat.getHistory({ conversationId: id, limit: 100 });
+    const stored = new Set(history.events.map((e) => e.eventId));
+    for (const r of acked) expect(stored.has(r.event!.eventId)).toBe(true);
+  });
+});
+
+describe.each<Protocol>(["grpc", "connect", "grpc-web"])("delivery over %s", (protocol) => {
+  it("reaches every online device of every member exactly once, the sender's other devices included", async () => {
+    server = await startServer();
+    const a1 = await login(server, "ann", "ann-phone");
+    const a2 = await login(server, "ann", "ann-laptop");
+    const b1 = await login(server, "ben", "ben-phone");
+    const b2 = await login(server, "ben", "ben-web");
+    const id = await direct(a1, b1);
+    // Native devices use Session; the web device uses Subscribe (server stream).
+    const streams = {
+      sender: openSession(a1.chat),
+      senderOther: openSession(a2.chat),
+      peer: openSession(b1.chat),
+      peerWeb: openSubscribe(b2.via(protocol)),
+    };
+    for (const s of Object.values(streams)) {
+      await s.frames.until((f) => f.of("syncComplete").length > 0);
+    }
+    for (let i = 0; i < 5; i++) {
+      streams.sender.send({
+        frameId: `f${i}`,
+        action: { case: "send", value: { conversationId: id, clientMsgId: `x${i}`, content: text(`x${i}`) } },
+      });
+    }
+    // Seq 1 (the creation) arrives by sync: these devices had no cursor.
+    const expected = [1, 2, 3, 4, 5, 6];
+    for (const [name, s] of Object.entries(streams)) {
+      await s.frames.until((f) => f.events(id).length >= 6, 5000, `${name} events`);
+    }
+    await settle(300);
+    for (const s of Object.values(streams)) expect(seqs(s.frames.events(id))).toEqual(expected);
+    // The sending stream gets acks in place of events, each answering its frame.
+    const acks = streams.sender.frames.of("sendAck");
+    expect(acks.map((a) => Number(a.event!.seq))).toEqual([2, 3, 4, 5, 6]);
+    expect(streams.sender.frames.of("event")).toHaveLength(0);
+    const replyIds = streams.sender.frames.all
+      .filter((f) => f.frame.case === "sendAck")
+      .map((f) => f.replyToFrameId);
+    expect(replyIds).toEqual(["f0", "f1", "f2", "f3", "f4"]);
+    for (const s of Object.values(streams)) s.abort();
+  });
+});
+
+describe("resume", () => {
+  it("gives a device that was offline everything after its cursor, and nothing twice", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const first = openSession(b.chat);
+    await first.frames.until((f) => f.of("syncComplete").length > 0);
+    await a.chat.send({ conversationId: id, clientMsgId: "1", content: text("one") });
+    await first.frames.until((f) => f.events(id).some((e) => e.seq === 2n));
+    const held = first.frames.events(id).at(-1)!.seq;
+    first.abort();
+    await first.frames.untilEnded();
+
+    for (let i = 0; i < 7; i++) {
+      await a.chat.send({ conversationId: id, clientMsgId: `off${i}`, content: text(`off${i}`) });
+    }
+    const back = openSession(b.chat, { cursors: [cursor(id, held)] });
+    await back.frames.until((f) => f.of("syncComplete").length > 0);
+    await a.chat.send({ conversationId: id, clientMsgId: "live", content: text("live") });
+    await back.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "live"));
+    await settle();
+    expect(seqs(back.frames.events(id))).toEqual([3, 4, 5, 6, 7, 8, 9, 10]);
+    const sync = back.frames.of("sync")[0]!;
+    expect(sync.gap).toBe(false);
+    expect(sync.gapAfterSeq).toBe(2n);
+    back.abort();
+  });
+
+  it("resumes from the device's stored delivered cursor when the client sends none", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    await a.chat.send({ conversationId: id, clientMsgId: "1", content: text("one") });
+    await b.chat.markDelivered({ conversationId: id, seq: 2n });
+    await a.chat.send({ conversationId: id, clientMsgId: "2", content: text("two") });
+    const s = openSubscribe(b.chat);
+    await s.frames.until((f) => f.of("syncComplete").length > 0);
+    expect(seqs(s.frames.events(id))).toEqual([3]);
+    s.abort();
+  });
+
+  it("resumes after a server restart without loss or duplicates", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const s = openSession(b.chat);
+    await s.frames.until((f) => f.of("syncComplete").length > 0);
+    await a.chat.send({ conversationId: id, clientMsgId: "1", content: text("one") });
+    await s.frames.until((f) => f.events(id).length === 2 || f.events(id).some((e) => e.seq === 2n));
+    const held = s.frames.events(id).at(-1)!.seq;
+
+    server = await server.restart();
+    await s.frames.untilEnded();
+    const a2 = await login(server, "ann");
+    const b2 = await login(server, "ben");
+    await a2.chat.send({ conversationId: id, clientMsgId: "2", content: text("two") });
+    await a2.chat.send({ conversationId: id, clientMsgId: "3", content: text("three") });
+    const back = openSession(b2.chat, { cursors: [cursor(id, held)] });
+    await back.frames.until((f) => f.of("syncComplete").length > 0);
+    await settle();
+    expect(seqs(back.frames.events(id))).toEqual([3, 4]);
+    back.abort();
+  });
+
+  it("marks a gap when more was missed than a batch carries, and history fills it", async () => {
+    server = await startServer({ session: { syncLimit: 5 } });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    for (let i = 0; i < 12; i++) {
+      await a.chat.send({ conversationId: id, clientMsgId: `g${i}`, content: text(`g${i}`) });
+    }
+    const s = openSubscribe(b.chat, [cursor(id, 1n)]);
+    await s.frames.until((f) => f.of("syncComplete").length > 0);
+    const batch = s.frames.of("sync")[0]!;
+    expect(batch.gap).toBe(true);
+    expect(seqs(batch.events)).toEqual([9, 10, 11, 12, 13]);
+    const fill = await b.chat.getHistory({
+      conversationId: id,
+      anchorSeq: batch.gapAfterSeq,
+      direction: 1,
+      limit: Number(batch.events[0]!.seq - batch.gapAfterSeq - 1n),
+    });
+    expect(seqs(fill.events)).toEqual([2, 3, 4, 5, 6, 7, 8]);
+    s.abort();
+  });
+});
+
+describe("history", () => {
+  it("pages by seq in both directions", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    for (let i = 0; i < 9; i++) {
+      await a.chat.send({ conversationId: id, clientMsgId: `h${i}`, content: text(`h${i}`) });
+    }
+    const latest = await b.chat.getHistory({ conversationId: id, limit: 4 });
+    expect(seqs(latest.events)).toEqual([7, 8, 9, 10]);
+    expect(latest.hasMore).toBe(true);
+    const older = await b.chat.getHistory({ conversationId: id, anchorSeq: 7n, direction: 2, limit: 4 });
+    expect(seqs(older.events)).toEqual([3, 4, 5, 6]);
+    const oldest = await b.chat.getHistory({ conversationId: id, anchorSeq: 3n, direction: 2, limit: 4 });
+    expect(seqs(oldest.events)).toEqual([1, 2]);
+    expect(oldest.hasMore).toBe(false);
+    const forward = await b.chat.getHistory({ conversationId: id, anchorSeq: 8n, direction: 1, limit: 4 });
+    expect(seqs(forward.events)).toEqual([9, 10]);
+    expect(forward.hasMore).toBe(false);
+    await expect(
+      b.chat.getHistory({ conversationId: id, anchorSeq: 99n, direction: 1 }),
+    ).rejects.toMatchObject({ code: Code.InvalidArgument });
+  });
+
+  it("lets only members read", async () => {
+    server = await startServer();
+    const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
+    const id = await direct(a!, b!);
+    const err = await c!.chat.getHistory({ conversationId: id }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.PermissionDenied);
+    const missing = await c!.chat
+      .getHistory({ conversationId: "c_00000000000000000000000000" })
+      .catch((e: unknown) => e);
+    expect((missing as ConnectError).code).toBe(Code.NotFound);
+  });
+});

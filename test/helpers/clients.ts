@@ -1,0 +1,243 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { type Client, type ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+import {
+  ChatService,
+  type ServerFrame,
+  type SessionRequest,
+  SessionRequestSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
+import { DevService } from "../../gen/chat/v1/dev_service_pb.js";
+import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
+import type { Event } from "../../gen/chat/v1/event_pb.js";
+import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
+import { partner, type TestServer } from "./server.js";
+
+export type Protocol = "grpc" | "connect" | "grpc-web";
+
+/** A transport for each wire protocol the edge serves. */
+export function transport(url: string, protocol: Protocol, interceptors: Interceptor[] = []): Transport {
+  switch (protocol) {
+    case "grpc":
+      return createGrpcTransport({ baseUrl: url, interceptors });
+    case "connect":
+      return createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors });
+    case "grpc-web":
+      return createGrpcWebTransport({ baseUrl: url, httpVersion: "1.1", interceptors });
+  }
+}
+
+const bearer =
+  (token: string): Interceptor =>
+  (next) =>
+  (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+
+export interface User {
+  userId: string;
+  deviceId: string;
+  token: string;
+  /** ChatService over gRPC (HTTP/2). */
+  chat: Client<typeof ChatService>;
+  /** ChatService over the given protocol. */
+  via(protocol: Protocol): Client<typeof ChatService>;
+}
+
+/** Logs in through DevService and returns authenticated clients. */
+export async function login(server: TestServer, userName: string, deviceId = ""): Promise<User> {
+  const dev = createClient(DevService, transport(server.url, "grpc"));
+  const t = await dev.issueDevToken({ userName, deviceId });
+  return userFromToken(server, t.userId, t.deviceId, t.token);
+}
+
+export function userFromToken(server: TestServer, userId: string, deviceId: string, token: string): User {
+  const via = (p: Protocol) => createClient(ChatService, transport(server.url, p, [bearer(token)]));
+  return { userId, deviceId, token, chat: via("grpc"), via };
+}
+
+/** PartnerService with the test partner's credentials. */
+export function partnerClient(server: TestServer, secret = partner.secret) {
+  const basic = Buffer.from(`${partner.key}:${secret}`).toString("base64");
+  const auth: Interceptor = (next) => (req) => {
+    req.header.set("authorization", `Basic ${basic}`);
+    return next(req);
+  };
+  return createClient(PartnerService, transport(server.url, "grpc", [auth]));
+}
+
+type FrameCase = NonNullable<ServerFrame["frame"]["case"]>;
+type FrameValue<K extends FrameCase> =
+  Extract<ServerFrame["frame"], { case: K }> extends { value: infer V } ? V : never;
+
+/** Collects server frames of a stream and waits for conditions on them. */
+export class Frames {
+  readonly all: ServerFrame[] = [];
+  error: ConnectError | undefined;
+  ended = false;
+  private waiters = new Set<() => void>();
+
+  add(f: ServerFrame) {
+    this.all.push(f);
+    this.poke();
+  }
+  end(err?: ConnectError) {
+    this.ended = true;
+    this.error = err;
+    this.poke();
+  }
+  private poke() {
+    for (const w of [...this.waiters]) w();
+  }
+
+  /** Events delivered live or in sync batches, and send-acks, in arrival order. */
+  events(conversationId?: string): Event[] {
+    const out: Event[] = [];
+    for (const f of this.all) {
+      const c = f.frame;
+      if (c.case === "event") out.push(c.value);
+      else if (c.case === "sync") out.push(...c.value.events);
+      else if (c.case === "sendAck" && c.value.event && !c.value.duplicate) out.push(c.value.event);
+    }
+    return conversationId ? out.filter((e) => e.conversationId === conversationId) : out;
+  }
+
+  of<K extends FrameCase>(kind: K): FrameValue<K>[] {
+    return this.all.flatMap((f) => (f.frame.case === kind ? [f.frame.value as FrameValue<K>] : []));
+  }
+
+  /** Resolves once `pred` holds; rejects after timeoutMs with what was seen. */
+  async until(pred: (f: Frames) => boolean, timeoutMs = 5000, what = "condition"): Promise<void> {
+    if (pred(this)) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(
+          new Error(
+            `timed out waiting for ${what}; frames: ${this.all.map((f) => f.frame.case).join(",")}${this.error ? `; error: ${this.error.message}` : ""}`,
+          ),
+        );
+      }, timeoutMs);
+      const check = () => {
+        if (pred(this)) {
+          clearTimeout(timer);
+          this.waiters.delete(check);
+          resolve();
+        }
+      };
+      this.waiters.add(check);
+    });
+  }
+
+  untilEnded(timeoutMs = 5000) {
+    return this.until((f) => f.ended, timeoutMs, "stream end");
+  }
+}
+
+/** An async iterable the test pushes request frames into. */
+export class Outbox<T> implements AsyncIterable<T> {
+  private queue: T[] = [];
+  private wake: (() => void) | undefined;
+  private done = false;
+  push(item: T) {
+    this.queue.push(item);
+    this.wake?.();
+  }
+  end() {
+    this.done = true;
+    this.wake?.();
+  }
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      const next = this.queue.shift();
+      if (next !== undefined) {
+        yield next;
+        continue;
+      }
+      if (this.done) return;
+      await new Promise<void>((r) => {
+        this.wake = r;
+      });
+      this.wake = undefined;
+    }
+  }
+}
+
+export interface OpenStream {
+  frames: Frames;
+  /** Aborts the call (like a dropped connection). */
+  abort(): void;
+}
+
+export interface OpenSession extends OpenStream {
+  send(frame: MessageInitShape<typeof SessionRequestSchema>): void;
+  /** Half-closes the request side. */
+  end(): void;
+}
+
+/** Opens a bidi Session stream; `subscribe` sends the subscribe frame first. */
+export function openSession(
+  client: Client<typeof ChatService>,
+  opts: { subscribe?: MessageInitShape<typeof SessionRequestSchema>["action"] | false; cursors?: ConversationCursor[] } = {},
+): OpenSession {
+  const input = new Outbox<SessionRequest>();
+  const frames = new Frames();
+  const ac = new AbortController();
+  if (opts.subscribe !== false) {
+    input.push(
+      create(SessionRequestSchema, {
+        action: { case: "subscribe", value: { cursors: opts.cursors ?? [] } },
+      }),
+    );
+  }
+  void (async () => {
+    try {
+      for await (const res of client.session(input, { signal: ac.signal })) {
+        if (res.frame) frames.add(res.frame);
+      }
+      frames.end();
+    } catch (err) {
+      frames.end(err as ConnectError);
+    }
+  })();
+  return {
+    frames,
+    send: (f) => input.push(create(SessionRequestSchema, f)),
+    end: () => input.end(),
+    abort: () => ac.abort(),
+  };
+}
+
+/** Opens a Subscribe stream (the browser path). */
+export function openSubscribe(
+  client: Client<typeof ChatService>,
+  cursors: ConversationCursor[] = [],
+): OpenStream {
+  const frames = new Frames();
+  const ac = new AbortController();
+  void (async () => {
+    try {
+      for await (const res of client.subscribe({ cursors }, { signal: ac.signal })) {
+        if (res.frame) frames.add(res.frame);
+      }
+      frames.end();
+    } catch (err) {
+      frames.end(err as ConnectError);
+    }
+  })();
+  return { frames, abort: () => ac.abort() };
+}
+
+/** Asserts nothing more arrives for a while (for "exactly once" checks). */
+export const settle = (ms = 150) => new Promise((r) => setTimeout(r, ms));
+
+/** A conversation cursor. */
+export const cursor = (conversationId: string, seq: bigint) =>
+  ({ conversationId, seq }) as ConversationCursor;
+
+export const seqs = (events: Event[]) => events.map((e) => Number(e.seq));
