@@ -6,17 +6,23 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["test/unit/**/*.test.ts", "test/contract/**/*.test.ts", "test/inmemory/**/*.test.ts"],
+          sequence: { groupOrder: 0 },
+          include: [
+            "test/unit/**/*.test.ts",
+            "test/contract/**/*.test.ts",
+            "test/inmemory/**/*.test.ts",
+          ],
           testTimeout: 15_000,
         },
       },
       {
         test: {
           name: "e2e",
+          // Unit tests first; then full servers, two workers on a 2-core box.
+          sequence: { groupOrder: 1 },
           include: ["test/e2e/**/*.test.ts"],
           testTimeout: 30_000,
           hookTimeout: 30_000,
-          // Full servers and real sockets: spread over two workers on a 2-core box.
           maxWorkers: 2,
         },
       },

@@ -130,7 +130,7 @@ const prefix = "CHAT_";
  */
 export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
   const get = (name: string): string | undefined => {
-    const v = env[prefix + name];
+    const v = env[prefix + name]?.trim();
     return v === undefined || v === "" ? undefined : v;
   };
   const num = (name: string): number | undefined => {

@@ -38,7 +38,7 @@ export function boundaryInterceptor(log: Logger): Interceptor {
     const started = performance.now();
     let res: Awaited<ReturnType<typeof next>>;
     try {
-      res = await next(req);
+      res = await next(req.stream ? { ...req, message: clientMessages(req.message) } : req);
     } catch (err) {
       throw report(procedure, started, err);
     }
@@ -57,6 +57,28 @@ export function boundaryInterceptor(log: Logger): Interceptor {
     }
     return { ...res, message: mapped() };
   };
+}
+
+/**
+ * The client's stream of request messages. Connect reports a message it
+ * cannot decode as INTERNAL (the gRPC convention); on a stream that is this
+ * client's malformed input, so it becomes INVALID_ARGUMENT and ends only
+ * this stream.
+ */
+async function* clientMessages<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
+  try {
+    yield* source;
+  } catch (err) {
+    const ce = ConnectError.from(err);
+    if (ce.code !== Code.Internal) throw err;
+    throw new ConnectError(
+      "malformed request message",
+      Code.InvalidArgument,
+      undefined,
+      undefined,
+      err,
+    );
+  }
 }
 
 /** True when an error is (or wraps) the given code. */

@@ -5,8 +5,11 @@ import type { Event } from "../../gen/chat/v1/event_pb.js";
  * conversation. The router appends; the store consumes.
  *
  * Implementations: the in-process log (embedded; an append settles when the
- * store has committed the event) and a distributed log (settles when the
- * broker has persisted it).
+ * store has committed the event, with the store's verdict on it) and a
+ * distributed log (settles when the broker has persisted it). A log whose
+ * durability point cannot judge events reports no verdicts; the router then
+ * has to rule conflicts out before appending (durable dedup check, one writer
+ * per conversation), as it already does on the embedded path.
  */
 export interface MessageLog {
   /**

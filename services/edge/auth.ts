@@ -33,17 +33,24 @@ export function caller(ctx: HandlerContext): Caller {
  */
 export function createDeviceCheck(store: StoreClient, ttlMs = 30_000) {
   const live = new Map<string, { userId: string; untilMs: number }>();
+  // Bumped on every eviction: a lookup that raced a revocation must not
+  // re-cache the device as live.
+  let evictions = 0;
   return {
-    async assertLive(userId: string, deviceId: string) {
+    /** Throws UNAUTHENTICATED unless the device exists, is the user's, and is not revoked. */
+    async assertLive(userId: string, deviceId: string, fresh = false) {
       const hit = live.get(deviceId);
-      if (hit && hit.userId === userId && hit.untilMs > Date.now()) return;
+      if (!fresh && hit && hit.userId === userId && hit.untilMs > Date.now()) return;
+      const seen = evictions;
       const { device } = await store.loadDevice({ deviceId });
       if (!device || device.userId !== userId) throw fail.unauthenticated("unknown device");
       if (device.revokedAt) throw fail.unauthenticated("device is revoked");
+      if (seen !== evictions) return;
       live.set(deviceId, { userId, untilMs: Date.now() + ttlMs });
       if (live.size > 100_000) live.clear();
     },
     evict(deviceId: string) {
+      evictions++;
       live.delete(deviceId);
     },
   };

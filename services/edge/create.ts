@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type net from "node:net";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
@@ -86,6 +87,8 @@ export function createEdge(deps: EdgeDeps) {
   const served = [ChatService, PartnerService, ...(config.devMode ? [DevService] : [])];
   const health = createHealth(served.map((s) => s.typeName));
   const shutdown = new AbortController();
+  // Every in-flight call links its own signal to this one; the default cap of 10 would warn.
+  setMaxListeners(0, shutdown.signal);
   const routes = (router: ConnectRouter) => {
     router.service(ChatService, {
       ...sessionRoutes(ctx),
@@ -112,6 +115,7 @@ export function createEdge(deps: EdgeDeps) {
     ],
     shutdownSignal: shutdown.signal,
     onUpgrade: (req, socket, head) => void websocket.upgrade(req, socket, head),
+    isServing: () => health.serving,
     log: log.http,
   });
   let address: net.AddressInfo | undefined;

@@ -29,8 +29,20 @@ export function createPresence(deps: {
   log: Logger;
 }) {
   async function announce(p: PresenceRecord) {
-    const watchers = await deps.soft.presence.watchers(p.userId);
+    let watchers = await deps.soft.presence.watchers(p.userId);
     if (watchers.length === 0) return;
+    // Visibility was checked at watch time; watchers who no longer share a
+    // conversation with the user must stop hearing about them.
+    const others = [...new Set(watchers.map((w) => w.userId))].filter((u) => u !== p.userId);
+    if (others.length > 0) {
+      const { userIds } = await deps.store.filterPeers({
+        userId: p.userId,
+        candidateUserIds: others,
+      });
+      const allowed = new Set([p.userId, ...userIds]);
+      watchers = watchers.filter((w) => allowed.has(w.userId));
+      if (watchers.length === 0) return;
+    }
     const frame = create(ServerFrameSchema, { frame: { case: "presence", value: view(p) } });
     await deliverToUsers(
       deps.soft,

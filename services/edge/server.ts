@@ -13,6 +13,8 @@ export interface HttpServerOptions {
   /** Aborting it ends every streaming call with UNAVAILABLE. */
   shutdownSignal: AbortSignal;
   onUpgrade: (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
+  /** Answers GET /healthz for proxies and orchestrators that do not speak gRPC health. */
+  isServing: () => boolean;
   log: Logger;
 }
 
@@ -55,6 +57,12 @@ export function createHttpServer(opts: HttpServerOptions) {
         return;
       }
     }
+    if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
+      const ok = opts.isServing();
+      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" });
+      res.end(ok ? "ok\n" : "shutting down\n");
+      return;
+    }
     connect(req as http.IncomingMessage, res as http.ServerResponse);
   };
 
@@ -75,6 +83,10 @@ export function createHttpServer(opts: HttpServerOptions) {
   h1.on("upgrade", opts.onUpgrade);
   h1.headersTimeout = 20_000;
   h1.keepAliveTimeout = 30_000;
+  // h1 never listens itself (the listener below hands it sockets) and Node starts
+  // connection tracking on "listening": without it closeIdleConnections does
+  // nothing and headersTimeout/requestTimeout are never enforced.
+  h1.emit("listening");
 
   const sockets = new Set<net.Socket>();
   // Open streams per HTTP/2 session, so shutdown can tell idle sessions and
@@ -91,8 +103,17 @@ export function createHttpServer(opts: HttpServerOptions) {
     stream.on("close", () => open.delete(stream));
   });
   for (const s of [h1, h2]) {
-    s.on("clientError", (err: Error, socket: net.Socket) => {
+    s.on("clientError", (err: Error & { code?: string }, socket: net.Socket) => {
       opts.log.debug({ err }, "client error");
+      // With a listener Node no longer answers by itself: tell an HTTP/1.1
+      // client why (431 for oversized headers) instead of just hanging up.
+      if (s === h1 && socket.writable && socket.bytesWritten === 0) {
+        const status =
+          err.code === "HPE_HEADER_OVERFLOW"
+            ? "431 Request Header Fields Too Large"
+            : "400 Bad Request";
+        socket.write(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      }
       socket.destroy();
     });
   }
@@ -136,7 +157,8 @@ export function createHttpServer(opts: HttpServerOptions) {
           // A call whose response is complete but whose client never closed
           // its request side is over: reset it, as gRPC servers do.
           if (Date.now() >= settled) {
-            for (const st of open) if (st.writableFinished) st.close(http2.constants.NGHTTP2_NO_ERROR);
+            for (const st of open)
+              if (st.writableFinished) st.close(http2.constants.NGHTTP2_NO_ERROR);
           }
           if (open.size === 0) s.destroy();
         }
@@ -144,6 +166,8 @@ export function createHttpServer(opts: HttpServerOptions) {
         await new Promise((r) => setTimeout(r, 20));
       }
       for (const s of sockets) s.destroy();
+      // Stops h1's connection tracking timer.
+      h1.close();
       await closed;
     },
   };

@@ -388,6 +388,9 @@ export class Session {
         backward: false,
         limit: Math.min(missing, catchUpPage),
       });
+      // History starts at the caller's (re)join: what lies before is not owed.
+      const visible = res.events[0]?.seq;
+      if (visible !== undefined && visible > g.sent + 1n) g.sent = visible - 1n;
       for (const ev of res.events) if (!this.closed) this.admit(ev);
     } catch (err) {
       this.opts.log.debug({ err, conversationId }, "gap fill failed");

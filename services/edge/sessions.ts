@@ -56,6 +56,9 @@ export function createSessions(deps: {
     try {
       // Registered before any sync read, so nothing committed later is missed.
       await deps.soft.registry.attach({ ...who, edgeId: deps.edgeId });
+      // A revocation between authentication and registration found no
+      // session to end; look again now that revocations will reach this one.
+      await deps.devices.assertLive(who.userId, who.deviceId, true);
       await deps.presence.heartbeat(who.userId, who.deviceId);
     } catch (err) {
       await release(s);

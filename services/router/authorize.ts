@@ -57,6 +57,7 @@ async function targetMessage(
   if (targetSeq < 1n || targetSeq > state.lastSeq || targetSeq < actorJoinedSeq) {
     throw fail.notFound("target message not found");
   }
+  if (state.deleted?.has(targetSeq)) throw fail.precondition("target message was deleted");
   const { event } = await deps.store.readEvent({
     conversationId: state.conversationId,
     seq: targetSeq,
@@ -113,7 +114,16 @@ export async function authorize(
       if (target.actorUserId !== actor.userId && !moderator) {
         throw fail.denied("only the sender or a group admin can delete a message");
       }
-      return { kind: k, recipients: everyone() };
+      const targetSeq = k.value.targetSeq;
+      return {
+        kind: k,
+        recipients: everyone(),
+        // Later changes must see the delete before the store does.
+        mutate: (s) => {
+          s.deleted ??= new Set();
+          s.deleted.add(targetSeq);
+        },
+      };
     }
     case "reactionAdded":
     case "reactionRemoved": {

@@ -17,6 +17,8 @@ export interface ConversationState {
   members: Map<string, MemberState>;
   /** Highest seq sequenced here or known durable. */
   lastSeq: bigint;
+  /** Messages deleted by changes sequenced here; the store shows them redacted only once durable. */
+  deleted?: Set<bigint>;
 }
 
 /** A bounded LRU of ConversationState, loaded on demand from the store. */

@@ -35,8 +35,14 @@ export interface Applied {
   duplicate: boolean;
 }
 
-/** Retries of a change whose seq was taken by a failed neighbour in the pipeline. */
+/** Retries of a change whose seq was also handed to another change. */
 const maxConflictRetries = 5;
+/**
+ * Retries of a change that landed behind a hole left by a failed change ahead
+ * of it. Not the change's fault, and every round commits or settles the changes
+ * ahead, so the bound is only a backstop.
+ */
+const maxHoleRetries = 100;
 
 const dedupKey = (conversationId: string, actorUserId: string, clientMsgId: string) =>
   `${conversationId}\u0000${actorUserId}\u0000${clientMsgId}`;
@@ -58,8 +64,27 @@ export function createSendPath(deps: SendPathDeps) {
   const queue = createKeyedQueue();
   const inflight = new Map<string, Promise<Applied>>();
 
-  const durableHead = async (conversationId: string) =>
-    (await deps.store.loadMembership({ conversationId })).headSeq;
+  /** Appends per conversation that have not settled yet. */
+  const unsettled = new Map<string, Set<Promise<void>>>();
+
+  const track = (conversationId: string, durable: Promise<void>) => {
+    const set = unsettled.get(conversationId) ?? new Set<Promise<void>>();
+    unsettled.set(conversationId, set);
+    set.add(durable);
+    const done = () => {
+      set.delete(durable);
+      if (set.size === 0 && unsettled.get(conversationId) === set) unsettled.delete(conversationId);
+    };
+    durable.then(done, done);
+  };
+
+  const durableHead = async (conversationId: string) => {
+    // A head read while own appends are in flight lags them: seeding from it
+    // would hand their seqs out again and fail every change behind them.
+    const pending = unsettled.get(conversationId);
+    if (pending) await Promise.allSettled([...pending]);
+    return (await deps.store.loadMembership({ conversationId })).headSeq;
+  };
 
   /** Drops every cached notion of the conversation's state after a failed append. */
   const forget = async (conversationId: string) => {
@@ -93,6 +118,7 @@ export function createSendPath(deps: SendPathDeps) {
       decision.mutate?.(state, seq);
       if (seq > state.lastSeq) state.lastSeq = seq;
       const durable = deps.log.append(event);
+      track(conversationId, durable);
       deps.fanout.enqueue(event, durable, decision.recipients);
       return { event, durable };
     });
@@ -125,6 +151,17 @@ export function createSendPath(deps: SendPathDeps) {
       if (ref) {
         const { event } = await deps.store.readEvent(ref);
         if (event) return { event, duplicate: true };
+      }
+      // The cache is only a fast path (it forgets on restart or eviction):
+      // ask the store before a seq is taken, so a late retry never burns one.
+      const { event } = await deps.store.findEvent({
+        conversationId: proposal.conversationId,
+        actorUserId: actor.userId,
+        clientMsgId: proposal.clientMsgId,
+      });
+      if (event) {
+        await deps.soft.dedup.put(key, { conversationId: event.conversationId, seq: event.seq });
+        return { event, duplicate: true };
       }
     }
     const attempt = sequence(actor, proposal, key);
@@ -197,13 +234,18 @@ export function createSendPath(deps: SendPathDeps) {
      * is durable. Throws ConnectErrors with precise codes.
      */
     async apply(actor: Actor, proposal: Event): Promise<Applied> {
-      for (let attempt = 0; ; attempt++) {
+      let conflicts = 0;
+      let holes = 0;
+      for (;;) {
         try {
           return await applyOnce(actor, proposal);
         } catch (err) {
-          if (err instanceof SeqConflictError && attempt < maxConflictRetries) {
-            deps.logger.debug({ err }, "seq conflict, retrying");
-            continue;
+          if (err instanceof SeqConflictError) {
+            const hole = err.expected < err.got;
+            if (hole ? holes++ < maxHoleRetries : conflicts++ < maxConflictRetries) {
+              deps.logger.debug({ err }, "seq conflict, retrying");
+              continue;
+            }
           }
           throw toConnectError(err);
         }

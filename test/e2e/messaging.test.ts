@@ -36,7 +36,11 @@ describe("ordering", () => {
     const id = group.conversation!.conversationId;
     const sends = [a, b, c].flatMap((u, i) =>
       Array.from({ length: 15 }, (_, j) =>
-        u!.chat.send({ conversationId: id, clientMsgId: `m-${i}-${j}`, content: text(`${i}/${j}`) }),
+        u!.chat.send({
+          conversationId: id,
+          clientMsgId: `m-${i}-${j}`,
+          content: text(`${i}/${j}`),
+        }),
       ),
     );
     const results = await Promise.all(sends);
@@ -55,14 +59,20 @@ describe("ordering", () => {
     await bob.frames.until((f) => f.of("syncComplete").length > 0);
     const ann = openSession(a.chat, { subscribe: false });
     for (let i = 0; i < 50; i++) {
-      ann.send({ frameId: `f${i}`, action: { case: "send", value: { conversationId: id, clientMsgId: `c${i}`, content: text(`n${i}`) } } });
+      ann.send({
+        frameId: `f${i}`,
+        action: {
+          case: "send",
+          value: { conversationId: id, clientMsgId: `c${i}`, content: text(`n${i}`) },
+        },
+      });
     }
     await bob.frames.until((f) => f.events(id).length >= 51, 10_000, "51 events");
     const got = bob.frames.events(id).filter((e) => e.seq > 1n);
     expect(seqs(got)).toEqual(Array.from({ length: 50 }, (_, i) => i + 2));
-    expect(got.map((e) => (e.kind.case === "messagePosted" ? e.kind.value.content?.text : ""))).toEqual(
-      Array.from({ length: 50 }, (_, i) => `n${i}`),
-    );
+    expect(
+      got.map((e) => (e.kind.case === "messagePosted" ? e.kind.value.content?.text : "")),
+    ).toEqual(Array.from({ length: 50 }, (_, i) => `n${i}`));
     bob.abort();
     ann.abort();
   });
@@ -73,9 +83,17 @@ describe("idempotent send", () => {
     server = await startServer();
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
-    const first = await a.chat.send({ conversationId: id, clientMsgId: "k1", content: text("hello") });
+    const first = await a.chat.send({
+      conversationId: id,
+      clientMsgId: "k1",
+      content: text("hello"),
+    });
     expect(first.duplicate).toBe(false);
-    const retry = await a.chat.send({ conversationId: id, clientMsgId: "k1", content: text("hello") });
+    const retry = await a.chat.send({
+      conversationId: id,
+      clientMsgId: "k1",
+      content: text("hello"),
+    });
     expect(retry.duplicate).toBe(true);
     expect(retry.event!.eventId).toBe(first.event!.eventId);
     expect(retry.event!.seq).toBe(first.event!.seq);
@@ -83,10 +101,18 @@ describe("idempotent send", () => {
     // A restart loses every in-memory cache; the store still knows the key.
     server = await server.restart();
     const a2 = await login(server, "ann");
-    const after = await a2.chat.send({ conversationId: id, clientMsgId: "k1", content: text("hello") });
+    const after = await a2.chat.send({
+      conversationId: id,
+      clientMsgId: "k1",
+      content: text("hello"),
+    });
     expect(after.duplicate).toBe(true);
     expect(after.event!.eventId).toBe(first.event!.eventId);
-    const next = await a2.chat.send({ conversationId: id, clientMsgId: "k2", content: text("next") });
+    const next = await a2.chat.send({
+      conversationId: id,
+      clientMsgId: "k2",
+      content: text("next"),
+    });
     expect(next.event!.seq).toBe(first.event!.seq + 1n);
     const history = await a2.chat.getHistory({ conversationId: id });
     expect(history.events.filter((e) => e.clientMsgId === "k1")).toHaveLength(1);
@@ -97,7 +123,9 @@ describe("idempotent send", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const results = await Promise.all(
-      Array.from({ length: 10 }, () => a.chat.send({ conversationId: id, clientMsgId: "same", content: text("x") })),
+      Array.from({ length: 10 }, () =>
+        a.chat.send({ conversationId: id, clientMsgId: "same", content: text("x") }),
+      ),
     );
     expect(new Set(results.map((r) => r.event!.eventId)).size).toBe(1);
     expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
@@ -109,8 +137,16 @@ describe("idempotent send", () => {
     server = await startServer();
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
-    const x = await a.chat.send({ conversationId: id, clientMsgId: "shared", content: text("from a") });
-    const y = await b.chat.send({ conversationId: id, clientMsgId: "shared", content: text("from b") });
+    const x = await a.chat.send({
+      conversationId: id,
+      clientMsgId: "shared",
+      content: text("from a"),
+    });
+    const y = await b.chat.send({
+      conversationId: id,
+      clientMsgId: "shared",
+      content: text("from b"),
+    });
     expect(y.duplicate).toBe(false);
     expect(y.event!.seq).toBe(x.event!.seq + 1n);
   });
@@ -156,7 +192,10 @@ describe.each<Protocol>(["grpc", "connect", "grpc-web"])("delivery over %s", (pr
     for (let i = 0; i < 5; i++) {
       streams.sender.send({
         frameId: `f${i}`,
-        action: { case: "send", value: { conversationId: id, clientMsgId: `x${i}`, content: text(`x${i}`) } },
+        action: {
+          case: "send",
+          value: { conversationId: id, clientMsgId: `x${i}`, content: text(`x${i}`) },
+        },
       });
     }
     // Seq 1 (the creation) arrives by sync: these devices had no cursor.
@@ -226,7 +265,9 @@ describe("resume", () => {
     const s = openSession(b.chat);
     await s.frames.until((f) => f.of("syncComplete").length > 0);
     await a.chat.send({ conversationId: id, clientMsgId: "1", content: text("one") });
-    await s.frames.until((f) => f.events(id).length === 2 || f.events(id).some((e) => e.seq === 2n));
+    await s.frames.until(
+      (f) => f.events(id).length === 2 || f.events(id).some((e) => e.seq === 2n),
+    );
     const held = s.frames.events(id).at(-1)!.seq;
 
     server = await server.restart();
@@ -276,12 +317,27 @@ describe("history", () => {
     const latest = await b.chat.getHistory({ conversationId: id, limit: 4 });
     expect(seqs(latest.events)).toEqual([7, 8, 9, 10]);
     expect(latest.hasMore).toBe(true);
-    const older = await b.chat.getHistory({ conversationId: id, anchorSeq: 7n, direction: 2, limit: 4 });
+    const older = await b.chat.getHistory({
+      conversationId: id,
+      anchorSeq: 7n,
+      direction: 2,
+      limit: 4,
+    });
     expect(seqs(older.events)).toEqual([3, 4, 5, 6]);
-    const oldest = await b.chat.getHistory({ conversationId: id, anchorSeq: 3n, direction: 2, limit: 4 });
+    const oldest = await b.chat.getHistory({
+      conversationId: id,
+      anchorSeq: 3n,
+      direction: 2,
+      limit: 4,
+    });
     expect(seqs(oldest.events)).toEqual([1, 2]);
     expect(oldest.hasMore).toBe(false);
-    const forward = await b.chat.getHistory({ conversationId: id, anchorSeq: 8n, direction: 1, limit: 4 });
+    const forward = await b.chat.getHistory({
+      conversationId: id,
+      anchorSeq: 8n,
+      direction: 1,
+      limit: 4,
+    });
     expect(seqs(forward.events)).toEqual([9, 10]);
     expect(forward.hasMore).toBe(false);
     await expect(

@@ -1,5 +1,11 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { type Client, type ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
+import {
+  type Client,
+  type ConnectError,
+  createClient,
+  type Interceptor,
+  type Transport,
+} from "@connectrpc/connect";
 import {
   createConnectTransport,
   createGrpcTransport,
@@ -12,15 +18,19 @@ import {
   SessionRequestSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
 import { DevService } from "../../gen/chat/v1/dev_service_pb.js";
-import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
+import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
 import { partner, type TestServer } from "./server.js";
 
 export type Protocol = "grpc" | "connect" | "grpc-web";
 
 /** A transport for each wire protocol the edge serves. */
-export function transport(url: string, protocol: Protocol, interceptors: Interceptor[] = []): Transport {
+export function transport(
+  url: string,
+  protocol: Protocol,
+  interceptors: Interceptor[] = [],
+): Transport {
   switch (protocol) {
     case "grpc":
       return createGrpcTransport({ baseUrl: url, interceptors });
@@ -56,7 +66,12 @@ export async function login(server: TestServer, userName: string, deviceId = "")
   return userFromToken(server, t.userId, t.deviceId, t.token);
 }
 
-export function userFromToken(server: TestServer, userId: string, deviceId: string, token: string): User {
+export function userFromToken(
+  server: TestServer,
+  userId: string,
+  deviceId: string,
+  token: string,
+): User {
   const via = (p: Protocol) => createClient(ChatService, transport(server.url, p, [bearer(token)]));
   return { userId, deviceId, token, chat: via("grpc"), via };
 }
@@ -183,7 +198,10 @@ export interface OpenSession extends OpenStream {
 /** Opens a bidi Session stream; `subscribe` sends the subscribe frame first. */
 export function openSession(
   client: Client<typeof ChatService>,
-  opts: { subscribe?: MessageInitShape<typeof SessionRequestSchema>["action"] | false; cursors?: ConversationCursor[] } = {},
+  opts: {
+    subscribe?: MessageInitShape<typeof SessionRequestSchema>["action"] | false;
+    cursors?: ConversationCursor[];
+  } = {},
 ): OpenSession {
   const input = new Outbox<SessionRequest>();
   const frames = new Frames();

@@ -33,6 +33,18 @@ export function createMemorySoftState(opts: { dedupEntries?: number } = {}): Sof
   const dedup = new Map<string, EventRef>();
   const buckets = new Map<string, { tokens: number; atMs: number }>();
 
+  const unwatch = (watcher: DeviceAddress, userIds: string[]) => {
+    const key = deviceKey(watcher);
+    const current = watching.get(key);
+    for (const u of userIds) {
+      current?.delete(u);
+      const w = watchersOf.get(u);
+      w?.delete(key);
+      if (w?.size === 0) watchersOf.delete(u);
+    }
+    if (current?.size === 0) watching.delete(key);
+  };
+
   return {
     registry: {
       async attach({ userId, deviceId, edgeId }) {
@@ -113,19 +125,11 @@ export function createMemorySoftState(opts: { dedupEntries?: number } = {}): Sof
         return true;
       },
       async unwatch(watcher, userIds) {
-        const key = deviceKey(watcher);
-        const current = watching.get(key);
-        for (const u of userIds) {
-          current?.delete(u);
-          const w = watchersOf.get(u);
-          w?.delete(key);
-          if (w?.size === 0) watchersOf.delete(u);
-        }
-        if (current?.size === 0) watching.delete(key);
+        unwatch(watcher, userIds);
       },
       async unwatchAll(watcher) {
         const current = watching.get(deviceKey(watcher));
-        if (current) await this.unwatch(watcher, [...current]);
+        if (current) unwatch(watcher, [...current]);
       },
       async watchers(userId) {
         return [...(watchersOf.get(userId)?.values() ?? [])];

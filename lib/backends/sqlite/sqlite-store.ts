@@ -8,6 +8,7 @@ import {
   type Event,
   EventSchema,
   MessageEditedSchema,
+  MessageKind,
   MessagePostedSchema,
   Role,
 } from "../../../gen/chat/v1/event_pb.js";
@@ -394,7 +395,8 @@ export function openSqliteStore(opts: {
         q.rename.run(k.value.title, conv);
         break;
       case "messagePosted":
-        if (ev.actorUserId) {
+        // Writing implies having read up to here; bot and system posts do not.
+        if (ev.actorUserId && k.value.messageKind === MessageKind.USER) {
           q.senderRead.run({ seq: ev.seq, at: atMs, conv, user: ev.actorUserId });
           if (ev.actorDeviceId) q.advanceDeviceCursor.run(ev.actorDeviceId, conv, ev.seq);
         }
@@ -559,9 +561,13 @@ export function openSqliteStore(opts: {
             conv: conversationId,
             user: userId,
           }).changes > 0;
+        const row = q.member.get(conversationId, userId) as Row | undefined;
+        // A refused receipt (not a current member) must not move the device's cursor either.
         const top = deliveredSeq > readSeq ? deliveredSeq : readSeq;
-        if (top > 0n) q.advanceDeviceCursor.run(deviceId, conversationId, top);
-        return { row: q.member.get(conversationId, userId) as Row | undefined, changed };
+        if (top > 0n && row && row.left_seq === null) {
+          q.advanceDeviceCursor.run(deviceId, conversationId, top);
+        }
+        return { row, changed };
       })();
       if (!result.row || result.row.left_seq !== null) {
         throw new NotMemberError(conversationId, userId);

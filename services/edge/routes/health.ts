@@ -1,4 +1,4 @@
-import type { ServiceImpl } from "@connectrpc/connect";
+import { ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   type Health,
   HealthCheckResponse_ServingStatus as Status,
@@ -32,6 +32,9 @@ export function createHealth(serviceNames: string[]) {
           last = status;
           yield { status };
         }
+        // The call may have been aborted while suspended at the yield; an abort
+        // listener added now would never fire.
+        if (hctx.signal.aborted) break;
         await new Promise<void>((resolve) => {
           const done = () => {
             watchers.delete(done);
@@ -42,10 +45,15 @@ export function createHealth(serviceNames: string[]) {
           hctx.signal.addEventListener("abort", done);
         });
       }
+      // Shutdown ends watchers with its UNAVAILABLE, so they reconnect elsewhere.
+      if (hctx.signal.reason instanceof ConnectError) throw hctx.signal.reason;
     },
   };
   return {
     routes,
+    get serving() {
+      return status === Status.SERVING;
+    },
     setServing(serving: boolean) {
       status = serving ? Status.SERVING : Status.NOT_SERVING;
       for (const w of [...watchers]) w();

@@ -13,7 +13,10 @@ import { requireMember, type StoreDeps } from "../views.js";
 /** History paging, catch-up sync and single-event reads. */
 export const historyRoutes = (
   deps: StoreDeps,
-): Pick<ServiceImpl<typeof StoreService>, "readHistory" | "readSync" | "readEvent"> => ({
+): Pick<
+  ServiceImpl<typeof StoreService>,
+  "readHistory" | "readSync" | "readEvent" | "findEvent"
+> => ({
   async readHistory(req) {
     const { conversation, member } = await requireMember(
       deps,
@@ -94,6 +97,15 @@ export const historyRoutes = (
 
   async readEvent(req) {
     const event = await deps.events.readEvent(req.conversationId, req.seq);
+    return event ? { event } : {};
+  },
+
+  async findEvent(req) {
+    const event = await deps.events.findByClientMsgId(
+      req.conversationId,
+      req.actorUserId,
+      req.clientMsgId,
+    );
     return event ? { event } : {};
   },
 });

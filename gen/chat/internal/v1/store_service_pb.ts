@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/internal/v1/store_service.proto.
  */
 export const file_chat_internal_v1_store_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRjaGF0L2ludGVybmFsL3YxL3N0b3JlX3NlcnZpY2UucHJvdG8SEGNoYXQuaW50ZXJuYWwudjEiegoSUmVhZEhpc3RvcnlSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRISCgphbmNob3Jfc2VxGAMgASgEEhAKCGJhY2t3YXJkGAQgASgIEg0KBWxpbWl0GAUgASgNIlkKE1JlYWRIaXN0b3J5UmVzcG9uc2USHgoGZXZlbnRzGAEgAygLMg4uY2hhdC52MS5FdmVudBIQCghoYXNfbW9yZRgCIAEoCBIQCghoZWFkX3NlcRgDIAEoBCK6AQoPUmVhZFN5bmNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIsCgdjdXJzb3JzGAMgAygLMhsuY2hhdC52MS5Db252ZXJzYXRpb25DdXJzb3ISHgoWbGltaXRfcGVyX2NvbnZlcnNhdGlvbhgEIAEoDRIaChJiYXNlbGluZV93aW5kb3dfbXMYBSABKA0SEgoKbWF4X2V2ZW50cxgGIAEoDSJ5ChBSZWFkU3luY1Jlc3BvbnNlEiMKB2JhdGNoZXMYASADKAsyEi5jaGF0LnYxLlN5bmNCYXRjaBIuCgliYXNlbGluZXMYAiADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCCI4ChBSZWFkRXZlbnRSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAQiMgoRUmVhZEV2ZW50UmVzcG9uc2USHQoFZXZlbnQYASABKAsyDi5jaGF0LnYxLkV2ZW50IkoKF0xvYWRDb252ZXJzYXRpb25SZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCSJHChhMb2FkQ29udmVyc2F0aW9uUmVzcG9uc2USKwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24iWQoYTG9hZENvbnZlcnNhdGlvbnNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJImIKGUxvYWRDb252ZXJzYXRpb25zUmVzcG9uc2USLAoNY29udmVyc2F0aW9ucxgBIAMoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIwChVMb2FkTWVtYmVyc2hpcFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIoQBChZMb2FkTWVtYmVyc2hpcFJlc3BvbnNlEg0KBWZvdW5kGAEgASgIEicKBGtpbmQYAiABKA4yGS5jaGF0LnYxLkNvbnZlcnNhdGlvbktpbmQSEAoIaGVhZF9zZXEYAyABKAQSIAoHbWVtYmVycxgEIAMoCzIPLmNoYXQudjEuTWVtYmVyIoEBChdGaW5kQ29udmVyc2F0aW9uUmVxdWVzdBIuCgZkaXJlY3QYASABKAsyHC5jaGF0LmludGVybmFsLnYxLkRpcmVjdFBhaXJIABIvCgVncm91cBgCIAEoCzIeLmNoYXQuaW50ZXJuYWwudjEuR3JvdXBSZXF1ZXN0SABCBQoDa2V5IiwKCkRpcmVjdFBhaXISDgoGdXNlcl9hGAEgASgJEg4KBnVzZXJfYhgCIAEoCSJCCgxHcm91cFJlcXVlc3QSFwoPY3JlYXRvcl91c2VyX2lkGAEgASgJEhkKEWNsaWVudF9yZXF1ZXN0X2lkGAIgASgJIjMKGEZpbmRDb252ZXJzYXRpb25SZXNwb25zZRIXCg9jb252ZXJzYXRpb25faWQYASABKAkiewoTQXBwbHlSZWNlaXB0UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAyABKAkSFQoNZGVsaXZlcmVkX3NlcRgEIAEoBBIQCghyZWFkX3NlcRgFIAEoBCJKChRBcHBseVJlY2VpcHRSZXNwb25zZRIhCgdyZWNlaXB0GAEgASgLMhAuY2hhdC52MS5SZWNlaXB0Eg8KB2NoYW5nZWQYAiABKAgiVwoXTG9hZFJlYWRSZWNlaXB0c1JlcXVlc3QSFgoOdmlld2VyX3VzZXJfaWQYASABKAkSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEgsKA3NlcRgDIAEoBCKBAQoYTG9hZFJlYWRSZWNlaXB0c1Jlc3BvbnNlEhIKCnJlYWRfY291bnQYASABKA0SFwoPZGVsaXZlcmVkX2NvdW50GAIgASgNEhQKDG1lbWJlcl9jb3VudBgDIAEoDRIiCghyZWNlaXB0cxgEIAMoCzIQLmNoYXQudjEuUmVjZWlwdCJBChJGaWx0ZXJQZWVyc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIaChJjYW5kaWRhdGVfdXNlcl9pZHMYAiADKAkiJwoTRmlsdGVyUGVlcnNSZXNwb25zZRIQCgh1c2VyX2lkcxgBIAMoCSJMCg5QdXRVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtjcmVhdGVfb25seRgDIAEoCCI/Cg9QdXRVc2VyUmVzcG9uc2USGwoEdXNlchgBIAEoCzINLmNoYXQudjEuVXNlchIPCgdjcmVhdGVkGAIgASgIIiQKEExvYWRVc2Vyc1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkiMQoRTG9hZFVzZXJzUmVzcG9uc2USHAoFdXNlcnMYASADKAsyDS5jaGF0LnYxLlVzZXIiZAoTRW5zdXJlRGV2aWNlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCghwbGF0Zm9ybRgDIAEoDjIXLmNoYXQudjEuRGV2aWNlUGxhdGZvcm0iNwoURW5zdXJlRGV2aWNlUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uY2hhdC52MS5EZXZpY2UijgEKE1VwZGF0ZURldmljZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSKQoIcGxhdGZvcm0YAyABKA4yFy5jaGF0LnYxLkRldmljZVBsYXRmb3JtEhQKDGRpc3BsYXlfbmFtZRgEIAEoCRISCgpwdXNoX3Rva2VuGAUgASgJIjcKFFVwZGF0ZURldmljZVJlc3BvbnNlEh8KBmRldmljZRgBIAEoCzIPLmNoYXQudjEuRGV2aWNlIiYKEUxvYWREZXZpY2VSZXF1ZXN0EhEKCWRldmljZV9pZBgBIAEoCSI1ChJMb2FkRGV2aWNlUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uY2hhdC52MS5EZXZpY2UiJQoSTG9hZERldmljZXNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiNwoTTG9hZERldmljZXNSZXNwb25zZRIgCgdkZXZpY2VzGAEgAygLMg8uY2hhdC52MS5EZXZpY2UiOQoTUmV2b2tlRGV2aWNlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCSI3ChRSZXZva2VEZXZpY2VSZXNwb25zZRIfCgZkZXZpY2UYASABKAsyDy5jaGF0LnYxLkRldmljZSIqChZMb2FkUHVzaFRhcmdldHNSZXF1ZXN0EhAKCHVzZXJfaWRzGAEgAygJIm8KClB1c2hUYXJnZXQSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSKQoIcGxhdGZvcm0YAyABKA4yFy5jaGF0LnYxLkRldmljZVBsYXRmb3JtEhIKCnB1c2hfdG9rZW4YBCABKAkiSAoXTG9hZFB1c2hUYXJnZXRzUmVzcG9uc2USLQoHdGFyZ2V0cxgBIAMoCzIcLmNoYXQuaW50ZXJuYWwudjEuUHVzaFRhcmdldDLCDQoMU3RvcmVTZXJ2aWNlEloKC1JlYWRIaXN0b3J5EiQuY2hhdC5pbnRlcm5hbC52MS5SZWFkSGlzdG9yeVJlcXVlc3QaJS5jaGF0LmludGVybmFsLnYxLlJlYWRIaXN0b3J5UmVzcG9uc2USUQoIUmVhZFN5bmMSIS5jaGF0LmludGVybmFsLnYxLlJlYWRTeW5jUmVxdWVzdBoiLmNoYXQuaW50ZXJuYWwudjEuUmVhZFN5bmNSZXNwb25zZRJUCglSZWFkRXZlbnQSIi5jaGF0LmludGVybmFsLnYxLlJlYWRFdmVudFJlcXVlc3QaIy5jaGF0LmludGVybmFsLnYxLlJlYWRFdmVudFJlc3BvbnNlEmkKEExvYWRDb252ZXJzYXRpb24SKS5jaGF0LmludGVybmFsLnYxLkxvYWRDb252ZXJzYXRpb25SZXF1ZXN0GiouY2hhdC5pbnRlcm5hbC52MS5Mb2FkQ29udmVyc2F0aW9uUmVzcG9uc2USbAoRTG9hZENvbnZlcnNhdGlvbnMSKi5jaGF0LmludGVybmFsLnYxLkxvYWRDb252ZXJzYXRpb25zUmVxdWVzdBorLmNoYXQuaW50ZXJuYWwudjEuTG9hZENvbnZlcnNhdGlvbnNSZXNwb25zZRJjCg5Mb2FkTWVtYmVyc2hpcBInLmNoYXQuaW50ZXJuYWwudjEuTG9hZE1lbWJlcnNoaXBSZXF1ZXN0GiguY2hhdC5pbnRlcm5hbC52MS5Mb2FkTWVtYmVyc2hpcFJlc3BvbnNlEmkKEEZpbmRDb252ZXJzYXRpb24SKS5jaGF0LmludGVybmFsLnYxLkZpbmRDb252ZXJzYXRpb25SZXF1ZXN0GiouY2hhdC5pbnRlcm5hbC52MS5GaW5kQ29udmVyc2F0aW9uUmVzcG9uc2USXQoMQXBwbHlSZWNlaXB0EiUuY2hhdC5pbnRlcm5hbC52MS5BcHBseVJlY2VpcHRSZXF1ZXN0GiYuY2hhdC5pbnRlcm5hbC52MS5BcHBseVJlY2VpcHRSZXNwb25zZRJpChBMb2FkUmVhZFJlY2VpcHRzEikuY2hhdC5pbnRlcm5hbC52MS5Mb2FkUmVhZFJlY2VpcHRzUmVxdWVzdBoqLmNoYXQuaW50ZXJuYWwudjEuTG9hZFJlYWRSZWNlaXB0c1Jlc3BvbnNlEloKC0ZpbHRlclBlZXJzEiQuY2hhdC5pbnRlcm5hbC52MS5GaWx0ZXJQZWVyc1JlcXVlc3QaJS5jaGF0LmludGVybmFsLnYxLkZpbHRlclBlZXJzUmVzcG9uc2USTgoHUHV0VXNlchIgLmNoYXQuaW50ZXJuYWwudjEuUHV0VXNlclJlcXVlc3QaIS5jaGF0LmludGVybmFsLnYxLlB1dFVzZXJSZXNwb25zZRJUCglMb2FkVXNlcnMSIi5jaGF0LmludGVybmFsLnYxLkxvYWRVc2Vyc1JlcXVlc3QaIy5jaGF0LmludGVybmFsLnYxLkxvYWRVc2Vyc1Jlc3BvbnNlEl0KDEVuc3VyZURldmljZRIlLmNoYXQuaW50ZXJuYWwudjEuRW5zdXJlRGV2aWNlUmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuRW5zdXJlRGV2aWNlUmVzcG9uc2USXQoMVXBkYXRlRGV2aWNlEiUuY2hhdC5pbnRlcm5hbC52MS5VcGRhdGVEZXZpY2VSZXF1ZXN0GiYuY2hhdC5pbnRlcm5hbC52MS5VcGRhdGVEZXZpY2VSZXNwb25zZRJXCgpMb2FkRGV2aWNlEiMuY2hhdC5pbnRlcm5hbC52MS5Mb2FkRGV2aWNlUmVxdWVzdBokLmNoYXQuaW50ZXJuYWwudjEuTG9hZERldmljZVJlc3BvbnNlEloKC0xvYWREZXZpY2VzEiQuY2hhdC5pbnRlcm5hbC52MS5Mb2FkRGV2aWNlc1JlcXVlc3QaJS5jaGF0LmludGVybmFsLnYxLkxvYWREZXZpY2VzUmVzcG9uc2USXQoMUmV2b2tlRGV2aWNlEiUuY2hhdC5pbnRlcm5hbC52MS5SZXZva2VEZXZpY2VSZXF1ZXN0GiYuY2hhdC5pbnRlcm5hbC52MS5SZXZva2VEZXZpY2VSZXNwb25zZRJmCg9Mb2FkUHVzaFRhcmdldHMSKC5jaGF0LmludGVybmFsLnYxLkxvYWRQdXNoVGFyZ2V0c1JlcXVlc3QaKS5jaGF0LmludGVybmFsLnYxLkxvYWRQdXNoVGFyZ2V0c1Jlc3BvbnNlYgZwcm90bzM", [file_chat_v1_event, file_chat_v1_model]);
+  fileDesc("CiRjaGF0L2ludGVybmFsL3YxL3N0b3JlX3NlcnZpY2UucHJvdG8SEGNoYXQuaW50ZXJuYWwudjEiegoSUmVhZEhpc3RvcnlSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRISCgphbmNob3Jfc2VxGAMgASgEEhAKCGJhY2t3YXJkGAQgASgIEg0KBWxpbWl0GAUgASgNIlkKE1JlYWRIaXN0b3J5UmVzcG9uc2USHgoGZXZlbnRzGAEgAygLMg4uY2hhdC52MS5FdmVudBIQCghoYXNfbW9yZRgCIAEoCBIQCghoZWFkX3NlcRgDIAEoBCK6AQoPUmVhZFN5bmNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIsCgdjdXJzb3JzGAMgAygLMhsuY2hhdC52MS5Db252ZXJzYXRpb25DdXJzb3ISHgoWbGltaXRfcGVyX2NvbnZlcnNhdGlvbhgEIAEoDRIaChJiYXNlbGluZV93aW5kb3dfbXMYBSABKA0SEgoKbWF4X2V2ZW50cxgGIAEoDSJ5ChBSZWFkU3luY1Jlc3BvbnNlEiMKB2JhdGNoZXMYASADKAsyEi5jaGF0LnYxLlN5bmNCYXRjaBIuCgliYXNlbGluZXMYAiADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCCI4ChBSZWFkRXZlbnRSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAQiMgoRUmVhZEV2ZW50UmVzcG9uc2USHQoFZXZlbnQYASABKAsyDi5jaGF0LnYxLkV2ZW50IlkKEEZpbmRFdmVudFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhUKDWFjdG9yX3VzZXJfaWQYAiABKAkSFQoNY2xpZW50X21zZ19pZBgDIAEoCSIyChFGaW5kRXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmNoYXQudjEuRXZlbnQiSgoXTG9hZENvbnZlcnNhdGlvblJlcXVlc3QSFgoOdmlld2VyX3VzZXJfaWQYASABKAkSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJIkcKGExvYWRDb252ZXJzYXRpb25SZXNwb25zZRIrCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbiJZChhMb2FkQ29udmVyc2F0aW9uc1JlcXVlc3QSFgoOdmlld2VyX3VzZXJfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiYgoZTG9hZENvbnZlcnNhdGlvbnNSZXNwb25zZRIsCg1jb252ZXJzYXRpb25zGAEgAygLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjAKFUxvYWRNZW1iZXJzaGlwUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkihAEKFkxvYWRNZW1iZXJzaGlwUmVzcG9uc2USDQoFZm91bmQYASABKAgSJwoEa2luZBgCIAEoDjIZLmNoYXQudjEuQ29udmVyc2F0aW9uS2luZBIQCghoZWFkX3NlcRgDIAEoBBIgCgdtZW1iZXJzGAQgAygLMg8uY2hhdC52MS5NZW1iZXIigQEKF0ZpbmRDb252ZXJzYXRpb25SZXF1ZXN0Ei4KBmRpcmVjdBgBIAEoCzIcLmNoYXQuaW50ZXJuYWwudjEuRGlyZWN0UGFpckgAEi8KBWdyb3VwGAIgASgLMh4uY2hhdC5pbnRlcm5hbC52MS5Hcm91cFJlcXVlc3RIAEIFCgNrZXkiLAoKRGlyZWN0UGFpchIOCgZ1c2VyX2EYASABKAkSDgoGdXNlcl9iGAIgASgJIkIKDEdyb3VwUmVxdWVzdBIXCg9jcmVhdG9yX3VzZXJfaWQYASABKAkSGQoRY2xpZW50X3JlcXVlc3RfaWQYAiABKAkiMwoYRmluZENvbnZlcnNhdGlvblJlc3BvbnNlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSJ7ChNBcHBseVJlY2VpcHRSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIVCg1kZWxpdmVyZWRfc2VxGAQgASgEEhAKCHJlYWRfc2VxGAUgASgEIkoKFEFwcGx5UmVjZWlwdFJlc3BvbnNlEiEKB3JlY2VpcHQYASABKAsyEC5jaGF0LnYxLlJlY2VpcHQSDwoHY2hhbmdlZBgCIAEoCCJXChdMb2FkUmVhZFJlY2VpcHRzUmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSCwoDc2VxGAMgASgEIoEBChhMb2FkUmVhZFJlY2VpcHRzUmVzcG9uc2USEgoKcmVhZF9jb3VudBgBIAEoDRIXCg9kZWxpdmVyZWRfY291bnQYAiABKA0SFAoMbWVtYmVyX2NvdW50GAMgASgNEiIKCHJlY2VpcHRzGAQgAygLMhAuY2hhdC52MS5SZWNlaXB0IkEKEkZpbHRlclBlZXJzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhoKEmNhbmRpZGF0ZV91c2VyX2lkcxgCIAMoCSInChNGaWx0ZXJQZWVyc1Jlc3BvbnNlEhAKCHVzZXJfaWRzGAEgAygJIkwKDlB1dFVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhMKC2NyZWF0ZV9vbmx5GAMgASgIIj8KD1B1dFVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEg8KB2NyZWF0ZWQYAiABKAgiJAoQTG9hZFVzZXJzUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCSIxChFMb2FkVXNlcnNSZXNwb25zZRIcCgV1c2VycxgBIAMoCzINLmNoYXQudjEuVXNlciJkChNFbnN1cmVEZXZpY2VSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEikKCHBsYXRmb3JtGAMgASgOMhcuY2hhdC52MS5EZXZpY2VQbGF0Zm9ybSI3ChRFbnN1cmVEZXZpY2VSZXNwb25zZRIfCgZkZXZpY2UYASABKAsyDy5jaGF0LnYxLkRldmljZSKOAQoTVXBkYXRlRGV2aWNlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCghwbGF0Zm9ybRgDIAEoDjIXLmNoYXQudjEuRGV2aWNlUGxhdGZvcm0SFAoMZGlzcGxheV9uYW1lGAQgASgJEhIKCnB1c2hfdG9rZW4YBSABKAkiNwoUVXBkYXRlRGV2aWNlUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uY2hhdC52MS5EZXZpY2UiJgoRTG9hZERldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJIjUKEkxvYWREZXZpY2VSZXNwb25zZRIfCgZkZXZpY2UYASABKAsyDy5jaGF0LnYxLkRldmljZSIlChJMb2FkRGV2aWNlc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSI3ChNMb2FkRGV2aWNlc1Jlc3BvbnNlEiAKB2RldmljZXMYASADKAsyDy5jaGF0LnYxLkRldmljZSI5ChNSZXZva2VEZXZpY2VSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJIjcKFFJldm9rZURldmljZVJlc3BvbnNlEh8KBmRldmljZRgBIAEoCzIPLmNoYXQudjEuRGV2aWNlIioKFkxvYWRQdXNoVGFyZ2V0c1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkibwoKUHVzaFRhcmdldBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCghwbGF0Zm9ybRgDIAEoDjIXLmNoYXQudjEuRGV2aWNlUGxhdGZvcm0SEgoKcHVzaF90b2tlbhgEIAEoCSJIChdMb2FkUHVzaFRhcmdldHNSZXNwb25zZRItCgd0YXJnZXRzGAEgAygLMhwuY2hhdC5pbnRlcm5hbC52MS5QdXNoVGFyZ2V0MpgOCgxTdG9yZVNlcnZpY2USWgoLUmVhZEhpc3RvcnkSJC5jaGF0LmludGVybmFsLnYxLlJlYWRIaXN0b3J5UmVxdWVzdBolLmNoYXQuaW50ZXJuYWwudjEuUmVhZEhpc3RvcnlSZXNwb25zZRJRCghSZWFkU3luYxIhLmNoYXQuaW50ZXJuYWwudjEuUmVhZFN5bmNSZXF1ZXN0GiIuY2hhdC5pbnRlcm5hbC52MS5SZWFkU3luY1Jlc3BvbnNlElQKCVJlYWRFdmVudBIiLmNoYXQuaW50ZXJuYWwudjEuUmVhZEV2ZW50UmVxdWVzdBojLmNoYXQuaW50ZXJuYWwudjEuUmVhZEV2ZW50UmVzcG9uc2USVAoJRmluZEV2ZW50EiIuY2hhdC5pbnRlcm5hbC52MS5GaW5kRXZlbnRSZXF1ZXN0GiMuY2hhdC5pbnRlcm5hbC52MS5GaW5kRXZlbnRSZXNwb25zZRJpChBMb2FkQ29udmVyc2F0aW9uEikuY2hhdC5pbnRlcm5hbC52MS5Mb2FkQ29udmVyc2F0aW9uUmVxdWVzdBoqLmNoYXQuaW50ZXJuYWwudjEuTG9hZENvbnZlcnNhdGlvblJlc3BvbnNlEmwKEUxvYWRDb252ZXJzYXRpb25zEiouY2hhdC5pbnRlcm5hbC52MS5Mb2FkQ29udmVyc2F0aW9uc1JlcXVlc3QaKy5jaGF0LmludGVybmFsLnYxLkxvYWRDb252ZXJzYXRpb25zUmVzcG9uc2USYwoOTG9hZE1lbWJlcnNoaXASJy5jaGF0LmludGVybmFsLnYxLkxvYWRNZW1iZXJzaGlwUmVxdWVzdBooLmNoYXQuaW50ZXJuYWwudjEuTG9hZE1lbWJlcnNoaXBSZXNwb25zZRJpChBGaW5kQ29udmVyc2F0aW9uEikuY2hhdC5pbnRlcm5hbC52MS5GaW5kQ29udmVyc2F0aW9uUmVxdWVzdBoqLmNoYXQuaW50ZXJuYWwudjEuRmluZENvbnZlcnNhdGlvblJlc3BvbnNlEl0KDEFwcGx5UmVjZWlwdBIlLmNoYXQuaW50ZXJuYWwudjEuQXBwbHlSZWNlaXB0UmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuQXBwbHlSZWNlaXB0UmVzcG9uc2USaQoQTG9hZFJlYWRSZWNlaXB0cxIpLmNoYXQuaW50ZXJuYWwudjEuTG9hZFJlYWRSZWNlaXB0c1JlcXVlc3QaKi5jaGF0LmludGVybmFsLnYxLkxvYWRSZWFkUmVjZWlwdHNSZXNwb25zZRJaCgtGaWx0ZXJQZWVycxIkLmNoYXQuaW50ZXJuYWwudjEuRmlsdGVyUGVlcnNSZXF1ZXN0GiUuY2hhdC5pbnRlcm5hbC52MS5GaWx0ZXJQZWVyc1Jlc3BvbnNlEk4KB1B1dFVzZXISIC5jaGF0LmludGVybmFsLnYxLlB1dFVzZXJSZXF1ZXN0GiEuY2hhdC5pbnRlcm5hbC52MS5QdXRVc2VyUmVzcG9uc2USVAoJTG9hZFVzZXJzEiIuY2hhdC5pbnRlcm5hbC52MS5Mb2FkVXNlcnNSZXF1ZXN0GiMuY2hhdC5pbnRlcm5hbC52MS5Mb2FkVXNlcnNSZXNwb25zZRJdCgxFbnN1cmVEZXZpY2USJS5jaGF0LmludGVybmFsLnYxLkVuc3VyZURldmljZVJlcXVlc3QaJi5jaGF0LmludGVybmFsLnYxLkVuc3VyZURldmljZVJlc3BvbnNlEl0KDFVwZGF0ZURldmljZRIlLmNoYXQuaW50ZXJuYWwudjEuVXBkYXRlRGV2aWNlUmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuVXBkYXRlRGV2aWNlUmVzcG9uc2USVwoKTG9hZERldmljZRIjLmNoYXQuaW50ZXJuYWwudjEuTG9hZERldmljZVJlcXVlc3QaJC5jaGF0LmludGVybmFsLnYxLkxvYWREZXZpY2VSZXNwb25zZRJaCgtMb2FkRGV2aWNlcxIkLmNoYXQuaW50ZXJuYWwudjEuTG9hZERldmljZXNSZXF1ZXN0GiUuY2hhdC5pbnRlcm5hbC52MS5Mb2FkRGV2aWNlc1Jlc3BvbnNlEl0KDFJldm9rZURldmljZRIlLmNoYXQuaW50ZXJuYWwudjEuUmV2b2tlRGV2aWNlUmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuUmV2b2tlRGV2aWNlUmVzcG9uc2USZgoPTG9hZFB1c2hUYXJnZXRzEiguY2hhdC5pbnRlcm5hbC52MS5Mb2FkUHVzaFRhcmdldHNSZXF1ZXN0GikuY2hhdC5pbnRlcm5hbC52MS5Mb2FkUHVzaFRhcmdldHNSZXNwb25zZWIGcHJvdG8z", [file_chat_v1_event, file_chat_v1_model]);
 
 /**
  * @generated from message chat.internal.v1.ReadHistoryRequest
@@ -201,6 +201,52 @@ export const ReadEventResponseSchema: GenMessage<ReadEventResponse> = /*@__PURE_
   messageDesc(file_chat_internal_v1_store_service, 5);
 
 /**
+ * @generated from message chat.internal.v1.FindEventRequest
+ */
+export type FindEventRequest = Message<"chat.internal.v1.FindEventRequest"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: string actor_user_id = 2;
+   */
+  actorUserId: string;
+
+  /**
+   * @generated from field: string client_msg_id = 3;
+   */
+  clientMsgId: string;
+};
+
+/**
+ * Describes the message chat.internal.v1.FindEventRequest.
+ * Use `create(FindEventRequestSchema)` to create a new message.
+ */
+export const FindEventRequestSchema: GenMessage<FindEventRequest> = /*@__PURE__*/
+  messageDesc(file_chat_internal_v1_store_service, 6);
+
+/**
+ * @generated from message chat.internal.v1.FindEventResponse
+ */
+export type FindEventResponse = Message<"chat.internal.v1.FindEventResponse"> & {
+  /**
+   * Unset when the key was never used.
+   *
+   * @generated from field: chat.v1.Event event = 1;
+   */
+  event?: Event | undefined;
+};
+
+/**
+ * Describes the message chat.internal.v1.FindEventResponse.
+ * Use `create(FindEventResponseSchema)` to create a new message.
+ */
+export const FindEventResponseSchema: GenMessage<FindEventResponse> = /*@__PURE__*/
+  messageDesc(file_chat_internal_v1_store_service, 7);
+
+/**
  * @generated from message chat.internal.v1.LoadConversationRequest
  */
 export type LoadConversationRequest = Message<"chat.internal.v1.LoadConversationRequest"> & {
@@ -220,7 +266,7 @@ export type LoadConversationRequest = Message<"chat.internal.v1.LoadConversation
  * Use `create(LoadConversationRequestSchema)` to create a new message.
  */
 export const LoadConversationRequestSchema: GenMessage<LoadConversationRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 6);
+  messageDesc(file_chat_internal_v1_store_service, 8);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationResponse
@@ -237,7 +283,7 @@ export type LoadConversationResponse = Message<"chat.internal.v1.LoadConversatio
  * Use `create(LoadConversationResponseSchema)` to create a new message.
  */
 export const LoadConversationResponseSchema: GenMessage<LoadConversationResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 7);
+  messageDesc(file_chat_internal_v1_store_service, 9);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationsRequest
@@ -264,7 +310,7 @@ export type LoadConversationsRequest = Message<"chat.internal.v1.LoadConversatio
  * Use `create(LoadConversationsRequestSchema)` to create a new message.
  */
 export const LoadConversationsRequestSchema: GenMessage<LoadConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 8);
+  messageDesc(file_chat_internal_v1_store_service, 10);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationsResponse
@@ -286,7 +332,7 @@ export type LoadConversationsResponse = Message<"chat.internal.v1.LoadConversati
  * Use `create(LoadConversationsResponseSchema)` to create a new message.
  */
 export const LoadConversationsResponseSchema: GenMessage<LoadConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 9);
+  messageDesc(file_chat_internal_v1_store_service, 11);
 
 /**
  * @generated from message chat.internal.v1.LoadMembershipRequest
@@ -303,7 +349,7 @@ export type LoadMembershipRequest = Message<"chat.internal.v1.LoadMembershipRequ
  * Use `create(LoadMembershipRequestSchema)` to create a new message.
  */
 export const LoadMembershipRequestSchema: GenMessage<LoadMembershipRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 10);
+  messageDesc(file_chat_internal_v1_store_service, 12);
 
 /**
  * @generated from message chat.internal.v1.LoadMembershipResponse
@@ -335,7 +381,7 @@ export type LoadMembershipResponse = Message<"chat.internal.v1.LoadMembershipRes
  * Use `create(LoadMembershipResponseSchema)` to create a new message.
  */
 export const LoadMembershipResponseSchema: GenMessage<LoadMembershipResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 11);
+  messageDesc(file_chat_internal_v1_store_service, 13);
 
 /**
  * @generated from message chat.internal.v1.FindConversationRequest
@@ -364,7 +410,7 @@ export type FindConversationRequest = Message<"chat.internal.v1.FindConversation
  * Use `create(FindConversationRequestSchema)` to create a new message.
  */
 export const FindConversationRequestSchema: GenMessage<FindConversationRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 12);
+  messageDesc(file_chat_internal_v1_store_service, 14);
 
 /**
  * @generated from message chat.internal.v1.DirectPair
@@ -386,7 +432,7 @@ export type DirectPair = Message<"chat.internal.v1.DirectPair"> & {
  * Use `create(DirectPairSchema)` to create a new message.
  */
 export const DirectPairSchema: GenMessage<DirectPair> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 13);
+  messageDesc(file_chat_internal_v1_store_service, 15);
 
 /**
  * @generated from message chat.internal.v1.GroupRequest
@@ -408,7 +454,7 @@ export type GroupRequest = Message<"chat.internal.v1.GroupRequest"> & {
  * Use `create(GroupRequestSchema)` to create a new message.
  */
 export const GroupRequestSchema: GenMessage<GroupRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 14);
+  messageDesc(file_chat_internal_v1_store_service, 16);
 
 /**
  * @generated from message chat.internal.v1.FindConversationResponse
@@ -427,7 +473,7 @@ export type FindConversationResponse = Message<"chat.internal.v1.FindConversatio
  * Use `create(FindConversationResponseSchema)` to create a new message.
  */
 export const FindConversationResponseSchema: GenMessage<FindConversationResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 15);
+  messageDesc(file_chat_internal_v1_store_service, 17);
 
 /**
  * @generated from message chat.internal.v1.ApplyReceiptRequest
@@ -464,7 +510,7 @@ export type ApplyReceiptRequest = Message<"chat.internal.v1.ApplyReceiptRequest"
  * Use `create(ApplyReceiptRequestSchema)` to create a new message.
  */
 export const ApplyReceiptRequestSchema: GenMessage<ApplyReceiptRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 16);
+  messageDesc(file_chat_internal_v1_store_service, 18);
 
 /**
  * @generated from message chat.internal.v1.ApplyReceiptResponse
@@ -488,7 +534,7 @@ export type ApplyReceiptResponse = Message<"chat.internal.v1.ApplyReceiptRespons
  * Use `create(ApplyReceiptResponseSchema)` to create a new message.
  */
 export const ApplyReceiptResponseSchema: GenMessage<ApplyReceiptResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 17);
+  messageDesc(file_chat_internal_v1_store_service, 19);
 
 /**
  * @generated from message chat.internal.v1.LoadReadReceiptsRequest
@@ -515,7 +561,7 @@ export type LoadReadReceiptsRequest = Message<"chat.internal.v1.LoadReadReceipts
  * Use `create(LoadReadReceiptsRequestSchema)` to create a new message.
  */
 export const LoadReadReceiptsRequestSchema: GenMessage<LoadReadReceiptsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 18);
+  messageDesc(file_chat_internal_v1_store_service, 20);
 
 /**
  * @generated from message chat.internal.v1.LoadReadReceiptsResponse
@@ -547,7 +593,7 @@ export type LoadReadReceiptsResponse = Message<"chat.internal.v1.LoadReadReceipt
  * Use `create(LoadReadReceiptsResponseSchema)` to create a new message.
  */
 export const LoadReadReceiptsResponseSchema: GenMessage<LoadReadReceiptsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 19);
+  messageDesc(file_chat_internal_v1_store_service, 21);
 
 /**
  * @generated from message chat.internal.v1.FilterPeersRequest
@@ -569,7 +615,7 @@ export type FilterPeersRequest = Message<"chat.internal.v1.FilterPeersRequest"> 
  * Use `create(FilterPeersRequestSchema)` to create a new message.
  */
 export const FilterPeersRequestSchema: GenMessage<FilterPeersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 20);
+  messageDesc(file_chat_internal_v1_store_service, 22);
 
 /**
  * @generated from message chat.internal.v1.FilterPeersResponse
@@ -586,7 +632,7 @@ export type FilterPeersResponse = Message<"chat.internal.v1.FilterPeersResponse"
  * Use `create(FilterPeersResponseSchema)` to create a new message.
  */
 export const FilterPeersResponseSchema: GenMessage<FilterPeersResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 21);
+  messageDesc(file_chat_internal_v1_store_service, 23);
 
 /**
  * @generated from message chat.internal.v1.PutUserRequest
@@ -615,7 +661,7 @@ export type PutUserRequest = Message<"chat.internal.v1.PutUserRequest"> & {
  * Use `create(PutUserRequestSchema)` to create a new message.
  */
 export const PutUserRequestSchema: GenMessage<PutUserRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 22);
+  messageDesc(file_chat_internal_v1_store_service, 24);
 
 /**
  * @generated from message chat.internal.v1.PutUserResponse
@@ -637,7 +683,7 @@ export type PutUserResponse = Message<"chat.internal.v1.PutUserResponse"> & {
  * Use `create(PutUserResponseSchema)` to create a new message.
  */
 export const PutUserResponseSchema: GenMessage<PutUserResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 23);
+  messageDesc(file_chat_internal_v1_store_service, 25);
 
 /**
  * @generated from message chat.internal.v1.LoadUsersRequest
@@ -654,7 +700,7 @@ export type LoadUsersRequest = Message<"chat.internal.v1.LoadUsersRequest"> & {
  * Use `create(LoadUsersRequestSchema)` to create a new message.
  */
 export const LoadUsersRequestSchema: GenMessage<LoadUsersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 24);
+  messageDesc(file_chat_internal_v1_store_service, 26);
 
 /**
  * @generated from message chat.internal.v1.LoadUsersResponse
@@ -671,7 +717,7 @@ export type LoadUsersResponse = Message<"chat.internal.v1.LoadUsersResponse"> & 
  * Use `create(LoadUsersResponseSchema)` to create a new message.
  */
 export const LoadUsersResponseSchema: GenMessage<LoadUsersResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 25);
+  messageDesc(file_chat_internal_v1_store_service, 27);
 
 /**
  * @generated from message chat.internal.v1.EnsureDeviceRequest
@@ -698,7 +744,7 @@ export type EnsureDeviceRequest = Message<"chat.internal.v1.EnsureDeviceRequest"
  * Use `create(EnsureDeviceRequestSchema)` to create a new message.
  */
 export const EnsureDeviceRequestSchema: GenMessage<EnsureDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 26);
+  messageDesc(file_chat_internal_v1_store_service, 28);
 
 /**
  * @generated from message chat.internal.v1.EnsureDeviceResponse
@@ -715,7 +761,7 @@ export type EnsureDeviceResponse = Message<"chat.internal.v1.EnsureDeviceRespons
  * Use `create(EnsureDeviceResponseSchema)` to create a new message.
  */
 export const EnsureDeviceResponseSchema: GenMessage<EnsureDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 27);
+  messageDesc(file_chat_internal_v1_store_service, 29);
 
 /**
  * @generated from message chat.internal.v1.UpdateDeviceRequest
@@ -752,7 +798,7 @@ export type UpdateDeviceRequest = Message<"chat.internal.v1.UpdateDeviceRequest"
  * Use `create(UpdateDeviceRequestSchema)` to create a new message.
  */
 export const UpdateDeviceRequestSchema: GenMessage<UpdateDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 28);
+  messageDesc(file_chat_internal_v1_store_service, 30);
 
 /**
  * @generated from message chat.internal.v1.UpdateDeviceResponse
@@ -769,7 +815,7 @@ export type UpdateDeviceResponse = Message<"chat.internal.v1.UpdateDeviceRespons
  * Use `create(UpdateDeviceResponseSchema)` to create a new message.
  */
 export const UpdateDeviceResponseSchema: GenMessage<UpdateDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 29);
+  messageDesc(file_chat_internal_v1_store_service, 31);
 
 /**
  * @generated from message chat.internal.v1.LoadDeviceRequest
@@ -786,7 +832,7 @@ export type LoadDeviceRequest = Message<"chat.internal.v1.LoadDeviceRequest"> & 
  * Use `create(LoadDeviceRequestSchema)` to create a new message.
  */
 export const LoadDeviceRequestSchema: GenMessage<LoadDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 30);
+  messageDesc(file_chat_internal_v1_store_service, 32);
 
 /**
  * @generated from message chat.internal.v1.LoadDeviceResponse
@@ -805,7 +851,7 @@ export type LoadDeviceResponse = Message<"chat.internal.v1.LoadDeviceResponse"> 
  * Use `create(LoadDeviceResponseSchema)` to create a new message.
  */
 export const LoadDeviceResponseSchema: GenMessage<LoadDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 31);
+  messageDesc(file_chat_internal_v1_store_service, 33);
 
 /**
  * @generated from message chat.internal.v1.LoadDevicesRequest
@@ -822,7 +868,7 @@ export type LoadDevicesRequest = Message<"chat.internal.v1.LoadDevicesRequest"> 
  * Use `create(LoadDevicesRequestSchema)` to create a new message.
  */
 export const LoadDevicesRequestSchema: GenMessage<LoadDevicesRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 32);
+  messageDesc(file_chat_internal_v1_store_service, 34);
 
 /**
  * @generated from message chat.internal.v1.LoadDevicesResponse
@@ -839,7 +885,7 @@ export type LoadDevicesResponse = Message<"chat.internal.v1.LoadDevicesResponse"
  * Use `create(LoadDevicesResponseSchema)` to create a new message.
  */
 export const LoadDevicesResponseSchema: GenMessage<LoadDevicesResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 33);
+  messageDesc(file_chat_internal_v1_store_service, 35);
 
 /**
  * @generated from message chat.internal.v1.RevokeDeviceRequest
@@ -861,7 +907,7 @@ export type RevokeDeviceRequest = Message<"chat.internal.v1.RevokeDeviceRequest"
  * Use `create(RevokeDeviceRequestSchema)` to create a new message.
  */
 export const RevokeDeviceRequestSchema: GenMessage<RevokeDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 34);
+  messageDesc(file_chat_internal_v1_store_service, 36);
 
 /**
  * @generated from message chat.internal.v1.RevokeDeviceResponse
@@ -878,7 +924,7 @@ export type RevokeDeviceResponse = Message<"chat.internal.v1.RevokeDeviceRespons
  * Use `create(RevokeDeviceResponseSchema)` to create a new message.
  */
 export const RevokeDeviceResponseSchema: GenMessage<RevokeDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 35);
+  messageDesc(file_chat_internal_v1_store_service, 37);
 
 /**
  * @generated from message chat.internal.v1.LoadPushTargetsRequest
@@ -895,7 +941,7 @@ export type LoadPushTargetsRequest = Message<"chat.internal.v1.LoadPushTargetsRe
  * Use `create(LoadPushTargetsRequestSchema)` to create a new message.
  */
 export const LoadPushTargetsRequestSchema: GenMessage<LoadPushTargetsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 36);
+  messageDesc(file_chat_internal_v1_store_service, 38);
 
 /**
  * @generated from message chat.internal.v1.PushTarget
@@ -927,7 +973,7 @@ export type PushTarget = Message<"chat.internal.v1.PushTarget"> & {
  * Use `create(PushTargetSchema)` to create a new message.
  */
 export const PushTargetSchema: GenMessage<PushTarget> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 37);
+  messageDesc(file_chat_internal_v1_store_service, 39);
 
 /**
  * @generated from message chat.internal.v1.LoadPushTargetsResponse
@@ -944,7 +990,7 @@ export type LoadPushTargetsResponse = Message<"chat.internal.v1.LoadPushTargetsR
  * Use `create(LoadPushTargetsResponseSchema)` to create a new message.
  */
 export const LoadPushTargetsResponseSchema: GenMessage<LoadPushTargetsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 38);
+  messageDesc(file_chat_internal_v1_store_service, 40);
 
 /**
  * StoreService serves what the store persisted from the log: history, sync,
@@ -979,6 +1025,17 @@ export const StoreService: GenService<{
     methodKind: "unary";
     input: typeof ReadEventRequestSchema;
     output: typeof ReadEventResponseSchema;
+  },
+  /**
+   * FindEvent returns the event a sender's client_msg_id produced, if any:
+   * the durable side of deduplication.
+   *
+   * @generated from rpc chat.internal.v1.StoreService.FindEvent
+   */
+  findEvent: {
+    methodKind: "unary";
+    input: typeof FindEventRequestSchema;
+    output: typeof FindEventResponseSchema;
   },
   /**
    * @generated from rpc chat.internal.v1.StoreService.LoadConversation

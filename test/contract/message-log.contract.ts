@@ -1,0 +1,195 @@
+import { afterEach, describe, expect, it } from "vitest";
+import type { Event } from "../../gen/chat/v1/event_pb.js";
+import type { MessageLog } from "../../lib/backends/message-log.js";
+import { BackendUnavailableError, SeqConflictError } from "../../lib/errors.js";
+import { ev, newConversationId, sleep, waitFor } from "./fixtures.js";
+
+export type MessageLogFactory = () => Promise<{ log: MessageLog; cleanup(): Promise<void> }>;
+
+type Handler = (batch: Event[]) => Promise<(Error | undefined)[]>;
+
+/** Tracks whether a promise has settled, and how. */
+function watch<T>(p: Promise<T>) {
+  const state = { settled: false, error: undefined as unknown, promise: p };
+  p.then(
+    () => {
+      state.settled = true;
+    },
+    (err: unknown) => {
+      state.settled = true;
+      state.error = err;
+    },
+  );
+  return state;
+}
+
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((r) => {
+    open = r;
+  });
+  return { open, opened };
+}
+
+const accept: Handler = async (batch) => batch.map(() => undefined);
+
+/**
+ * The MessageLog contract: every implementation (in-process, Pulsar) must
+ * pass it. The log is exercised only through its interface.
+ */
+export function messageLogContract(name: string, factory: MessageLogFactory) {
+  describe(`MessageLog contract: ${name}`, () => {
+    let cleanup: (() => Promise<void>) | undefined;
+    afterEach(async () => {
+      await cleanup?.();
+      cleanup = undefined;
+    });
+    const open = async () => {
+      const made = await factory();
+      cleanup = made.cleanup;
+      return made.log;
+    };
+
+    it("resolves an append only after the consumer handled its event", async () => {
+      const log = await open();
+      const release = gate();
+      const handled: string[] = [];
+      log.consume(async (batch) => {
+        await release.opened;
+        for (const e of batch) handled.push(e.eventId);
+        return batch.map(() => undefined);
+      });
+      const event = ev.posted(newConversationId(), 2, "ann", "hi");
+      const append = watch(log.append(event));
+      await sleep(50);
+      expect(append.settled).toBe(false);
+      release.open();
+      await append.promise;
+      expect(handled).toEqual([event.eventId]);
+    });
+
+    it("hands the consumer each conversation's events in append order", async () => {
+      const log = await open();
+      const seen = new Map<string, bigint[]>();
+      log.consume(async (batch) => {
+        for (const e of batch) {
+          const list = seen.get(e.conversationId) ?? [];
+          list.push(e.seq);
+          seen.set(e.conversationId, list);
+        }
+        return batch.map(() => undefined);
+      });
+      const convs = [newConversationId(), newConversationId(), newConversationId()];
+      const appends: Promise<void>[] = [];
+      for (let seq = 1; seq <= 60; seq++) {
+        for (const c of convs) appends.push(log.append(ev.posted(c, seq, "ann", `${seq}`)));
+        // Spread the appends over several batches as well.
+        if (seq % 20 === 0) await Promise.resolve();
+      }
+      await Promise.all(appends);
+      const expected = Array.from({ length: 60 }, (_, i) => BigInt(i + 1));
+      for (const c of convs) expect(seen.get(c)).toEqual(expected);
+    });
+
+    it("rejects only the append whose event got a verdict error", async () => {
+      const log = await open();
+      const conv = newConversationId();
+      const events = [1, 2, 3, 4].map((seq) => ev.posted(conv, seq, "ann", `m${seq}`));
+      log.consume(async (batch) =>
+        batch.map((e) => (e.seq === 3n ? new SeqConflictError(conv, 9n, e.seq) : undefined)),
+      );
+      const results = await Promise.allSettled(events.map((e) => log.append(e)));
+      expect(results.map((r) => r.status)).toEqual([
+        "fulfilled",
+        "fulfilled",
+        "rejected",
+        "fulfilled",
+      ]);
+      const reason = (results[2] as PromiseRejectedResult).reason;
+      expect(reason).toBeInstanceOf(SeqConflictError);
+      expect((reason as SeqConflictError).got).toBe(3n);
+    });
+
+    it("fails every append of a batch whose consumer throws, and keeps consuming", async () => {
+      const log = await open();
+      const conv = newConversationId();
+      const failedBatch: string[] = [];
+      let calls = 0;
+      log.consume(async (batch) => {
+        calls++;
+        if (calls === 1) {
+          for (const e of batch) failedBatch.push(e.eventId);
+          throw new Error("disk on fire");
+        }
+        return batch.map(() => undefined);
+      });
+      const first = [1, 2, 3].map((seq) => ev.posted(conv, seq, "ann", `m${seq}`));
+      const results = await Promise.allSettled(first.map((e) => log.append(e)));
+      expect(failedBatch.length).toBeGreaterThan(0);
+      results.forEach((r, i) => {
+        if (failedBatch.includes(first[i]!.eventId)) {
+          expect(r.status).toBe("rejected");
+          expect((r as PromiseRejectedResult).reason).toBeInstanceOf(BackendUnavailableError);
+        } else {
+          expect(r.status).toBe("fulfilled");
+        }
+      });
+      // The log is still usable after a failed batch.
+      await expect(log.append(ev.posted(conv, 4, "ann", "after"))).resolves.toBeUndefined();
+    });
+
+    it("delivers appends made before the consumer registered once it does", async () => {
+      const log = await open();
+      const conv = newConversationId();
+      const events = [1, 2, 3].map((seq) => ev.posted(conv, seq, "ann", `early${seq}`));
+      const appends = events.map((e) => watch(log.append(e)));
+      await sleep(50);
+      expect(appends.some((a) => a.settled)).toBe(false);
+      const handled: string[] = [];
+      log.consume(async (batch) => {
+        for (const e of batch) handled.push(e.eventId);
+        return batch.map(() => undefined);
+      });
+      await Promise.all(appends.map((a) => a.promise));
+      expect(handled).toEqual(events.map((e) => e.eventId));
+    });
+
+    it("rejects pending appends on close, and appends after close", async () => {
+      const log = await open();
+      const conv = newConversationId();
+      // No consumer: the appends stay pending until close.
+      const pending = [1, 2].map((seq) => log.append(ev.posted(conv, seq, "ann", "x")));
+      const outcome = Promise.allSettled(pending);
+      await sleep(20);
+      await log.close();
+      for (const r of await outcome) {
+        expect(r.status).toBe("rejected");
+        expect((r as PromiseRejectedResult).reason).toBeInstanceOf(BackendUnavailableError);
+      }
+      await expect(log.append(ev.posted(conv, 3, "ann", "late"))).rejects.toBeInstanceOf(
+        BackendUnavailableError,
+      );
+    });
+
+    it("groups appends that arrive while a batch is being handled into one batch", async () => {
+      const log = await open();
+      const conv = newConversationId();
+      const release = gate();
+      const sizes: number[] = [];
+      log.consume(async (batch) => {
+        sizes.push(batch.length);
+        if (sizes.length === 1) await release.opened;
+        return accept(batch);
+      });
+      const first = log.append(ev.posted(conv, 1, "ann", "first"));
+      await waitFor(() => sizes.length === 1, 5000, "first batch");
+      const rest = Array.from({ length: 20 }, (_, i) =>
+        log.append(ev.posted(conv, i + 2, "ann", `m${i}`)),
+      );
+      release.open();
+      await Promise.all([first, ...rest]);
+      expect(sizes.reduce((a, b) => a + b, 0)).toBe(21);
+      expect(Math.max(...sizes.slice(1))).toBeGreaterThan(1);
+    });
+  });
+}

@@ -1,0 +1,402 @@
+import { randomBytes } from "node:crypto";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { SignJWT } from "jose";
+import { afterEach, describe, expect, it } from "vitest";
+import { ChatService, SendRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import { MemberRemovalReason } from "../../gen/chat/v1/event_pb.js";
+import {
+  cursor,
+  login,
+  type OpenStream,
+  openSession,
+  openSubscribe,
+  type Protocol,
+  seqs,
+  settle,
+  transport,
+  type User,
+  userFromToken,
+} from "../helpers/clients.js";
+import { partner, startServer, type TestServer } from "../helpers/server.js";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.destroy();
+  server = undefined;
+});
+
+const text = (t: string) => ({ text: t });
+const denied = { code: Code.PermissionDenied };
+const unauthenticated = { code: Code.Unauthenticated };
+
+async function direct(a: User, b: User) {
+  return (await a.chat.createDirectConversation({ peerUserId: b.userId })).conversation!
+    .conversationId;
+}
+
+async function group(owner: User, members: User[]) {
+  const res = await owner.chat.createGroupConversation({
+    title: "g",
+    memberUserIds: members.map((m) => m.userId),
+  });
+  return res.conversation!.conversationId;
+}
+
+const synced = (s: OpenStream) => s.frames.until((f) => f.of("syncComplete").length > 0);
+
+describe("non-members", () => {
+  it("can neither act in nor read a conversation", async () => {
+    server = await startServer();
+    const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
+    const ids = [await direct(a!, b!), await group(a!, [b!])];
+    for (const id of ids) {
+      const sent = await a!.chat.send({
+        conversationId: id,
+        clientMsgId: "m",
+        content: text("hi"),
+      });
+      const seq = sent.event!.seq;
+      const outsider = c!.chat;
+      await expect(
+        outsider.send({ conversationId: id, clientMsgId: "x", content: text("intrude") }),
+      ).rejects.toMatchObject(denied);
+      await expect(
+        outsider.addReaction({ conversationId: id, targetSeq: seq, emoji: "👍" }),
+      ).rejects.toMatchObject(denied);
+      await expect(
+        outsider.removeReaction({ conversationId: id, targetSeq: seq, emoji: "👍" }),
+      ).rejects.toMatchObject(denied);
+      await expect(
+        outsider.editMessage({ conversationId: id, targetSeq: seq, text: "edited" }),
+      ).rejects.toMatchObject(denied);
+      await expect(
+        outsider.deleteMessage({ conversationId: id, targetSeq: seq }),
+      ).rejects.toMatchObject(denied);
+      await expect(outsider.getHistory({ conversationId: id })).rejects.toMatchObject(denied);
+      await expect(outsider.markRead({ conversationId: id, seq })).rejects.toMatchObject(denied);
+      await expect(outsider.markDelivered({ conversationId: id, seq })).rejects.toMatchObject(
+        denied,
+      );
+      await expect(outsider.setTyping({ conversationId: id, typing: true })).rejects.toMatchObject(
+        denied,
+      );
+      await expect(outsider.getReadReceipts({ conversationId: id, seq })).rejects.toMatchObject(
+        denied,
+      );
+      await expect(outsider.getConversation({ conversationId: id })).rejects.toMatchObject(denied);
+
+      const history = await b!.chat.getHistory({ conversationId: id });
+      expect(seqs(history.events)).toEqual([1, 2]);
+    }
+    // The same rules hold for actions sent as Session frames.
+    const s = openSession(c!.chat);
+    s.send({
+      frameId: "f1",
+      action: {
+        case: "send",
+        value: { conversationId: ids[0]!, clientMsgId: "y", content: text("x") },
+      },
+    });
+    s.send({
+      frameId: "f2",
+      action: { case: "setTyping", value: { conversationId: ids[0]!, typing: true } },
+    });
+    s.send({
+      frameId: "f3",
+      action: { case: "markRead", value: { conversationId: ids[0]!, seq: 1n } },
+    });
+    await s.frames.until((f) => f.of("error").length >= 3);
+    const errors = s.frames.all.filter((f) => f.frame.case === "error");
+    expect(errors.map((f) => f.replyToFrameId).sort()).toEqual(["f1", "f2", "f3"]);
+    for (const f of errors) {
+      if (f.frame.case === "error") expect(f.frame.value.code).toBe(Code.PermissionDenied);
+    }
+    expect(s.frames.of("sendAck")).toHaveLength(0);
+    s.abort();
+    // Their presence is not visible to outsiders either.
+    await expect(c!.chat.getPresence({ userIds: [a!.userId] })).rejects.toMatchObject(denied);
+  });
+
+  it("receive nothing of a conversation on their open streams", async () => {
+    server = await startServer();
+    const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
+    const ab = await group(a!, [b!]);
+    const control = await direct(a!, c!);
+    const member = openSession(b!.chat);
+    const outsiderSession = openSession(c!.chat);
+    const outsiderWeb = openSubscribe(c!.via("connect"));
+    for (const s of [member, outsiderSession, outsiderWeb]) await synced(s);
+
+    const m = await a!.chat.send({ conversationId: ab, clientMsgId: "1", content: text("secret") });
+    await a!.chat.send({ conversationId: ab, clientMsgId: "2", content: text("secret 2") });
+    await a!.chat.addReaction({ conversationId: ab, targetSeq: m.event!.seq, emoji: "🔥" });
+    await a!.chat.editMessage({ conversationId: ab, targetSeq: m.event!.seq, text: "edited" });
+    await a!.chat.renameConversation({ conversationId: ab, title: "renamed" });
+    await a!.chat.setTyping({ conversationId: ab, typing: true });
+    // The sender has read its own messages already; reading the rest moves the cursor.
+    await a!.chat.markRead({ conversationId: ab, seq: 6n });
+    await member.frames.until(
+      (f) =>
+        f.events(ab).some((e) => e.seq === 6n) &&
+        f.of("typing").length > 0 &&
+        f.of("receipt").some((r) => r.conversationId === ab),
+      5000,
+      "member frames",
+    );
+
+    // A conversation the outsider does share proves their streams are live.
+    await a!.chat.send({ conversationId: control, clientMsgId: "c", content: text("for cat") });
+    for (const s of [outsiderSession, outsiderWeb]) {
+      await s.frames.until((f) => f.events(control).some((e) => e.seq === 2n));
+    }
+    await settle(300);
+    for (const s of [outsiderSession, outsiderWeb]) {
+      expect(s.frames.events(ab)).toHaveLength(0);
+      expect(s.frames.of("typing")).toHaveLength(0);
+      expect(s.frames.of("receipt").filter((r) => r.conversationId === ab)).toHaveLength(0);
+      expect(s.frames.of("sync").filter((x) => x.conversationId === ab)).toHaveLength(0);
+    }
+    for (const s of [member, outsiderSession, outsiderWeb]) s.abort();
+  });
+});
+
+describe.each(["removed", "left"] as const)("a member who %s", (how) => {
+  it("gets the removal event and nothing after it", async () => {
+    server = await startServer();
+    const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
+    const id = await group(a!, [b!, c!]);
+    await a!.chat.send({ conversationId: id, clientMsgId: "before", content: text("before") });
+    const stay = openSession(b!.chat);
+    const gone = openSession(c!.chat);
+    const goneWeb = openSubscribe(c!.via("grpc-web"));
+    for (const s of [stay, gone, goneWeb]) await synced(s);
+    await Promise.all(
+      [gone, goneWeb].map((s) => s.frames.until((f) => f.events(id).some((e) => e.seq === 2n))),
+    );
+
+    const res =
+      how === "removed"
+        ? await a!.chat.removeMember({ conversationId: id, userId: c!.userId })
+        : await c!.chat.leaveConversation({ conversationId: id });
+    const removalSeq = res.event!.seq;
+    expect(removalSeq).toBe(3n);
+    for (const s of [gone, goneWeb]) {
+      await s.frames.until((f) => f.events(id).some((e) => e.seq === removalSeq));
+      const removal = s.frames.events(id).at(-1)!;
+      expect(removal.kind).toMatchObject({
+        case: "memberRemoved",
+        value: {
+          userId: "cat",
+          reason: how === "removed" ? MemberRemovalReason.REMOVED : MemberRemovalReason.LEFT,
+        },
+      });
+    }
+
+    for (let i = 0; i < 3; i++) {
+      await a!.chat.send({
+        conversationId: id,
+        clientMsgId: `after${i}`,
+        content: text(`after${i}`),
+      });
+    }
+    await b!.chat.setTyping({ conversationId: id, typing: true });
+    await b!.chat.markRead({ conversationId: id, seq: 6n });
+    await stay.frames.until((f) => f.events(id).some((e) => e.seq === 6n));
+    await settle(300);
+    for (const s of [gone, goneWeb]) {
+      expect(seqs(s.frames.events(id))).toEqual([1, 2, 3]);
+      expect(s.frames.of("typing")).toHaveLength(0);
+      expect(s.frames.of("receipt").filter((r) => r.conversationId === id)).toHaveLength(0);
+    }
+
+    await expect(
+      c!.chat.send({ conversationId: id, clientMsgId: "late", content: text("late") }),
+    ).rejects.toMatchObject(denied);
+    await expect(c!.chat.getHistory({ conversationId: id })).rejects.toMatchObject(denied);
+    await expect(c!.chat.markRead({ conversationId: id, seq: 3n })).rejects.toMatchObject(denied);
+    await expect(c!.chat.setTyping({ conversationId: id, typing: true })).rejects.toMatchObject(
+      denied,
+    );
+    await expect(
+      c!.chat.addReaction({ conversationId: id, targetSeq: 2n, emoji: "👍" }),
+    ).rejects.toMatchObject(denied);
+    expect((await c!.chat.listConversations({})).conversations).toHaveLength(0);
+
+    // Reconnecting from a cursor before the removal yields the removal and stops there.
+    for (const s of [stay, gone, goneWeb]) s.abort();
+    const back = openSubscribe(c!.chat, [cursor(id, 2n)]);
+    await synced(back);
+    await settle();
+    expect(seqs(back.frames.events(id))).toEqual([3]);
+    back.abort();
+  });
+});
+
+/** Builds a token by hand, as an attacker (or a test) would. */
+async function forge(
+  key: Uint8Array,
+  kid: string,
+  claims: Record<string, unknown>,
+  opts: { sub?: string; exp?: number; iss?: string; aud?: string } = {},
+) {
+  const now = Math.floor(Date.now() / 1000);
+  const jwt = new SignJWT(claims)
+    .setProtectedHeader({ alg: "HS256", kid, typ: "JWT" })
+    .setIssuedAt(now)
+    .setIssuer(opts.iss ?? "relaychat")
+    .setAudience(opts.aud ?? "chat.v1")
+    .setExpirationTime(opts.exp ?? now + 600);
+  if (opts.sub !== undefined) jwt.setSubject(opts.sub);
+  return jwt.sign(key);
+}
+
+const b64url = (s: string) => Buffer.from(s).toString("base64url");
+const unb64url = (s: string) => Buffer.from(s, "base64url").toString("utf8");
+
+describe("identity", () => {
+  it("has no way to name a sender: requests carry none, events carry the token's user and device", async () => {
+    const fields = SendRequestSchema.fields.map((f) => f.name);
+    expect(fields).toEqual(["conversation_id", "client_msg_id", "content"]);
+    for (const method of ChatService.methods) {
+      for (const f of method.input.fields) {
+        expect(f.name).not.toMatch(/sender|actor|from_user|as_user/);
+      }
+    }
+
+    server = await startServer();
+    const phone = await login(server, "ann", "ann-phone");
+    const laptop = await login(server, "ann", "ann-laptop");
+    const b = await login(server, "ben", "ben-phone");
+    const id = await direct(phone, b);
+    const watch = openSession(b.chat);
+    await synced(watch);
+
+    const viaUnary = await phone.chat.send({
+      conversationId: id,
+      clientMsgId: "u",
+      content: text("u"),
+    });
+    const viaConnect = await laptop
+      .via("connect")
+      .send({ conversationId: id, clientMsgId: "c", content: text("c") });
+    const edit = await phone.chat.editMessage({ conversationId: id, targetSeq: 2n, text: "u2" });
+    const react = await b.chat.addReaction({ conversationId: id, targetSeq: 2n, emoji: "👍" });
+    const s = openSession(laptop.chat, { subscribe: false });
+    s.send({
+      frameId: "f",
+      action: { case: "send", value: { conversationId: id, clientMsgId: "s", content: text("s") } },
+    });
+    await s.frames.until((f) => f.of("sendAck").length > 0);
+
+    expect([viaUnary.event!.actorUserId, viaUnary.event!.actorDeviceId]).toEqual([
+      "ann",
+      "ann-phone",
+    ]);
+    expect([viaConnect.event!.actorUserId, viaConnect.event!.actorDeviceId]).toEqual([
+      "ann",
+      "ann-laptop",
+    ]);
+    expect([edit.event!.actorUserId, edit.event!.actorDeviceId]).toEqual(["ann", "ann-phone"]);
+    expect([react.event!.actorUserId, react.event!.actorDeviceId]).toEqual(["ben", "ben-phone"]);
+    await watch.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "s"));
+    const seen = Object.fromEntries(
+      watch.frames
+        .events(id)
+        .filter((e) => e.seq > 1n)
+        .map((e) => [Number(e.seq), `${e.actorUserId}/${e.actorDeviceId}`]),
+    );
+    expect(seen).toEqual({
+      2: "ann/ann-phone",
+      3: "ann/ann-laptop",
+      4: "ann/ann-phone",
+      5: "ben/ben-phone",
+      6: "ann/ann-laptop",
+    });
+    const me = await laptop.chat.getMe({});
+    expect([me.user!.userId, me.device!.deviceId]).toEqual(["ann", "ann-laptop"]);
+    s.abort();
+    watch.abort();
+  });
+
+  it("rejects missing, tampered, mis-signed, expired and mis-bound tokens with UNAUTHENTICATED", async () => {
+    const secret = randomBytes(32);
+    server = await startServer({
+      auth: { signingKeys: [{ kid: "k1", secret }], activeKeyId: "k1" },
+    });
+    const a = await login(server, "ann", "ann-phone");
+    await login(server, "ben", "ben-phone");
+    const srv = server;
+    const as = (token: string, protocol: Protocol = "grpc") =>
+      userFromToken(srv, "ann", "ann-phone", token).via(protocol);
+
+    // A correctly signed, well-formed token works: the forgeries below differ in one thing each.
+    const good = await forge(secret, "k1", { did: "ann-phone" }, { sub: "ann" });
+    expect((await as(good).getMe({})).user!.userId).toBe("ann");
+
+    const [header, payload, signature] = a.token.split(".") as [string, string, string];
+    const claims = JSON.parse(unb64url(payload)) as Record<string, unknown>;
+    const tampered = [header, b64url(JSON.stringify({ ...claims, sub: "ben" })), signature].join(
+      ".",
+    );
+    const longer = [
+      header,
+      b64url(JSON.stringify({ ...claims, exp: (claims.exp as number) + 86_400 })),
+      signature,
+    ].join(".");
+    const now = Math.floor(Date.now() / 1000);
+    const bad: Record<string, string> = {
+      tampered,
+      longer,
+      truncatedSignature: `${header}.${payload}.${signature.slice(0, -4)}`,
+      otherKey: await forge(randomBytes(32), "k1", { did: "ann-phone" }, { sub: "ann" }),
+      unknownKid: await forge(secret, "k2", { did: "ann-phone" }, { sub: "ann" }),
+      expired: await forge(secret, "k1", { did: "ann-phone" }, { sub: "ann", exp: now - 5 }),
+      otherUsersDevice: await forge(secret, "k1", { did: "ben-phone" }, { sub: "ann" }),
+      unknownDevice: await forge(secret, "k1", { did: "ann-ghost" }, { sub: "ann" }),
+      noDevice: await forge(secret, "k1", {}, { sub: "ann" }),
+      noSubject: await forge(secret, "k1", { did: "ann-phone" }),
+      wrongIssuer: await forge(secret, "k1", { did: "ann-phone" }, { sub: "ann", iss: "evil" }),
+      wrongAudience: await forge(secret, "k1", { did: "ann-phone" }, { sub: "ann", aud: "x" }),
+      unsigned: `${b64url(JSON.stringify({ alg: "none", typ: "JWT", kid: "k1" }))}.${payload}.`,
+      garbage: "not-a-jwt",
+    };
+    for (const [name, token] of Object.entries(bad)) {
+      const err = await as(token)
+        .getMe({})
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect(err, name).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).code, name).toBe(Code.Unauthenticated);
+    }
+
+    for (const protocol of ["grpc", "connect", "grpc-web"] as const) {
+      const anonymous = createClient(ChatService, transport(srv.url, protocol));
+      await expect(anonymous.getMe({})).rejects.toMatchObject(unauthenticated);
+      await expect(as(bad.expired!, protocol).listConversations({})).rejects.toMatchObject(
+        unauthenticated,
+      );
+    }
+    // Streams are refused before they start.
+    const s = openSession(as(tampered));
+    await s.frames.untilEnded();
+    expect(s.frames.error?.code).toBe(Code.Unauthenticated);
+    expect(s.frames.of("ready")).toHaveLength(0);
+    const sub = openSubscribe(as(bad.otherKey!, "connect"));
+    await sub.frames.untilEnded();
+    expect(sub.frames.error?.code).toBe(Code.Unauthenticated);
+    // Partner credentials are not a user identity.
+    const basic = `Basic ${Buffer.from(`${partner.key}:${partner.secret}`).toString("base64")}`;
+    const asPartner = createClient(
+      ChatService,
+      transport(srv.url, "grpc", [
+        (next) => (req) => {
+          req.header.set("authorization", basic);
+          return next(req);
+        },
+      ]),
+    );
+    await expect(asPartner.getMe({})).rejects.toMatchObject(unauthenticated);
+  });
+});

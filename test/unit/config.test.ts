@@ -1,0 +1,259 @@
+import { describe, expect, it } from "vitest";
+import { type ConfigInput, readEnv, toConfig } from "../../lib/config.js";
+import { ConfigError } from "../../lib/errors.js";
+
+const secret32 = Buffer.alloc(32, 7);
+const b64 = (b: Buffer) => b.toString("base64");
+const key = (kid: string, bytes = 32) => ({ kid, secret: Buffer.alloc(bytes, 1) });
+
+/** A valid production-style input to vary one setting at a time. */
+const valid = (more: ConfigInput = {}): ConfigInput => ({
+  ...more,
+  auth: { signingKeys: [key("k1")], ...more.auth },
+});
+
+const configError = (input: ConfigInput, message: RegExp) => {
+  let caught: unknown;
+  try {
+    toConfig(input);
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(ConfigError);
+  expect((caught as Error).message).toMatch(message);
+};
+
+describe("readEnv", () => {
+  it("reads every CHAT_* variable", () => {
+    const input = readEnv({
+      CHAT_HOST: "0.0.0.0",
+      CHAT_PORT: "9090",
+      CHAT_DATA_DIR: "/var/lib/chat",
+      CHAT_DEV_MODE: "true",
+      CHAT_LOG_LEVEL: "debug",
+      CHAT_CORS_ORIGINS: "https://a.example, https://b.example,,",
+      CHAT_AUTH_SIGNING_KEYS: `k1:${b64(secret32)}, k2:${b64(Buffer.alloc(40, 2))}`,
+      CHAT_AUTH_ACTIVE_KEY_ID: "k2",
+      CHAT_AUTH_ISSUER: "issuer-x",
+      CHAT_TOKEN_TTL_SECONDS: "600",
+      CHAT_TOKEN_MAX_TTL_SECONDS: "7200",
+      CHAT_PARTNER_CREDENTIALS: "p1:secret-one-0123456, p2:with:colons-012345",
+      CHAT_MESSAGE_MAX_BYTES: "1000",
+      CHAT_FRAME_MAX_BYTES: "5000",
+      CHAT_GROUP_MAX_MEMBERS: "50",
+      CHAT_SEND_PER_SECOND: "1.5",
+      CHAT_SEND_BURST: "3",
+      CHAT_TYPING_PER_SECOND: "4",
+      CHAT_TYPING_BURST: "6",
+      CHAT_STREAMS_PER_DEVICE: "2",
+      CHAT_STREAMS_PER_USER: "8",
+      CHAT_PRESENCE_WATCH_MAX: "100",
+      CHAT_OUTBOX_MAX_FRAMES: "64",
+      CHAT_LAG_TIMEOUT_MS: "1234",
+      CHAT_HTTP2_MAX_CONCURRENT_STREAMS: "10",
+      CHAT_HTTP2_MAX_SESSION_MEMORY_MB: "4",
+      CHAT_RECEIPT_FANOUT_MAX_MEMBERS: "32",
+      CHAT_HEARTBEAT_INTERVAL_MS: "1000",
+      CHAT_PRESENCE_TTL_MS: "3000",
+      CHAT_TYPING_TTL_MS: "700",
+      CHAT_SYNC_LIMIT: "77",
+      CHAT_GAP_WAIT_MS: "20",
+      CHAT_SQLITE_SYNCHRONOUS: "normal",
+    });
+    expect(input.host).toBe("0.0.0.0");
+    expect(input.port).toBe(9090);
+    expect(input.dataDir).toBe("/var/lib/chat");
+    expect(input.devMode).toBe(true);
+    expect(input.logLevel).toBe("debug");
+    expect(input.corsOrigins).toEqual(["https://a.example", "https://b.example"]);
+    expect(input.auth?.signingKeys?.map((k) => k.kid)).toEqual(["k1", "k2"]);
+    expect(Buffer.from(input.auth!.signingKeys![0]!.secret).equals(secret32)).toBe(true);
+    expect(input.auth?.signingKeys?.[1]?.secret.length).toBe(40);
+    expect(input.auth).toMatchObject({
+      activeKeyId: "k2",
+      issuer: "issuer-x",
+      tokenTtlSeconds: 600,
+      maxTokenTtlSeconds: 7200,
+    });
+    expect(input.partners).toEqual([
+      { key: "p1", secret: "secret-one-0123456" },
+      { key: "p2", secret: "with:colons-012345" },
+    ]);
+    expect(input.limits).toEqual({
+      messageMaxBytes: 1000,
+      frameMaxBytes: 5000,
+      groupMaxMembers: 50,
+      sendPerSecond: 1.5,
+      sendBurst: 3,
+      typingPerSecond: 4,
+      typingBurst: 6,
+      streamsPerDevice: 2,
+      streamsPerUser: 8,
+      presenceWatchMax: 100,
+      outboxMaxFrames: 64,
+      lagTimeoutMs: 1234,
+      http2MaxConcurrentStreams: 10,
+      http2MaxSessionMemoryMb: 4,
+      receiptFanoutMaxMembers: 32,
+    });
+    expect(input.session).toEqual({
+      heartbeatIntervalMs: 1000,
+      presenceTtlMs: 3000,
+      typingTtlMs: 700,
+      syncLimit: 77,
+      gapWaitMs: 20,
+    });
+    expect(input.sqlite).toEqual({ synchronous: "NORMAL" });
+
+    // And the result is a valid config.
+    const cfg = toConfig(input);
+    expect(cfg.auth.activeKeyId).toBe("k2");
+    expect(cfg.limits.sendPerSecond).toBe(1.5);
+  });
+
+  it("ignores unset, empty and foreign variables", () => {
+    const input = readEnv({ CHAT_HOST: "", PORT: "1", HOST: "x", CHAT_PORTS: "5" });
+    expect(input).toEqual({ auth: {}, limits: {}, session: {}, sqlite: {} });
+    // Nothing set means the defaults.
+    expect(toConfig({ ...input, devMode: true }).port).toBe(8080);
+  });
+
+  it("parses booleans in their usual spellings", () => {
+    for (const v of ["1", "true", "TRUE", "yes", "on"]) {
+      expect(readEnv({ CHAT_DEV_MODE: v }).devMode).toBe(true);
+    }
+    for (const v of ["0", "false", "False", "no", "off"]) {
+      expect(readEnv({ CHAT_DEV_MODE: v }).devMode).toBe(false);
+    }
+  });
+
+  it.each([
+    [{ CHAT_PORT: "eighty" }, /CHAT_PORT must be a number/],
+    [{ CHAT_SEND_BURST: "lots" }, /CHAT_SEND_BURST must be a number/],
+    [{ CHAT_GAP_WAIT_MS: "Infinity" }, /CHAT_GAP_WAIT_MS must be a number/],
+    [{ CHAT_DEV_MODE: "maybe" }, /CHAT_DEV_MODE must be true or false/],
+    [{ CHAT_AUTH_SIGNING_KEYS: "no-colon" }, /kid:base64secret/],
+    [{ CHAT_AUTH_SIGNING_KEYS: `:${b64(secret32)}` }, /kid:base64secret/],
+    [{ CHAT_PARTNER_CREDENTIALS: "keyonly" }, /key:secret/],
+    [{ CHAT_PARTNER_CREDENTIALS: ":secret-0123456789" }, /key:secret/],
+    [{ CHAT_SQLITE_SYNCHRONOUS: "OFF" }, /FULL or NORMAL/],
+  ])("rejects %o", (env, message) => {
+    expect(() => readEnv(env)).toThrow(ConfigError);
+    expect(() => readEnv(env)).toThrow(message);
+  });
+});
+
+describe("toConfig", () => {
+  it("fills in defaults", () => {
+    const cfg = toConfig({ devMode: true });
+    expect(cfg).toMatchObject({
+      host: "127.0.0.1",
+      port: 8080,
+      dataDir: "./data",
+      devMode: true,
+      logLevel: "info",
+      partners: [],
+      corsOrigins: [],
+      sqlite: { synchronous: "FULL" },
+    });
+    expect(cfg.auth).toEqual({
+      signingKeys: [],
+      activeKeyId: "",
+      issuer: "relaychat",
+      tokenTtlSeconds: 3600,
+      maxTokenTtlSeconds: 86_400,
+    });
+    expect(cfg.limits.messageMaxBytes).toBe(64 * 1024);
+    expect(cfg.limits.frameMaxBytes).toBe(96 * 1024);
+    expect(cfg.limits.groupMaxMembers).toBe(1024);
+    expect(cfg.session.presenceTtlMs).toBeGreaterThan(cfg.session.heartbeatIntervalMs);
+  });
+
+  it("merges nested overrides without losing the other defaults", () => {
+    const cfg = toConfig({ devMode: true, limits: { sendBurst: 7 }, session: { syncLimit: 9 } });
+    expect(cfg.limits.sendBurst).toBe(7);
+    expect(cfg.limits.sendPerSecond).toBe(20);
+    expect(cfg.session.syncLimit).toBe(9);
+    expect(cfg.session.gapWaitMs).toBe(250);
+    // Defaults are not shared between configs.
+    const other = toConfig({ devMode: true });
+    expect(other.limits.sendBurst).toBe(40);
+  });
+
+  it("takes the first signing key as active unless one is named", () => {
+    expect(toConfig(valid({ auth: { signingKeys: [key("a"), key("b")] } })).auth.activeKeyId).toBe(
+      "a",
+    );
+    expect(
+      toConfig(valid({ auth: { signingKeys: [key("a"), key("b")], activeKeyId: "b" } })).auth
+        .activeKeyId,
+    ).toBe("b");
+  });
+
+  it("requires a signing key outside dev mode", () => {
+    configError({}, /no token signing key/);
+    configError({ devMode: false }, /CHAT_AUTH_SIGNING_KEYS/);
+    expect(toConfig(valid()).devMode).toBe(false);
+  });
+
+  it.each<[string, ConfigInput, RegExp]>([
+    ["port above range", valid({ port: 70_000 }), /port must be 0-65535/],
+    ["negative port", valid({ port: -1 }), /port must be 0-65535/],
+    ["fractional port", valid({ port: 80.5 }), /port must be 0-65535/],
+    ["zero limit", valid({ limits: { sendBurst: 0 } }), /limits.sendBurst must be positive/],
+    ["NaN limit", valid({ limits: { outboxMaxFrames: Number.NaN } }), /limits.outboxMaxFrames/],
+    [
+      "negative session",
+      valid({ session: { gapWaitMs: -5 } }),
+      /session.gapWaitMs must be positive/,
+    ],
+    ["tiny group", valid({ limits: { groupMaxMembers: 1 } }), /groupMaxMembers must be >= 2/],
+    [
+      "frame not above message",
+      valid({ limits: { messageMaxBytes: 4096, frameMaxBytes: 5000 } }),
+      /frameMaxBytes must exceed messageMaxBytes/,
+    ],
+    [
+      "presence ttl not above heartbeat",
+      valid({ session: { heartbeatIntervalMs: 1000, presenceTtlMs: 1000 } }),
+      /presenceTtlMs must be longer/,
+    ],
+    ["empty kid", valid({ auth: { signingKeys: [key("")] } }), /signing key ids must not be empty/],
+    [
+      "short secret",
+      valid({ auth: { signingKeys: [key("s", 31)] } }),
+      /s must be at least 32 bytes/,
+    ],
+    [
+      "unknown active key",
+      valid({ auth: { signingKeys: [key("a")], activeKeyId: "zz" } }),
+      /activeKeyId zz is not a configured key/,
+    ],
+    [
+      "short partner secret",
+      valid({ partners: [{ key: "p", secret: "too-short" }] }),
+      /partner p secret must be >= 16/,
+    ],
+    [
+      "ttl above max",
+      valid({ auth: { tokenTtlSeconds: 100, maxTokenTtlSeconds: 50 } }),
+      /tokenTtlSeconds must not exceed/,
+    ],
+  ])("rejects %s", (_, input, message) => {
+    configError(input, message);
+  });
+
+  it("accepts the boundary values", () => {
+    const cfg = toConfig(
+      valid({
+        port: 0,
+        limits: { groupMaxMembers: 2, messageMaxBytes: 1000, frameMaxBytes: 2024 },
+        session: { heartbeatIntervalMs: 1000, presenceTtlMs: 1001 },
+        partners: [{ key: "p", secret: "exactly-16-chars" }],
+        auth: { signingKeys: [key("k", 32)], tokenTtlSeconds: 60, maxTokenTtlSeconds: 60 },
+      }),
+    );
+    expect(cfg.port).toBe(0);
+    expect(cfg.limits.frameMaxBytes).toBe(2024);
+  });
+});

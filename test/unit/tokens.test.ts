@@ -1,0 +1,164 @@
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SignJWT } from "jose";
+import { afterEach, describe, expect, it } from "vitest";
+import { createTokenService, loadOrCreateDevKey, TokenError } from "../../lib/auth/tokens.js";
+import type { SigningKey } from "../../lib/config.js";
+
+const k1: SigningKey = { kid: "k1", secret: Buffer.alloc(32, 1) };
+const k2: SigningKey = { kid: "k2", secret: Buffer.alloc(32, 2) };
+
+const service = (
+  keys: SigningKey[],
+  activeKeyId: string,
+  more: { issuer?: string; acceptDevTokens?: boolean } = {},
+) =>
+  createTokenService({
+    keys,
+    activeKeyId,
+    issuer: more.issuer ?? "relaychat",
+    acceptDevTokens: more.acceptDevTokens ?? false,
+  });
+
+/** Signs arbitrary claims with a key, for tokens the service would never mint. */
+const forge = (key: SigningKey, claims: Record<string, unknown>, set: (j: SignJWT) => SignJWT) =>
+  set(
+    new SignJWT(claims)
+      .setProtectedHeader({ alg: "HS256", kid: key.kid })
+      .setIssuedAt()
+      .setExpirationTime("1h"),
+  ).sign(key.secret);
+
+const rejects = async (p: Promise<unknown>, message: RegExp) => {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(TokenError);
+  expect((err as Error).message).toMatch(message);
+};
+
+describe("token service", () => {
+  it("verifies what it mints, bound to user and device", async () => {
+    const tokens = service([k1], "k1");
+    const before = Date.now();
+    const minted = await tokens.mint({ userId: "ann", deviceId: "phone", ttlSeconds: 600 });
+    expect(minted.kid).toBe("k1");
+    expect(minted.expiresAtMs).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 + 600_000);
+    expect(minted.expiresAtMs).toBeLessThanOrEqual(Date.now() + 600_000);
+    const claims = await tokens.verify(minted.token);
+    expect(claims).toEqual({
+      userId: "ann",
+      deviceId: "phone",
+      expiresAtMs: minted.expiresAtMs,
+      dev: false,
+    });
+    const header = JSON.parse(Buffer.from(minted.token.split(".")[0]!, "base64url").toString());
+    expect(header).toMatchObject({ alg: "HS256", kid: "k1" });
+  });
+
+  it("keeps accepting tokens of an older key while a new key is active", async () => {
+    const old = service([k1], "k1");
+    const rotated = service([k1, k2], "k2");
+    const oldToken = (await old.mint({ userId: "ann", deviceId: "d", ttlSeconds: 60 })).token;
+    const newToken = await rotated.mint({ userId: "ben", deviceId: "d", ttlSeconds: 60 });
+    expect(newToken.kid).toBe("k2");
+    expect((await rotated.verify(oldToken)).userId).toBe("ann");
+    expect((await rotated.verify(newToken.token)).userId).toBe("ben");
+    // A server that does not know k2 refuses its tokens.
+    await rejects(old.verify(newToken.token), /unknown signing key/);
+    // After k1 is retired, its tokens are refused.
+    await rejects(service([k2], "k2").verify(oldToken), /unknown signing key/);
+  });
+
+  it("refuses a token signed with a different secret under a known kid", async () => {
+    const impostor = service([{ kid: "k1", secret: Buffer.alloc(32, 9) }], "k1");
+    const token = (await impostor.mint({ userId: "ann", deviceId: "d", ttlSeconds: 60 })).token;
+    await rejects(service([k1], "k1").verify(token), /invalid token/);
+  });
+
+  it("refuses expired tokens", async () => {
+    const tokens = service([k1], "k1");
+    const { token } = await tokens.mint({ userId: "ann", deviceId: "d", ttlSeconds: -10 });
+    await rejects(tokens.verify(token), /token expired/);
+  });
+
+  it("accepts dev tokens only while dev tokens are accepted", async () => {
+    const dev = service([k1], "k1", { acceptDevTokens: true });
+    const prod = service([k1], "k1", { acceptDevTokens: false });
+    const { token } = await dev.mint({ userId: "ann", deviceId: "d", ttlSeconds: 60, dev: true });
+    expect((await dev.verify(token)).dev).toBe(true);
+    await rejects(prod.verify(token), /dev tokens are disabled/);
+    const normal = await prod.mint({ userId: "ann", deviceId: "d", ttlSeconds: 60 });
+    expect((await dev.verify(normal.token)).dev).toBe(false);
+  });
+
+  it("refuses a wrong audience or issuer", async () => {
+    const tokens = service([k1], "k1");
+    const wrongAudience = await forge(k1, { did: "d" }, (j) =>
+      j.setSubject("ann").setIssuer("relaychat").setAudience("other.v1"),
+    );
+    await rejects(tokens.verify(wrongAudience), /invalid token/);
+    const wrongIssuer = await forge(k1, { did: "d" }, (j) =>
+      j.setSubject("ann").setIssuer("someone-else").setAudience("chat.v1"),
+    );
+    await rejects(tokens.verify(wrongIssuer), /invalid token/);
+    const otherIssuerService = service([k1], "k1", { issuer: "tenant-b" });
+    const minted = await tokens.mint({ userId: "ann", deviceId: "d", ttlSeconds: 60 });
+    await rejects(otherIssuerService.verify(minted.token), /invalid token/);
+    const right = await forge(k1, { did: "d" }, (j) =>
+      j.setSubject("ann").setIssuer("relaychat").setAudience("chat.v1"),
+    );
+    expect((await tokens.verify(right)).deviceId).toBe("d");
+  });
+
+  it("refuses tokens without a device, subject, kid or with garbage", async () => {
+    const tokens = service([k1], "k1");
+    const noDevice = await forge(k1, {}, (j) =>
+      j.setSubject("ann").setIssuer("relaychat").setAudience("chat.v1"),
+    );
+    await rejects(tokens.verify(noDevice), /not bound to a user and device/);
+    const emptyDevice = await forge(k1, { did: "" }, (j) =>
+      j.setSubject("ann").setIssuer("relaychat").setAudience("chat.v1"),
+    );
+    await rejects(tokens.verify(emptyDevice), /not bound/);
+    const noSubject = await forge(k1, { did: "d" }, (j) =>
+      j.setIssuer("relaychat").setAudience("chat.v1"),
+    );
+    await rejects(tokens.verify(noSubject), /invalid token/);
+    const noKid = await new SignJWT({ did: "d" })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject("ann")
+      .setIssuer("relaychat")
+      .setAudience("chat.v1")
+      .setExpirationTime("1h")
+      .sign(k1.secret);
+    await rejects(tokens.verify(noKid), /unknown signing key/);
+    await rejects(tokens.verify("not.a.jwt"), /invalid token/);
+    await rejects(tokens.verify(""), /invalid token/);
+  });
+
+  it("refuses to start without its active key", () => {
+    expect(() => service([k1], "k2")).toThrow(TokenError);
+  });
+});
+
+describe("dev signing key", () => {
+  let dir: string | undefined;
+  afterEach(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it("is created once, kept private, and loaded again", () => {
+    dir = mkdtempSync(join(tmpdir(), "chat-devkey-"));
+    const first = loadOrCreateDevKey(join(dir, "nested"));
+    expect(first.kid).toMatch(/^dev-[0-9a-f]{8}$/);
+    expect(first.secret.length).toBe(32);
+    expect(statSync(join(dir, "nested", "dev-signing-key.json")).mode & 0o777).toBe(0o600);
+    const again = loadOrCreateDevKey(join(dir, "nested"));
+    expect(again.kid).toBe(first.kid);
+    expect(Buffer.from(again.secret).equals(Buffer.from(first.secret))).toBe(true);
+  });
+});
