@@ -5,42 +5,10 @@ import {
   type SessionRequest,
   SessionRequestSchema,
 } from "../gen/chat/v1/chat_service_pb.js";
+import { Pushable } from "../lib/pushable.js";
 import type { Account } from "./account.js";
 
 type RequestInit = MessageInitShape<typeof SessionRequestSchema>;
-
-/** The request side of one stream: frames pushed by the CLI, read by the transport. */
-class Outbox implements AsyncIterable<SessionRequest> {
-  private queue: SessionRequest[] = [];
-  private wake: (() => void) | undefined;
-  private done = false;
-
-  push(req: SessionRequest) {
-    if (this.done) return;
-    this.queue.push(req);
-    this.wake?.();
-  }
-
-  end() {
-    this.done = true;
-    this.wake?.();
-  }
-
-  async *[Symbol.asyncIterator]() {
-    for (;;) {
-      const next = this.queue.shift();
-      if (next) {
-        yield next;
-        continue;
-      }
-      if (this.done) return;
-      await new Promise<void>((r) => {
-        this.wake = r;
-      });
-      this.wake = undefined;
-    }
-  }
-}
 
 export interface LiveOptions {
   account: Account;
@@ -73,7 +41,7 @@ const backoff = (failures: number) =>
  * backoff when the connection drops.
  */
 export class Live {
-  private input: Outbox | undefined;
+  private input: Pushable<SessionRequest> | undefined;
   private abort: AbortController | undefined;
   private stopping = false;
   private wakeSleep: (() => void) | undefined;
@@ -109,7 +77,7 @@ export class Live {
     let failures = 0;
     let renewed = false;
     while (!this.stopping) {
-      const input = new Outbox();
+      const input = new Pushable<SessionRequest>();
       const abort = new AbortController();
       this.input = input;
       this.abort = abort;

@@ -65,6 +65,8 @@ export interface Config {
   };
   sqlite: { synchronous: "FULL" | "NORMAL" };
   corsOrigins: string[];
+  /** Prometheus metrics on their own listener; keep it off the public network. */
+  metrics: { enabled: boolean; host: string; port: number };
 }
 
 type DeepPartial<T> = {
@@ -120,6 +122,7 @@ const defaults: Config = {
   },
   sqlite: { synchronous: "FULL" },
   corsOrigins: [],
+  metrics: { enabled: true, host: "127.0.0.1", port: 9464 },
 };
 
 const prefix = "CHAT_";
@@ -158,6 +161,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
     limits: {},
     session: {},
     sqlite: {},
+    metrics: {},
   };
   assign(input, "host", get("HOST"));
   assign(input, "port", num("PORT"));
@@ -210,6 +214,9 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
   assign(input.session!, "typingTtlMs", num("TYPING_TTL_MS"));
   assign(input.session!, "syncLimit", num("SYNC_LIMIT"));
   assign(input.session!, "gapWaitMs", num("GAP_WAIT_MS"));
+  assign(input.metrics!, "enabled", bool("METRICS_ENABLED"));
+  assign(input.metrics!, "host", get("METRICS_HOST"));
+  assign(input.metrics!, "port", num("METRICS_PORT"));
   const sync = get("SQLITE_SYNCHRONOUS");
   if (sync !== undefined) {
     const upper = sync.toUpperCase();
@@ -239,9 +246,15 @@ export function toConfig(input: ConfigInput = {}): Config {
     session: { ...defaults.session, ...(input.session as Partial<Config["session"]>) },
     sqlite: { ...defaults.sqlite, ...(input.sqlite as Partial<Config["sqlite"]>) },
     corsOrigins: (input.corsOrigins ?? defaults.corsOrigins) as string[],
+    metrics: { ...defaults.metrics, ...(input.metrics as Partial<Config["metrics"]>) },
   };
-  if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65_535) {
-    throw new ConfigError("port must be 0-65535");
+  for (const [name, port] of [
+    ["port", cfg.port],
+    ["metrics.port", cfg.metrics.port],
+  ] as const) {
+    if (!Number.isInteger(port) || port < 0 || port > 65_535) {
+      throw new ConfigError(`${name} must be 0-65535`);
+    }
   }
   for (const [k, v] of Object.entries(cfg.limits)) {
     if (!Number.isFinite(v) || v <= 0) throw new ConfigError(`limits.${k} must be positive`);

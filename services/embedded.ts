@@ -10,6 +10,7 @@ import type { Config } from "../lib/config.js";
 import { newId } from "../lib/ids.js";
 import { boundaryInterceptor } from "../lib/interceptors.js";
 import type { Logger } from "../lib/logger.js";
+import { createMetrics, metricsInterceptor, serveMetrics } from "../lib/metrics.js";
 import { createEdge } from "./edge/create.js";
 import { createRouter } from "./router/create.js";
 import { createStore } from "./store/create.js";
@@ -41,13 +42,19 @@ export function createEmbedded(config: Config, deps: { logger: Logger }) {
   });
   const log = createInProcessLog();
   const soft = createMemorySoftState();
+  const metrics = createMetrics();
 
-  const store = createStore({ config, log, events: sqlite, metadata: sqlite, logger });
+  const store = createStore({ config, log, events: sqlite, metadata: sqlite, logger, metrics });
   const internal = {
-    router: { interceptors: [boundaryInterceptor(logger.child({ name: "internal" }))] },
+    router: {
+      interceptors: [
+        metricsInterceptor(metrics),
+        boundaryInterceptor(logger.child({ name: "internal" })),
+      ],
+    },
   };
   const storeClient = createClient(StoreService, createRouterTransport(store.routes, internal));
-  const router = createRouter({ config, log, store: storeClient, soft, logger });
+  const router = createRouter({ config, log, store: storeClient, soft, logger, metrics });
   const routerClient = createClient(RouterService, createRouterTransport(router.routes, internal));
   const edge = createEdge({
     config,
@@ -57,19 +64,30 @@ export function createEmbedded(config: Config, deps: { logger: Logger }) {
     soft,
     tokens,
     logger,
+    metrics,
   });
+  let metricsServer: Awaited<ReturnType<typeof serveMetrics>> | undefined;
 
   return {
     tokens,
+    metrics,
+    /** The metrics listener's address, when metrics are enabled. */
+    get metricsAddress() {
+      return metricsServer?.address;
+    },
     /** Starts store, router and edge; resolves to the edge's address. */
     async start() {
       await store.start();
       await router.start();
+      if (config.metrics.enabled) {
+        metricsServer = await serveMetrics(metrics, config.metrics.host, config.metrics.port);
+      }
       return edge.start();
     },
     /** Stops in reverse order; acknowledged events are already committed. */
     async stop() {
       await edge.stop();
+      await metricsServer?.close();
       await router.stop();
       await store.stop();
       await soft.close();

@@ -72,34 +72,22 @@ export interface Sequencer {
   reset(conversationId: string): Promise<void>;
 }
 
-/** Where an idempotency key already landed. */
-export interface EventRef {
-  conversationId: string;
-  seq: bigint;
-}
-
-/**
- * Fast-path memory of used idempotency keys. A miss is not proof of a new
- * key: the event store enforces uniqueness durably.
- */
-export interface DedupCache {
-  get(key: string): Promise<EventRef | undefined>;
-  put(key: string, ref: EventRef): Promise<void>;
-}
-
 /** Token buckets keyed by caller. */
 export interface RateLimiter {
   /** Takes one token; false when the bucket is empty. */
   take(key: string, perSecond: number, burst: number): Promise<boolean>;
 }
 
-/** The soft-state role: everything here may be lost without losing a message. */
+/**
+ * The soft-state role: everything here may be lost without losing a message
+ * or reusing a seq. Deduplication is not here: it must be durable, so the
+ * event store keeps it (see EventStore.commit and StoreService.FindEvent).
+ */
 export interface SoftState {
   registry: ConnectionRegistry;
   bus: EdgeBus;
   presence: PresenceStore;
   sequencer: Sequencer;
-  dedup: DedupCache;
   limiter: RateLimiter;
   close(): Promise<void>;
 }

@@ -11,6 +11,7 @@ import type { SoftState } from "../../lib/backends/soft-state.js";
 import type { Config } from "../../lib/config.js";
 import { boundaryInterceptor } from "../../lib/interceptors.js";
 import type { Logger } from "../../lib/logger.js";
+import { type Metrics, metricsInterceptor } from "../../lib/metrics.js";
 import type { StoreClient } from "../router/store-client.js";
 import { createActions, type RouterClient } from "./actions.js";
 import { authInterceptor, createDeviceCheck } from "./auth.js";
@@ -38,6 +39,7 @@ export interface EdgeDeps {
   soft: SoftState;
   tokens: TokenService;
   logger: Logger;
+  metrics: Metrics;
 }
 
 /**
@@ -64,6 +66,7 @@ export function createEdge(deps: EdgeDeps) {
     presence,
     devices,
     log: log.session,
+    metrics: deps.metrics,
   });
   const actions = createActions({
     router: deps.router,
@@ -106,6 +109,7 @@ export function createEdge(deps: EdgeDeps) {
     config,
     routes,
     interceptors: [
+      metricsInterceptor(deps.metrics),
       boundaryInterceptor(log.rpc),
       authInterceptor({
         tokens: deps.tokens,

@@ -122,7 +122,10 @@ export function createHttpServer(opts: HttpServerOptions) {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => socket.destroy());
+    // A connection that never says which protocol it speaks is dropped.
+    socket.setTimeout(10_000, () => socket.destroy());
     socket.once("data", (chunk) => {
+      socket.setTimeout(0);
       socket.pause();
       socket.unshift(chunk);
       if (chunk.subarray(0, 3).equals(h2Preface.subarray(0, 3))) {

@@ -21,6 +21,8 @@ export interface SessionOptions {
   /** Conversations active this recently get a baseline at subscribe. */
   baselineWindowMs: number;
   log: Logger;
+  /** Called for each frame the stream drops, or (events) defers to catch-up. */
+  onShed?: (frame: string) => void;
 }
 
 /** "session" is the bidi stream (and WebSocket); "subscribe" the receive-only stream. */
@@ -113,17 +115,17 @@ export class Session {
     if (this.closed) return;
     const n = this.outbox.length;
     const max = this.opts.outboxMaxFrames;
-    switch (f.frame.case) {
-      case "typing":
-        if (n >= max / 4) return;
-        break;
-      case "presence":
-        if (n >= max / 2) return;
-        break;
-      case "receipt":
-        if (n >= max) return;
-        break;
-      default:
+    const limit =
+      f.frame.case === "typing"
+        ? max / 4
+        : f.frame.case === "presence"
+          ? max / 2
+          : f.frame.case === "receipt"
+            ? max
+            : Number.POSITIVE_INFINITY;
+    if (n >= limit) {
+      this.opts.onShed?.(f.frame.case ?? "none");
+      return;
     }
     this.outbox.push(f);
     this.notify();
@@ -307,6 +309,15 @@ export class Session {
   private admit(event: Event) {
     const g = this.gateFor(event);
     if (event.seq <= g.sent) return;
+    // Joining (again) starts what this user may see: nothing before it is owed.
+    if (
+      event.kind.case === "membersAdded" &&
+      event.kind.value.userIds.includes(this.caller.userId) &&
+      event.seq > g.sent + 1n
+    ) {
+      g.sent = event.seq - 1n;
+      if (g.ahead) for (const seq of g.ahead.keys()) if (seq < event.seq) g.ahead.delete(seq);
+    }
     if (this.laggingSinceMs && this.behind.has(event.conversationId)) {
       g.skipped = true;
       return;
@@ -357,6 +368,7 @@ export class Session {
   }
 
   private fallBehind(g: Gate, conversationId: string) {
+    this.opts.onShed?.("event");
     if (!this.laggingSinceMs) this.laggingSinceMs = Date.now();
     this.behind.add(conversationId);
     g.ahead = undefined;

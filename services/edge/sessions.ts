@@ -5,6 +5,7 @@ import type { SoftState } from "../../lib/backends/soft-state.js";
 import type { Config } from "../../lib/config.js";
 import { fail } from "../../lib/errors.js";
 import type { Logger } from "../../lib/logger.js";
+import type { Metrics } from "../../lib/metrics.js";
 import type { StoreClient } from "../router/store-client.js";
 import type { Caller, DeviceCheck } from "./auth.js";
 import type { PresenceService } from "./presence.js";
@@ -23,6 +24,7 @@ export function createSessions(deps: {
   presence: PresenceService;
   devices: DeviceCheck;
   log: Logger;
+  metrics: Metrics;
 }) {
   const { limits, session: timing } = deps.config;
   const byDevice = new Map<string, Set<Session>>();
@@ -49,10 +51,12 @@ export function createSessions(deps: {
       syncLimit: timing.syncLimit,
       baselineWindowMs: 120_000,
       log: deps.log,
+      onShed: (frame) => deps.metrics.shed.inc({ frame }),
     });
     if (mine) mine.add(s);
     else byDevice.set(who.deviceId, new Set([s]));
     perUser.set(who.userId, (perUser.get(who.userId) ?? 0) + 1);
+    deps.metrics.sessions.inc();
     try {
       // Registered before any sync read, so nothing committed later is missed.
       await deps.soft.registry.attach({ ...who, edgeId: deps.edgeId });
@@ -82,6 +86,7 @@ export function createSessions(deps: {
     s.close();
     const set = byDevice.get(s.caller.deviceId);
     if (!set?.delete(s)) return;
+    deps.metrics.sessions.dec();
     const n = (perUser.get(s.caller.userId) ?? 1) - 1;
     if (n > 0) perUser.set(s.caller.userId, n);
     else perUser.delete(s.caller.userId);

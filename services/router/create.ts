@@ -8,6 +8,7 @@ import type { SoftState } from "../../lib/backends/soft-state.js";
 import type { Config } from "../../lib/config.js";
 import { fail } from "../../lib/errors.js";
 import type { Logger } from "../../lib/logger.js";
+import type { Metrics } from "../../lib/metrics.js";
 import { createConversationCache } from "./conversation-cache.js";
 import { createFanout } from "./fanout.js";
 import { routerLoggers } from "./logger.js";
@@ -22,6 +23,7 @@ export interface RouterDeps {
   soft: SoftState;
   push?: PushNotifier;
   logger: Logger;
+  metrics: Metrics;
 }
 
 /**
@@ -35,6 +37,7 @@ export function createRouter(deps: RouterDeps) {
   const fanout = createFanout({
     soft: deps.soft,
     log: log.fanout,
+    metrics: deps.metrics,
     ...(deps.push ? { push: deps.push } : {}),
   });
   const sendPath = createSendPath({

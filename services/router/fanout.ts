@@ -5,17 +5,26 @@ import type { PushNotifier } from "../../lib/backends/push.js";
 import type { SoftState } from "../../lib/backends/soft-state.js";
 import { deliverToUsers } from "../../lib/delivery.js";
 import type { Logger } from "../../lib/logger.js";
+import type { Metrics } from "../../lib/metrics.js";
 
 /**
  * Fan-out of durable events to every connected device of the recipients,
  * the sender's own devices included (the sending stream turns its copy into
  * the send-ack), then push for devices that are not connected.
  */
-export function createFanout(deps: { soft: SoftState; push?: PushNotifier; log: Logger }) {
+export function createFanout(deps: {
+  soft: SoftState;
+  push?: PushNotifier;
+  log: Logger;
+  metrics: Metrics;
+}) {
   const chains = new Map<string, Promise<void>>();
 
-  const deliver = (frame: ServerFrame, userIds: string[]) =>
-    deliverToUsers(deps.soft, frame, userIds);
+  const deliver = async (frame: ServerFrame, userIds: string[]) => {
+    const connected = await deliverToUsers(deps.soft, frame, userIds);
+    deps.metrics.deliveries.inc({ frame: frame.frame.case ?? "none" }, connected.size);
+    return connected;
+  };
 
   async function deliverEvent(event: Event, recipients: string[]) {
     const frame = create(ServerFrameSchema, { frame: { case: "event", value: event } });

@@ -50,15 +50,15 @@ const dedupKey = (conversationId: string, actorUserId: string, clientMsgId: stri
 /**
  * The send path. Every change to a conversation passes through `apply`:
  *
- * 1. dedup: a known (conversation, sender, client_msg_id) returns the
- *    original event; concurrent retries wait for the first attempt;
+ * 1. dedup: a (conversation, sender, client_msg_id) the store knows returns
+ *    the original event; concurrent attempts wait for the first one;
  * 2. in the conversation's queue: authorize against the working state,
  *    take the next seq, and append to the log (queue order = seq order);
  * 3. wait until the log says the event is durable, then acknowledge;
  * 4. fan out to members' devices, in seq order per conversation.
  *
  * The durability point re-checks seq contiguity and idempotency keys, so a
- * lost dedup entry or counter can never produce a duplicate or a hole.
+ * lost counter or a lagging lookup can never produce a duplicate or a hole.
  */
 export function createSendPath(deps: SendPathDeps) {
   const queue = createKeyedQueue();
@@ -92,7 +92,7 @@ export function createSendPath(deps: SendPathDeps) {
     await deps.soft.sequencer.reset(conversationId);
   };
 
-  async function sequence(actor: Actor, proposal: Event, key: string | undefined) {
+  async function sequence(actor: Actor, proposal: Event) {
     const conversationId = proposal.conversationId;
     const staged = await queue.run(conversationId, async () => {
       const state = await deps.cache.get(conversationId);
@@ -127,13 +127,9 @@ export function createSendPath(deps: SendPathDeps) {
       await staged.durable;
     } catch (err) {
       await forget(conversationId);
-      if (err instanceof DuplicateEventError) {
-        if (key) await deps.soft.dedup.put(key, { conversationId, seq: err.original.seq });
-        return { event: err.original, duplicate: true };
-      }
+      if (err instanceof DuplicateEventError) return { event: err.original, duplicate: true };
       throw err;
     }
-    if (key) await deps.soft.dedup.put(key, { conversationId, seq: staged.event.seq });
     return { event: staged.event, duplicate: false };
   }
 
@@ -147,24 +143,16 @@ export function createSendPath(deps: SendPathDeps) {
         const first = await running.catch(() => undefined);
         if (first?.event) return { event: first.event, duplicate: true };
       }
-      const ref = await deps.soft.dedup.get(key);
-      if (ref) {
-        const { event } = await deps.store.readEvent(ref);
-        if (event) return { event, duplicate: true };
-      }
-      // The cache is only a fast path (it forgets on restart or eviction):
-      // ask the store before a seq is taken, so a late retry never burns one.
+      // Ask the durable store before a seq is taken, so a retry, however
+      // late, never burns one.
       const { event } = await deps.store.findEvent({
         conversationId: proposal.conversationId,
         actorUserId: actor.userId,
         clientMsgId: proposal.clientMsgId,
       });
-      if (event) {
-        await deps.soft.dedup.put(key, { conversationId: event.conversationId, seq: event.seq });
-        return { event, duplicate: true };
-      }
+      if (event) return { event, duplicate: true };
     }
-    const attempt = sequence(actor, proposal, key);
+    const attempt = sequence(actor, proposal);
     if (key) {
       inflight.set(key, attempt);
       void attempt

@@ -5,6 +5,7 @@ import type { MessageLog } from "../../lib/backends/message-log.js";
 import type { MetadataStore } from "../../lib/backends/metadata-store.js";
 import type { Config } from "../../lib/config.js";
 import type { Logger } from "../../lib/logger.js";
+import type { Metrics } from "../../lib/metrics.js";
 import { storeLoggers } from "./logger.js";
 import { accountRoutes } from "./routes/accounts.js";
 import { conversationRoutes } from "./routes/conversations.js";
@@ -17,6 +18,7 @@ export interface StoreServiceDeps {
   events: EventStore;
   metadata: MetadataStore;
   logger: Logger;
+  metrics: Metrics;
 }
 
 /**
@@ -40,8 +42,15 @@ export function createStore(deps: StoreServiceDeps) {
       });
     },
     async start() {
+      const { metrics } = deps;
       deps.log.consume(async (batch) => {
         const verdicts = await deps.events.commit(batch);
+        metrics.batchSize.observe(batch.length);
+        batch.forEach((ev, i) => {
+          const refused = verdicts[i];
+          if (refused) metrics.refused.inc({ reason: refused.name });
+          else metrics.committed.inc({ kind: ev.kind.case ?? "unknown" });
+        });
         log.consumer.trace({ events: batch.length }, "committed batch");
         return verdicts;
       });

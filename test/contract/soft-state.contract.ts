@@ -307,18 +307,6 @@ export function softStateContract(name: string, factory: SoftStateFactory) {
       });
     });
 
-    describe("dedup", () => {
-      it("remembers where a key landed", async () => {
-        const { dedup } = await open();
-        expect(await dedup.get("k1")).toBeUndefined();
-        await dedup.put("k1", { conversationId: "c1", seq: 7n });
-        await dedup.put("k2", { conversationId: "c2", seq: 1n });
-        expect(await dedup.get("k1")).toEqual({ conversationId: "c1", seq: 7n });
-        expect(await dedup.get("k2")).toEqual({ conversationId: "c2", seq: 1n });
-        expect(await dedup.get("k3")).toBeUndefined();
-      });
-    });
-
     describe("limiter", () => {
       it("allows the burst, then refuses, per key", async () => {
         const { limiter } = await open();

@@ -12,6 +12,7 @@ import type { Event } from "../../gen/chat/v1/event_pb.js";
 import { HealthCheckRequestSchema } from "../../gen/grpc/health/v1/health_pb.js";
 import {
   cursor,
+  direct,
   login,
   openSession,
   openSubscribe,
@@ -32,11 +33,6 @@ afterEach(async () => {
 
 const text = (t: string) => ({ text: t });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function direct(a: User, b: User) {
-  const res = await a.chat.createDirectConversation({ peerUserId: b.userId });
-  return res.conversation!.conversationId;
-}
 
 /** Every event of a conversation, read through history. */
 async function historyOf(u: User, conversationId: string): Promise<Event[]> {

@@ -6,6 +6,8 @@ import { ChatService, SendRequestSchema } from "../../gen/chat/v1/chat_service_p
 import { MemberRemovalReason } from "../../gen/chat/v1/event_pb.js";
 import {
   cursor,
+  direct,
+  group,
   login,
   type OpenStream,
   openSession,
@@ -14,7 +16,6 @@ import {
   seqs,
   settle,
   transport,
-  type User,
   userFromToken,
 } from "../helpers/clients.js";
 import { partner, startServer, type TestServer } from "../helpers/server.js";
@@ -28,19 +29,6 @@ afterEach(async () => {
 const text = (t: string) => ({ text: t });
 const denied = { code: Code.PermissionDenied };
 const unauthenticated = { code: Code.Unauthenticated };
-
-async function direct(a: User, b: User) {
-  return (await a.chat.createDirectConversation({ peerUserId: b.userId })).conversation!
-    .conversationId;
-}
-
-async function group(owner: User, members: User[]) {
-  const res = await owner.chat.createGroupConversation({
-    title: "g",
-    memberUserIds: members.map((m) => m.userId),
-  });
-  return res.conversation!.conversationId;
-}
 
 const synced = (s: OpenStream) => s.frames.until((f) => f.of("syncComplete").length > 0);
 

@@ -6,7 +6,15 @@ import {
   MemberRemovalReason,
   Role,
 } from "../../gen/chat/v1/event_pb.js";
-import { login, openSession, openSubscribe, seqs, settle, type User } from "../helpers/clients.js";
+import {
+  group as createGroup,
+  login,
+  openSession,
+  openSubscribe,
+  seqs,
+  settle,
+  type User,
+} from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer | undefined;
@@ -17,13 +25,7 @@ afterEach(async () => {
 
 const users = (s: TestServer, ...names: string[]) => Promise.all(names.map((n) => login(s, n)));
 
-async function group(owner: User, members: User[], title = "team") {
-  const res = await owner.chat.createGroupConversation({
-    title,
-    memberUserIds: members.map((m) => m.userId),
-  });
-  return res.conversation!.conversationId;
-}
+const group = (owner: User, members: User[], title = "team") => createGroup(owner, members, title);
 
 const text = (t: string) => ({ text: t });
 

@@ -6,6 +6,7 @@ import WebSocket from "ws";
 import { DevService } from "../../gen/chat/v1/dev_service_pb.js";
 import { type Device, DevicePlatform, DeviceSchema } from "../../gen/chat/v1/model_pb.js";
 import {
+  direct,
   login,
   type OpenStream,
   openSession,
@@ -13,7 +14,6 @@ import {
   partnerClient,
   settle,
   transport,
-  type User,
   userFromToken,
 } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
@@ -23,11 +23,6 @@ afterEach(async () => {
   await server?.destroy();
   server = undefined;
 });
-
-async function direct(a: User, b: User) {
-  const res = await a.chat.createDirectConversation({ peerUserId: b.userId });
-  return res.conversation!.conversationId;
-}
 
 const ready = (s: OpenStream) =>
   s.frames.until((f) => f.of("ready").length > 0 || f.ended, 5000, "ready or end");

@@ -1,7 +1,15 @@
 import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Event, MessageKind, Role } from "../../gen/chat/v1/event_pb.js";
-import { login, openSession, openSubscribe, seqs, settle, type User } from "../helpers/clients.js";
+import {
+  direct,
+  login,
+  openSession,
+  openSubscribe,
+  seqs,
+  settle,
+  type User,
+} from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer | undefined;
@@ -14,11 +22,6 @@ const text = (t: string) => ({ text: t });
 const precondition = { code: Code.FailedPrecondition };
 const invalid = { code: Code.InvalidArgument };
 const denied = { code: Code.PermissionDenied };
-
-async function direct(a: User, b: User) {
-  return (await a.chat.createDirectConversation({ peerUserId: b.userId })).conversation!
-    .conversationId;
-}
 
 let posted = 0;
 async function post(u: User, conversationId: string, t: string) {

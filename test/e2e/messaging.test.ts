@@ -2,13 +2,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   cursor,
+  direct,
   login,
   openSession,
   openSubscribe,
   type Protocol,
   seqs,
   settle,
-  type User,
 } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
@@ -17,11 +17,6 @@ afterEach(async () => {
   await server?.destroy();
   server = undefined;
 });
-
-async function direct(a: User, b: User) {
-  const res = await a.chat.createDirectConversation({ peerUserId: b.userId });
-  return res.conversation!.conversationId;
-}
 
 const text = (t: string) => ({ text: t });
 

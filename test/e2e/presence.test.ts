@@ -3,6 +3,7 @@ import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   type Frames,
+  group,
   login,
   type OpenSession,
   openSession,
@@ -22,14 +23,6 @@ afterEach(async () => {
 const heartbeatIntervalMs = 200;
 const presenceTtlMs = 800;
 const timing = { session: { heartbeatIntervalMs, presenceTtlMs } };
-
-async function group(owner: User, others: User[]) {
-  const res = await owner.chat.createGroupConversation({
-    title: "g",
-    memberUserIds: others.map((u) => u.userId),
-  });
-  return res.conversation!.conversationId;
-}
 
 /** Sends heartbeat frames on a Session stream until the returned function is called. */
 function keepAlive(s: OpenSession, everyMs = 50) {

@@ -2,7 +2,9 @@ import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Receipt } from "../../gen/chat/v1/model_pb.js";
 import {
+  direct,
   type Frames,
+  group,
   login,
   type OpenStream,
   openSession,
@@ -17,19 +19,6 @@ afterEach(async () => {
   await server?.destroy();
   server = undefined;
 });
-
-async function direct(a: User, b: User) {
-  const res = await a.chat.createDirectConversation({ peerUserId: b.userId });
-  return res.conversation!.conversationId;
-}
-
-async function group(owner: User, others: User[]) {
-  const res = await owner.chat.createGroupConversation({
-    title: "g",
-    memberUserIds: others.map((u) => u.userId),
-  });
-  return res.conversation!.conversationId;
-}
 
 let msgNo = 0;
 /** Posts one message and returns its seq. */

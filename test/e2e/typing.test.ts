@@ -2,12 +2,12 @@ import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   type Frames,
+  group,
   login,
   type OpenStream,
   openSession,
   openSubscribe,
   settle,
-  type User,
 } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
@@ -16,14 +16,6 @@ afterEach(async () => {
   await server?.destroy();
   server = undefined;
 });
-
-async function group(owner: User, others: User[]) {
-  const res = await owner.chat.createGroupConversation({
-    title: "g",
-    memberUserIds: others.map((u) => u.userId),
-  });
-  return res.conversation!.conversationId;
-}
 
 async function synced(...streams: OpenStream[]) {
   for (const s of streams) await s.frames.until((f) => f.of("syncComplete").length > 0);

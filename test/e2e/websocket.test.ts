@@ -4,7 +4,16 @@ import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import { SessionRequestSchema, SessionResponseSchema } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
-import { cursor, Frames, login, openSession, seqs, settle, type User } from "../helpers/clients.js";
+import {
+  cursor,
+  direct,
+  Frames,
+  login,
+  openSession,
+  seqs,
+  settle,
+  type User,
+} from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer | undefined;
@@ -85,11 +94,6 @@ function upgradeStatus(url: string, headers: Record<string, string> = {}): Promi
       if (!/Unexpected server response/.test(err.message)) reject(err);
     });
   });
-}
-
-async function direct(a: User, b: User) {
-  const res = await a.chat.createDirectConversation({ peerUserId: b.userId });
-  return res.conversation!.conversationId;
 }
 
 async function expectInHistory(u: User, conversationId: string, acked: Event[]) {

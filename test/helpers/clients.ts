@@ -21,6 +21,7 @@ import { DevService } from "../../gen/chat/v1/dev_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
 import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
+import { Pushable } from "../../lib/pushable.js";
 import { partner, type TestServer } from "./server.js";
 
 export type Protocol = "grpc" | "connect" | "grpc-web";
@@ -74,6 +75,21 @@ export function userFromToken(
 ): User {
   const via = (p: Protocol) => createClient(ChatService, transport(server.url, p, [bearer(token)]));
   return { userId, deviceId, token, chat: via("grpc"), via };
+}
+
+/** Gets or creates the direct conversation of two users; returns its id. */
+export async function direct(a: User, b: User): Promise<string> {
+  const res = await a.chat.createDirectConversation({ peerUserId: b.userId });
+  return res.conversation!.conversationId;
+}
+
+/** Creates a group owned by `owner` with the other users as members; returns its id. */
+export async function group(owner: User, members: User[], title = "g"): Promise<string> {
+  const res = await owner.chat.createGroupConversation({
+    title,
+    memberUserIds: members.map((m) => m.userId),
+  });
+  return res.conversation!.conversationId;
 }
 
 /** PartnerService with the test partner's credentials. */
@@ -154,35 +170,6 @@ export class Frames {
   }
 }
 
-/** An async iterable the test pushes request frames into. */
-export class Outbox<T> implements AsyncIterable<T> {
-  private queue: T[] = [];
-  private wake: (() => void) | undefined;
-  private done = false;
-  push(item: T) {
-    this.queue.push(item);
-    this.wake?.();
-  }
-  end() {
-    this.done = true;
-    this.wake?.();
-  }
-  async *[Symbol.asyncIterator]() {
-    for (;;) {
-      const next = this.queue.shift();
-      if (next !== undefined) {
-        yield next;
-        continue;
-      }
-      if (this.done) return;
-      await new Promise<void>((r) => {
-        this.wake = r;
-      });
-      this.wake = undefined;
-    }
-  }
-}
-
 export interface OpenStream {
   frames: Frames;
   /** Aborts the call (like a dropped connection). */
@@ -203,7 +190,7 @@ export function openSession(
     cursors?: ConversationCursor[];
   } = {},
 ): OpenSession {
-  const input = new Outbox<SessionRequest>();
+  const input = new Pushable<SessionRequest>();
   const frames = new Frames();
   const ac = new AbortController();
   if (opts.subscribe !== false) {

@@ -27,6 +27,7 @@ const merge = (a: ConfigInput, b: ConfigInput): ConfigInput => ({
   limits: { ...a.limits, ...b.limits },
   session: { ...a.session, ...b.session },
   sqlite: { ...a.sqlite, ...b.sqlite },
+  metrics: { ...a.metrics, ...b.metrics },
 });
 
 /**
@@ -47,6 +48,7 @@ export async function startServer(
       logLevel: "silent",
       partners: [partner],
       sqlite: { synchronous: "NORMAL" },
+      metrics: { port: 0 },
     },
     overrides,
   );

@@ -18,6 +18,7 @@ import { toConfig } from "../../lib/config.js";
 import { DuplicateEventError } from "../../lib/errors.js";
 import { boundaryInterceptor } from "../../lib/interceptors.js";
 import { createRootLogger } from "../../lib/logger.js";
+import { createMetrics } from "../../lib/metrics.js";
 import { createRouter } from "../../services/router/create.js";
 import { createStore } from "../../services/store/create.js";
 
@@ -46,7 +47,8 @@ async function startCore(opts: { laggingDedupReads?: boolean } = {}) {
       return verdicts;
     },
   };
-  const store = createStore({ config, log, events, metadata: sqlite, logger });
+  const metrics = createMetrics();
+  const store = createStore({ config, log, events, metadata: sqlite, logger, metrics });
   const internal = { router: { interceptors: [boundaryInterceptor(logger)] } };
   const storeClient = createClient(StoreService, createRouterTransport(store.routes, internal));
   // A durable dedup lookup that lags (a stale replica) must still be caught
@@ -56,7 +58,7 @@ async function startCore(opts: { laggingDedupReads?: boolean } = {}) {
     : storeClient;
   const routers: ReturnType<typeof createRouter>[] = [];
   const addRouter = async () => {
-    const router = createRouter({ config, log, store: routerStore, soft, logger });
+    const router = createRouter({ config, log, store: routerStore, soft, logger, metrics });
     await router.start();
     routers.push(router);
     return createClient(RouterService, createRouterTransport(router.routes, internal));
@@ -215,19 +217,13 @@ describe("send path: sequencing", () => {
 });
 
 describe("send path: idempotency", () => {
-  it("returns the original for a retry, also after the dedup cache lost it, without a seq hole", async () => {
+  it("returns the original for a retry from the store, without a seq hole", async () => {
     core = await startCore();
     const conv = await group(core, "ann", ["ben"]);
     const first = await post(core, "ann", conv, "k1", "hello");
     expect(first.duplicate).toBe(false);
     expect(first.event?.seq).toBe(2n);
 
-    const cached = await post(core, "ann", conv, "k1", "hello");
-    expect(cached.duplicate).toBe(true);
-    expect(cached.event?.eventId).toBe(first.event?.eventId);
-
-    // A fresh, empty cache: only the store's durable check knows the key now.
-    core.soft.dedup = createMemorySoftState().dedup;
     const durable = await post(core, "ann", conv, "k1", "hello again");
     expect(durable.duplicate).toBe(true);
     expect(durable.event?.eventId).toBe(first.event?.eventId);
@@ -238,25 +234,18 @@ describe("send path: idempotency", () => {
     const next = await post(core, "ann", conv, "k2");
     expect(next.event?.seq).toBe(3n);
     await expectGapless(core, conv, ["hello", "k2"]);
-
-    // The durable backstop also refilled the cache.
-    expect(await core.soft.dedup.get(`${conv}\u0000ann\u0000k1`)).toEqual({
-      conversationId: conv,
-      seq: 2n,
-    });
   });
 
   it.each([
     { lagging: false, refusedAtCommit: 0 },
     { lagging: true, refusedAtCommit: 5 },
   ])(
-    "keeps the sequence gapless when lost-cache retries race new messages (lagging dedup reads: $lagging)",
+    "keeps the sequence gapless when late retries race new messages (lagging dedup reads: $lagging)",
     async ({ lagging, refusedAtCommit }) => {
       core = await startCore({ laggingDedupReads: lagging });
       const c = core;
       const conv = await group(c, "ann", ["ben"]);
       const originals = await Promise.all(range(0, 4).map((i) => post(c, "ann", conv, `old${i}`)));
-      c.soft.dedup = createMemorySoftState().dedup;
       const mixed = [
         ...range(0, 4).map((i) => post(c, "ann", conv, `old${i}`, "retried")),
         ...range(0, 14).map((i) => post(c, i % 2 ? "ann" : "ben", conv, `new${i}`)),
@@ -285,14 +274,13 @@ describe("send path: idempotency", () => {
     { lagging: false, refusedAtCommit: 0 },
     { lagging: true, refusedAtCommit: 20 },
   ])(
-    "keeps every change of a busy conversation when lost-cache retries race it (lagging dedup reads: $lagging)",
+    "keeps every change of a busy conversation when late retries race it (lagging dedup reads: $lagging)",
     async ({ lagging, refusedAtCommit }) => {
       core = await startCore({ laggingDedupReads: lagging });
       const c = core;
       const conv = await group(c, "ann", ["ben"]);
       const originals: Awaited<ReturnType<typeof post>>[] = [];
       for (let i = 0; i < 20; i++) originals.push(await post(c, "ann", conv, `old${i}`));
-      c.soft.dedup = createMemorySoftState().dedup;
       // A slow store keeps many appends in flight behind each refused retry.
       c.hooks.beforeCommit = () => new Promise((r) => setTimeout(r, 3));
       const fresh: ReturnType<typeof post>[] = [];
@@ -361,12 +349,11 @@ describe("send path: fan-out", () => {
     });
     const early = await post(c, "ann", conv, "early");
     // Pressure that makes appends fail mid-pipeline: a lost counter during the
-    // first commits, and a lost dedup cache with a retry racing new messages.
+    // first commits, and a retry whose durable lookup lags, racing new messages.
     let resets = 0;
     c.hooks.beforeCommit = async () => {
       if (resets++ < 3) await c.soft.sequencer.reset(conv);
     };
-    c.soft.dedup = createMemorySoftState().dedup;
     const sends = [
       ...range(0, 14).map((i) => post(c, i % 2 ? "ann" : "ben", conv, `f${i}`)),
       post(c, "ann", conv, "early"),

@@ -59,6 +59,9 @@ describe("readEnv", () => {
       CHAT_SYNC_LIMIT: "77",
       CHAT_GAP_WAIT_MS: "20",
       CHAT_SQLITE_SYNCHRONOUS: "normal",
+      CHAT_METRICS_ENABLED: "off",
+      CHAT_METRICS_HOST: "0.0.0.0",
+      CHAT_METRICS_PORT: "9100",
     });
     expect(input.host).toBe("0.0.0.0");
     expect(input.port).toBe(9090);
@@ -104,6 +107,7 @@ describe("readEnv", () => {
       gapWaitMs: 20,
     });
     expect(input.sqlite).toEqual({ synchronous: "NORMAL" });
+    expect(input.metrics).toEqual({ enabled: false, host: "0.0.0.0", port: 9100 });
 
     // And the result is a valid config.
     const cfg = toConfig(input);
@@ -113,7 +117,7 @@ describe("readEnv", () => {
 
   it("ignores unset, empty and foreign variables", () => {
     const input = readEnv({ CHAT_HOST: "", PORT: "1", HOST: "x", CHAT_PORTS: "5" });
-    expect(input).toEqual({ auth: {}, limits: {}, session: {}, sqlite: {} });
+    expect(input).toEqual({ auth: {}, limits: {}, session: {}, sqlite: {}, metrics: {} });
     // Nothing set means the defaults.
     expect(toConfig({ ...input, devMode: true }).port).toBe(8080);
   });

@@ -1,22 +1,14 @@
 import type { EdgeMessage } from "../../../gen/chat/internal/v1/edge_pb.js";
-import type {
-  DeviceAddress,
-  DeviceLocation,
-  EventRef,
-  PresenceRecord,
-  SoftState,
-} from "../soft-state.js";
+import type { DeviceAddress, DeviceLocation, PresenceRecord, SoftState } from "../soft-state.js";
 
 const deviceKey = (a: DeviceAddress) => `${a.userId}\u0000${a.deviceId}`;
 
 /**
  * Soft state for one process: connection registry, edge bus, presence,
- * sequencer, dedup cache and rate limits, all in memory. Bounded where it
- * grows with traffic (dedup cache, rate-limit buckets).
+ * sequencer and rate limits, all in memory. Rate-limit buckets, the only part
+ * that grows with callers rather than with connections, are pruned.
  */
-export function createMemorySoftState(opts: { dedupEntries?: number } = {}): SoftState {
-  const dedupMax = opts.dedupEntries ?? 200_000;
-
+export function createMemorySoftState(): SoftState {
   // userId -> deviceId -> edgeId
   const connections = new Map<string, Map<string, string>>();
   const subscribers = new Map<string, (m: EdgeMessage) => void>();
@@ -30,7 +22,6 @@ export function createMemorySoftState(opts: { dedupEntries?: number } = {}): Sof
 
   const counters = new Map<string, bigint>();
   const seeding = new Map<string, Promise<bigint>>();
-  const dedup = new Map<string, EventRef>();
   const buckets = new Map<string, { tokens: number; atMs: number }>();
 
   const unwatch = (watcher: DeviceAddress, userIds: string[]) => {
@@ -158,22 +149,6 @@ export function createMemorySoftState(opts: { dedupEntries?: number } = {}): Sof
       },
       async reset(conversationId) {
         counters.delete(conversationId);
-      },
-    },
-    dedup: {
-      async get(key) {
-        return dedup.get(key);
-      },
-      async put(key, ref) {
-        dedup.set(key, ref);
-        if (dedup.size > dedupMax) {
-          // Maps iterate in insertion order: drop the oldest tenth.
-          let drop = Math.ceil(dedupMax / 10);
-          for (const k of dedup.keys()) {
-            dedup.delete(k);
-            if (--drop === 0) break;
-          }
-        }
       },
     },
     limiter: {
