@@ -114,7 +114,13 @@ export function rawCall(
       } else {
         frames.end(status?.ok ? undefined : new ConnectError(out.message, code));
       }
-      if (!stream.closed) stream.close();
+      // Closed on the next turn, never from inside the stream's own event: on
+      // Node 20, ClientHttp2Stream.close() called synchronously in 'end', with
+      // a request queued behind the server's stream limit, corrupts the heap
+      // when client and server share a process (as in these tests).
+      setImmediate(() => {
+        if (!stream.closed) stream.close();
+      });
       resolve(out);
     };
     stream.on("end", finish);
