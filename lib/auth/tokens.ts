@@ -45,8 +45,10 @@ export function createTokenService(opts: {
   if (!active) throw new TokenError(`active key ${opts.activeKeyId} is not configured`);
   return {
     async mint({ userId, deviceId, ttlSeconds, dev = false }) {
-      const nowS = Math.floor(Date.now() / 1000);
-      const exp = nowS + ttlSeconds;
+      const nowMs = Date.now();
+      const nowS = Math.floor(nowMs / 1000);
+      // JWT times are whole seconds: round expiry up so a token lives at least ttlSeconds.
+      const exp = Math.ceil((nowMs + ttlSeconds * 1000) / 1000);
       const jwt = new SignJWT({ did: deviceId, ...(dev ? { dev: true } : {}) })
         .setProtectedHeader({ alg: "HS256", kid: opts.activeKeyId, typ: "JWT" })
         .setSubject(userId)

@@ -45,8 +45,10 @@ describe("token service", () => {
     const before = Date.now();
     const minted = await tokens.mint({ userId: "ann", deviceId: "phone", ttlSeconds: 600 });
     expect(minted.kid).toBe("k1");
-    expect(minted.expiresAtMs).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 + 600_000);
-    expect(minted.expiresAtMs).toBeLessThanOrEqual(Date.now() + 600_000);
+    // Whole seconds, rounded up: the token lives at least the TTL, at most 1 s more.
+    expect(minted.expiresAtMs).toBeGreaterThanOrEqual(before + 600_000);
+    expect(minted.expiresAtMs).toBeLessThanOrEqual(Date.now() + 601_000);
+    expect(minted.expiresAtMs % 1000).toBe(0);
     const claims = await tokens.verify(minted.token);
     expect(claims).toEqual({
       userId: "ann",
