@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MessageKind } from "../../gen/chat/v1/event_pb.js";
 import type { EventStore } from "../../lib/backends/event-store.js";
 import type { MetadataStore } from "../../lib/backends/metadata-store.js";
@@ -10,6 +10,7 @@ import {
 } from "../../lib/errors.js";
 import {
   ev,
+  freshPerTest,
   newConversationId,
   range,
   type StoreFactory,
@@ -43,17 +44,13 @@ async function groupWithMessages(events: EventStore, messages: number) {
  */
 export function eventStoreContract(name: string, factory: StoreFactory) {
   describe(`EventStore contract: ${name}`, () => {
-    let handle: StoreHandle | undefined;
+    let handle: StoreHandle;
     let events: EventStore;
     let metadata: MetadataStore;
-    afterEach(async () => {
-      await handle?.cleanup();
-      handle = undefined;
-    });
+    const fresh = freshPerTest(factory);
     const open = async () => {
-      handle = await factory();
-      events = handle.events;
-      metadata = handle.metadata;
+      handle = await fresh();
+      ({ events, metadata } = handle);
     };
 
     describe("commit verdicts", () => {

@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { afterEach } from "vitest";
 import {
   ConversationKind,
   type Event,
@@ -27,6 +28,24 @@ export interface StoreHandle {
 export type StoreFactory = () => Promise<StoreHandle>;
 
 export const newConversationId = () => newId("c_");
+
+/**
+ * Registers cleanup for the current describe block and returns `open`, which
+ * makes a fresh backend for one test; it is torn down after that test.
+ */
+export function freshPerTest<T extends { cleanup(): Promise<void> }>(
+  factory: () => Promise<T>,
+): () => Promise<T> {
+  let current: T | undefined;
+  afterEach(async () => {
+    await current?.cleanup();
+    current = undefined;
+  });
+  return async () => {
+    current = await factory();
+    return current;
+  };
+}
 
 interface Common {
   atMs?: number;

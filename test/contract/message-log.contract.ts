@@ -1,8 +1,8 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import type { MessageLog } from "../../lib/backends/message-log.js";
 import { BackendUnavailableError, SeqConflictError } from "../../lib/errors.js";
-import { ev, newConversationId, sleep, waitFor } from "./fixtures.js";
+import { ev, freshPerTest, newConversationId, sleep, waitFor } from "./fixtures.js";
 
 export type MessageLogFactory = () => Promise<{ log: MessageLog; cleanup(): Promise<void> }>;
 
@@ -39,16 +39,8 @@ const accept: Handler = async (batch) => batch.map(() => undefined);
  */
 export function messageLogContract(name: string, factory: MessageLogFactory) {
   describe(`MessageLog contract: ${name}`, () => {
-    let cleanup: (() => Promise<void>) | undefined;
-    afterEach(async () => {
-      await cleanup?.();
-      cleanup = undefined;
-    });
-    const open = async () => {
-      const made = await factory();
-      cleanup = made.cleanup;
-      return made.log;
-    };
+    const fresh = freshPerTest(factory);
+    const open = async () => (await fresh()).log;
 
     it("resolves an append only after the consumer handled its event", async () => {
       const log = await open();

@@ -1,10 +1,17 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ConversationKind, MessageKind, Role } from "../../gen/chat/v1/event_pb.js";
 import { DevicePlatform } from "../../gen/chat/v1/model_pb.js";
 import type { EventStore } from "../../lib/backends/event-store.js";
 import type { MetadataStore } from "../../lib/backends/metadata-store.js";
 import { DeviceStateError, NotFoundError, NotMemberError } from "../../lib/errors.js";
-import { ev, newConversationId, type StoreFactory, type StoreHandle, sleep } from "./fixtures.js";
+import {
+  ev,
+  freshPerTest,
+  newConversationId,
+  type StoreFactory,
+  type StoreHandle,
+  sleep,
+} from "./fixtures.js";
 
 async function commitAll(events: EventStore, batch: Parameters<EventStore["commit"]>[0]) {
   const verdicts = await events.commit(batch);
@@ -21,17 +28,13 @@ const byUser = <T extends { userId: string }>(rows: T[]) =>
  */
 export function metadataStoreContract(name: string, factory: StoreFactory) {
   describe(`MetadataStore contract: ${name}`, () => {
-    let handle: StoreHandle | undefined;
+    let handle: StoreHandle;
     let events: EventStore;
     let metadata: MetadataStore;
-    afterEach(async () => {
-      await handle?.cleanup();
-      handle = undefined;
-    });
+    const fresh = freshPerTest(factory);
     const open = async () => {
-      handle = await factory();
-      events = handle.events;
-      metadata = handle.metadata;
+      handle = await fresh();
+      ({ events, metadata } = handle);
     };
 
     describe("users", () => {

@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type EdgeMessage, EdgeMessageSchema } from "../../gen/chat/internal/v1/edge_pb.js";
 import type { DeviceAddress, DeviceLocation, SoftState } from "../../lib/backends/soft-state.js";
-import { sleep, waitFor } from "./fixtures.js";
+import { freshPerTest, sleep, waitFor } from "./fixtures.js";
 
 export type SoftStateFactory = () => Promise<{ soft: SoftState; cleanup(): Promise<void> }>;
 
@@ -32,16 +32,8 @@ const sortAddresses = (as: DeviceAddress[]) =>
  */
 export function softStateContract(name: string, factory: SoftStateFactory) {
   describe(`SoftState contract: ${name}`, () => {
-    let cleanup: (() => Promise<void>) | undefined;
-    afterEach(async () => {
-      await cleanup?.();
-      cleanup = undefined;
-    });
-    const open = async () => {
-      const made = await factory();
-      cleanup = made.cleanup;
-      return made.soft;
-    };
+    const fresh = freshPerTest(factory);
+    const open = async () => (await fresh()).soft;
 
     describe("registry", () => {
       it("locates every attached device of the given users", async () => {
