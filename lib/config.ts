@@ -67,6 +67,8 @@ export interface Config {
   corsOrigins: string[];
   /** Prometheus metrics on their own listener; keep it off the public network. */
   metrics: { enabled: boolean; host: string; port: number };
+  /** Push gateway for devices without a live session; off when the URL is empty. */
+  push: { webhookUrl: string; webhookSecret: string };
 }
 
 type DeepPartial<T> = {
@@ -123,6 +125,7 @@ const defaults: Config = {
   sqlite: { synchronous: "FULL" },
   corsOrigins: [],
   metrics: { enabled: true, host: "127.0.0.1", port: 9464 },
+  push: { webhookUrl: "", webhookSecret: "" },
 };
 
 const prefix = "CHAT_";
@@ -162,6 +165,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
     session: {},
     sqlite: {},
     metrics: {},
+    push: {},
   };
   assign(input, "host", get("HOST"));
   assign(input, "port", num("PORT"));
@@ -217,6 +221,8 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
   assign(input.metrics!, "enabled", bool("METRICS_ENABLED"));
   assign(input.metrics!, "host", get("METRICS_HOST"));
   assign(input.metrics!, "port", num("METRICS_PORT"));
+  assign(input.push!, "webhookUrl", get("PUSH_WEBHOOK_URL"));
+  assign(input.push!, "webhookSecret", get("PUSH_WEBHOOK_SECRET"));
   const sync = get("SQLITE_SYNCHRONOUS");
   if (sync !== undefined) {
     const upper = sync.toUpperCase();
@@ -247,6 +253,7 @@ export function toConfig(input: ConfigInput = {}): Config {
     sqlite: { ...defaults.sqlite, ...(input.sqlite as Partial<Config["sqlite"]>) },
     corsOrigins: (input.corsOrigins ?? defaults.corsOrigins) as string[],
     metrics: { ...defaults.metrics, ...(input.metrics as Partial<Config["metrics"]>) },
+    push: { ...defaults.push, ...(input.push as Partial<Config["push"]>) },
   };
   for (const [name, port] of [
     ["port", cfg.port],
@@ -288,6 +295,20 @@ export function toConfig(input: ConfigInput = {}): Config {
   }
   for (const p of cfg.partners) {
     if (p.secret.length < 16) throw new ConfigError(`partner ${p.key} secret must be >= 16 chars`);
+  }
+  if (cfg.push.webhookUrl) {
+    let url: URL;
+    try {
+      url = new URL(cfg.push.webhookUrl);
+    } catch {
+      throw new ConfigError("push.webhookUrl is not a URL");
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:") {
+      throw new ConfigError("push.webhookUrl must be http(s)");
+    }
+    if (cfg.push.webhookSecret.length < 16) {
+      throw new ConfigError("push.webhookSecret must be at least 16 characters");
+    }
   }
   if (auth.tokenTtlSeconds > auth.maxTokenTtlSeconds) {
     throw new ConfigError("auth.tokenTtlSeconds must not exceed maxTokenTtlSeconds");

@@ -6,6 +6,7 @@ import { createTokenService, loadOrCreateDevKey } from "../lib/auth/tokens.js";
 import { createInProcessLog } from "../lib/backends/memory/in-process-log.js";
 import { createMemorySoftState } from "../lib/backends/memory/memory-soft-state.js";
 import { openSqliteStore } from "../lib/backends/sqlite/sqlite-store.js";
+import { createWebhookPush } from "../lib/backends/webhook-push.js";
 import type { Config } from "../lib/config.js";
 import { newId } from "../lib/ids.js";
 import { boundaryInterceptor } from "../lib/interceptors.js";
@@ -54,7 +55,23 @@ export function createEmbedded(config: Config, deps: { logger: Logger }) {
     },
   };
   const storeClient = createClient(StoreService, createRouterTransport(store.routes, internal));
-  const router = createRouter({ config, log, store: storeClient, soft, logger, metrics });
+  const push = config.push.webhookUrl
+    ? createWebhookPush({
+        url: config.push.webhookUrl,
+        secret: config.push.webhookSecret,
+        store: storeClient,
+        log: logger.child({ name: "router.push" }),
+      })
+    : undefined;
+  const router = createRouter({
+    config,
+    log,
+    store: storeClient,
+    soft,
+    logger,
+    metrics,
+    ...(push ? { push } : {}),
+  });
   const routerClient = createClient(RouterService, createRouterTransport(router.routes, internal));
   const edge = createEdge({
     config,

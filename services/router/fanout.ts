@@ -31,7 +31,8 @@ export function createFanout(deps: {
     const connected = await deliver(frame, recipients);
     if (deps.push && event.kind.case === "messagePosted") {
       const others = recipients.filter((u) => u !== event.actorUserId);
-      if (others.length > 0) await deps.push.notify(event, others, connected);
+      // Not awaited: the next event's delivery must not wait for push.
+      if (others.length > 0) void deps.push.notify(event, others, connected);
     }
   }
 

@@ -28,6 +28,7 @@ const merge = (a: ConfigInput, b: ConfigInput): ConfigInput => ({
   session: { ...a.session, ...b.session },
   sqlite: { ...a.sqlite, ...b.sqlite },
   metrics: { ...a.metrics, ...b.metrics },
+  push: { ...a.push, ...b.push },
 });
 
 /**

@@ -62,6 +62,8 @@ describe("readEnv", () => {
       CHAT_METRICS_ENABLED: "off",
       CHAT_METRICS_HOST: "0.0.0.0",
       CHAT_METRICS_PORT: "9100",
+      CHAT_PUSH_WEBHOOK_URL: "https://push.example/notify",
+      CHAT_PUSH_WEBHOOK_SECRET: "push-secret-0123456789",
     });
     expect(input.host).toBe("0.0.0.0");
     expect(input.port).toBe(9090);
@@ -108,6 +110,10 @@ describe("readEnv", () => {
     });
     expect(input.sqlite).toEqual({ synchronous: "NORMAL" });
     expect(input.metrics).toEqual({ enabled: false, host: "0.0.0.0", port: 9100 });
+    expect(input.push).toEqual({
+      webhookUrl: "https://push.example/notify",
+      webhookSecret: "push-secret-0123456789",
+    });
 
     // And the result is a valid config.
     const cfg = toConfig(input);
@@ -117,7 +123,14 @@ describe("readEnv", () => {
 
   it("ignores unset, empty and foreign variables", () => {
     const input = readEnv({ CHAT_HOST: "", PORT: "1", HOST: "x", CHAT_PORTS: "5" });
-    expect(input).toEqual({ auth: {}, limits: {}, session: {}, sqlite: {}, metrics: {} });
+    expect(input).toEqual({
+      auth: {},
+      limits: {},
+      session: {},
+      sqlite: {},
+      metrics: {},
+      push: {},
+    });
     // Nothing set means the defaults.
     expect(toConfig({ ...input, devMode: true }).port).toBe(8080);
   });
@@ -192,6 +205,21 @@ describe("toConfig", () => {
       toConfig(valid({ auth: { signingKeys: [key("a"), key("b")], activeKeyId: "b" } })).auth
         .activeKeyId,
     ).toBe("b");
+  });
+
+  it("validates the push gateway only when one is set", () => {
+    expect(toConfig({ devMode: true }).push).toEqual({ webhookUrl: "", webhookSecret: "" });
+    const ok = { webhookUrl: "https://push.example/n", webhookSecret: "0123456789abcdef" };
+    expect(toConfig({ devMode: true, push: ok }).push).toEqual(ok);
+    expect(() => toConfig({ devMode: true, push: { ...ok, webhookUrl: "not a url" } })).toThrow(
+      /not a URL/,
+    );
+    expect(() => toConfig({ devMode: true, push: { ...ok, webhookUrl: "ftp://x/y" } })).toThrow(
+      /http\(s\)/,
+    );
+    expect(() => toConfig({ devMode: true, push: { ...ok, webhookSecret: "short" } })).toThrow(
+      /at least 16/,
+    );
   });
 
   it("requires a signing key outside dev mode", () => {

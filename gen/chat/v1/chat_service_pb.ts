@@ -1408,7 +1408,9 @@ export type RegisterDeviceRequest = Message<"chat.v1.RegisterDeviceRequest"> & {
   displayName: string;
 
   /**
-   * FCM/APNs registration token; empty clears it.
+   * FCM/APNs/Web Push registration token; empty clears it. While the device
+   * has no live session, new messages reach it through the server's push
+   * gateway (a signed webhook carrying this token and a pointer to the event).
    *
    * @generated from field: string push_token = 3;
    */
