@@ -18,6 +18,9 @@ export interface Limits {
   /** Max encoded size of one request message or stream frame. */
   frameMaxBytes: number;
   groupMaxMembers: number;
+  /** Calls (unary, or stream opens) per user per second, and the burst above it. */
+  requestsPerSecond: number;
+  requestBurst: number;
   /** Sustained sends per user per second, and the burst above it. */
   sendPerSecond: number;
   sendBurst: number;
@@ -100,6 +103,8 @@ const defaults: Config = {
   partners: [],
   limits: {
     messageMaxBytes: 64 * 1024,
+    requestsPerSecond: 100,
+    requestBurst: 200,
     frameMaxBytes: 96 * 1024,
     groupMaxMembers: 1024,
     sendPerSecond: 20,
@@ -195,6 +200,8 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
   }
   const limitEnv: Record<keyof Limits, string> = {
     messageMaxBytes: "MESSAGE_MAX_BYTES",
+    requestsPerSecond: "REQUESTS_PER_SECOND",
+    requestBurst: "REQUEST_BURST",
     frameMaxBytes: "FRAME_MAX_BYTES",
     groupMaxMembers: "GROUP_MAX_MEMBERS",
     sendPerSecond: "SEND_PER_SECOND",

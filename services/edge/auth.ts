@@ -3,6 +3,7 @@ import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
 import type { createPartnerAuth } from "../../lib/auth/partner.js";
 import { TokenError, type TokenService } from "../../lib/auth/tokens.js";
+import type { RateLimiter } from "../../lib/backends/soft-state.js";
 import { fail } from "../../lib/errors.js";
 import type { StoreClient } from "../router/store-client.js";
 
@@ -79,6 +80,25 @@ export async function authenticate(
 }
 
 export { bearer };
+
+/**
+ * Spends one token of the caller's request budget per call (a stream counts
+ * once, when it opens; its frames have their own send and typing limits).
+ * Runs after authentication, so the budget is per user, not per connection.
+ */
+export function requestLimitInterceptor(deps: {
+  limiter: RateLimiter;
+  perSecond: number;
+  burst: number;
+}): Interceptor {
+  return (next) => async (req) => {
+    const who = req.contextValues.get(callerKey);
+    if (who && !(await deps.limiter.take(`req:${who.userId}`, deps.perSecond, deps.burst))) {
+      throw fail.exhausted("request rate limit exceeded, retry later");
+    }
+    return next(req);
+  };
+}
 
 /**
  * Authenticates every call before its handler runs (streams included):

@@ -14,7 +14,7 @@ import type { Logger } from "../../lib/logger.js";
 import { type Metrics, metricsInterceptor } from "../../lib/metrics.js";
 import type { StoreClient } from "../router/store-client.js";
 import { createActions, type RouterClient } from "./actions.js";
-import { authInterceptor, createDeviceCheck } from "./auth.js";
+import { authInterceptor, createDeviceCheck, requestLimitInterceptor } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { edgeLoggers } from "./logger.js";
 import { createPresence } from "./presence.js";
@@ -115,6 +115,11 @@ export function createEdge(deps: EdgeDeps) {
         tokens: deps.tokens,
         partners: createPartnerAuth(config.partners),
         devices,
+      }),
+      requestLimitInterceptor({
+        limiter: deps.soft.limiter,
+        perSecond: config.limits.requestsPerSecond,
+        burst: config.limits.requestBurst,
       }),
     ],
     shutdownSignal: shutdown.signal,

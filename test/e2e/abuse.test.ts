@@ -175,6 +175,28 @@ describe("send rate limit", () => {
   });
 });
 
+describe("request rate limit", () => {
+  it("gives each user a call budget: one user's flood gets RESOURCE_EXHAUSTED, others are served", async () => {
+    server = await startServer({ limits: { requestsPerSecond: 1, requestBurst: 5 } });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => a.chat.getMe({})));
+    const refused = results.filter(
+      (r) => r.status === "rejected" && ConnectError.from(r.reason).code === Code.ResourceExhausted,
+    );
+    expect(results.filter((r) => r.status === "fulfilled").length).toBeLessThanOrEqual(5);
+    expect(refused.length).toBeGreaterThanOrEqual(3);
+    // A stream open counts against the same budget.
+    const s = openSession(a.chat);
+    await s.frames.untilEnded();
+    expect(s.frames.error?.code).toBe(Code.ResourceExhausted);
+    // Another user is unaffected.
+    expect((await b.chat.getMe({})).user?.userId).toBe("ben");
+    // The budget refills.
+    await sleep(1100);
+    expect((await a.chat.getMe({})).user?.userId).toBe("ann");
+  });
+});
+
 describe("malformed and oversized frames", () => {
   it("ends only the stream that sent an undecodable gRPC frame, with INVALID_ARGUMENT", async () => {
     server = await startServer();

@@ -39,6 +39,8 @@ describe("readEnv", () => {
       CHAT_TOKEN_MAX_TTL_SECONDS: "7200",
       CHAT_PARTNER_CREDENTIALS: "p1:secret-one-0123456, p2:with:colons-012345",
       CHAT_MESSAGE_MAX_BYTES: "1000",
+      CHAT_REQUESTS_PER_SECOND: "7",
+      CHAT_REQUEST_BURST: "9",
       CHAT_FRAME_MAX_BYTES: "5000",
       CHAT_GROUP_MAX_MEMBERS: "50",
       CHAT_SEND_PER_SECOND: "1.5",
@@ -85,6 +87,8 @@ describe("readEnv", () => {
       { key: "p2", secret: "with:colons-012345" },
     ]);
     expect(input.limits).toEqual({
+      requestsPerSecond: 7,
+      requestBurst: 9,
       messageMaxBytes: 1000,
       frameMaxBytes: 5000,
       groupMaxMembers: 50,
