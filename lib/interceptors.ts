@@ -80,8 +80,3 @@ async function* clientMessages<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
     );
   }
 }
-
-/** True when an error is (or wraps) the given code. */
-export function hasCode(err: unknown, code: Code): boolean {
-  return err instanceof ConnectError && err.code === code;
-}

@@ -17,9 +17,6 @@ export interface Caller {
 export const callerKey = createContextKey<Caller | undefined>(undefined, {
   description: "verified user and device",
 });
-export const partnerKey = createContextKey<string | undefined>(undefined, {
-  description: "authenticated partner key",
-});
 
 /** The caller of a ChatService handler; the auth interceptor guarantees it is set. */
 export function caller(ctx: HandlerContext): Caller {
@@ -115,9 +112,9 @@ export function authInterceptor(deps: {
       const who = await authenticate(deps, bearer(req.header.get("authorization")));
       req.contextValues.set(callerKey, who);
     } else if (req.service.typeName === PartnerService.typeName) {
-      const key = deps.partners(req.header.get("authorization"));
-      if (!key) throw fail.unauthenticated("invalid partner credentials");
-      req.contextValues.set(partnerKey, key);
+      if (!deps.partners(req.header.get("authorization"))) {
+        throw fail.unauthenticated("invalid partner credentials");
+      }
     }
     return next(req);
   };

@@ -45,8 +45,16 @@ const catchUpPage = 200;
 const liveBufferMax = 4096;
 /** Events per ReadSync response while subscribing. */
 const syncMaxEvents = 2000;
-/** A send whose event has not come back through fan-out by then is acked directly. */
+/** A durable send whose event has not come back through fan-out by then is acked directly. */
 const ackFallbackMs = 3000;
+
+/** A send from this stream, waiting for its event to come back as the ack. */
+interface PendingSend {
+  frameId: string;
+  /** Set once the send is durable: the fallback ack and when it is due. */
+  event?: Event;
+  dueMs?: number;
+}
 
 /** Builds a server frame from the init shape of one of its cases. */
 export const frame = (
@@ -84,8 +92,8 @@ export class Session {
   private readonly gates = new Map<string, Gate>();
   private readonly behind = new Set<string>();
   private recovering = false;
-  /** Own sends waiting for their event: `${conversationId} ${clientMsgId}` -> frame id. */
-  private readonly pendingSends = new Map<string, string>();
+  /** Own sends waiting for their event, by `${conversationId} ${clientMsgId}`. */
+  private readonly pendingSends = new Map<string, PendingSend>();
 
   constructor(
     readonly caller: Caller,
@@ -152,29 +160,39 @@ export class Session {
   /** Records a send from this stream, so its event leaves as the ack. */
   sendStarted(conversationId: string, clientMsgId: string, frameId: string) {
     const key = `${conversationId} ${clientMsgId}`;
-    if (!this.pendingSends.has(key)) this.pendingSends.set(key, frameId);
+    if (!this.pendingSends.has(key)) this.pendingSends.set(key, { frameId });
   }
 
   /** Completes a send: duplicates are acked at once; new events are acked by fan-out. */
   sendFinished(conversationId: string, clientMsgId: string, frameId: string, res: SendResponse) {
     const key = `${conversationId} ${clientMsgId}`;
+    const pending = this.pendingSends.get(key);
     if (res.duplicate || !res.event) {
-      if (this.pendingSends.get(key) === frameId) this.pendingSends.delete(key);
+      if (pending?.frameId === frameId) this.pendingSends.delete(key);
       this.push(frame({ case: "sendAck", value: res }, frameId));
       return;
     }
-    const event = res.event;
-    // Fan-out failures must not leave a durable send unacknowledged.
-    setTimeout(() => {
-      if (this.closed || this.pendingSends.get(key) !== frameId || this.laggingSinceMs) return;
+    // Fan-out failures must not leave a durable send unacknowledged: the
+    // sweeper acks it directly once due (see ackOverdue).
+    if (pending?.frameId === frameId) {
+      pending.event = res.event;
+      pending.dueMs = Date.now() + ackFallbackMs;
+    }
+  }
+
+  /** Acks durable sends whose event never came back; called by the sweeper. */
+  ackOverdue(nowMs: number) {
+    if (this.closed || this.laggingSinceMs || this.pendingSends.size === 0) return;
+    for (const [key, p] of this.pendingSends) {
+      if (!p.event || p.dueMs === undefined || p.dueMs > nowMs) continue;
       this.pendingSends.delete(key);
-      this.push(this.ackFrame(event, frameId, false));
-    }, ackFallbackMs).unref();
+      this.push(this.ackFrame(p.event, p.frameId, false));
+    }
   }
 
   sendFailed(conversationId: string, clientMsgId: string, frameId: string) {
     const key = `${conversationId} ${clientMsgId}`;
-    if (this.pendingSends.get(key) === frameId) this.pendingSends.delete(key);
+    if (this.pendingSends.get(key)?.frameId === frameId) this.pendingSends.delete(key);
   }
 
   /**
@@ -286,9 +304,9 @@ export class Session {
   private takePendingSend(event: Event): string | undefined {
     if (event.actorDeviceId !== this.caller.deviceId || !event.clientMsgId) return undefined;
     const key = `${event.conversationId} ${event.clientMsgId}`;
-    const frameId = this.pendingSends.get(key);
-    if (frameId !== undefined) this.pendingSends.delete(key);
-    return frameId;
+    const pending = this.pendingSends.get(key);
+    if (pending) this.pendingSends.delete(key);
+    return pending?.frameId;
   }
 
   /**

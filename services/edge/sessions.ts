@@ -122,6 +122,7 @@ export function createSessions(deps: {
     const now = Date.now();
     const silentAfter = 2 * timing.heartbeatIntervalMs;
     for (const s of all()) {
+      s.ackOverdue(now);
       if (now - s.lastHeardMs > silentAfter) {
         s.close(new ConnectError("no heartbeat", Code.DeadlineExceeded));
       } else if (s.caller.tokenExpiresAtMs <= now) {

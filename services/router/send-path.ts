@@ -247,5 +247,3 @@ export function createSendPath(deps: SendPathDeps) {
     },
   };
 }
-
-export type SendPath = ReturnType<typeof createSendPath>;

@@ -102,8 +102,8 @@ describe("send rate limit", () => {
     const id = await direct(c, d);
     const cat = openSession(c.chat);
     const dan = openSession(d.chat);
-    await cat.frames.until((f) => f.of("syncComplete").length > 0);
-    await dan.frames.until((f) => f.of("syncComplete").length > 0);
+    await cat.frames.synced();
+    await dan.frames.synced();
 
     // Both users send at the same time; only cat exceeds the burst.
     for (let i = 0; i < 7; i++) {
@@ -207,8 +207,8 @@ describe("malformed and oversized frames", () => {
     const bad = rawCall(h2, "/chat.v1.ChatService/Session", a.token);
     bad.send({ action: { case: "subscribe", value: {} } });
     const ben = openSession(b.chat);
-    await bad.frames.until((f) => f.of("syncComplete").length > 0);
-    await ben.frames.until((f) => f.of("syncComplete").length > 0);
+    await bad.frames.synced();
+    await ben.frames.synced();
     const before = await a.chat.send({
       conversationId: id,
       clientMsgId: "before",
@@ -260,8 +260,8 @@ describe("malformed and oversized frames", () => {
     const big = rawCall(h2, "/chat.v1.ChatService/Session", a.token);
     big.send({ action: { case: "subscribe", value: {} } });
     const ben = openSession(b.chat);
-    await big.frames.until((f) => f.of("syncComplete").length > 0);
-    await ben.frames.until((f) => f.of("syncComplete").length > 0);
+    await big.frames.synced();
+    await ben.frames.synced();
     const first = await a.chat.send({
       conversationId: id,
       clientMsgId: "first",
@@ -288,7 +288,7 @@ describe("malformed and oversized frames", () => {
     // Other streams and new calls on the same connection carry on.
     const same = rawCall(h2, "/chat.v1.ChatService/Session", a.token);
     same.send({ action: { case: "subscribe", value: {} } });
-    await same.frames.until((f) => f.of("syncComplete").length > 0);
+    await same.frames.synced();
     same.send({
       frameId: "ok",
       action: {
@@ -332,7 +332,7 @@ describe("HTTP/2 limits", () => {
     const streams = devices.map((d) =>
       rawCall(h2, "/chat.v1.ChatService/Subscribe", d.token, subscribe),
     );
-    for (const s of streams) await s.frames.until((f) => f.of("syncComplete").length > 0);
+    for (const s of streams) await s.frames.synced();
 
     // A seventh call on the full connection is held back by the client, not failed.
     const extra = rawCall(
@@ -364,7 +364,7 @@ describe("HTTP/2 limits", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const ben = openSession(b.chat);
-    await ben.frames.until((f) => f.of("syncComplete").length > 0);
+    await ben.frames.synced();
 
     const peer = await rawH2(server.port);
     cleanups.push(() => peer.close());
@@ -412,7 +412,7 @@ describe("HTTP/2 limits", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const ben = openSession(b.chat);
-    await ben.frames.until((f) => f.of("syncComplete").length > 0);
+    await ben.frames.synced();
 
     const peer = await rawH2(server.port);
     cleanups.push(() => peer.close());
@@ -501,9 +501,9 @@ describe("slow consumer", () => {
       s.token,
       toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema)),
     );
-    await slow.frames.until((x) => x.of("syncComplete").length > 0);
+    await slow.frames.synced();
     const fast = openSubscribe(f.chat);
-    await fast.frames.until((x) => x.of("syncComplete").length > 0);
+    await fast.frames.synced();
     slow.stream.pause();
 
     // Large messages fill the transport buffers quickly; 60 of them are far

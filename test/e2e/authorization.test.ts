@@ -9,12 +9,12 @@ import {
   direct,
   group,
   login,
-  type OpenStream,
   openSession,
   openSubscribe,
   type Protocol,
   seqs,
   settle,
+  synced,
   transport,
   userFromToken,
 } from "../helpers/clients.js";
@@ -29,8 +29,6 @@ afterEach(async () => {
 const text = (t: string) => ({ text: t });
 const denied = { code: Code.PermissionDenied };
 const unauthenticated = { code: Code.Unauthenticated };
-
-const synced = (s: OpenStream) => s.frames.until((f) => f.of("syncComplete").length > 0);
 
 describe("non-members", () => {
   it("can neither act in nor read a conversation", async () => {

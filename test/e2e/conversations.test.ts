@@ -406,7 +406,7 @@ describe("membership events", () => {
     const [a, b, c, d] = await users(server, "ann", "ben", "cat", "dan");
     const id = await group(a!, [b!]);
     const stream = openSubscribe(b!.chat);
-    await stream.frames.until((f) => f.of("syncComplete").length > 0);
+    await stream.frames.synced();
 
     const responses: (Event | undefined)[] = [];
     responses.push(
@@ -480,7 +480,7 @@ describe("re-joining", () => {
     const [a, b, c] = await users(server, "ann", "ben", "cat");
     const id = await group(a!, [b!, c!]);
     const stream = openSession(c!.chat);
-    await stream.frames.until((f) => f.of("syncComplete").length > 0);
+    await stream.frames.synced();
     await a!.chat.removeMember({ conversationId: id, userId: c!.userId });
     await a!.chat.send({ conversationId: id, clientMsgId: "away", content: text("while away") });
     const back = await a!.chat.addMembers({ conversationId: id, userIds: [c!.userId] });
@@ -636,7 +636,7 @@ describe("listing and reading conversations", () => {
     const sync = await c!.chat.sync({});
     expect(seqs(sync.batches.find((x) => x.conversationId === id)!.events)).toEqual([5, 6]);
     const stream = openSubscribe(c!.chat);
-    await stream.frames.until((f) => f.of("syncComplete").length > 0);
+    await stream.frames.synced();
     expect(seqs(stream.frames.events(id))).toEqual([5, 6]);
     stream.abort();
     // Earlier messages cannot be reached by reference either.

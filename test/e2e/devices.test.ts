@@ -122,7 +122,7 @@ describe("device revocation", () => {
     const phoneSubscribe = openSubscribe(a1.chat);
     const laptop = openSession(a2.chat);
     for (const s of [phoneSession, phoneSubscribe, laptop]) {
-      await s.frames.until((f) => f.of("syncComplete").length > 0);
+      await s.frames.synced();
     }
     const phoneSocket = await openWebSocket(server, a1.token);
     // A verified token is remembered for a while; revocation must not wait for that.
@@ -192,7 +192,7 @@ describe("token expiry", () => {
     const session = openSession(a.chat);
     const sub = openSubscribe(a.chat);
     for (const s of [session, sub]) {
-      await s.frames.until((f) => f.of("syncComplete").length > 0);
+      await s.frames.synced();
     }
     await a.chat.getMe({});
     for (const s of [session, sub]) {
@@ -219,7 +219,7 @@ describe("stream caps", () => {
 
     const first = openSession(a1.chat);
     const second = openSubscribe(a1.chat);
-    for (const s of [first, second]) await s.frames.until((f) => f.of("syncComplete").length > 0);
+    for (const s of [first, second]) await s.frames.synced();
     const third = openSession(a1.chat);
     await third.frames.untilEnded(5000);
     expect(third.frames.error?.code).toBe(Code.ResourceExhausted);

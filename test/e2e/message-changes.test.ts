@@ -37,7 +37,7 @@ describe("edit", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const watch = openSession(b.chat);
-    await watch.frames.until((f) => f.of("syncComplete").length > 0);
+    await watch.frames.synced();
     const seq = await post(a, id, "helo");
 
     await expect(
@@ -179,7 +179,7 @@ describe("delete for everyone", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const live = openSession(b.chat);
-    await live.frames.until((f) => f.of("syncComplete").length > 0);
+    await live.frames.synced();
     const seq = (
       await a.chat.send({
         conversationId: id,
@@ -241,7 +241,7 @@ describe("delete for everyone", () => {
     check((await a.chat.getHistory({ conversationId: id })).events);
     check((await b.chat.sync({})).batches.find((x) => x.conversationId === id)!.events);
     const fresh = openSubscribe(b.chat);
-    await fresh.frames.until((f) => f.of("syncComplete").length > 0);
+    await fresh.frames.synced();
     check(fresh.frames.events(id));
     // A retry of the original send finds the redacted event, not the old content.
     const retry = await a.chat.send({
@@ -346,7 +346,7 @@ describe("reactions", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const watch = openSubscribe(a.chat);
-    await watch.frames.until((f) => f.of("syncComplete").length > 0);
+    await watch.frames.synced();
     const seq = await post(a, id, "x");
     const family = "👨‍👩‍👧‍👦";
     const added = await b.chat.addReaction({ conversationId: id, targetSeq: seq, emoji: "👍" });
@@ -468,7 +468,7 @@ describe("message content", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const watch = openSession(b.chat);
-    await watch.frames.until((f) => f.of("syncComplete").length > 0);
+    await watch.frames.synced();
     const attachments = [
       {
         mediaRef: "s3://media/abc123",

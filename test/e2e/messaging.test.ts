@@ -51,7 +51,7 @@ describe("ordering", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const bob = openSession(b.chat);
-    await bob.frames.until((f) => f.of("syncComplete").length > 0);
+    await bob.frames.synced();
     const ann = openSession(a.chat, { subscribe: false });
     for (let i = 0; i < 50; i++) {
       ann.send({
@@ -182,7 +182,7 @@ describe.each<Protocol>(["grpc", "connect", "grpc-web"])("delivery over %s", (pr
       peerWeb: openSubscribe(b2.via(protocol)),
     };
     for (const s of Object.values(streams)) {
-      await s.frames.until((f) => f.of("syncComplete").length > 0);
+      await s.frames.synced();
     }
     for (let i = 0; i < 5; i++) {
       streams.sender.send({
@@ -218,7 +218,7 @@ describe("resume", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const first = openSession(b.chat);
-    await first.frames.until((f) => f.of("syncComplete").length > 0);
+    await first.frames.synced();
     await a.chat.send({ conversationId: id, clientMsgId: "1", content: text("one") });
     await first.frames.until((f) => f.events(id).some((e) => e.seq === 2n));
     const held = first.frames.events(id).at(-1)!.seq;
@@ -229,7 +229,7 @@ describe("resume", () => {
       await a.chat.send({ conversationId: id, clientMsgId: `off${i}`, content: text(`off${i}`) });
     }
     const back = openSession(b.chat, { cursors: [cursor(id, held)] });
-    await back.frames.until((f) => f.of("syncComplete").length > 0);
+    await back.frames.synced();
     await a.chat.send({ conversationId: id, clientMsgId: "live", content: text("live") });
     await back.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "live"));
     await settle();
@@ -248,7 +248,7 @@ describe("resume", () => {
     await b.chat.markDelivered({ conversationId: id, seq: 2n });
     await a.chat.send({ conversationId: id, clientMsgId: "2", content: text("two") });
     const s = openSubscribe(b.chat);
-    await s.frames.until((f) => f.of("syncComplete").length > 0);
+    await s.frames.synced();
     expect(seqs(s.frames.events(id))).toEqual([3]);
     s.abort();
   });
@@ -258,7 +258,7 @@ describe("resume", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const s = openSession(b.chat);
-    await s.frames.until((f) => f.of("syncComplete").length > 0);
+    await s.frames.synced();
     await a.chat.send({ conversationId: id, clientMsgId: "1", content: text("one") });
     await s.frames.until(
       (f) => f.events(id).length === 2 || f.events(id).some((e) => e.seq === 2n),
@@ -272,7 +272,7 @@ describe("resume", () => {
     await a2.chat.send({ conversationId: id, clientMsgId: "2", content: text("two") });
     await a2.chat.send({ conversationId: id, clientMsgId: "3", content: text("three") });
     const back = openSession(b2.chat, { cursors: [cursor(id, held)] });
-    await back.frames.until((f) => f.of("syncComplete").length > 0);
+    await back.frames.synced();
     await settle();
     expect(seqs(back.frames.events(id))).toEqual([3, 4]);
     back.abort();
@@ -286,7 +286,7 @@ describe("resume", () => {
       await a.chat.send({ conversationId: id, clientMsgId: `g${i}`, content: text(`g${i}`) });
     }
     const s = openSubscribe(b.chat, [cursor(id, 1n)]);
-    await s.frames.until((f) => f.of("syncComplete").length > 0);
+    await s.frames.synced();
     const batch = s.frames.of("sync")[0]!;
     expect(batch.gap).toBe(true);
     expect(seqs(batch.events)).toEqual([9, 10, 11, 12, 13]);

@@ -29,7 +29,7 @@ describe("metrics", () => {
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
     const id = await direct(a, b);
     const bob = openSession(b.chat);
-    await bob.frames.until((f) => f.of("syncComplete").length > 0);
+    await bob.frames.synced();
     for (let i = 0; i < 4; i++) {
       await a.chat.send({ conversationId: id, clientMsgId: `m${i}`, content: { text: `m${i}` } });
     }

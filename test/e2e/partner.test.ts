@@ -387,7 +387,7 @@ describe("system messages", () => {
     });
     const id = g.conversation!.conversationId;
     const streams = [openSession(u1.chat), openSubscribe(u2.via("connect"))];
-    for (const s of streams) await s.frames.until((f) => f.of("syncComplete").length > 0);
+    for (const s of streams) await s.frames.synced();
 
     const sys = await p.sendSystemMessage({
       conversationId: id,

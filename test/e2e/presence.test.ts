@@ -271,7 +271,7 @@ describe("heartbeats", () => {
     const sub = openSubscribe(a.chat);
     const beat = setInterval(() => void a.chat.heartbeat({}).catch(() => undefined), 50);
     try {
-      await sub.frames.until((f) => f.of("syncComplete").length > 0);
+      await sub.frames.synced();
       await settle(8 * heartbeatIntervalMs);
       expect(sub.frames.ended).toBe(false);
       const beats = sub.frames.all.filter((x) => x.frame.case === "heartbeat");

@@ -91,7 +91,7 @@ describe("push for devices without a live session", () => {
     // The tablet has no token: nothing to push to.
     const id = await direct(ann, benPhone);
     const live = openSession(benLaptop.chat);
-    await live.frames.until((f) => f.of("syncComplete").length > 0);
+    await live.frames.synced();
 
     const sent = await ann.chat.send({
       conversationId: id,

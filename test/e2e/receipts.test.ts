@@ -6,10 +6,10 @@ import {
   type Frames,
   group,
   login,
-  type OpenStream,
   openSession,
   openSubscribe,
   settle,
+  synced,
   type User,
 } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
@@ -29,10 +29,6 @@ async function post(u: User, conversationId: string) {
     content: { text: `hello ${msgNo}` },
   });
   return res.event!.seq;
-}
-
-async function synced(...streams: OpenStream[]) {
-  for (const s of streams) await s.frames.until((f) => f.of("syncComplete").length > 0);
 }
 
 const receiptsOf = (f: Frames, userId: string) =>

@@ -4,10 +4,10 @@ import {
   type Frames,
   group,
   login,
-  type OpenStream,
   openSession,
   openSubscribe,
   settle,
+  synced,
 } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
@@ -16,10 +16,6 @@ afterEach(async () => {
   await server?.destroy();
   server = undefined;
 });
-
-async function synced(...streams: OpenStream[]) {
-  for (const s of streams) await s.frames.until((f) => f.of("syncComplete").length > 0);
-}
 
 const typingOf = (f: Frames, userId: string) => f.of("typing").filter((t) => t.userId === userId);
 

@@ -144,10 +144,10 @@ describe("WebSocket session", () => {
     await b.chat.send({ conversationId: id, clientMsgId: "early1", content: text("e1") });
     await b.chat.send({ conversationId: id, clientMsgId: "early2", content: text("e2") });
     const ben = openSession(b.chat);
-    await ben.frames.until((f) => f.of("syncComplete").length > 0);
+    await ben.frames.synced();
 
     const ws = await openWs(server, a.token);
-    await ws.frames.until((f) => f.of("syncComplete").length > 0);
+    await ws.frames.synced();
     expect(ws.frames.all[0]!.frame.case).toBe("ready");
     expect(seqs(ws.frames.of("sync").flatMap((b) => b.events))).toEqual([1, 2, 3]);
 
@@ -206,7 +206,7 @@ describe("WebSocket session", () => {
     expect((await ws.closed).code).toBe(1000);
     await b.chat.send({ conversationId: id, clientMsgId: "while-away", content: text("w") });
     const back = await openWs(server, a.token, { query: true, cursors: [cursor(id, 5n)] });
-    await back.frames.until((f) => f.of("syncComplete").length > 0);
+    await back.frames.synced();
     await settle();
     expect(seqs(back.frames.events(id))).toEqual([6]);
     ben.abort();
@@ -222,9 +222,9 @@ describe("WebSocket session", () => {
     const ws = await openWs(server, annWs.token);
     const other = openSession(annGrpc.chat);
     const ben = openSession(b.chat);
-    await ws.frames.until((f) => f.of("syncComplete").length > 0);
-    await other.frames.until((f) => f.of("syncComplete").length > 0);
-    await ben.frames.until((f) => f.of("syncComplete").length > 0);
+    await ws.frames.synced();
+    await other.frames.synced();
+    await ben.frames.synced();
 
     const n = 20;
     for (let i = 0; i < n; i++) {
@@ -278,8 +278,8 @@ describe("WebSocket bad frames", () => {
     const id = await direct(a, b);
     const bad = await openWs(server, a.token);
     const good = await openWs(server, b.token);
-    await bad.frames.until((f) => f.of("syncComplete").length > 0);
-    await good.frames.until((f) => f.of("syncComplete").length > 0);
+    await bad.frames.synced();
+    await good.frames.synced();
     const before = await a.chat.send({
       conversationId: id,
       clientMsgId: "before",
@@ -329,8 +329,8 @@ describe("WebSocket bad frames", () => {
     const id = await direct(a, b);
     const bad = await openWs(server, a.token);
     const good = await openWs(server, b.token);
-    await bad.frames.until((f) => f.of("syncComplete").length > 0);
-    await good.frames.until((f) => f.of("syncComplete").length > 0);
+    await bad.frames.synced();
+    await good.frames.synced();
 
     bad.ws.send(JSON.stringify({ subscribe: {} }));
     const closed = await bad.closed;
@@ -353,8 +353,8 @@ describe("WebSocket bad frames", () => {
     const id = await direct(a, b);
     const big = await openWs(server, a.token);
     const good = await openWs(server, b.token);
-    await big.frames.until((f) => f.of("syncComplete").length > 0);
-    await good.frames.until((f) => f.of("syncComplete").length > 0);
+    await big.frames.synced();
+    await good.frames.synced();
 
     // A send frame of exactly frameMaxBytes still fits; its text is over
     // messageMaxBytes, so the frame fails but the socket stays.

@@ -165,6 +165,11 @@ export class Frames {
     });
   }
 
+  /** Resolves once catch-up is over (the sync_complete frame arrived). */
+  synced(timeoutMs = 5000) {
+    return this.until((f) => f.of("syncComplete").length > 0, timeoutMs, "sync_complete");
+  }
+
   untilEnded(timeoutMs = 5000) {
     return this.until((f) => f.ended, timeoutMs, "stream end");
   }
@@ -236,6 +241,11 @@ export function openSubscribe(
     }
   })();
   return { frames, abort: () => ac.abort() };
+}
+
+/** Waits until every given stream has finished catching up. */
+export async function synced(...streams: OpenStream[]) {
+  for (const s of streams) await s.frames.synced();
 }
 
 /** Asserts nothing more arrives for a while (for "exactly once" checks). */

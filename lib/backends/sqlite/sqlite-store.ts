@@ -117,7 +117,7 @@ const big = (v: unknown): bigint => BigInt(v as number | bigint);
 const num = (v: unknown): number => Number(v as number | bigint);
 
 /** The key that makes a direct chat unique per user pair, independent of order. */
-export const directKey = (a: string, b: string) => (a < b ? `${a} ${b}` : `${b} ${a}`);
+const directKey = (a: string, b: string) => (a < b ? `${a} ${b}` : `${b} ${a}`);
 
 export interface SqliteStore extends EventStore, MetadataStore {}
 

@@ -1,0 +1,82 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { SendResponseSchema, type ServerFrame } from "../../gen/chat/v1/chat_service_pb.js";
+import { type Event, EventSchema } from "../../gen/chat/v1/event_pb.js";
+import { createRootLogger } from "../../lib/logger.js";
+import { Session } from "../../services/edge/session.js";
+import type { StoreClient } from "../../services/router/store-client.js";
+
+const caller = { userId: "ann", deviceId: "ann-phone", tokenExpiresAtMs: Date.now() + 60_000 };
+
+/** A session that never needs the store (no subscribe, no gaps). */
+function session() {
+  const store = new Proxy({}, { get: () => () => Promise.reject(new Error("no store here")) });
+  return new Session(caller, "session", {
+    store: store as StoreClient,
+    outboxMaxFrames: 64,
+    gapWaitMs: 50,
+    syncLimit: 100,
+    baselineWindowMs: 0,
+    log: createRootLogger("silent"),
+  });
+}
+
+const posted = (seq: bigint, clientMsgId: string): Event =>
+  create(EventSchema, {
+    conversationId: "c_1",
+    seq,
+    eventId: `e${seq}`,
+    actorUserId: "ann",
+    actorDeviceId: "ann-phone",
+    clientMsgId,
+    kind: { case: "messagePosted", value: { content: { text: "x" } } },
+  });
+
+/** Frames queued so far (the stream is closed gracefully to end iteration). */
+async function drain(s: Session): Promise<ServerFrame[]> {
+  s.close();
+  const out: ServerFrame[] = [];
+  for await (const f of s.frames()) out.push(f);
+  return out;
+}
+
+describe("session send acks", () => {
+  it("acks a durable send through its returning event, once", async () => {
+    const s = session();
+    const ev = posted(2n, "m1");
+    s.sendStarted("c_1", "m1", "f1");
+    s.offer(ev);
+    s.sendFinished("c_1", "m1", "f1", create(SendResponseSchema, { event: ev }));
+    s.ackOverdue(Date.now() + 10_000);
+    const frames = await drain(s);
+    expect(frames.map((f) => [f.frame.case, f.replyToFrameId])).toEqual([["sendAck", "f1"]]);
+  });
+
+  it("acks directly once due when fan-out never brings the event back", async () => {
+    const s = session();
+    const ev = posted(2n, "m1");
+    s.sendStarted("c_1", "m1", "f1");
+    s.sendFinished("c_1", "m1", "f1", create(SendResponseSchema, { event: ev }));
+    s.ackOverdue(Date.now());
+    s.ackOverdue(Date.now() + 10_000);
+    s.ackOverdue(Date.now() + 20_000);
+    const frames = await drain(s);
+    expect(frames).toHaveLength(1);
+    expect(frames[0]!.replyToFrameId).toBe("f1");
+    expect(frames[0]!.frame.case === "sendAck" && frames[0]!.frame.value.event?.eventId).toBe("e2");
+  });
+
+  it("acks a duplicate at once and forgets a failed send", async () => {
+    const s = session();
+    const ev = posted(2n, "m1");
+    s.sendStarted("c_1", "m1", "f1");
+    s.sendFinished("c_1", "m1", "f1", create(SendResponseSchema, { event: ev, duplicate: true }));
+    s.sendStarted("c_1", "m2", "f2");
+    s.sendFailed("c_1", "m2", "f2");
+    s.ackOverdue(Date.now() + 10_000);
+    // The failed send's event can no longer turn into an ack.
+    s.offer(posted(3n, "m2"));
+    const frames = await drain(s);
+    expect(frames.map((f) => [f.frame.case, f.replyToFrameId])).toEqual([["sendAck", "f1"]]);
+  });
+});
