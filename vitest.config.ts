@@ -26,6 +26,18 @@ export default defineConfig({
           maxWorkers: 2,
         },
       },
+      {
+        test: {
+          name: "bench",
+          // Last and alone: the bench smoke run uses both cores and real ejabberd/PostgreSQL.
+          sequence: { groupOrder: 2 },
+          include: ["test/bench/**/*.test.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 300_000,
+          maxWorkers: 1,
+          fileParallelism: false,
+        },
+      },
     ],
   },
 });

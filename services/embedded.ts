@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { createClient, createRouterTransport } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { RouterService } from "../gen/chat/internal/v1/router_service_pb.js";
 import { StoreService } from "../gen/chat/internal/v1/store_service_pb.js";
 import { createTokenService, loadOrCreateDevKey } from "../lib/auth/tokens.js";
@@ -9,6 +9,7 @@ import { openSqliteStore } from "../lib/backends/sqlite/sqlite-store.js";
 import { createWebhookPush } from "../lib/backends/webhook-push.js";
 import type { Config } from "../lib/config.js";
 import { newId } from "../lib/ids.js";
+import { createInProcessTransport } from "../lib/in-process-transport.js";
 import { boundaryInterceptor } from "../lib/interceptors.js";
 import type { Logger } from "../lib/logger.js";
 import { createMetrics, metricsInterceptor, serveMetrics } from "../lib/metrics.js";
@@ -19,7 +20,7 @@ import { createStore } from "./store/create.js";
 /**
  * The embedded default: edge, router and store in one process on SQLite,
  * the in-process log and in-memory soft state. The services still talk
- * through their Connect interfaces, over in-memory transports.
+ * through their Connect clients and interceptors, over in-process transports.
  */
 export function createEmbedded(config: Config, deps: { logger: Logger }) {
   const logger = deps.logger;
@@ -47,14 +48,12 @@ export function createEmbedded(config: Config, deps: { logger: Logger }) {
 
   const store = createStore({ config, log, events: sqlite, metadata: sqlite, logger, metrics });
   const internal = {
-    router: {
-      interceptors: [
-        metricsInterceptor(metrics),
-        boundaryInterceptor(logger.child({ name: "internal" })),
-      ],
-    },
+    interceptors: [
+      metricsInterceptor(metrics),
+      boundaryInterceptor(logger.child({ name: "internal" })),
+    ],
   };
-  const storeClient = createClient(StoreService, createRouterTransport(store.routes, internal));
+  const storeClient = createClient(StoreService, createInProcessTransport(store.routes, internal));
   const push = config.push.webhookUrl
     ? createWebhookPush({
         url: config.push.webhookUrl,
@@ -72,7 +71,10 @@ export function createEmbedded(config: Config, deps: { logger: Logger }) {
     metrics,
     ...(push ? { push } : {}),
   });
-  const routerClient = createClient(RouterService, createRouterTransport(router.routes, internal));
+  const routerClient = createClient(
+    RouterService,
+    createInProcessTransport(router.routes, internal),
+  );
   const edge = createEdge({
     config,
     edgeId: newId("g_"),

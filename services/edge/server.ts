@@ -20,6 +20,13 @@ export interface HttpServerOptions {
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0");
 
+/** Shared by every socket (the emitter is `this`), so none holds a closure for it. */
+function destroy(this: net.Socket) {
+  this.destroy();
+}
+
+const destroySocket = (socket: net.Socket) => socket.destroy();
+
 /**
  * One port for every client: HTTP/2 without TLS (gRPC, gRPC-Web, Connect)
  * and HTTP/1.1 (gRPC-Web, Connect, WebSocket upgrade). Each connection's
@@ -118,14 +125,16 @@ export function createHttpServer(opts: HttpServerOptions) {
     });
   }
 
-  const listener = net.createServer((socket) => {
+  // No Nagle: HTTP/2 writes headers, data and trailers separately, and each would wait for an ACK.
+  const listener = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => socket.destroy());
-    // A connection that never says which protocol it speaks is dropped.
-    socket.setTimeout(10_000, () => socket.destroy());
+    socket.on("error", destroy);
+    // A connection that never says which protocol it speaks is dropped. A timer
+    // of our own: a socket timeout leaves its Timeout on the socket for good.
+    const silent = setTimeout(destroySocket, 10_000, socket).unref();
     socket.once("data", (chunk) => {
-      socket.setTimeout(0);
+      clearTimeout(silent);
       socket.pause();
       socket.unshift(chunk);
       if (chunk.subarray(0, 3).equals(h2Preface.subarray(0, 3))) {

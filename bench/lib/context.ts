@@ -1,0 +1,221 @@
+import { join } from "node:path";
+import type { ClientSpec, Route, StepStats, TargetSpec } from "../worker.js";
+import { mergeEncoded, summarize } from "./histogram.js";
+import { forkTs, makeRpc, waitExit } from "./procs.js";
+import type { BenchRun, RateStep, TargetName } from "./results.js";
+
+export type Rpc = <T>(op: string, args?: unknown) => Promise<T>;
+
+export interface LoadWorker {
+  pid: number;
+  rpc: Rpc;
+  stop(): Promise<void>;
+}
+
+/** Sizes of everything, so --quick is the same bench at smoke scale. */
+export interface Scale {
+  pairs: number;
+  rates: number[];
+  stepMs: number;
+  graceMs: number;
+  groupSize: number;
+  groups: number;
+  groupSendersPerGroup: number;
+  groupRates: number[];
+  idleSessions: number;
+  idleHoldMs: number;
+  stormClients: number;
+  stormGroupSize: number;
+  stormMissed: number;
+  historyEvents: number;
+  historyGroups: number;
+  historyGroupSize: number;
+  historyRecent: number;
+  historySeconds: number;
+}
+
+export const fullScale: Scale = {
+  pairs: 250,
+  rates: [1000, 1500, 2250, 3400, 5000, 7500, 11_000, 16_000, 24_000],
+  stepMs: 5000,
+  graceMs: 1500,
+  groupSize: 500,
+  groups: 1,
+  groupSendersPerGroup: 10,
+  groupRates: [10, 20, 40, 80, 160, 320],
+  // One process may hold 20,000 descriptors here (hard limit); leave room for files and the store.
+  idleSessions: 19_000,
+  idleHoldMs: 30_000,
+  stormClients: 10_000,
+  stormGroupSize: 500,
+  stormMissed: 5,
+  historyEvents: 5000,
+  historyGroups: 10,
+  historyGroupSize: 100,
+  historyRecent: 50,
+  historySeconds: 8,
+};
+
+export const quickScale: Scale = {
+  pairs: 40,
+  rates: [300, 900],
+  stepMs: 2000,
+  graceMs: 800,
+  groupSize: 50,
+  groups: 1,
+  groupSendersPerGroup: 4,
+  groupRates: [20, 60],
+  idleSessions: 400,
+  idleHoldMs: 2000,
+  stormClients: 400,
+  stormGroupSize: 200,
+  stormMissed: 3,
+  historyEvents: 300,
+  historyGroups: 3,
+  historyGroupSize: 20,
+  historyRecent: 20,
+  historySeconds: 2,
+};
+
+export interface BenchContext {
+  scale: Scale;
+  quick: boolean;
+  workers: LoadWorker[];
+  run: BenchRun;
+  progress(line: string): void;
+  log(line: string): void;
+  /** Checkout to measure instead of this one (the "before" of a profiling fix). */
+  serverRoot?: string;
+  /** Where the server under test writes V8 CPU profiles (--cpu-prof). */
+  cpuProfileDir?: string;
+}
+
+/** Starts the load-generator processes. */
+export async function startWorkers(n: number): Promise<LoadWorker[]> {
+  return Promise.all(
+    Array.from({ length: n }, async () => {
+      const child = forkTs(join(import.meta.dirname, "../worker.ts"));
+      const rpc = makeRpc(child);
+      await new Promise<void>((r) => child.once("spawn", () => r()));
+      return {
+        pid: child.pid ?? 0,
+        rpc,
+        async stop() {
+          child.disconnect();
+          await waitExit(child, 3000);
+        },
+      };
+    }),
+  );
+}
+
+/** Opens `clients` spread round-robin over the workers (or by `place`). */
+export async function openClients(
+  ctx: BenchContext,
+  target: TargetSpec,
+  clients: ClientSpec[],
+  place: (c: ClientSpec) => number = (c) => c.index % ctx.workers.length,
+  concurrency = 64,
+) {
+  const per = ctx.workers.map(() => [] as ClientSpec[]);
+  for (const c of clients) per[place(c) % ctx.workers.length]!.push(c);
+  const res = await Promise.all(
+    ctx.workers.map((w, i) =>
+      w.rpc<{ opened: number; failed: number; errors: string[]; ms: number }>("open", {
+        target,
+        clients: per[i],
+        concurrency,
+      }),
+    ),
+  );
+  return {
+    opened: res.reduce((a, r) => a + r.opened, 0),
+    failed: res.reduce((a, r) => a + r.failed, 0),
+    errors: res.flatMap((r) => r.errors),
+    ms: Math.max(...res.map((r) => r.ms)),
+  };
+}
+
+export async function closeClients(ctx: BenchContext) {
+  await Promise.all(ctx.workers.map((w) => w.rpc("closeAll")));
+}
+
+/**
+ * One open-loop step on every worker at once. `fanout` is deliveries per
+ * message; the SLO is p99 send→deliver ≤ sloUs with ≥ 95% delivered.
+ */
+export async function rateStep(
+  ctx: BenchContext,
+  step: number,
+  ratePerSec: number,
+  fanout: number,
+  hasAck: boolean,
+  sloUs = 50_000,
+): Promise<RateStep> {
+  const { stepMs, graceMs } = ctx.scale;
+  const share = ratePerSec / ctx.workers.length;
+  const runs = await Promise.all(
+    ctx.workers.map((w) =>
+      w.rpc<StepStats>("run", { step, ratePerSec: share, durationMs: stepMs, graceMs }),
+    ),
+  );
+  // Deliveries to members held by other workers keep landing there; collect after everyone's grace.
+  const all = await Promise.all(ctx.workers.map((w) => w.rpc<StepStats>("collect", { step })));
+  const sent = runs.reduce((a, r) => a + r.sent, 0);
+  const acked = all.reduce((a, r) => a + r.acked, 0);
+  const delivered = all.reduce((a, r) => a + r.delivered, 0);
+  const deliver = summarize(mergeEncoded(all.map((r) => r.deliver)));
+  const ack = summarize(mergeEncoded(all.map((r) => r.ack)));
+  const expected = sent * fanout;
+  const seconds = stepMs / 1000;
+  const result: RateStep = {
+    offeredPerSec: ratePerSec,
+    achievedPerSec: Math.round(Math.min(sent, hasAck ? acked : delivered / fanout) / seconds),
+    deliveriesPerSec: Math.round(delivered / seconds),
+    deliver,
+    missing: Math.max(0, expected - delivered),
+    withinSlo: deliver.p99 <= sloUs && delivered >= 0.95 * expected && expected > 0,
+  };
+  if (hasAck) result.ack = ack;
+  return result;
+}
+
+/** Ramps the rate until a step misses the SLO; returns every step run. */
+export async function ramp(
+  ctx: BenchContext,
+  name: TargetName,
+  rates: number[],
+  fanout: number,
+  hasAck: boolean,
+  stepBase: number,
+) {
+  const steps: RateStep[] = [];
+  // A short unrecorded warm-up: JIT, connection buffers and caches, as on a server that has run a while.
+  const saved = ctx.scale;
+  ctx.scale = { ...saved, stepMs: Math.min(2000, saved.stepMs), graceMs: 500 };
+  ctx.progress(`${name}: warm-up`);
+  await rateStep(ctx, stepBase - 1, rates[0]! / 2, fanout, hasAck).finally(() => {
+    ctx.scale = saved;
+  });
+  for (const [i, rate] of rates.entries()) {
+    ctx.progress(`${name}: ${rate.toLocaleString()} msgs/s …`);
+    const s = await rateStep(ctx, stepBase + i, rate, fanout, hasAck);
+    steps.push(s);
+    ctx.log(
+      `${name} @${rate}/s: achieved ${s.achievedPerSec}/s, deliver p50 ${(s.deliver.p50 / 1000).toFixed(1)} ms p99 ${(s.deliver.p99 / 1000).toFixed(1)} ms, missing ${s.missing}${s.withinSlo ? "" : " (over SLO)"}`,
+    );
+    if (!s.withinSlo) break;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const best = steps.filter((s) => s.withinSlo).at(-1);
+  return {
+    target: name,
+    sustainedPerSec: best?.offeredPerSec ?? 0,
+    sustainedDeliveriesPerSec: best?.deliveriesPerSec ?? 0,
+    steps,
+  };
+}
+
+export async function setRoutes(ctx: BenchContext, routes: Route[]) {
+  await Promise.all(ctx.workers.map((w) => w.rpc("setRoutes", { routes })));
+}

@@ -1,0 +1,130 @@
+/**
+ * The shape of one benchmark run, as written to `bench/results/<run>.json`
+ * and read by the report generator. Latencies are microseconds.
+ */
+
+/** Percentiles of one latency distribution, in microseconds. */
+export interface LatencySummary {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+}
+
+/** The systems a scenario can drive, side by side. */
+export type TargetName = "ours" | "relay" | "ejabberd-routing" | "ejabberd-archive";
+
+/** One open-loop rate step of a ramp (1:1 chat, group fan-out). */
+export interface RateStep {
+  /** Messages per second the generator offered (the schedule). */
+  offeredPerSec: number;
+  /** Messages per second actually sent and acknowledged or delivered during the step. */
+  achievedPerSec: number;
+  /** Deliveries per second to recipients (1:1: one per message; groups: members - 1). */
+  deliveriesPerSec: number;
+  /** Intended-send-time → ack; absent where the target has no durable ack. */
+  ack?: LatencySummary;
+  /** Intended-send-time → delivery on the recipient's socket. */
+  deliver: LatencySummary;
+  /** Messages (or deliveries) still missing when the step's grace period ended. */
+  missing: number;
+  /** Whether the step met the SLO (p99 deliver ≤ limit and ≥ 95% delivered). */
+  withinSlo: boolean;
+}
+
+export interface RampResult {
+  target: TargetName;
+  /** Highest offered rate whose step met the SLO; 0 when none did. */
+  sustainedPerSec: number;
+  /** Deliveries per second at that step. */
+  sustainedDeliveriesPerSec: number;
+  steps: RateStep[];
+  notes?: string[];
+}
+
+export interface IdleResult {
+  target: TargetName;
+  /** Sessions the bench tried to open. */
+  attempted: number;
+  /** Sessions open and alive at the end of the hold. */
+  held: number;
+  /** Server RSS before the sessions and at the end of the hold, in bytes. */
+  rssBaseBytes: number;
+  rssHeldBytes: number;
+  /** (rssHeld - rssBase) / held. */
+  rssPerConnBytes: number;
+  heartbeatIntervalMs: number;
+  holdMs: number;
+  /** Connection setup rate achieved (sessions/s until all were up). */
+  connectPerSec: number;
+  notes?: string[];
+}
+
+export interface ReconnectResult {
+  target: TargetName;
+  clients: number;
+  /** Events each client missed while disconnected. */
+  missedPerClient: number;
+  /** From the moment all reconnects start until the last client holds every event. */
+  catchUpMs: number;
+  /** Clients that had every event before the deadline. */
+  caughtUp: number;
+  lost: number;
+  duplicated: number;
+  /** Per-client time from its reconnect to holding every event. */
+  perClient: LatencySummary;
+}
+
+export interface HistoryResult {
+  target: TargetName;
+  /** GetHistory pages of `pageSize` events, walked backwards over one long conversation. */
+  paging: { pageSize: number; pagesPerSec: number; eventsPerSec: number; latency: LatencySummary };
+  /** Subscribe with cursors → sync batches → sync_complete, per resuming device. */
+  resume: {
+    conversationsPerClient: number;
+    eventsPerResume: number;
+    resumesPerSec: number;
+    eventsPerSec: number;
+    latency: LatencySummary;
+  };
+}
+
+export interface MachineInfo {
+  cpuModel: string;
+  cores: number;
+  memoryBytes: number;
+  os: string;
+  node: string;
+  /** Open-file limit of the bench processes; it caps connections per process. */
+  fdLimit: number;
+  ejabberdVersion?: string;
+  postgresVersion?: string;
+}
+
+/** Before/after of one profiling fix, measured with the same scenario. */
+export interface ProfileFix {
+  title: string;
+  detail: string;
+  before: { sustainedPerSec: number; p99DeliverUs: number; cpuUsPerMsg?: number };
+  after: { sustainedPerSec: number; p99DeliverUs: number; cpuUsPerMsg?: number };
+}
+
+export interface BenchRun {
+  startedAt: string;
+  durationMs: number;
+  mode: "full" | "quick";
+  gitCommit: string;
+  machine: MachineInfo;
+  /** Bench-only server settings that differ from production defaults, and why. */
+  settings: Record<string, string>;
+  oneToOne: RampResult[];
+  groupFanout: { groupSize: number; groups: number; results: RampResult[] };
+  idle: IdleResult[];
+  reconnect: ReconnectResult[];
+  history: HistoryResult[];
+  /** Scenario/target pairs that could not run, with the reason. */
+  skipped: { scenario: string; target: TargetName; reason: string }[];
+}

@@ -1,0 +1,1284 @@
+/**
+ * Turns one BenchRun into docs/BENCHMARKS.md plus hand-written SVG charts under docs/bench/.
+ * Everything except writeReport is pure so tests can check the text without touching disk.
+ */
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type {
+  BenchRun,
+  HistoryResult,
+  IdleResult,
+  LatencySummary,
+  ProfileFix,
+  RampResult,
+  RateStep,
+  ReconnectResult,
+  TargetName,
+} from "./lib/results.js";
+
+/** Display order of the systems; the summary columns follow it. */
+export const TARGETS: readonly TargetName[] = [
+  "ours",
+  "relay",
+  "ejabberd-routing",
+  "ejabberd-archive",
+];
+
+/** One color per system, shared by every chart so a target reads the same everywhere. */
+export const TARGET_COLORS: Readonly<Record<TargetName, string>> = {
+  ours: "#2563eb",
+  relay: "#16a34a",
+  "ejabberd-routing": "#ea580c",
+  "ejabberd-archive": "#9333ea",
+};
+
+/** The 1:1 and group SLO: p99 intended-send → deliver, in microseconds. */
+export const SLO_P99_US = 50_000;
+
+/** Scenario keys; `skipped[].scenario` should use these ids (a few spellings are accepted). */
+export type ScenarioKey = "oneToOne" | "groupFanout" | "idle" | "reconnect" | "history";
+
+export const SCENARIO_IDS: Readonly<Record<ScenarioKey, string>> = {
+  oneToOne: "one-to-one",
+  groupFanout: "group-fanout",
+  idle: "idle",
+  reconnect: "reconnect",
+  history: "history",
+};
+
+const SCENARIO_TITLES: Readonly<Record<ScenarioKey, string>> = {
+  oneToOne: "1:1 chat",
+  groupFanout: "group fan-out",
+  idle: "idle connections",
+  reconnect: "reconnect storm",
+  history: "history/sync",
+};
+
+// Normalized (lowercase, alphanumerics only) spellings the scenario runners might use.
+const SCENARIO_ALIASES: Readonly<Record<ScenarioKey, readonly string[]>> = {
+  oneToOne: ["onetoone", "1to1", "11", "direct", "dm", "chat"],
+  groupFanout: ["groupfanout", "group", "groups", "fanout", "muc"],
+  idle: ["idle", "idleconnections", "connections", "memory"],
+  reconnect: ["reconnect", "reconnectstorm", "storm", "catchup"],
+  history: ["history", "historysync", "sync", "paging", "resume"],
+};
+
+/** Chart file names under `${docsDir}/bench/`, keyed like the `chartFiles` of renderMarkdown. */
+export const CHART_NAMES = {
+  oneToOne: "one-to-one.svg",
+  groupFanout: "group-fanout.svg",
+  idle: "idle-memory.svg",
+} as const;
+
+export type ChartKey = keyof typeof CHART_NAMES;
+
+const IDLE_TARGET_SESSIONS = 100_000;
+const IDLE_TARGET_BYTES_PER_CONN = 10 * 1024;
+const RECONNECT_TARGET_CLIENTS = 10_000;
+const RECONNECT_TARGET_MS = 10_000;
+
+// ---------------------------------------------------------------------------
+// Number formatting
+
+function groupThousands(digits: string): string {
+  return digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
+/** Fixed decimals with thousands separators, locale-independent so output is reproducible. */
+export function fmtNum(n: number, decimals = 0): string {
+  if (!Number.isFinite(n)) return n > 0 ? "∞" : "—";
+  const fixed = Math.abs(n).toFixed(decimals);
+  const [int = "0", frac] = fixed.split(".");
+  const sign = n < 0 && Number(fixed) !== 0 ? "-" : "";
+  return `${sign}${groupThousands(int)}${frac === undefined ? "" : `.${frac}`}`;
+}
+
+/** Microseconds as milliseconds: two decimals below 10 ms, one above. */
+export function fmtMs(us: number): string {
+  const ms = us / 1000;
+  return fmtNum(ms, Math.abs(ms) < 10 ? 2 : 1);
+}
+
+/** Bytes as KB (1 KB = 1,024 bytes) with one decimal. */
+export function fmtKb(bytes: number): string {
+  return fmtNum(bytes / 1024, 1);
+}
+
+function fmtMb(bytes: number): string {
+  return fmtNum(bytes / (1024 * 1024), 1);
+}
+
+function fmtGib(bytes: number): string {
+  return `${fmtNum(bytes / 1024 ** 3, 1)} GiB`;
+}
+
+/** Wall-clock milliseconds as a short human duration ("850 ms", "12.3 s", "4 min 5 s"). */
+export function fmtDuration(ms: number): string {
+  if (ms < 1000) return `${fmtNum(ms)} ms`;
+  if (ms < 60_000) return `${fmtNum(ms / 1000, ms < 10_000 ? 2 : 1)} s`;
+  const totalS = Math.round(ms / 1000);
+  const h = Math.floor(totalS / 3600);
+  const m = Math.floor((totalS % 3600) / 60);
+  const s = totalS % 60;
+  return h > 0 ? `${h} h ${m} min ${s} s` : `${m} min ${s} s`;
+}
+
+/** ours ÷ theirs as "2.00×"; "—" when either side is missing. */
+export function fmtRatio(ours: number | undefined, theirs: number | undefined): string {
+  if (ours === undefined || theirs === undefined) return "—";
+  if (theirs === 0) return ours === 0 ? "—" : "∞";
+  return `${(ours / theirs).toFixed(2)}×`;
+}
+
+function fmtDate(iso: string): string {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return `${d.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
+// ---------------------------------------------------------------------------
+// Markdown helpers
+
+function cell(text: string): string {
+  return text.replace(/\r?\n/g, " ").replace(/\|/g, "\\|");
+}
+
+/** A GFM table; numeric-looking columns are right-aligned by the caller via `align`. */
+function table(headers: string[], rows: string[][], align?: ("l" | "r")[]): string {
+  const sep = headers.map((_, i) => ((align?.[i] ?? "l") === "r" ? "---:" : "---"));
+  const line = (cells: string[]) => `| ${cells.map(cell).join(" | ")} |`;
+  return [line(headers), `|${sep.map((s) => ` ${s} `).join("|")}|`, ...rows.map(line)].join("\n");
+}
+
+function code(text: string): string {
+  return `\`${text.replace(/`/g, "'")}\``;
+}
+
+function byTarget<T extends { target: TargetName }>(
+  items: readonly T[],
+  target: TargetName,
+): T | undefined {
+  return items.find((item) => item.target === target);
+}
+
+function normalize(s: string): string {
+  return s.toLowerCase().replace(/[^a-z0-9]/g, "");
+}
+
+function scenarioOf(name: string): ScenarioKey | undefined {
+  const n = normalize(name);
+  const keys = Object.keys(SCENARIO_ALIASES) as ScenarioKey[];
+  return keys.find((k) => normalize(SCENARIO_IDS[k]) === n || SCENARIO_ALIASES[k].includes(n));
+}
+
+/** Why a target has no result for a scenario, from run.skipped. */
+function skipReason(run: BenchRun, scenario: ScenarioKey, target: TargetName): string {
+  const hit = run.skipped.find((s) => s.target === target && scenarioOf(s.scenario) === scenario);
+  return hit?.reason ?? "not run";
+}
+
+function presentTargets(run: BenchRun, scenario: ScenarioKey): Set<TargetName> {
+  const lists: Record<ScenarioKey, readonly { target: TargetName }[]> = {
+    oneToOne: run.oneToOne,
+    groupFanout: run.groupFanout.results,
+    idle: run.idle,
+    reconnect: run.reconnect,
+    history: run.history,
+  };
+  return new Set(lists[scenario].map((r) => r.target));
+}
+
+/** "No result for: …" line under a section, listing the reason per absent target. */
+function absentNote(run: BenchRun, scenario: ScenarioKey): string | undefined {
+  const present = presentTargets(run, scenario);
+  const absent = TARGETS.filter((t) => !present.has(t));
+  if (absent.length === 0) return undefined;
+  const parts = absent.map((t) => `${code(t)} (${skipReason(run, scenario, t)})`);
+  return `No result for ${parts.join(", ")}.`;
+}
+
+function notesList(items: readonly { target: TargetName; notes?: string[] }[]): string[] {
+  const out: string[] = [];
+  for (const item of items) {
+    for (const note of item.notes ?? []) out.push(`- ${code(item.target)}: ${note}`);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Summary and targets
+
+interface SummaryRow {
+  scenario: ScenarioKey;
+  label: string;
+  values: Partial<Record<TargetName, number>>;
+  format: (n: number) => string;
+}
+
+function valuesOf<T extends { target: TargetName }>(
+  items: readonly T[],
+  pick: (item: T) => number,
+): Partial<Record<TargetName, number>> {
+  const out: Partial<Record<TargetName, number>> = {};
+  for (const item of items) out[item.target] = pick(item);
+  return out;
+}
+
+function summaryRows(run: BenchRun): SummaryRow[] {
+  const int = (n: number) => fmtNum(n);
+  return [
+    {
+      scenario: "oneToOne",
+      label: "1:1 sustained msgs/s (p99 deliver ≤ 50 ms)",
+      values: valuesOf(run.oneToOne, (r) => r.sustainedPerSec),
+      format: int,
+    },
+    {
+      scenario: "groupFanout",
+      label: "Group fan-out sustained deliveries/s",
+      values: valuesOf(run.groupFanout.results, (r) => r.sustainedDeliveriesPerSec),
+      format: int,
+    },
+    {
+      scenario: "idle",
+      label: "Idle sessions held",
+      values: valuesOf(run.idle, (r) => r.held),
+      format: int,
+    },
+    {
+      scenario: "idle",
+      label: "Idle RSS per connection, KB (lower is better)",
+      values: valuesOf(run.idle, (r) => r.rssPerConnBytes),
+      format: fmtKb,
+    },
+    {
+      scenario: "reconnect",
+      label: "Reconnect storm catch-up, ms (lower is better)",
+      values: valuesOf(run.reconnect, (r) => r.catchUpMs),
+      format: int,
+    },
+    {
+      scenario: "history",
+      label: "History paging events/s",
+      values: valuesOf(run.history, (r) => r.paging.eventsPerSec),
+      format: int,
+    },
+    {
+      scenario: "history",
+      label: "Resume (sync) events/s",
+      values: valuesOf(run.history, (r) => r.resume.eventsPerSec),
+      format: int,
+    },
+  ];
+}
+
+function renderSummary(run: BenchRun): string {
+  const rows = summaryRows(run);
+  const versus: TargetName[] = ["ejabberd-routing", "ejabberd-archive", "relay"];
+  const headers = ["Scenario", ...TARGETS.map(code), ...versus.map((t) => `ours / ${t}`)];
+  const body = rows.map((row) => [
+    row.label,
+    ...TARGETS.map((t) => {
+      const v = row.values[t];
+      return v === undefined ? "—" : row.format(v);
+    }),
+    ...versus.map((t) => fmtRatio(row.values.ours, row.values[t])),
+  ]);
+  const align = headers.map((_, i) => (i === 0 ? "l" : "r") as "l" | "r");
+
+  // Group the "—" reasons by target and reason so the footnote stays short.
+  const missing = new Map<string, { target: TargetName; reason: string; scenarios: string[] }>();
+  for (const row of rows) {
+    for (const t of TARGETS) {
+      if (row.values[t] !== undefined) continue;
+      const reason = skipReason(run, row.scenario, t);
+      const key = `${t}\u0000${reason}`;
+      const entry = missing.get(key) ?? { target: t, reason, scenarios: [] };
+      const title = SCENARIO_TITLES[row.scenario];
+      if (!entry.scenarios.includes(title)) entry.scenarios.push(title);
+      missing.set(key, entry);
+    }
+  }
+  const out = [table(headers, body, align), ""];
+  out.push(
+    "Ratios are ours ÷ theirs; above 1 is better for rates, below 1 for latency and memory.",
+  );
+  if (missing.size > 0) {
+    out.push("", "— means no result:", "");
+    const order = (t: TargetName) => TARGETS.indexOf(t);
+    const sorted = [...missing.values()].sort((x, y) => order(x.target) - order(y.target));
+    for (const m of sorted) {
+      out.push(`- ${code(m.target)} (${m.scenarios.join(", ")}): ${m.reason}`);
+    }
+  }
+  return out.join("\n");
+}
+
+type Status = "✓" | "✗" | "—";
+
+interface TargetRow {
+  goal: string;
+  measured: string;
+  status: Status;
+}
+
+const mark = (ok: boolean): Status => (ok ? "✓" : "✗");
+
+/** Compares ours' sustained 1:1 rate to `factor` × another target's. */
+function oneToOneGoal(run: BenchRun, other: TargetName, factor: number, goal: string): TargetRow {
+  const ours = byTarget(run.oneToOne, "ours");
+  const theirs = byTarget(run.oneToOne, other);
+  if (!ours || !theirs) {
+    const who = ours ? other : "ours";
+    return { goal, measured: `no ${who} result: ${skipReason(run, "oneToOne", who)}`, status: "—" };
+  }
+  const a = ours.sustainedPerSec;
+  const b = theirs.sustainedPerSec;
+  return {
+    goal,
+    measured: `ours ${fmtNum(a)} vs ${other} ${fmtNum(b)} msgs/s (${fmtRatio(a, b)})`,
+    status: mark(a >= factor * b),
+  };
+}
+
+function idleGoals(run: BenchRun): TargetRow[] {
+  const ours = byTarget(run.idle, "ours");
+  const sessionsGoal = "(2) Idle: ≥ 100,000 sessions on one edge process";
+  const memGoal = "(2) Idle: ≤ 10 KB RSS per connection";
+  if (!ours) {
+    const measured = `no ours result: ${skipReason(run, "idle", "ours")}`;
+    return [
+      { goal: sessionsGoal, measured, status: "—" },
+      { goal: memGoal, measured, status: "—" },
+    ];
+  }
+  let held = `${fmtNum(ours.held)} of ${fmtNum(ours.attempted)} held`;
+  // One session is one socket, so the process fd limit caps what this machine can show.
+  if (ours.held < IDLE_TARGET_SESSIONS && run.machine.fdLimit <= IDLE_TARGET_SESSIONS) {
+    held += `; capped by the fd limit of ${fmtNum(run.machine.fdLimit)} on this machine`;
+  }
+  return [
+    { goal: sessionsGoal, measured: held, status: mark(ours.held >= IDLE_TARGET_SESSIONS) },
+    {
+      goal: memGoal,
+      measured: `${fmtKb(ours.rssPerConnBytes)} KB per connection at ${fmtNum(ours.held)} held`,
+      status: mark(ours.held > 0 && ours.rssPerConnBytes <= IDLE_TARGET_BYTES_PER_CONN),
+    },
+  ];
+}
+
+function groupGoals(run: BenchRun): TargetRow[] {
+  const goal = "(3) Group fan-out deliveries/s ≥ 2× ejabberd MUC";
+  const ours = byTarget(run.groupFanout.results, "ours");
+  const ejabberd = run.groupFanout.results.filter((r) => r.target.startsWith("ejabberd-"));
+  if (ejabberd.length === 0) {
+    const reasons = TARGETS.filter((t) => t.startsWith("ejabberd-")).map(
+      (t) => `${t}: ${skipReason(run, "groupFanout", t)}`,
+    );
+    return [{ goal, measured: `no ejabberd result (${reasons.join("; ")})`, status: "—" }];
+  }
+  return ejabberd.map((theirs) => {
+    const g = `${goal} (${theirs.target})`;
+    if (!ours) {
+      const measured = `no ours result: ${skipReason(run, "groupFanout", "ours")}`;
+      return { goal: g, measured, status: "—" };
+    }
+    const a = ours.sustainedDeliveriesPerSec;
+    const b = theirs.sustainedDeliveriesPerSec;
+    const vs = `${theirs.target} ${fmtNum(b)}`;
+    return {
+      goal: g,
+      measured: `ours ${fmtNum(a)} vs ${vs} deliveries/s (${fmtRatio(a, b)})`,
+      status: mark(a >= 2 * b),
+    };
+  });
+}
+
+function reconnectGoal(run: BenchRun): TargetRow {
+  const goal = "(4) Reconnect storm: 10,000 clients caught up ≤ 10 s, 0 lost, 0 duplicated";
+  const r = byTarget(run.reconnect, "ours");
+  if (!r) {
+    return {
+      goal,
+      measured: `no ours result: ${skipReason(run, "reconnect", "ours")}`,
+      status: "—",
+    };
+  }
+  let measured =
+    `${fmtNum(r.caughtUp)}/${fmtNum(r.clients)} caught up in ${fmtNum(r.catchUpMs)} ms, ` +
+    `${fmtNum(r.lost)} lost, ${fmtNum(r.duplicated)} duplicated`;
+  if (r.clients < RECONNECT_TARGET_CLIENTS) {
+    measured += `; only ${fmtNum(r.clients)} clients ran`;
+  }
+  const ok =
+    r.clients >= RECONNECT_TARGET_CLIENTS &&
+    r.caughtUp === r.clients &&
+    r.catchUpMs <= RECONNECT_TARGET_MS &&
+    r.lost === 0 &&
+    r.duplicated === 0;
+  return { goal, measured, status: mark(ok) };
+}
+
+function renderTargets(run: BenchRun): string {
+  const rows: TargetRow[] = [
+    oneToOneGoal(run, "ejabberd-routing", 1, "(1) 1:1 sustained ≥ ejabberd routing-only"),
+    oneToOneGoal(run, "ejabberd-archive", 3, "(1) 1:1 sustained ≥ 3× ejabberd archive"),
+    oneToOneGoal(run, "relay", 0.5, "(1) 1:1 sustained ≥ 50% of relay"),
+    ...idleGoals(run),
+    ...groupGoals(run),
+    reconnectGoal(run),
+  ];
+  return table(
+    ["Target", "Measured", "Status"],
+    rows.map((r) => [r.goal, r.measured, r.status]),
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Sections
+
+function latencyCells(l: LatencySummary | undefined): string[] {
+  if (!l) return ["—", "—", "—"];
+  return [fmtMs(l.p50), fmtMs(l.p99), fmtMs(l.p999)];
+}
+
+function stepsTable(steps: readonly RateStep[], withDeliveries: boolean): string {
+  const headers = [
+    "Offered/s",
+    "Achieved/s",
+    ...(withDeliveries ? ["Deliveries/s"] : []),
+    "Ack p50 ms",
+    "Ack p99 ms",
+    "Ack p99.9 ms",
+    "Deliver p50 ms",
+    "Deliver p99 ms",
+    "Deliver p99.9 ms",
+    "Missing",
+    "Within SLO",
+  ];
+  const rows = steps.map((s) => [
+    fmtNum(s.offeredPerSec),
+    fmtNum(s.achievedPerSec),
+    ...(withDeliveries ? [fmtNum(s.deliveriesPerSec)] : []),
+    ...latencyCells(s.ack),
+    ...latencyCells(s.deliver),
+    fmtNum(s.missing),
+    s.withinSlo ? "✓" : "✗",
+  ]);
+  const align = headers.map((_, i) => (i === headers.length - 1 ? "l" : "r") as "l" | "r");
+  return table(headers, rows, align);
+}
+
+function rampTables(results: readonly RampResult[], unit: "msgs" | "deliveries"): string[] {
+  const out: string[] = [];
+  for (const t of TARGETS) {
+    const r = byTarget(results, t);
+    if (!r) continue;
+    const sustained =
+      unit === "msgs"
+        ? `${fmtNum(r.sustainedPerSec)} msgs/s`
+        : `${fmtNum(r.sustainedDeliveriesPerSec)} deliveries/s ` +
+          `(${fmtNum(r.sustainedPerSec)} msgs/s)`;
+    out.push(`#### ${code(t)}`, "", `Sustained: **${sustained}**.`, "");
+    out.push(r.steps.length > 0 ? stepsTable(r.steps, unit === "deliveries") : "No steps ran.");
+    out.push("");
+  }
+  return out;
+}
+
+function chartRef(chartFiles: Record<string, string>, key: ChartKey, alt: string): string[] {
+  const file = chartFiles[key];
+  return file === undefined ? [] : [`![${alt}](${file})`, ""];
+}
+
+function withAbsent(out: string[], run: BenchRun, scenario: ScenarioKey): void {
+  const note = absentNote(run, scenario);
+  if (note) out.push(note, "");
+}
+
+function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): string[] {
+  const out = [
+    "## 1:1 chat",
+    "",
+    "Pairs of clients send direct messages on an open-loop schedule: each message has an " +
+      "intended send time fixed in advance, and the generator does not wait for replies. " +
+      "Latency is measured from that intended time, so when a server falls behind its " +
+      "queueing shows up in the numbers instead of silently slowing the generator " +
+      "(coordinated omission). The offered rate ramps up in steps; **sustained** is the " +
+      "highest step with p99 send→deliver ≤ 50 ms and ≥ 95% of messages delivered.",
+    "",
+    "*Ack* is intended send → the server's durable acknowledgement (absent for targets " +
+      "without one); *deliver* is intended send → arrival on the recipient's socket; " +
+      "*missing* counts messages not delivered when the step's grace period ended.",
+    "",
+  ];
+  out.push(...chartRef(chartFiles, "oneToOne", "1:1 p99 send→deliver by offered rate"));
+  if (run.oneToOne.length === 0) out.push("No 1:1 results in this run.", "");
+  out.push(...rampTables(run.oneToOne, "msgs"));
+  const notes = notesList(run.oneToOne);
+  if (notes.length > 0) out.push(...notes, "");
+  withAbsent(out, run, "oneToOne");
+  return out;
+}
+
+function renderGroup(run: BenchRun, chartFiles: Record<string, string>): string[] {
+  const g = run.groupFanout;
+  const out = [
+    "## Group fan-out",
+    "",
+    `${fmtNum(g.groups)} groups of ${fmtNum(g.groupSize)} members; every message is ` +
+      `delivered to the ${fmtNum(Math.max(g.groupSize - 1, 0))} other members. The ramp and ` +
+      "SLO work as for 1:1, with rates counted in messages offered and deliveries made.",
+    "",
+  ];
+  out.push(...chartRef(chartFiles, "groupFanout", "Group fan-out p99 deliver by deliveries/s"));
+  if (g.results.length === 0) out.push("No group fan-out results in this run.", "");
+  out.push(...rampTables(g.results, "deliveries"));
+  const notes = notesList(g.results);
+  if (notes.length > 0) out.push(...notes, "");
+  withAbsent(out, run, "groupFanout");
+  return out;
+}
+
+function idleTable(results: readonly IdleResult[]): string {
+  const headers = [
+    "Target",
+    "Attempted",
+    "Held",
+    "RSS base MB",
+    "RSS held MB",
+    "KB / connection",
+    "Heartbeat",
+    "Hold",
+    "Connect rate/s",
+  ];
+  const rows = TARGETS.flatMap((t) => {
+    const r = byTarget(results, t);
+    if (!r) return [];
+    return [
+      [
+        code(t),
+        fmtNum(r.attempted),
+        fmtNum(r.held),
+        fmtMb(r.rssBaseBytes),
+        fmtMb(r.rssHeldBytes),
+        fmtKb(r.rssPerConnBytes),
+        fmtDuration(r.heartbeatIntervalMs),
+        fmtDuration(r.holdMs),
+        fmtNum(r.connectPerSec),
+      ],
+    ];
+  });
+  return table(
+    headers,
+    rows,
+    headers.map((_, i) => (i === 0 ? "l" : "r")),
+  );
+}
+
+function renderIdle(run: BenchRun, chartFiles: Record<string, string>): string[] {
+  const out = [
+    "## Idle connections",
+    "",
+    "Sessions are opened and then held idle with heartbeats only. RSS per connection is " +
+      "(RSS at the end of the hold − RSS before any session) ÷ sessions held; 1 KB = 1,024 " +
+      `bytes. The open-file limit on this machine is ${fmtNum(run.machine.fdLimit)}, and each ` +
+      "session is one socket.",
+    "",
+  ];
+  out.push(...chartRef(chartFiles, "idle", "RSS per idle connection by target"));
+  out.push(run.idle.length > 0 ? idleTable(run.idle) : "No idle results in this run.", "");
+  const notes = notesList(run.idle);
+  if (notes.length > 0) out.push(...notes, "");
+  withAbsent(out, run, "idle");
+  return out;
+}
+
+function reconnectTable(results: readonly ReconnectResult[]): string {
+  const headers = [
+    "Target",
+    "Clients",
+    "Missed / client",
+    "Catch-up ms",
+    "Caught up",
+    "Lost",
+    "Duplicated",
+    "Per-client p50 ms",
+    "Per-client p99 ms",
+  ];
+  const rows = TARGETS.flatMap((t) => {
+    const r = byTarget(results, t);
+    if (!r) return [];
+    return [
+      [
+        code(t),
+        fmtNum(r.clients),
+        fmtNum(r.missedPerClient),
+        fmtNum(r.catchUpMs),
+        fmtNum(r.caughtUp),
+        fmtNum(r.lost),
+        fmtNum(r.duplicated),
+        fmtMs(r.perClient.p50),
+        fmtMs(r.perClient.p99),
+      ],
+    ];
+  });
+  return table(
+    headers,
+    rows,
+    headers.map((_, i) => (i === 0 ? "l" : "r")),
+  );
+}
+
+function renderReconnect(run: BenchRun): string[] {
+  const out = [
+    "## Reconnect storm",
+    "",
+    "All clients disconnect, miss a burst of events, then reconnect at once. Catch-up runs " +
+      "from the moment the reconnects start until the last client holds every event it " +
+      "missed; lost and duplicated count events across all clients.",
+    "",
+  ];
+  out.push(
+    run.reconnect.length > 0 ? reconnectTable(run.reconnect) : "No reconnect results in this run.",
+    "",
+  );
+  withAbsent(out, run, "reconnect");
+  return out;
+}
+
+function historyTables(results: readonly HistoryResult[]): string[] {
+  const present = TARGETS.flatMap((t) => {
+    const r = byTarget(results, t);
+    return r ? [r] : [];
+  });
+  const paging = table(
+    ["Target", "Page size", "Pages/s", "Events/s", "p50 ms", "p99 ms"],
+    present.map((r) => [
+      code(r.target),
+      fmtNum(r.paging.pageSize),
+      fmtNum(r.paging.pagesPerSec),
+      fmtNum(r.paging.eventsPerSec),
+      fmtMs(r.paging.latency.p50),
+      fmtMs(r.paging.latency.p99),
+    ]),
+    ["l", "r", "r", "r", "r", "r"],
+  );
+  const resume = table(
+    [
+      "Target",
+      "Conversations / client",
+      "Events / resume",
+      "Resumes/s",
+      "Events/s",
+      "p50 ms",
+      "p99 ms",
+    ],
+    present.map((r) => [
+      code(r.target),
+      fmtNum(r.resume.conversationsPerClient),
+      fmtNum(r.resume.eventsPerResume),
+      fmtNum(r.resume.resumesPerSec),
+      fmtNum(r.resume.eventsPerSec),
+      fmtMs(r.resume.latency.p50),
+      fmtMs(r.resume.latency.p99),
+    ]),
+    ["l", "r", "r", "r", "r", "r", "r"],
+  );
+  return [
+    "**Paging**: GetHistory pages walked backwards over one long conversation.",
+    "",
+    paging,
+    "",
+    "**Resume**: a device subscribes with its cursors and receives sync batches until " +
+      "sync_complete.",
+    "",
+    resume,
+    "",
+  ];
+}
+
+function renderHistory(run: BenchRun): string[] {
+  const out = ["## History/sync", ""];
+  if (run.history.length > 0) out.push(...historyTables(run.history));
+  else out.push("No history results in this run.", "");
+  withAbsent(out, run, "history");
+  return out;
+}
+
+function cpuCell(fix: ProfileFix): string {
+  const b = fix.before.cpuUsPerMsg;
+  const a = fix.after.cpuUsPerMsg;
+  if (b === undefined && a === undefined) return "—";
+  const f = (v: number | undefined) => (v === undefined ? "—" : fmtNum(v, 1));
+  return `${f(b)} → ${f(a)}`;
+}
+
+function renderProfile(profile: readonly ProfileFix[]): string[] {
+  const out = ["## Profiling: before and after", ""];
+  if (profile.length === 0) {
+    out.push("No profiling fixes recorded for this run.", "");
+    return out;
+  }
+  out.push(
+    "Each fix was measured with the same 1:1 scenario before and after the change.",
+    "",
+    table(
+      ["Fix", "Sustained msgs/s", "Change", "p99 deliver ms", "CPU µs/msg"],
+      profile.map((fix) => [
+        fix.title,
+        `${fmtNum(fix.before.sustainedPerSec)} → ${fmtNum(fix.after.sustainedPerSec)}`,
+        fmtRatio(fix.after.sustainedPerSec, fix.before.sustainedPerSec),
+        `${fmtMs(fix.before.p99DeliverUs)} → ${fmtMs(fix.after.p99DeliverUs)}`,
+        cpuCell(fix),
+      ]),
+    ),
+    "",
+  );
+  for (const fix of profile) out.push(`- **${fix.title}**: ${fix.detail}`);
+  out.push("");
+  return out;
+}
+
+function renderSkipped(run: BenchRun): string[] {
+  const out = ["## Skipped", ""];
+  if (run.skipped.length === 0) out.push("Nothing was skipped.", "");
+  else {
+    out.push(
+      table(
+        ["Scenario", "Target", "Reason"],
+        run.skipped.map((s) => [s.scenario, code(s.target), s.reason]),
+      ),
+      "",
+    );
+  }
+  return out;
+}
+
+function renderMachine(run: BenchRun): string[] {
+  const m = run.machine;
+  return [
+    "## Machine",
+    "",
+    table(
+      ["", ""],
+      [
+        ["CPU", `${m.cpuModel} (${fmtNum(m.cores)} cores)`],
+        ["Memory", fmtGib(m.memoryBytes)],
+        ["OS", m.os],
+        ["Node", m.node],
+        ["Open-file limit", fmtNum(m.fdLimit)],
+        ["ejabberd", m.ejabberdVersion ?? "not available"],
+        ["PostgreSQL", m.postgresVersion ?? "not available"],
+      ],
+    ),
+    "",
+    "Every system ran in the same run on this same machine, one after another, with the " +
+      "load generator sharing its cores; compare the systems with each other rather than " +
+      "reading the absolute numbers as capacity on dedicated hardware.",
+    "",
+  ];
+}
+
+function renderSettings(run: BenchRun): string[] {
+  const entries = Object.entries(run.settings);
+  const out = ["## Settings", ""];
+  if (entries.length === 0) {
+    out.push("No bench-only settings: every server ran with its production defaults.", "");
+    return out;
+  }
+  out.push(
+    "Bench-only server settings that differ from production defaults:",
+    "",
+    table(
+      ["Setting", "Value and why"],
+      entries.map(([k, v]) => [code(k), v]),
+    ),
+    "",
+  );
+  return out;
+}
+
+/** Extra, optional inputs to renderMarkdown. */
+export interface RenderOptions {
+  /** Path of the saved results JSON, relative to the markdown file, to link to. */
+  resultsFile?: string;
+}
+
+/**
+ * Renders docs/BENCHMARKS.md for one run. Pure: `chartFiles` maps a ChartKey to the chart's
+ * path relative to the markdown file; a chart not in the map is not referenced.
+ */
+export function renderMarkdown(
+  run: BenchRun,
+  profile: ProfileFix[],
+  chartFiles: Record<string, string>,
+  options: RenderOptions = {},
+): string {
+  const out: string[] = [
+    "# Benchmarks",
+    "",
+    "<!-- Generated by bench/report.ts; edits are overwritten. -->",
+    "",
+    "> **Generated file.** `npm run bench` runs the full benchmark and rewrites this page " +
+      "(`npm run bench -- --quick` for the smoke run); " +
+      "`npx tsx bench/report-cli.ts bench/results/latest.json` regenerates it from saved " +
+      "results.",
+    "",
+    table(
+      ["Run", ""],
+      [
+        ["Date", fmtDate(run.startedAt)],
+        ["Duration", fmtDuration(run.durationMs)],
+        ["Mode", run.mode === "quick" ? "quick (smoke run, reduced scale)" : "full"],
+        ["Git commit", code(run.gitCommit)],
+        ...(options.resultsFile === undefined
+          ? []
+          : [["Raw results", `[${options.resultsFile}](${options.resultsFile})`]]),
+      ],
+    ),
+    "",
+  ];
+  if (run.mode === "quick") {
+    out.push(
+      "This is a quick run: scales and durations are reduced, so the targets below are " +
+        "not expected to be met.",
+      "",
+    );
+  }
+  out.push(...renderMachine(run), ...renderSettings(run));
+  out.push("## Summary", "", renderSummary(run), "", "### Targets", "", renderTargets(run), "");
+  out.push(
+    ...renderOneToOne(run, chartFiles),
+    ...renderGroup(run, chartFiles),
+    ...renderIdle(run, chartFiles),
+    ...renderReconnect(run),
+    ...renderHistory(run),
+    ...renderProfile(profile),
+    ...renderSkipped(run),
+  );
+  out.push(
+    "## How to read and reproduce",
+    "",
+    "- Rates are per second over a step; latencies are in milliseconds, measured from the " +
+      "intended send time. p99.9 needs ≥ 1,000 samples per step to mean much.",
+    "- A ✗ in *Within SLO* marks the step where the system saturated; steps past it show " +
+      "queueing, not steady state.",
+    "- Reproduce with `npm run bench` (full) or `npm run bench -- --quick` (smoke). Results " +
+      "land in `bench/results/`; `npx tsx bench/report-cli.ts <results.json>` re-renders this " +
+      "page, reading `bench/profile-fixes.json` when it exists.",
+    "- Run on an otherwise idle machine; the load generator shares the cores with the " +
+      "servers, so background load skews every system.",
+    "",
+  );
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------------------
+// SVG charts
+
+export interface ChartPoint {
+  x: number;
+  y: number;
+}
+
+export interface ChartSeries {
+  name: string;
+  points: ChartPoint[];
+  /** Defaults to TARGET_COLORS[name] for target names, else a fallback palette. */
+  color?: string;
+}
+
+export interface LineChartOptions {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  series: ChartSeries[];
+  /** A dashed horizontal reference line, e.g. the 50 ms SLO (in y units). */
+  threshold?: { y: number; label: string };
+  /** Log-scale y axis; latency explodes past saturation, so log keeps both ends legible. */
+  logY?: boolean;
+  width?: number;
+  height?: number;
+  formatX?: (v: number) => string;
+  formatY?: (v: number) => string;
+}
+
+export interface BarChartOptions {
+  title: string;
+  yLabel: string;
+  bars: { label: string; value: number; color?: string }[];
+  threshold?: { value: number; label: string };
+  width?: number;
+  height?: number;
+  formatValue?: (v: number) => string;
+}
+
+const FALLBACK_COLORS = ["#0891b2", "#ca8a04", "#db2777", "#4b5563"];
+const FONT = "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif";
+const THRESHOLD_COLOR = "#dc2626";
+
+function esc(text: string): string {
+  return text
+    .replace(/&/g, "&amp;")
+    .replace(/</g, "&lt;")
+    .replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;");
+}
+
+/** Coordinates rounded to 0.1 px keep the files small and byte-stable across runs. */
+function px(n: number): string {
+  return String(Math.round(n * 10) / 10);
+}
+
+function colorFor(name: string, index: number, explicit?: string): string {
+  if (explicit !== undefined) return explicit;
+  if ((TARGETS as readonly string[]).includes(name)) return TARGET_COLORS[name as TargetName];
+  return FALLBACK_COLORS[index % FALLBACK_COLORS.length] ?? "#4b5563";
+}
+
+/** A 1/2/5 × 10^k step giving about `count` ticks over [0, max]. */
+function niceStep(max: number, count: number): number {
+  const raw = max / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const norm = raw / mag;
+  const nice = norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10;
+  return nice * mag;
+}
+
+function linearTicks(max: number, count = 5): { max: number; ticks: number[] } {
+  const top = max > 0 && Number.isFinite(max) ? max : 1;
+  const step = niceStep(top, count);
+  const niceMax = Math.ceil(top / step - 1e-9) * step;
+  const ticks: number[] = [];
+  for (let i = 0; i * step <= niceMax + step * 1e-9; i++) ticks.push(i * step);
+  return { max: niceMax, ticks };
+}
+
+function logTicks(lo: number, hi: number): { lo: number; hi: number; ticks: number[] } {
+  const e0 = Math.floor(Math.log10(lo));
+  const e1 = Math.max(Math.ceil(Math.log10(hi)), e0 + 1);
+  const multipliers = e1 - e0 <= 3 ? [1, 2, 5] : [1];
+  const ticks: number[] = [];
+  for (let e = e0; e <= e1; e++) {
+    for (const m of multipliers) {
+      const v = m * 10 ** e;
+      if (v <= 10 ** e1 * 1.0000001) ticks.push(Number(v.toPrecision(6)));
+    }
+  }
+  return { lo: 10 ** e0, hi: 10 ** e1, ticks };
+}
+
+/** Compact axis labels: 1,500 → "1.5k", 2,000,000 → "2M"; small values keep decimals. */
+export function fmtAxis(v: number): string {
+  const abs = Math.abs(v);
+  const trim = (s: string) => s.replace(/\.0+$/, "").replace(/(\.\d*?)0+$/, "$1");
+  if (abs >= 1e6) return `${trim((v / 1e6).toFixed(1))}M`;
+  if (abs >= 1000) return `${trim((v / 1e3).toFixed(1))}k`;
+  if (abs >= 1 || abs === 0) return trim(v.toFixed(1));
+  return trim(v.toPrecision(2));
+}
+
+interface Frame {
+  width: number;
+  height: number;
+  left: number;
+  top: number;
+  plotW: number;
+  plotH: number;
+}
+
+function frame(width: number, height: number, legendW: number): Frame {
+  const left = 76;
+  const top = 44;
+  return { width, height, left, top, plotW: width - left - legendW, plotH: height - top - 56 };
+}
+
+function svgOpen(f: Frame, title: string): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${f.width}" height="${f.height}" ` +
+      `viewBox="0 0 ${f.width} ${f.height}" font-family="${esc(FONT)}" font-size="12" ` +
+      `role="img" aria-label="${esc(title)}">`,
+    `<title>${esc(title)}</title>`,
+    `<rect width="${f.width}" height="${f.height}" fill="#ffffff"/>`,
+    `<text x="${px(f.width / 2)}" y="24" text-anchor="middle" font-size="15" ` +
+      `font-weight="600" fill="#111827">${esc(title)}</text>`,
+  ];
+}
+
+function noData(f: Frame): string {
+  return (
+    `<text x="${px(f.left + f.plotW / 2)}" y="${px(f.top + f.plotH / 2)}" ` +
+    `text-anchor="middle" fill="#6b7280">no data</text>`
+  );
+}
+
+function yAxisLabel(f: Frame, label: string): string {
+  const cy = f.top + f.plotH / 2;
+  return (
+    `<text x="18" y="${px(cy)}" text-anchor="middle" fill="#374151" ` +
+    `transform="rotate(-90 18 ${px(cy)})">${esc(label)}</text>`
+  );
+}
+
+/**
+ * A self-contained SVG line chart (~720×360): one polyline with markers per series, axes
+ * with tick labels, a legend and an optional dashed threshold line. Pure.
+ */
+export function lineChartSvg(opts: LineChartOptions): string {
+  const f = frame(opts.width ?? 720, opts.height ?? 360, 170);
+  const fx = opts.formatX ?? fmtAxis;
+  const fy = opts.formatY ?? fmtAxis;
+  const logY = opts.logY ?? false;
+  const all = opts.series.flatMap((s) => s.points);
+  const out = svgOpen(f, opts.title);
+
+  const xs = linearTicks(Math.max(0, ...all.map((p) => p.x)));
+  const ys = all.map((p) => p.y);
+  if (opts.threshold) ys.push(opts.threshold.y);
+  const positive = ys.filter((y) => y > 0);
+  let yOf: (y: number) => number;
+  let yTicks: number[];
+  if (logY) {
+    const lo = positive.length > 0 ? Math.min(...positive) : 1;
+    const hi = positive.length > 0 ? Math.max(...positive) : 10;
+    const t = logTicks(lo, hi);
+    const [l0, l1] = [Math.log10(t.lo), Math.log10(t.hi)];
+    // Non-positive values cannot sit on a log axis, so they are pinned to its floor.
+    yOf = (y) => {
+      const v = Math.log10(Math.max(y, t.lo));
+      return f.top + f.plotH - ((v - l0) / (l1 - l0)) * f.plotH;
+    };
+    yTicks = t.ticks;
+  } else {
+    const t = linearTicks(Math.max(0, ...ys));
+    yOf = (y) => f.top + f.plotH - (Math.max(y, 0) / t.max) * f.plotH;
+    yTicks = t.ticks;
+  }
+  const xOf = (x: number) => f.left + (x / xs.max) * f.plotW;
+  const bottom = f.top + f.plotH;
+  const right = f.left + f.plotW;
+
+  // Grid and tick labels first so the data draws on top.
+  for (const t of yTicks) {
+    const y = px(yOf(t));
+    out.push(
+      `<line x1="${f.left}" y1="${y}" x2="${px(right)}" y2="${y}" stroke="#e5e7eb"/>`,
+      `<text x="${f.left - 6}" y="${y}" dy="4" text-anchor="end" fill="#374151">` +
+        `${esc(fy(t))}</text>`,
+    );
+  }
+  for (const t of xs.ticks) {
+    const x = px(xOf(t));
+    out.push(
+      `<line x1="${x}" y1="${px(bottom)}" x2="${x}" y2="${px(bottom + 4)}" stroke="#6b7280"/>`,
+      `<text x="${x}" y="${px(bottom + 18)}" text-anchor="middle" fill="#374151">` +
+        `${esc(fx(t))}</text>`,
+    );
+  }
+  out.push(
+    `<line x1="${f.left}" y1="${px(bottom)}" x2="${px(right)}" y2="${px(bottom)}" ` +
+      `stroke="#6b7280"/>`,
+    `<line x1="${f.left}" y1="${f.top}" x2="${f.left}" y2="${px(bottom)}" stroke="#6b7280"/>`,
+    `<text x="${px(f.left + f.plotW / 2)}" y="${px(f.height - 12)}" text-anchor="middle" ` +
+      `fill="#374151">${esc(opts.xLabel)}</text>`,
+    yAxisLabel(f, opts.yLabel + (logY ? " (log scale)" : "")),
+  );
+
+  if (opts.threshold) {
+    const y = px(yOf(opts.threshold.y));
+    out.push(
+      `<line class="threshold" x1="${f.left}" y1="${y}" x2="${px(right)}" y2="${y}" ` +
+        `stroke="${THRESHOLD_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>`,
+      `<text x="${px(right - 4)}" y="${y}" dy="-5" text-anchor="end" ` +
+        `fill="${THRESHOLD_COLOR}">${esc(opts.threshold.label)}</text>`,
+    );
+  }
+
+  if (all.length === 0) out.push(noData(f));
+  opts.series.forEach((s, i) => {
+    const color = colorFor(s.name, i, s.color);
+    // Step order, not x order: achieved rates can fall back past saturation.
+    const pts = s.points;
+    const coords = pts.map((p) => `${px(xOf(p.x))},${px(yOf(p.y))}`).join(" ");
+    out.push(
+      `<g class="series" data-series="${esc(s.name)}">`,
+      `<polyline points="${coords}" fill="none" stroke="${color}" stroke-width="2" ` +
+        `stroke-linejoin="round"/>`,
+      ...pts.map(
+        (p) =>
+          `<circle cx="${px(xOf(p.x))}" cy="${px(yOf(p.y))}" r="3" fill="${color}">` +
+          `<title>${esc(`${s.name}: ${fx(p.x)} → ${fy(p.y)}`)}</title></circle>`,
+      ),
+      "</g>",
+    );
+  });
+
+  // Legend to the right of the plot so it never covers data.
+  const lx = right + 16;
+  let ly = f.top + 8;
+  opts.series.forEach((s, i) => {
+    const color = colorFor(s.name, i, s.color);
+    out.push(
+      `<line x1="${px(lx)}" y1="${ly}" x2="${px(lx + 22)}" y2="${ly}" stroke="${color}" ` +
+        `stroke-width="2"/>`,
+      `<circle cx="${px(lx + 11)}" cy="${ly}" r="3" fill="${color}"/>`,
+      `<text x="${px(lx + 30)}" y="${ly}" dy="4" fill="#111827">${esc(s.name)}</text>`,
+    );
+    ly += 20;
+  });
+  if (opts.threshold) {
+    out.push(
+      `<line x1="${px(lx)}" y1="${ly}" x2="${px(lx + 22)}" y2="${ly}" ` +
+        `stroke="${THRESHOLD_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>`,
+      `<text x="${px(lx + 30)}" y="${ly}" dy="4" fill="#111827">` +
+        `${esc(opts.threshold.label)}</text>`,
+    );
+  }
+  out.push("</svg>", "");
+  return out.join("\n");
+}
+
+/**
+ * A self-contained SVG bar chart (~720×360): one labelled bar per entry, value labels on
+ * the bars and an optional dashed threshold line. Pure.
+ */
+export function barChartSvg(opts: BarChartOptions): string {
+  const f = frame(opts.width ?? 720, opts.height ?? 360, 24);
+  const fv = opts.formatValue ?? fmtAxis;
+  const out = svgOpen(f, opts.title);
+  const values = opts.bars.map((b) => b.value);
+  if (opts.threshold) values.push(opts.threshold.value);
+  // 10% headroom keeps value labels and the threshold label off the top edge.
+  const t = linearTicks(Math.max(0, ...values) * 1.1);
+  const yOf = (v: number) => f.top + f.plotH - (Math.max(v, 0) / t.max) * f.plotH;
+  const bottom = f.top + f.plotH;
+  const right = f.left + f.plotW;
+
+  for (const tick of t.ticks) {
+    const y = px(yOf(tick));
+    out.push(
+      `<line x1="${f.left}" y1="${y}" x2="${px(right)}" y2="${y}" stroke="#e5e7eb"/>`,
+      `<text x="${f.left - 6}" y="${y}" dy="4" text-anchor="end" fill="#374151">` +
+        `${esc(fmtAxis(tick))}</text>`,
+    );
+  }
+  out.push(
+    `<line x1="${f.left}" y1="${px(bottom)}" x2="${px(right)}" y2="${px(bottom)}" ` +
+      `stroke="#6b7280"/>`,
+    `<line x1="${f.left}" y1="${f.top}" x2="${f.left}" y2="${px(bottom)}" stroke="#6b7280"/>`,
+    yAxisLabel(f, opts.yLabel),
+  );
+  if (opts.bars.length === 0) out.push(noData(f));
+
+  const slot = f.plotW / Math.max(opts.bars.length, 1);
+  const barW = Math.min(slot * 0.6, 120);
+  opts.bars.forEach((b, i) => {
+    const color = colorFor(b.label, i, b.color);
+    const cx = f.left + slot * (i + 0.5);
+    const y = yOf(b.value);
+    out.push(
+      `<rect class="bar" x="${px(cx - barW / 2)}" y="${px(y)}" width="${px(barW)}" ` +
+        `height="${px(bottom - y)}" fill="${color}"><title>${esc(`${b.label}: ${fv(b.value)}`)}` +
+        "</title></rect>",
+      `<text x="${px(cx)}" y="${px(y - 6)}" text-anchor="middle" fill="#111827">` +
+        `${esc(fv(b.value))}</text>`,
+      `<text x="${px(cx)}" y="${px(bottom + 18)}" text-anchor="middle" fill="#374151">` +
+        `${esc(b.label)}</text>`,
+    );
+  });
+
+  if (opts.threshold) {
+    const y = px(yOf(opts.threshold.value));
+    out.push(
+      `<line class="threshold" x1="${f.left}" y1="${y}" x2="${px(right)}" y2="${y}" ` +
+        `stroke="${THRESHOLD_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>`,
+      `<text x="${px(right - 4)}" y="${y}" dy="-5" text-anchor="end" ` +
+        `fill="${THRESHOLD_COLOR}">${esc(opts.threshold.label)}</text>`,
+    );
+  }
+  out.push("</svg>", "");
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------------------
+// Charts for a run, and the writer
+
+function rampSeries(results: readonly RampResult[], x: (s: RateStep) => number): ChartSeries[] {
+  return TARGETS.flatMap((t) => {
+    const r = byTarget(results, t);
+    if (!r || r.steps.length === 0) return [];
+    return [{ name: t, points: r.steps.map((s) => ({ x: x(s), y: s.deliver.p99 / 1000 })) }];
+  });
+}
+
+/** The SVG charts a run has data for, keyed by ChartKey. Pure. */
+export function renderCharts(run: BenchRun): Partial<Record<ChartKey, string>> {
+  const charts: Partial<Record<ChartKey, string>> = {};
+  const slo = { y: SLO_P99_US / 1000, label: `SLO ${fmtNum(SLO_P99_US / 1000)} ms` };
+  const one = rampSeries(run.oneToOne, (s) => s.offeredPerSec);
+  if (one.length > 0) {
+    charts.oneToOne = lineChartSvg({
+      title: "1:1 chat: p99 send→deliver by offered rate",
+      xLabel: "offered msgs/s",
+      yLabel: "p99 send→deliver, ms",
+      series: one,
+      threshold: slo,
+      logY: true,
+    });
+  }
+  const group = rampSeries(run.groupFanout.results, (s) => s.deliveriesPerSec);
+  if (group.length > 0) {
+    charts.groupFanout = lineChartSvg({
+      title: `Group fan-out (${fmtNum(run.groupFanout.groupSize)} members): p99 by deliveries/s`,
+      xLabel: "deliveries/s",
+      yLabel: "p99 send→deliver, ms",
+      series: group,
+      threshold: slo,
+      logY: true,
+    });
+  }
+  const idle = TARGETS.flatMap((t) => {
+    const r = byTarget(run.idle, t);
+    return r ? [{ label: t, value: r.rssPerConnBytes / 1024 }] : [];
+  });
+  if (idle.length > 0) {
+    charts.idle = barChartSvg({
+      title: "Idle connections: RSS per connection",
+      yLabel: "KB per connection",
+      bars: idle,
+      threshold: { value: IDLE_TARGET_BYTES_PER_CONN / 1024, label: "target 10 KB" },
+      formatValue: (v) => `${fmtNum(v, 1)} KB`,
+    });
+  }
+  return charts;
+}
+
+/** Writes docs/BENCHMARKS.md and its SVG charts under docs/bench/ from one run. */
+export async function writeReport(
+  run: BenchRun,
+  opts: { docsDir: string; profile: ProfileFix[]; resultsFile: string },
+): Promise<{ markdownPath: string; charts: string[] }> {
+  const chartDir = path.join(opts.docsDir, "bench");
+  await mkdir(chartDir, { recursive: true });
+  const svgs = renderCharts(run);
+  const chartFiles: Record<string, string> = {};
+  const charts: string[] = [];
+  for (const key of Object.keys(CHART_NAMES) as ChartKey[]) {
+    const file = path.join(chartDir, CHART_NAMES[key]);
+    const svg = svgs[key];
+    if (svg === undefined) {
+      // A chart from an earlier run would otherwise sit next to a report that lacks its data.
+      await rm(file, { force: true });
+      continue;
+    }
+    await writeFile(file, svg);
+    charts.push(file);
+    chartFiles[key] = `bench/${CHART_NAMES[key]}`;
+  }
+  const markdownPath = path.join(opts.docsDir, "BENCHMARKS.md");
+  // Markdown links use forward slashes whatever the platform.
+  const resultsFile = path.relative(opts.docsDir, opts.resultsFile).split(path.sep).join("/");
+  await writeFile(markdownPath, renderMarkdown(run, opts.profile, chartFiles, { resultsFile }));
+  return { markdownPath, charts };
+}

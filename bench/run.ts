@@ -1,0 +1,199 @@
+/**
+ * `npm run bench` (about 10 minutes) and `npm run bench -- --quick` (about
+ * one): every scenario against ours, the raw relay and ejabberd, in one run
+ * on this machine. Writes the results JSON and docs/BENCHMARKS.md.
+ *
+ * Flags: --quick, --only=<scenario,...> (one-to-one, group-fanout, idle,
+ * reconnect, history), --targets=<name,...>, --out=<dir> (where
+ * the JSON and the report go; default docs/ for a full run, .tmp/bench for
+ * --quick), --server-root=<checkout> (measure another revision of the server),
+ * --cpu-prof=<dir> (V8 CPU profiles of our server, one per scenario),
+ * --set=<size>:<n>,... (override sizes, e.g. idleSessions:5000 or rates:1000/2000).
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { join, resolve } from "node:path";
+import { type BenchContext, fullScale, quickScale, startWorkers } from "./lib/context.js";
+import { killAll } from "./lib/procs.js";
+import type { BenchRun, ProfileFix, TargetName } from "./lib/results.js";
+import { writeReport } from "./report.js";
+import { groupFanout } from "./scenarios/group-fanout.js";
+import { historySync } from "./scenarios/history-sync.js";
+import { idle } from "./scenarios/idle.js";
+import { oneToOne } from "./scenarios/one-to-one.js";
+import { reconnectStorm } from "./scenarios/reconnect-storm.js";
+import { benchSettings } from "./targets/ours.js";
+
+const repo = resolve(import.meta.dirname, "..");
+const args = process.argv.slice(2);
+if (args.includes("--help")) {
+  process.stdout.write(`usage: npm run bench -- [flags]
+  --quick                 smoke run of about a minute (writes .tmp/bench/ unless --out)
+  --only=a,b              scenarios: one-to-one, group-fanout, idle, reconnect, history
+  --targets=a,b           systems: ours, relay, ejabberd-routing, ejabberd-archive
+  --out=<dir>             where results (bench/results-*.json) and BENCHMARKS.md go
+  --server-root=<dir>     measure another checkout of the server (before/after a fix)
+  --cpu-prof=<dir>        V8 CPU profiles of our server, one per scenario
+  --set=<size>:<n>,...    override sizes, e.g. idleSessions:5000 or rates:1000/2000
+`);
+  process.exit(0);
+}
+const flag = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+const quick = args.includes("--quick");
+const only = flag("only")?.split(",");
+const targetFilter = flag("targets")?.split(",");
+const outDir = resolve(flag("out") ?? (quick ? join(repo, ".tmp/bench") : join(repo, "docs")));
+const serverRoot = flag("server-root");
+const cpuProfileDir = flag("cpu-prof");
+
+// Bounded in time whatever happens: the deadline kills every process the bench started.
+const budgetMs = quick ? 4 * 60_000 : 20 * 60_000;
+const deadline = setTimeout(() => {
+  process.stderr.write(`\nbench: over its ${budgetMs / 60_000} min budget, stopping\n`);
+  killAll();
+  process.exit(2);
+}, budgetMs);
+deadline.unref();
+
+const startedAt = Date.now();
+const tty = process.stderr.isTTY;
+let lastProgress = "";
+const elapsed = () => `${((Date.now() - startedAt) / 1000).toFixed(0).padStart(4)}s`;
+const progress = (line: string) => {
+  lastProgress = line;
+  if (tty) process.stderr.write(`\r\x1b[2K[${elapsed()}] ${line}`);
+};
+const log = (line: string) => {
+  process.stderr.write(`${tty ? "\r\x1b[2K" : ""}[${elapsed()}] ${line}\n`);
+  if (tty && lastProgress) process.stderr.write(`[${elapsed()}] ${lastProgress}`);
+};
+// Without a terminal, show the progress line now and then so CI logs show life.
+const ticker = tty ? undefined : setInterval(() => lastProgress && log(lastProgress), 10_000);
+ticker?.unref();
+
+function sh(cmd: string, argv: string[]): string {
+  try {
+    return execFileSync(cmd, argv, {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
+  } catch {
+    return "";
+  }
+}
+
+function fdLimit(): number {
+  const m = /Max open files\s+(\d+)/.exec(readFileSync("/proc/self/limits", "utf8"));
+  return m ? Number(m[1]) : 0;
+}
+
+const run: BenchRun = {
+  startedAt: new Date(startedAt).toISOString(),
+  durationMs: 0,
+  mode: quick ? "quick" : "full",
+  gitCommit: sh("git", ["-C", repo, "rev-parse", "--short", "HEAD"]) || "unknown",
+  machine: {
+    cpuModel: os.cpus()[0]?.model ?? "unknown",
+    cores: os.cpus().length,
+    memoryBytes: os.totalmem(),
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    fdLimit: fdLimit(),
+  },
+  settings: {
+    ...benchSettings,
+    "load generator":
+      "2 worker processes on the same 2 cores; clients spread over 127.0.x.y source addresses",
+    ...(serverRoot ? { "server checkout": serverRoot } : {}),
+  },
+  oneToOne: [],
+  groupFanout: { groupSize: 0, groups: 0, results: [] },
+  idle: [],
+  reconnect: [],
+  history: [],
+  skipped: [],
+};
+const pg = sh("psql", ["-h", "127.0.0.1", "-U", "postgres", "-tAc", "show server_version"]);
+if (pg) run.machine.postgresVersion = pg;
+
+// --set=idleSessions:5000,idleHoldMs:30000 overrides sizes of the chosen scale.
+const scale = { ...(quick ? quickScale : fullScale) };
+for (const kv of flag("set")?.split(",") ?? []) {
+  const [k, v] = kv.split(":");
+  if (!k || !(k in scale) || v === undefined) throw new Error(`--set: unknown size ${k}`);
+  const value = v.includes("/") ? v.split("/").map(Number) : Number(v);
+  Object.assign(scale, { [k]: value });
+}
+run.groupFanout.groupSize = scale.groupSize;
+run.groupFanout.groups = scale.groups;
+const workers = await startWorkers(2);
+const ctx: BenchContext = {
+  scale,
+  quick,
+  workers,
+  run,
+  progress,
+  log,
+  ...(serverRoot ? { serverRoot: resolve(serverRoot) } : {}),
+  ...(cpuProfileDir ? { cpuProfileDir: resolve(cpuProfileDir) } : {}),
+};
+
+let errors = 0;
+const wants = (scenario: string) => !only || only.includes(scenario);
+const pick = (names: TargetName[]) =>
+  targetFilter ? names.filter((n) => targetFilter.includes(n)) : names;
+
+async function each<T>(
+  scenario: string,
+  names: TargetName[],
+  fn: (n: TargetName) => Promise<T | undefined>,
+  out: T[],
+) {
+  if (!wants(scenario)) return;
+  for (const name of pick(names)) {
+    log(`${scenario}: ${name}`);
+    try {
+      const r = await fn(name);
+      if (r) out.push(r);
+    } catch (err) {
+      errors++;
+      const reason = err instanceof Error ? err.message : String(err);
+      run.skipped.push({ scenario, target: name, reason: `error: ${reason}` });
+      log(`ERROR ${scenario} on ${name}: ${err instanceof Error ? err.stack : reason}`);
+      await Promise.all(workers.map((w) => w.rpc("closeAll").catch(() => undefined)));
+    }
+  }
+}
+
+const all: TargetName[] = ["ours", "relay", "ejabberd-routing", "ejabberd-archive"];
+await each("one-to-one", all, (n) => oneToOne(ctx, n), run.oneToOne);
+await each(
+  "group-fanout",
+  ["ours", "relay", "ejabberd-routing"],
+  (n) => groupFanout(ctx, n),
+  run.groupFanout.results,
+);
+await each("idle", ["ours", "relay", "ejabberd-routing"], (n) => idle(ctx, n), run.idle);
+await each("reconnect", ["ours"], () => reconnectStorm(ctx), run.reconnect);
+await each("history", ["ours"], () => historySync(ctx), run.history);
+
+await Promise.all(workers.map((w) => w.stop()));
+run.durationMs = Date.now() - startedAt;
+
+mkdirSync(join(outDir, "bench"), { recursive: true });
+const resultsFile = join(outDir, "bench", `results-${run.mode}.json`);
+writeFileSync(resultsFile, `${JSON.stringify(run, null, 2)}\n`);
+const profilePath = join(repo, "bench/profile-fixes.json");
+const profile: ProfileFix[] = existsSync(profilePath)
+  ? (JSON.parse(readFileSync(profilePath, "utf8")) as ProfileFix[])
+  : [];
+const report = await writeReport(run, { docsDir: outDir, profile, resultsFile });
+log(`results: ${resultsFile}`);
+log(`report: ${report.markdownPath}`);
+log(
+  `done in ${(run.durationMs / 1000).toFixed(0)} s${errors ? `, ${errors} scenario(s) failed` : ""}`,
+);
+clearTimeout(deadline);
+killAll();
+process.exitCode = errors ? 1 : 0;

@@ -1,0 +1,66 @@
+import { type BenchContext, closeClients, openClients, ramp, setRoutes } from "../lib/context.js";
+import type { RampResult, TargetName } from "../lib/results.js";
+import type { ClientSpec, Route } from "../worker.js";
+import { startTarget } from "./targets.js";
+
+/**
+ * Group fan-out: `groups` groups of `groupSize` members, all online; a few
+ * members of each group post at a ramped open-loop rate. Every message is one
+ * delivery per other member (XMPP MUC: its echo to the sender is the ack).
+ */
+export async function groupFanout(
+  ctx: BenchContext,
+  name: TargetName,
+): Promise<RampResult | undefined> {
+  const { groupSize, groups, groupSendersPerGroup, groupRates } = ctx.scale;
+  const users = groupSize * groups;
+  const t = await startTarget(ctx, name, users, "group-fanout");
+  if (!t) return undefined;
+  try {
+    const clients: ClientSpec[] = [];
+    const routes: Route[] = [];
+    for (let g = 0; g < groups; g++) {
+      const first = g * groupSize;
+      let dest = t.spec.kind === "relay" ? `g:g${g}` : `g${g}`;
+      if (t.ours) {
+        const members = Array.from({ length: groupSize - 1 }, (_, k) => `u${first + 1 + k}`);
+        const res = await t.ours.chat.createGroupConversation(
+          { title: `bench ${g}`, memberUserIds: members },
+          await t.ours.as(first),
+        );
+        dest = res.conversation!.conversationId;
+      }
+      for (let k = 0; k < groupSize; k++) {
+        const i = first + k;
+        clients.push({
+          index: i,
+          user: `u${i}`,
+          groups: [`g${g}`],
+          ...(t.ours ? { token: await t.ours.token(i) } : {}),
+        });
+        if (k < groupSendersPerGroup) routes.push({ client: i, dest, group: true });
+      }
+    }
+    ctx.progress(`${name}: opening ${users} group members`);
+    // MUC joins broadcast presence to every occupant: keep them gentle.
+    const opened = await openClients(
+      ctx,
+      t.spec,
+      clients,
+      undefined,
+      t.spec.kind === "xmpp" ? 16 : 64,
+    );
+    if (opened.failed > 0) throw new Error(`${opened.failed} sessions failed: ${opened.errors[0]}`);
+    await setRoutes(ctx, routes);
+    // Let join and membership traffic settle before measuring.
+    await new Promise((r) => setTimeout(r, ctx.quick ? 300 : 2000));
+    const result: RampResult = await ramp(ctx, name, groupRates, groupSize - 1, true, 200);
+    if (result.steps.every((s) => s.withinSlo)) {
+      result.notes = ["every step met the SLO: the ramp ended before this target saturated"];
+    }
+    await closeClients(ctx);
+    return result;
+  } finally {
+    await t.stop();
+  }
+}

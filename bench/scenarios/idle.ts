@@ -1,0 +1,66 @@
+import { type BenchContext, closeClients, openClients } from "../lib/context.js";
+import type { IdleResult, TargetName } from "../lib/results.js";
+import type { ClientSpec } from "../worker.js";
+import { startTarget } from "./targets.js";
+
+/** The production heartbeat interval (CHAT_HEARTBEAT_INTERVAL_MS default). */
+const heartbeatIntervalMs = 25_000;
+
+/**
+ * Idle connections: as many sessions as one process may hold here, each
+ * subscribed and heartbeating at the production interval, held past one
+ * interval; RSS per connection is the growth over the server's baseline.
+ */
+export async function idle(ctx: BenchContext, name: TargetName): Promise<IdleResult | undefined> {
+  const n = ctx.scale.idleSessions;
+  const t = await startTarget(ctx, name, n, "idle");
+  if (!t) return undefined;
+  try {
+    const clients: ClientSpec[] = [];
+    for (let i = 0; i < n; i++) {
+      clients.push({
+        index: i,
+        user: `u${i}`,
+        ...(t.ours ? { token: await t.ours.token(i) } : {}),
+      });
+    }
+    const rssBase = await t.rss();
+    ctx.progress(`${name}: opening ${n.toLocaleString()} idle sessions`);
+    const opened = await openClients(ctx, t.spec, clients, undefined, 64);
+    await Promise.all(
+      ctx.workers.map((w) => w.rpc("heartbeats", { intervalMs: heartbeatIntervalMs })),
+    );
+    const holdUntil = Date.now() + ctx.scale.idleHoldMs;
+    while (Date.now() < holdUntil) {
+      ctx.progress(
+        `${name}: holding ${opened.opened.toLocaleString()} sessions, ${Math.ceil((holdUntil - Date.now()) / 1000)} s left`,
+      );
+      await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(0, holdUntil - Date.now()))));
+    }
+    const status = await Promise.all(
+      ctx.workers.map((w) => w.rpc<{ alive: number; total: number }>("status")),
+    );
+    const held = status.reduce((a, s) => a + s.alive, 0);
+    const rssHeld = await t.rss();
+    const result: IdleResult = {
+      target: name,
+      attempted: n,
+      held,
+      rssBaseBytes: rssBase,
+      rssHeldBytes: rssHeld,
+      rssPerConnBytes: held ? Math.round((rssHeld - rssBase) / held) : 0,
+      heartbeatIntervalMs,
+      holdMs: ctx.scale.idleHoldMs,
+      connectPerSec: Math.round(opened.opened / (opened.ms / 1000)),
+    };
+    if (opened.failed)
+      result.notes = [`${opened.failed} sessions failed to open: ${opened.errors[0]}`];
+    ctx.log(
+      `${name} idle: held ${held}/${n}, ${(result.rssPerConnBytes / 1024).toFixed(1)} KB/conn, connect ${result.connectPerSec}/s`,
+    );
+    await closeClients(ctx);
+    return result;
+  } finally {
+    await t.stop();
+  }
+}

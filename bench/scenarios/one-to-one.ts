@@ -1,0 +1,66 @@
+import { type BenchContext, closeClients, openClients, ramp, setRoutes } from "../lib/context.js";
+import type { RampResult, TargetName } from "../lib/results.js";
+import type { ClientSpec, Route } from "../worker.js";
+import { directDest, startTarget } from "./targets.js";
+
+/**
+ * 1:1 chat: `pairs` conversations, both members online, each sending to the
+ * other. Open-loop steps ramp the rate until p99 send→deliver passes 50 ms.
+ * Both members of a pair live in one worker.
+ */
+export async function oneToOne(
+  ctx: BenchContext,
+  name: TargetName,
+): Promise<RampResult | undefined> {
+  const { pairs, rates } = ctx.scale;
+  const users = pairs * 2;
+  const t = await startTarget(ctx, name, users, "one-to-one");
+  if (!t) return undefined;
+  try {
+    const clients: ClientSpec[] = [];
+    for (let i = 0; i < users; i++) {
+      clients.push({
+        index: i,
+        user: `u${i}`,
+        ...(t.ours ? { token: await t.ours.token(i) } : {}),
+      });
+    }
+    const routes: Route[] = [];
+    for (let k = 0; k < pairs; k++) {
+      const a = 2 * k;
+      const b = a + 1;
+      if (t.ours) {
+        const res = await t.ours.chat.createDirectConversation(
+          { peerUserId: `u${b}` },
+          await t.ours.as(a),
+        );
+        const conv = res.conversation!.conversationId;
+        routes.push({ client: a, dest: conv }, { client: b, dest: conv });
+      } else {
+        routes.push(
+          { client: a, dest: directDest(t.spec, b) },
+          { client: b, dest: directDest(t.spec, a) },
+        );
+      }
+    }
+    ctx.progress(`${name}: opening ${users} sessions`);
+    const opened = await openClients(ctx, t.spec, clients, (c) => Math.floor(c.index / 2));
+    if (opened.failed > 0) throw new Error(`${opened.failed} sessions failed: ${opened.errors[0]}`);
+    await setRoutes(ctx, routes);
+    const result: RampResult = await ramp(
+      ctx,
+      name,
+      rates,
+      1,
+      name === "ours" || name === "relay",
+      100,
+    );
+    if (result.steps.every((s) => s.withinSlo)) {
+      result.notes = ["every step met the SLO: the ramp ended before this target saturated"];
+    }
+    await closeClients(ctx);
+    return result;
+  } finally {
+    await t.stop();
+  }
+}

@@ -1,0 +1,83 @@
+import type { BenchContext } from "../lib/context.js";
+import type { TargetName } from "../lib/results.js";
+import { ejabberdAvailable, startEjabberd } from "../targets/ejabberd.js";
+import { startOurs } from "../targets/ours.js";
+import { startRelay } from "../targets/relay.js";
+import type { TargetSpec } from "../worker.js";
+
+/** A started system under test, as the scenarios need it. */
+export interface Started {
+  name: TargetName;
+  spec: TargetSpec;
+  pid: number;
+  /** RSS in bytes; Node targets collect garbage first so it counts live memory only. */
+  rss(): Promise<number>;
+  stop(): Promise<void>;
+  ours?: Awaited<ReturnType<typeof startOurs>>;
+}
+
+/** Starts one target with `users` accounts, or returns why it cannot run here. */
+export async function startTarget(
+  ctx: BenchContext,
+  name: TargetName,
+  users: number,
+  scenario: string,
+): Promise<Started | undefined> {
+  if (name === "ours") {
+    const ours = await startOurs({
+      users,
+      ...(ctx.serverRoot ? { serverRoot: ctx.serverRoot } : {}),
+      ...(ctx.cpuProfileDir ? { cpuProfileDir: ctx.cpuProfileDir } : {}),
+    });
+    return {
+      name,
+      spec: { kind: "ours", host: ours.host, port: ours.port },
+      pid: ours.pid,
+      rss: () => ours.rssAfterGc(),
+      stop: () => ours.stop(),
+      ours,
+    };
+  }
+  if (name === "relay") {
+    const relay = await startRelay();
+    return {
+      name,
+      spec: { kind: "relay", host: relay.host, port: relay.port },
+      pid: relay.pid,
+      rss: () => relay.rssAfterGc(),
+      stop: () => relay.stop(),
+    };
+  }
+  const avail = ejabberdAvailable();
+  if (!avail.ok) {
+    ctx.run.skipped.push({ scenario, target: name, reason: avail.reason });
+    ctx.log(`SKIPPED ${scenario} on ${name}: ${avail.reason}`);
+    return undefined;
+  }
+  const ej = await startEjabberd({
+    mode: name === "ejabberd-archive" ? "archive" : "routing",
+    users,
+    log: (l) => ctx.log(`[${name}] ${l}`),
+  });
+  ctx.run.machine.ejabberdVersion = ej.version;
+  return {
+    name,
+    spec: {
+      kind: "xmpp",
+      host: ej.host,
+      port: ej.port,
+      domain: ej.domain,
+      mucDomain: ej.mucDomain,
+    },
+    pid: ej.pid,
+    rss: () => ej.rssBytes(),
+    stop: () => ej.stop(),
+  };
+}
+
+/** Where a message to user u<i> goes on this target. */
+export function directDest(spec: TargetSpec, i: number): string {
+  if (spec.kind === "relay") return `u:u${i}`;
+  if (spec.kind === "xmpp") return `u${i}@${spec.domain}/r`;
+  throw new Error("ours addresses conversations, not users");
+}

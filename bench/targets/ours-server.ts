@@ -1,0 +1,70 @@
+/**
+ * Child process: the embedded default (edge, router, store on SQLite with
+ * durable acks) as `npm start` runs it, with users provisioned up front.
+ * Driven by the bench over IPC.
+ */
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { DevicePlatform } from "../../gen/chat/v1/model_pb.js";
+import { type ConfigInput, toConfig } from "../../lib/config.js";
+import { createRootLogger } from "../../lib/logger.js";
+import { serveRpc } from "../lib/procs.js";
+
+interface StartArgs {
+  config: ConfigInput;
+  /** Users u0..u{n-1}, each with device d-u<i>. */
+  users: number;
+  /** Another checkout's root, to measure an older revision with the same bench. */
+  serverRoot?: string;
+}
+
+type Embedded = {
+  start(): Promise<{ port: number }>;
+  stop(): Promise<void>;
+};
+let app: Embedded | undefined;
+
+type OpenStore = typeof import("../../lib/backends/sqlite/sqlite-store.js").openSqliteStore;
+
+async function provision(root: string, dataDir: string, users: number) {
+  const { openSqliteStore } = (await import(
+    pathToFileURL(join(root, "lib/backends/sqlite/sqlite-store.ts")).href
+  )) as { openSqliteStore: OpenStore };
+  // Provisioning is setup, not load: no fsync per row. The server itself runs synchronous=FULL.
+  const store = openSqliteStore({ path: join(dataDir, "chat.db"), synchronous: "NORMAL" });
+  for (let i = 0; i < users; i++) {
+    await store.putUser(`u${i}`, `u${i}`, false);
+    await store.ensureDevice(`u${i}`, `d-u${i}`, DevicePlatform.UNSPECIFIED);
+  }
+  await store.close();
+}
+
+serveRpc({
+  async start(args: StartArgs) {
+    // Key secrets cross IPC as base64 (structured JSON would mangle a Uint8Array).
+    const auth = args.config.auth ?? {};
+    const signingKeys = (auth.signingKeys ?? []).map((k) => ({
+      kid: k.kid,
+      secret: Buffer.from(k.secret as unknown as string, "base64"),
+    }));
+    const config = toConfig({ ...args.config, auth: { ...auth, signingKeys } });
+    const root = args.serverRoot ?? join(import.meta.dirname, "../..");
+    await provision(root, config.dataDir, args.users);
+    const mod = (await import(pathToFileURL(join(root, "services/embedded.ts")).href)) as {
+      createEmbedded: (c: unknown, d: unknown) => Embedded;
+    };
+    app = mod.createEmbedded(config, { logger: createRootLogger(config.logLevel) });
+    const address = await app.start();
+    return { port: address.port, pid: process.pid };
+  },
+  gc() {
+    globalThis.gc?.();
+    return process.memoryUsage().rss;
+  },
+  async stop() {
+    await app?.stop();
+    app = undefined;
+    setImmediate(() => process.exit(0));
+    return true;
+  },
+});

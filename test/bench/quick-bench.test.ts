@@ -1,0 +1,106 @@
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { BenchRun } from "../../bench/lib/results.js";
+
+const repo = join(import.meta.dirname, "../..");
+const out = mkdtempSync(join(tmpdir(), "bench-quick-"));
+let code = -1;
+let stderr = "";
+let run: BenchRun;
+
+/** Command lines of every process on the machine. */
+function processes(): string[] {
+  const cmds: string[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      cmds.push(readFileSync(`/proc/${d}/cmdline`, "utf8").replaceAll("\0", " "));
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return cmds;
+}
+
+const benchProcess =
+  /bench\/(worker|targets\/ours-server|targets\/relay-server)\.ts|bench_ejabberd/;
+
+beforeAll(async () => {
+  // `npm run bench -- --quick`, end to end, writing into a temp dir instead of docs/.
+  await new Promise<void>((resolve) => {
+    const child = execFile(
+      "npx",
+      ["tsx", "bench/run.ts", "--quick", `--out=${out}`],
+      { cwd: repo, timeout: 280_000, maxBuffer: 16 << 20 },
+      (_err, _stdout, err) => {
+        code = child.exitCode ?? 1;
+        stderr = err;
+        resolve();
+      },
+    );
+  });
+  run = JSON.parse(readFileSync(join(out, "bench", "results-quick.json"), "utf8")) as BenchRun;
+}, 300_000);
+
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+describe("npm run bench -- --quick", () => {
+  it("finishes cleanly with every scenario run on every system", () => {
+    expect(code, stderr.slice(-4000)).toBe(0);
+    expect(run.mode).toBe("quick");
+    expect(run.skipped).toEqual([]);
+    expect(run.oneToOne.map((r) => r.target).sort()).toEqual(
+      ["ejabberd-archive", "ejabberd-routing", "ours", "relay"].sort(),
+    );
+    expect(run.groupFanout.results.map((r) => r.target).sort()).toEqual(
+      ["ejabberd-routing", "ours", "relay"].sort(),
+    );
+    expect(run.idle.map((r) => r.target).sort()).toEqual(["ejabberd-routing", "ours", "relay"]);
+    expect(run.reconnect.map((r) => r.target)).toEqual(["ours"]);
+    expect(run.history.map((r) => r.target)).toEqual(["ours"]);
+  });
+
+  it("measured real traffic: messages delivered with latencies, sessions held", () => {
+    for (const r of [...run.oneToOne, ...run.groupFanout.results]) {
+      const first = r.steps[0]!;
+      expect(first.achievedPerSec, r.target).toBeGreaterThan(0);
+      expect(first.deliver.count, r.target).toBeGreaterThan(0);
+      expect(first.deliver.p50, r.target).toBeGreaterThan(0);
+      expect(first.deliver.p99, r.target).toBeGreaterThanOrEqual(first.deliver.p50);
+    }
+    const ours = run.oneToOne.find((r) => r.target === "ours")!;
+    // Our acks are durable commits: every sent message was acknowledged.
+    expect(ours.steps[0]!.ack!.count).toBeGreaterThan(0);
+    for (const i of run.idle) {
+      expect(i.held, i.target).toBe(i.attempted);
+      expect(i.rssHeldBytes, i.target).toBeGreaterThan(0);
+    }
+    expect(run.history[0]!.paging.eventsPerSec).toBeGreaterThan(0);
+    expect(run.history[0]!.resume.eventsPerResume).toBeGreaterThan(0);
+  });
+
+  it("the reconnect storm loses nothing and duplicates nothing", () => {
+    const storm = run.reconnect[0]!;
+    expect(storm.clients).toBe(400);
+    expect(storm.caughtUp).toBe(storm.clients);
+    expect(storm.lost).toBe(0);
+    expect(storm.duplicated).toBe(0);
+  });
+
+  it("writes the report with its charts", () => {
+    const md = readFileSync(join(out, "BENCHMARKS.md"), "utf8");
+    expect(md).toContain(run.machine.cpuModel);
+    expect(md).toContain("ejabberd");
+    for (const m of md.matchAll(/\]\((bench\/[^)]+\.svg)\)/g)) {
+      expect(existsSync(join(out, m[1]!)), m[1]).toBe(true);
+    }
+    expect(md).toMatch(/\]\(bench\/one-to-one\.svg\)/);
+  });
+
+  it("leaves no process behind", () => {
+    expect(processes().filter((p) => benchProcess.test(p))).toEqual([]);
+  });
+});

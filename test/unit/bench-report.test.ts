@@ -1,0 +1,336 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import type {
+  BenchRun,
+  LatencySummary,
+  ProfileFix,
+  RampResult,
+  TargetName,
+} from "../../bench/lib/results.js";
+import {
+  barChartSvg,
+  fmtMs,
+  fmtNum,
+  lineChartSvg,
+  renderMarkdown,
+  writeReport,
+} from "../../bench/report.js";
+
+const lat = (p99Us: number): LatencySummary => ({
+  count: 1000,
+  p50: p99Us / 4,
+  p90: p99Us / 2,
+  p99: p99Us,
+  p999: p99Us * 2,
+  max: p99Us * 3,
+  mean: p99Us / 3,
+});
+
+const ramp = (target: TargetName, sustained: number, deliveriesPerMsg = 1): RampResult => ({
+  target,
+  sustainedPerSec: sustained,
+  sustainedDeliveriesPerSec: sustained * deliveriesPerMsg,
+  steps: [
+    {
+      offeredPerSec: sustained,
+      achievedPerSec: sustained,
+      deliveriesPerSec: sustained * deliveriesPerMsg,
+      ack: lat(12_345),
+      deliver: lat(20_000),
+      missing: 0,
+      withinSlo: true,
+    },
+    {
+      offeredPerSec: sustained * 2,
+      achievedPerSec: sustained * 1.5,
+      deliveriesPerSec: sustained * 1.5 * deliveriesPerMsg,
+      deliver: lat(900_000),
+      missing: 17,
+      withinSlo: false,
+    },
+  ],
+});
+
+/** ours 6,000 vs routing 3,000 vs archive 2,500 msgs/s; relay skipped. */
+const fakeRun = (): BenchRun => ({
+  startedAt: "2025-03-04T05:06:07.000Z",
+  durationMs: 754_000,
+  mode: "full",
+  gitCommit: "abc1234",
+  machine: {
+    cpuModel: "Fake CPU 9000",
+    cores: 8,
+    memoryBytes: 16 * 1024 ** 3,
+    os: "Linux 6.1",
+    node: "v20.19.0",
+    fdLimit: 1_048_576,
+    ejabberdVersion: "24.12",
+  },
+  settings: { CHAT_RATE_LIMIT: "off: the generator would trip the per-user budget" },
+  oneToOne: [ramp("ours", 6000), ramp("ejabberd-routing", 3000), ramp("ejabberd-archive", 2500)],
+  groupFanout: {
+    groupSize: 11,
+    groups: 50,
+    results: [ramp("ours", 2000, 10), ramp("ejabberd-routing", 1200, 10)],
+  },
+  idle: [
+    {
+      target: "ours",
+      attempted: 100_000,
+      held: 100_000,
+      rssBaseBytes: 50 * 1024 * 1024,
+      rssHeldBytes: 50 * 1024 * 1024 + 100_000 * 8 * 1024,
+      rssPerConnBytes: 8 * 1024,
+      heartbeatIntervalMs: 25_000,
+      holdMs: 60_000,
+      connectPerSec: 5000,
+    },
+  ],
+  reconnect: [
+    {
+      target: "ours",
+      clients: 10_000,
+      missedPerClient: 20,
+      catchUpMs: 4200,
+      caughtUp: 10_000,
+      lost: 0,
+      duplicated: 0,
+      perClient: lat(1_500_000),
+    },
+  ],
+  history: [
+    {
+      target: "ours",
+      paging: { pageSize: 50, pagesPerSec: 800, eventsPerSec: 40_000, latency: lat(5000) },
+      resume: {
+        conversationsPerClient: 20,
+        eventsPerResume: 200,
+        resumesPerSec: 100,
+        eventsPerSec: 20_000,
+        latency: lat(30_000),
+      },
+    },
+  ],
+  skipped: [{ scenario: "one-to-one", target: "relay", reason: "relay binary not built" }],
+});
+
+/** The cells of the first table row whose first cell starts with `label`. */
+function row(md: string, label: string): string[] {
+  const line = md.split("\n").find((l) => l.startsWith(`| ${label}`));
+  expect(line, `row "${label}"`).toBeDefined();
+  return line!
+    .slice(2, -2)
+    .split(" | ")
+    .map((c) => c.trim());
+}
+
+const status = (md: string, goal: string) => row(md, goal).at(-1);
+
+describe("renderMarkdown", () => {
+  it("computes ours/other ratios and shows — for a target without results", () => {
+    const md = renderMarkdown(fakeRun(), [], {});
+    // Scenario | ours | relay | ejabberd-routing | ejabberd-archive | 3 ratios.
+    const cells = row(md, "1:1 sustained msgs/s");
+    expect(cells.slice(1)).toEqual(["6,000", "—", "3,000", "2,500", "2.00×", "2.40×", "—"]);
+    const group = row(md, "Group fan-out sustained deliveries/s");
+    expect(group.slice(1)).toEqual(["20,000", "—", "12,000", "—", "1.67×", "—", "—"]);
+    expect(md).toContain("- `relay` (1:1 chat): relay binary not built");
+  });
+
+  it("marks each target ✓ or ✗ from the numbers", () => {
+    const md = renderMarkdown(fakeRun(), [], {});
+    expect(status(md, "(1) 1:1 sustained ≥ ejabberd routing-only")).toBe("✓");
+    // 6,000 < 3 × 2,500.
+    expect(status(md, "(1) 1:1 sustained ≥ 3× ejabberd archive")).toBe("✗");
+    expect(status(md, "(1) 1:1 sustained ≥ 50% of relay")).toBe("—");
+    expect(row(md, "(1) 1:1 sustained ≥ 50% of relay")[1]).toContain("relay binary not built");
+    expect(status(md, "(2) Idle: ≥ 100,000 sessions")).toBe("✓");
+    expect(status(md, "(2) Idle: ≤ 10 KB RSS")).toBe("✓");
+    // 20,000 < 2 × 12,000.
+    expect(status(md, "(3) Group fan-out deliveries/s ≥ 2× ejabberd MUC (ejabberd-routing)")).toBe(
+      "✗",
+    );
+    expect(status(md, "(4) Reconnect storm")).toBe("✓");
+  });
+
+  it("flips statuses when the numbers cross the targets", () => {
+    const run = fakeRun();
+    run.machine.fdLimit = 65_536;
+    run.idle[0]!.held = 60_000;
+    run.idle[0]!.rssPerConnBytes = 10.5 * 1024;
+    run.reconnect[0]!.duplicated = 1;
+    run.oneToOne = run.oneToOne.filter((r) => r.target !== "ejabberd-archive");
+    run.oneToOne.push(ramp("ejabberd-archive", 2000), ramp("relay", 12_000));
+    run.groupFanout.results = run.groupFanout.results.filter((r) => r.target === "ours");
+    run.skipped = [
+      { scenario: "group-fanout", target: "ejabberd-routing", reason: "no MUC module" },
+    ];
+    const md = renderMarkdown(run, [], {});
+    expect(status(md, "(1) 1:1 sustained ≥ 3× ejabberd archive")).toBe("✓");
+    expect(status(md, "(1) 1:1 sustained ≥ 50% of relay")).toBe("✓");
+    expect(row(md, "1:1 sustained msgs/s").at(-1)).toBe("0.50×");
+    expect(status(md, "(2) Idle: ≥ 100,000 sessions")).toBe("✗");
+    expect(row(md, "(2) Idle: ≥ 100,000 sessions")[1]).toContain("fd limit of 65,536");
+    expect(status(md, "(2) Idle: ≤ 10 KB RSS")).toBe("✗");
+    expect(status(md, "(3) Group fan-out")).toBe("—");
+    expect(row(md, "(3) Group fan-out")[1]).toContain("no MUC module");
+    expect(status(md, "(4) Reconnect storm")).toBe("✗");
+  });
+
+  it("formats latencies in ms and references only the charts it is given", () => {
+    const md = renderMarkdown(fakeRun(), [], { oneToOne: "bench/one-to-one.svg" });
+    expect(md).toContain("](bench/one-to-one.svg)");
+    expect(md).not.toContain("group-fanout.svg");
+    // ours' first 1:1 step: ack p99 12,345 µs, deliver p99 20,000 µs, p99.9 40,000 µs.
+    expect(md).toContain("| 6,000 | 6,000 | 3.09 | 12.3 | 24.7 | 5.00 | 20.0 | 40.0 | 0 | ✓ |");
+    expect(md).toContain("No profiling fixes recorded");
+    expect(md).toContain("npm run bench -- --quick");
+  });
+
+  it("lists profiling fixes before → after", () => {
+    const fix: ProfileFix = {
+      title: "Batch fsync",
+      detail: "one fsync per tick instead of per message",
+      before: { sustainedPerSec: 4000, p99DeliverUs: 48_000, cpuUsPerMsg: 90 },
+      after: { sustainedPerSec: 6000, p99DeliverUs: 21_500 },
+    };
+    const md = renderMarkdown(fakeRun(), [fix], {});
+    expect(row(md, "Batch fsync").slice(1)).toEqual([
+      "4,000 → 6,000",
+      "1.50×",
+      "48.0 → 21.5",
+      "90.0 → —",
+    ]);
+    expect(md).not.toContain("No profiling fixes recorded");
+  });
+
+  it("renders a run with no results at all", () => {
+    const run = fakeRun();
+    run.oneToOne = [];
+    run.groupFanout.results = [];
+    run.idle = [];
+    run.reconnect = [];
+    run.history = [];
+    const md = renderMarkdown(run, [], {});
+    expect(row(md, "1:1 sustained msgs/s").slice(1)).toEqual(Array(7).fill("—"));
+    expect(status(md, "(4) Reconnect storm")).toBe("—");
+    expect(md).toContain("No 1:1 results in this run.");
+  });
+});
+
+describe("formatting", () => {
+  it("groups thousands and converts µs to ms", () => {
+    expect(fmtNum(1_234_567)).toBe("1,234,567");
+    expect(fmtNum(999.96, 1)).toBe("1,000.0");
+    expect(fmtMs(1234)).toBe("1.23");
+    expect(fmtMs(123_456)).toBe("123.5");
+  });
+});
+
+describe("lineChartSvg", () => {
+  const svg = lineChartSvg({
+    title: "p99 by rate",
+    xLabel: "offered msgs/s",
+    yLabel: "p99 ms",
+    series: [
+      {
+        name: "ours",
+        points: [
+          { x: 1000, y: 10 },
+          { x: 2000, y: 100 },
+        ],
+      },
+      { name: "ejabberd-routing", points: [{ x: 1000, y: 20 }] },
+      { name: "relay", points: [] },
+    ],
+    threshold: { y: 50, label: "SLO 50 ms" },
+  });
+
+  it("is a self-contained svg with one polyline per series", () => {
+    expect(svg.startsWith("<svg")).toBe(true);
+    expect(svg.trimEnd().endsWith("</svg>")).toBe(true);
+    expect(svg.match(/<polyline /g)).toHaveLength(3);
+    expect(svg.match(/<g /g)?.length).toBe(svg.match(/<\/g>/g)?.length);
+    for (const name of ["ours", "ejabberd-routing", "relay"]) {
+      expect(svg).toContain(`data-series="${name}"`);
+    }
+    // ours draws through both of its points, in its own color.
+    expect(svg).toMatch(/points="[\d.]+,[\d.]+ [\d.]+,[\d.]+" fill="none" stroke="#2563eb"/);
+  });
+
+  it("draws the threshold as a dashed line at its y value", () => {
+    // y range 0..100 over a 260 px plot starting at 44: 50 sits at 44 + 130.
+    expect(svg).toMatch(/<line class="threshold" x1="76" y1="174" x2="[\d.]+" y2="174"/);
+    expect(svg).toContain('stroke-dasharray="6 4"');
+    expect(svg).toContain("SLO 50 ms");
+  });
+
+  it("spaces a log axis by decades", () => {
+    const log = lineChartSvg({
+      title: "t",
+      xLabel: "x",
+      yLabel: "y",
+      logY: true,
+      series: [{ name: "ours", points: [{ x: 1, y: 1 }] }],
+      threshold: { y: 10, label: "10" },
+    });
+    // Domain 1..10: y = 10 is the plot top.
+    expect(log).toMatch(/<line class="threshold" x1="76" y1="44" /);
+  });
+
+  it("says no data for empty input", () => {
+    const empty = lineChartSvg({ title: "t", xLabel: "x", yLabel: "y", series: [] });
+    expect(empty).toContain("no data");
+    expect(empty).not.toContain("<polyline");
+  });
+});
+
+describe("barChartSvg", () => {
+  it("draws one bar per entry with the threshold line", () => {
+    const svg = barChartSvg({
+      title: "KB per connection",
+      yLabel: "KB",
+      bars: [
+        { label: "ours", value: 5 },
+        { label: "ejabberd-routing", value: 20 },
+      ],
+      threshold: { value: 10, label: "target 10 KB" },
+    });
+    expect(svg.startsWith("<svg")).toBe(true);
+    expect(svg.match(/<rect class="bar"/g)).toHaveLength(2);
+    // 20 plus 10% headroom rounds up to a 0..25 axis over 260 px from 44: 10 sits at 200.
+    expect(svg).toMatch(/<line class="threshold" x1="76" y1="200"/);
+  });
+});
+
+describe("writeReport", () => {
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("writes the markdown and the charts it links to", async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "bench-report-"));
+    const docsDir = path.join(dir, "docs");
+    const { markdownPath, charts } = await writeReport(fakeRun(), {
+      docsDir,
+      profile: [],
+      resultsFile: path.join(dir, "bench", "results", "latest.json"),
+    });
+    expect(markdownPath).toBe(path.join(docsDir, "BENCHMARKS.md"));
+    expect(charts.map((c) => path.relative(docsDir, c)).sort()).toEqual([
+      path.join("bench", "group-fanout.svg"),
+      path.join("bench", "idle-memory.svg"),
+      path.join("bench", "one-to-one.svg"),
+    ]);
+    const md = await readFile(markdownPath, "utf8");
+    for (const link of md.matchAll(/!\[[^\]]*\]\(([^)]+)\)/g)) {
+      const svg = await readFile(path.join(docsDir, link[1]!), "utf8");
+      expect(svg.startsWith("<svg")).toBe(true);
+    }
+    expect(md.match(/!\[/g)).toHaveLength(3);
+    expect(md).toContain("(../bench/results/latest.json)");
+  });
+});
