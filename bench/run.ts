@@ -116,6 +116,8 @@ const run: BenchRun = {
 };
 const pg = sh("psql", ["-h", "127.0.0.1", "-U", "postgres", "-tAc", "show server_version"]);
 if (pg) run.machine.postgresVersion = pg;
+const ej = sh("dpkg-query", ["-W", "-f", "$" + "{Version}", "ejabberd"]);
+if (ej) run.machine.ejabberdVersion = `${ej} (Debian)`;
 
 // --set=idleSessions:5000,idleHoldMs:30000 overrides sizes of the chosen scale.
 const scale = { ...(quick ? quickScale : fullScale) };

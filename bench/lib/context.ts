@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import type { ClientSpec, Route, StepStats, TargetSpec } from "../worker.js";
 import { mergeEncoded, summarize } from "./histogram.js";
-import { forkTs, makeRpc, waitExit } from "./procs.js";
+import { cpuUsOf, forkTs, makeRpc, waitExit } from "./procs.js";
 import type { BenchRun, RateStep, TargetName } from "./results.js";
 
 export type Rpc = <T>(op: string, args?: unknown) => Promise<T>;
@@ -42,7 +42,7 @@ export const fullScale: Scale = {
   groupSize: 500,
   groups: 1,
   groupSendersPerGroup: 10,
-  groupRates: [10, 20, 40, 80, 160, 320],
+  groupRates: [2, 5, 10, 20, 40, 80, 120, 160, 240],
   // One process may hold 20,000 descriptors here (hard limit); leave room for files and the store.
   idleSessions: 19_000,
   idleHoldMs: 30_000,
@@ -151,8 +151,12 @@ export async function rateStep(
   fanout: number,
   hasAck: boolean,
   sloUs = 50_000,
+  targetPid = 0,
 ): Promise<RateStep> {
   const { stepMs, graceMs } = ctx.scale;
+  const cpu0 = cpuUsOf(targetPid);
+  const gen0 = ctx.workers.reduce((a, w) => a + cpuUsOf(w.pid), 0);
+  const t0 = Date.now();
   const share = ratePerSec / ctx.workers.length;
   const runs = await Promise.all(
     ctx.workers.map((w) =>
@@ -161,6 +165,10 @@ export async function rateStep(
   );
   // Deliveries to members held by other workers keep landing there; collect after everyone's grace.
   const all = await Promise.all(ctx.workers.map((w) => w.rpc<StepStats>("collect", { step })));
+  const wallUs = (Date.now() - t0) * 1000;
+  const targetCpuPct = targetPid ? Math.round(((cpuUsOf(targetPid) - cpu0) / wallUs) * 100) : 0;
+  const gen = ctx.workers.reduce((a, w) => a + cpuUsOf(w.pid), 0);
+  const loadGenCpuPct = Math.round(((gen - gen0) / wallUs) * 100);
   const sent = runs.reduce((a, r) => a + r.sent, 0);
   const acked = all.reduce((a, r) => a + r.acked, 0);
   const delivered = all.reduce((a, r) => a + r.delivered, 0);
@@ -175,7 +183,9 @@ export async function rateStep(
     deliver,
     missing: Math.max(0, expected - delivered),
     withinSlo: deliver.p99 <= sloUs && delivered >= 0.95 * expected && expected > 0,
+    loadGenCpuPct,
   };
+  if (targetPid) result.targetCpuPct = targetCpuPct;
   if (hasAck) result.ack = ack;
   return result;
 }
@@ -188,21 +198,24 @@ export async function ramp(
   fanout: number,
   hasAck: boolean,
   stepBase: number,
+  targetPid: number,
 ) {
   const steps: RateStep[] = [];
   // A short unrecorded warm-up: JIT, connection buffers and caches, as on a server that has run a while.
   const saved = ctx.scale;
   ctx.scale = { ...saved, stepMs: Math.min(2000, saved.stepMs), graceMs: 500 };
   ctx.progress(`${name}: warm-up`);
-  await rateStep(ctx, stepBase - 1, rates[0]! / 2, fanout, hasAck).finally(() => {
-    ctx.scale = saved;
-  });
+  await rateStep(ctx, stepBase - 1, rates[0]! / 2, fanout, hasAck, 50_000, targetPid).finally(
+    () => {
+      ctx.scale = saved;
+    },
+  );
   for (const [i, rate] of rates.entries()) {
     ctx.progress(`${name}: ${rate.toLocaleString()} msgs/s …`);
-    const s = await rateStep(ctx, stepBase + i, rate, fanout, hasAck);
+    const s = await rateStep(ctx, stepBase + i, rate, fanout, hasAck, 50_000, targetPid);
     steps.push(s);
     ctx.log(
-      `${name} @${rate}/s: achieved ${s.achievedPerSec}/s, deliver p50 ${(s.deliver.p50 / 1000).toFixed(1)} ms p99 ${(s.deliver.p99 / 1000).toFixed(1)} ms, missing ${s.missing}${s.withinSlo ? "" : " (over SLO)"}`,
+      `${name} @${rate}/s: achieved ${s.achievedPerSec}/s, deliver p50 ${(s.deliver.p50 / 1000).toFixed(1)} ms p99 ${(s.deliver.p99 / 1000).toFixed(1)} ms, missing ${s.missing}, cpu target ${s.targetCpuPct}% loadgen ${s.loadGenCpuPct}%${s.withinSlo ? "" : " (over SLO)"}`,
     );
     if (!s.withinSlo) break;
     await new Promise((r) => setTimeout(r, 300));

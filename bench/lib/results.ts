@@ -33,6 +33,9 @@ export interface RateStep {
   missing: number;
   /** Whether the step met the SLO (p99 deliver ≤ limit and ≥ 95% delivered). */
   withinSlo: boolean;
+  /** CPU the system under test and the load generator used during the step, in % of one core. */
+  targetCpuPct?: number;
+  loadGenCpuPct?: number;
 }
 
 export interface RampResult {

@@ -1,7 +1,21 @@
 import { type BenchContext, closeClients, openClients, ramp, setRoutes } from "../lib/context.js";
+import { cpuUsOf } from "../lib/procs.js";
 import type { RampResult, TargetName } from "../lib/results.js";
 import type { ClientSpec, Route } from "../worker.js";
 import { startTarget } from "./targets.js";
+
+/** Waits until the process uses under 10% of a core for a second; returns how long it took. */
+async function quiesce(pid: number, maxMs: number): Promise<number> {
+  const start = Date.now();
+  let last = cpuUsOf(pid);
+  while (Date.now() - start < maxMs) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = cpuUsOf(pid);
+    if (now - last < 100_000) break;
+    last = now;
+  }
+  return Date.now() - start;
+}
 
 /**
  * Group fan-out: `groups` groups of `groupSize` members, all online; a few
@@ -52,9 +66,12 @@ export async function groupFanout(
     );
     if (opened.failed > 0) throw new Error(`${opened.failed} sessions failed: ${opened.errors[0]}`);
     await setRoutes(ctx, routes);
-    // Let join and membership traffic settle before measuring.
-    await new Promise((r) => setTimeout(r, ctx.quick ? 300 : 2000));
-    const result: RampResult = await ramp(ctx, name, groupRates, groupSize - 1, true, 200);
+    // Let join and membership traffic settle before measuring: a MUC join
+    // broadcasts presence to every occupant, O(n²) stanzas for the room.
+    ctx.progress(`${name}: waiting for join traffic to settle`);
+    const busyMs = await quiesce(t.pid, ctx.quick ? 5000 : 60_000);
+    ctx.log(`${name}: joins settled after ${busyMs} ms`);
+    const result: RampResult = await ramp(ctx, name, groupRates, groupSize - 1, true, 200, t.pid);
     if (result.steps.every((s) => s.withinSlo)) {
       result.notes = ["every step met the SLO: the ramp ended before this target saturated"];
     }

@@ -54,6 +54,7 @@ export async function oneToOne(
       1,
       name === "ours" || name === "relay",
       100,
+      t.pid,
     );
     if (result.steps.every((s) => s.withinSlo)) {
       result.notes = ["every step met the SLO: the ramp ended before this target saturated"];

@@ -59,7 +59,7 @@ export async function startTarget(
     users,
     log: (l) => ctx.log(`[${name}] ${l}`),
   });
-  ctx.run.machine.ejabberdVersion = ej.version;
+  ctx.run.machine.ejabberdVersion ??= ej.version;
   return {
     name,
     spec: {

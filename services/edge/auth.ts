@@ -30,22 +30,37 @@ export function caller(ctx: HandlerContext): Caller {
  * no store round trip; revocations evict immediately.
  */
 export function createDeviceCheck(store: StoreClient, ttlMs = 30_000) {
-  const live = new Map<string, { userId: string; untilMs: number }>();
+  /** `epoch`: the eviction count when the device was read from the store. */
+  const live = new Map<string, { userId: string; untilMs: number; epoch: number }>();
   // Bumped on every eviction: a lookup that raced a revocation must not
   // re-cache the device as live.
   let evictions = 0;
+  const cached = (userId: string, deviceId: string) => {
+    const hit = live.get(deviceId);
+    return hit && hit.userId === userId && hit.untilMs > Date.now() ? hit : undefined;
+  };
+  async function assertLive(userId: string, deviceId: string, fresh = false) {
+    if (!fresh && cached(userId, deviceId)) return;
+    const seen = evictions;
+    const { device } = await store.loadDevice({ deviceId });
+    if (!device || device.userId !== userId) throw fail.unauthenticated("unknown device");
+    if (device.revokedAt) throw fail.unauthenticated("device is revoked");
+    if (seen !== evictions) return;
+    live.set(deviceId, { userId, untilMs: Date.now() + ttlMs, epoch: seen });
+    if (live.size > 100_000) live.clear();
+  }
   return {
     /** Throws UNAUTHENTICATED unless the device exists, is the user's, and is not revoked. */
-    async assertLive(userId: string, deviceId: string, fresh = false) {
-      const hit = live.get(deviceId);
-      if (!fresh && hit && hit.userId === userId && hit.untilMs > Date.now()) return;
-      const seen = evictions;
-      const { device } = await store.loadDevice({ deviceId });
-      if (!device || device.userId !== userId) throw fail.unauthenticated("unknown device");
-      if (device.revokedAt) throw fail.unauthenticated("device is revoked");
-      if (seen !== evictions) return;
-      live.set(deviceId, { userId, untilMs: Date.now() + ttlMs });
-      if (live.size > 100_000) live.clear();
+    assertLive,
+    /**
+     * assertLive for a stream that was just registered, which revocations now
+     * reach. Every revocation is broadcast to every edge and evicts here: if
+     * none was seen since the device was last read, one that raced the
+     * registration is still to come and will end the stream; else read again.
+     */
+    async assertStillLive(userId: string, deviceId: string) {
+      if (cached(userId, deviceId)?.epoch === evictions) return;
+      await assertLive(userId, deviceId, true);
     },
     evict(deviceId: string) {
       evictions++;

@@ -43,26 +43,78 @@ export async function* runDuplex(
 }
 
 async function readFrames(ctx: EdgeContext, s: Session, input: AsyncIterable<SessionRequest>) {
-  const chains = new Map<string, Promise<void>>();
-  let inflight = 0;
-  let freed: (() => void) | undefined;
+  const runner = new FrameRunner(ctx, s);
   for await (const req of input) {
     if (s.isClosed) break;
     s.heard();
-    while (inflight >= maxInflight) await new Promise<void>((r) => (freed = r));
-    const key = conversationOf(req);
-    inflight++;
-    const run = (chains.get(key) ?? Promise.resolve()).then(() => handle(ctx, s, req));
-    const tail = run.finally(() => {
-      inflight--;
-      const f = freed;
-      freed = undefined;
-      f?.();
-      if (chains.get(key) === tail) chains.delete(key);
-    });
-    chains.set(key, tail);
+    if (runner.start(req)) {
+      await new Promise<void>((r) => {
+        runner.onFreed = r;
+      });
+    }
   }
-  await Promise.all(chains.values());
+  await runner.settled();
+}
+
+/**
+ * Runs one stream's client frames: those of one conversation in arrival
+ * order, different conversations in parallel, at most `maxInflight` at once
+ * (later ones wait their turn; the transport stops reading meanwhile).
+ */
+export class FrameRunner {
+  /** Called once when a full runner has room again. */
+  onFreed: (() => void) | undefined;
+  private inflight = 0;
+  // Created on first use: an idle stream keeps neither.
+  private chains: Map<string, Promise<void>> | undefined;
+  private waiting: SessionRequest[] | undefined;
+
+  constructor(
+    private readonly ctx: EdgeContext,
+    private readonly s: Session,
+  ) {}
+
+  /** Starts (or queues) a frame; true when the transport should stop reading until onFreed. */
+  start(req: SessionRequest): boolean {
+    if (this.inflight >= maxInflight) {
+      this.waiting ??= [];
+      this.waiting.push(req);
+      return true;
+    }
+    const key = conversationOf(req);
+    this.inflight++;
+    this.chains ??= new Map();
+    const chains = this.chains;
+    const prev = chains.get(key);
+    const run = prev
+      ? prev.then(() => handle(this.ctx, this.s, req))
+      : handle(this.ctx, this.s, req);
+    const done = () => this.finished(key, tail);
+    const tail: Promise<void> = run.then(done, done);
+    chains.set(key, tail);
+    return this.inflight >= maxInflight;
+  }
+
+  /** Resolves when every started frame is done. */
+  async settled() {
+    while (this.chains?.size) await Promise.all(this.chains.values());
+  }
+
+  private finished(key: string, tail: Promise<void>) {
+    this.inflight--;
+    if (this.chains?.get(key) === tail) this.chains.delete(key);
+    if (this.chains?.size === 0) this.chains = undefined;
+    const next = this.waiting?.shift();
+    if (next) {
+      if (!this.s.isClosed) this.start(next);
+      return;
+    }
+    if (this.inflight < maxInflight && this.onFreed) {
+      const freed = this.onFreed;
+      this.onFreed = undefined;
+      freed();
+    }
+  }
 }
 
 function conversationOf(req: SessionRequest): string {

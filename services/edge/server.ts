@@ -132,9 +132,11 @@ export function createHttpServer(opts: HttpServerOptions) {
     socket.on("error", destroy);
     // A connection that never says which protocol it speaks is dropped. A timer
     // of our own: a socket timeout leaves its Timeout on the socket for good.
-    const silent = setTimeout(destroySocket, 10_000, socket).unref();
+    let silent: NodeJS.Timeout | undefined = setTimeout(destroySocket, 10_000, socket).unref();
     socket.once("data", (chunk) => {
       clearTimeout(silent);
+      // The socket's close listener shares this scope: let the timer go.
+      silent = undefined;
       socket.pause();
       socket.unshift(chunk);
       if (chunk.subarray(0, 3).equals(h2Preface.subarray(0, 3))) {

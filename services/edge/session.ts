@@ -56,6 +56,11 @@ interface PendingSend {
   dueMs?: number;
 }
 
+// Session ids are this process's random id plus a counter: unique without
+// drawing random bytes for every stream.
+const idPrefix = newId("s_");
+let idCount = 0;
+
 /** Builds a server frame from the init shape of one of its cases. */
 export const frame = (
   f: NonNullable<MessageInitShape<typeof ServerFrameSchema>["frame"]>,
@@ -76,7 +81,7 @@ export const frame = (
  *   leave as send-acks instead of events.
  */
 export class Session {
-  readonly id = newId("s_");
+  readonly id = `${idPrefix}.${(++idCount).toString(36)}`;
   lastHeardMs = Date.now();
   lastHeartbeatSentMs = Date.now();
   /** When the stream fell behind (0 = it is keeping up). */
@@ -88,12 +93,13 @@ export class Session {
   private closeError: ConnectError | undefined;
   private subscribed = false;
   private syncing = false;
-  private liveBuffer: Event[] = [];
-  private readonly gates = new Map<string, Gate>();
-  private readonly behind = new Set<string>();
+  // Created on first use: most sessions sit idle, and empty collections are not free.
+  private liveBuffer: Event[] | undefined;
+  private gates: Map<string, Gate> | undefined;
+  private behind: Set<string> | undefined;
   private recovering = false;
   /** Own sends waiting for their event, by `${conversationId} ${clientMsgId}`. */
-  private readonly pendingSends = new Map<string, PendingSend>();
+  private pendingSends: Map<string, PendingSend> | undefined;
 
   constructor(
     readonly caller: Caller,
@@ -107,6 +113,11 @@ export class Session {
 
   get isSubscribed() {
     return this.subscribed;
+  }
+
+  /** Why the session ended, once closed with an error. */
+  get error() {
+    return this.closeError;
   }
 
   /** Notes client activity (any frame or heartbeat). */
@@ -150,6 +161,7 @@ export class Session {
       return;
     }
     if (this.syncing) {
+      this.liveBuffer ??= [];
       if (this.liveBuffer.length < liveBufferMax) this.liveBuffer.push(event);
       else this.fallBehind(this.gateFor(event), event.conversationId);
       return;
@@ -160,15 +172,16 @@ export class Session {
   /** Records a send from this stream, so its event leaves as the ack. */
   sendStarted(conversationId: string, clientMsgId: string, frameId: string) {
     const key = `${conversationId} ${clientMsgId}`;
+    this.pendingSends ??= new Map();
     if (!this.pendingSends.has(key)) this.pendingSends.set(key, { frameId });
   }
 
   /** Completes a send: duplicates are acked at once; new events are acked by fan-out. */
   sendFinished(conversationId: string, clientMsgId: string, frameId: string, res: SendResponse) {
     const key = `${conversationId} ${clientMsgId}`;
-    const pending = this.pendingSends.get(key);
+    const pending = this.pendingSends?.get(key);
     if (res.duplicate || !res.event) {
-      if (pending?.frameId === frameId) this.pendingSends.delete(key);
+      if (pending?.frameId === frameId) this.pendingSends?.delete(key);
       this.push(frame({ case: "sendAck", value: res }, frameId));
       return;
     }
@@ -182,7 +195,7 @@ export class Session {
 
   /** Acks durable sends whose event never came back; called by the sweeper. */
   ackOverdue(nowMs: number) {
-    if (this.closed || this.laggingSinceMs || this.pendingSends.size === 0) return;
+    if (this.closed || this.laggingSinceMs || !this.pendingSends?.size) return;
     for (const [key, p] of this.pendingSends) {
       if (!p.event || p.dueMs === undefined || p.dueMs > nowMs) continue;
       this.pendingSends.delete(key);
@@ -192,7 +205,7 @@ export class Session {
 
   sendFailed(conversationId: string, clientMsgId: string, frameId: string) {
     const key = `${conversationId} ${clientMsgId}`;
-    if (this.pendingSends.get(key)?.frameId === frameId) this.pendingSends.delete(key);
+    if (this.pendingSends?.get(key)?.frameId === frameId) this.pendingSends.delete(key);
   }
 
   /**
@@ -204,7 +217,7 @@ export class Session {
     this.subscribed = true;
     this.syncing = true;
     try {
-      for (const c of cursors) this.gates.set(c.conversationId, { sent: c.seq });
+      for (const c of cursors) this.raiseGate(c.conversationId, c.seq);
       const given = new Map(cursors.map((c) => [c.conversationId, c]));
       for (;;) {
         const res = await this.opts.store.readSync({
@@ -215,13 +228,9 @@ export class Session {
           baselineWindowMs: this.opts.baselineWindowMs,
           maxEvents: syncMaxEvents,
         });
-        for (const b of res.baselines) {
-          const g = this.gates.get(b.conversationId);
-          if (!g) this.gates.set(b.conversationId, { sent: b.seq });
-          else if (g.sent < b.seq) g.sent = b.seq;
-        }
+        for (const b of res.baselines) this.raiseGate(b.conversationId, b.seq);
         for (const batch of res.batches) {
-          await this.room();
+          if (this.outbox.length > this.opts.outboxMaxFrames / 2) await this.room();
           if (this.closed) return;
           this.outbox.push(frame({ case: "sync", value: batch }));
           for (const ev of batch.events) {
@@ -229,9 +238,7 @@ export class Session {
             if (frameId !== undefined) this.outbox.push(this.ackFrame(ev, frameId, false));
           }
           this.notify();
-          const g = this.gates.get(batch.conversationId);
-          if (!g) this.gates.set(batch.conversationId, { sent: batch.headSeq });
-          else if (g.sent < batch.headSeq) g.sent = batch.headSeq;
+          this.raiseGate(batch.conversationId, batch.headSeq);
           given.set(batch.conversationId, {
             conversationId: batch.conversationId,
             seq: batch.headSeq,
@@ -246,20 +253,32 @@ export class Session {
     }
     this.syncing = false;
     const buffered = this.liveBuffer;
-    this.liveBuffer = [];
-    for (const ev of buffered) this.admit(ev);
-    if (this.behind.size > 0) void this.catchUp();
+    this.liveBuffer = undefined;
+    if (buffered) for (const ev of buffered) this.admit(ev);
+    if (this.behind?.size) void this.catchUp();
+  }
+
+  /** The next outgoing frame, for writers that pull (see onReadable). */
+  take(): ServerFrame | undefined {
+    const next = this.outbox.shift();
+    if (next && this.laggingSinceMs && this.outbox.length <= this.opts.outboxMaxFrames / 2) {
+      void this.catchUp();
+    }
+    return next;
+  }
+
+  /** Calls `wake` once, as soon as a frame is queued or the session closes. */
+  onReadable(wake: () => void) {
+    if (this.outbox.length > 0 || this.closed) wake();
+    else this.wake = wake;
   }
 
   /** The outgoing frames; ends when the session closes. */
   async *frames(): AsyncGenerator<ServerFrame> {
     for (;;) {
-      const next = this.outbox.shift();
+      const next = this.take();
       if (next) {
         yield next;
-        if (this.laggingSinceMs && this.outbox.length <= this.opts.outboxMaxFrames / 2) {
-          void this.catchUp();
-        }
         continue;
       }
       if (this.closed) {
@@ -280,7 +299,7 @@ export class Session {
       this.closeError = err;
       this.outbox.length = 0;
     }
-    for (const g of this.gates.values()) if (g.gapTimer) clearTimeout(g.gapTimer);
+    if (this.gates) for (const g of this.gates.values()) if (g.gapTimer) clearTimeout(g.gapTimer);
     this.notify();
   }
 
@@ -304,8 +323,8 @@ export class Session {
   private takePendingSend(event: Event): string | undefined {
     if (event.actorDeviceId !== this.caller.deviceId || !event.clientMsgId) return undefined;
     const key = `${event.conversationId} ${event.clientMsgId}`;
-    const pending = this.pendingSends.get(key);
-    if (pending) this.pendingSends.delete(key);
+    const pending = this.pendingSends?.get(key);
+    if (pending) this.pendingSends?.delete(key);
     return pending?.frameId;
   }
 
@@ -316,12 +335,21 @@ export class Session {
    * in seq order per conversation.
    */
   private gateFor(event: Event): Gate {
+    this.gates ??= new Map();
     let g = this.gates.get(event.conversationId);
     if (!g) {
       g = { sent: event.seq - 1n };
       this.gates.set(event.conversationId, g);
     }
     return g;
+  }
+
+  /** Everything up to `seq` of the conversation is delivered (or held by the client). */
+  private raiseGate(conversationId: string, seq: bigint) {
+    this.gates ??= new Map();
+    const g = this.gates.get(conversationId);
+    if (!g) this.gates.set(conversationId, { sent: seq });
+    else if (g.sent < seq) g.sent = seq;
   }
 
   private admit(event: Event) {
@@ -336,7 +364,7 @@ export class Session {
       g.sent = event.seq - 1n;
       if (g.ahead) for (const seq of g.ahead.keys()) if (seq < event.seq) g.ahead.delete(seq);
     }
-    if (this.laggingSinceMs && this.behind.has(event.conversationId)) {
+    if (this.laggingSinceMs && this.behind?.has(event.conversationId)) {
       g.skipped = true;
       return;
     }
@@ -382,18 +410,23 @@ export class Session {
       clearTimeout(g.gapTimer);
       g.gapTimer = undefined;
     }
-    if (this.laggingSinceMs) this.behind.add(conversationId);
+    if (this.laggingSinceMs) this.markBehind(conversationId);
   }
 
   private fallBehind(g: Gate, conversationId: string) {
     this.opts.onShed?.("event");
     if (!this.laggingSinceMs) this.laggingSinceMs = Date.now();
-    this.behind.add(conversationId);
+    this.markBehind(conversationId);
     g.ahead = undefined;
     if (g.gapTimer) {
       clearTimeout(g.gapTimer);
       g.gapTimer = undefined;
     }
+  }
+
+  private markBehind(conversationId: string) {
+    this.behind ??= new Set();
+    this.behind.add(conversationId);
   }
 
   /** A gap usually closes by itself within milliseconds; if not, read it from the store. */
@@ -433,13 +466,15 @@ export class Session {
 
   /** Reads what a slow stream skipped from the store, once it has room again. */
   private async catchUp() {
-    if (this.recovering || this.syncing || this.closed) return;
+    const behind = this.behind;
+    if (this.recovering || this.syncing || this.closed || !behind) return;
     this.recovering = true;
     try {
-      while (this.behind.size > 0 && !this.closed) {
+      while (behind.size > 0 && !this.closed) {
         if (this.outbox.length > this.opts.outboxMaxFrames / 2) return;
-        const conversationId = this.behind.values().next().value!;
-        const g = this.gates.get(conversationId)!;
+        const conversationId = behind.values().next().value!;
+        // Only conversations with a gate fall behind.
+        const g = this.gates!.get(conversationId)!;
         g.skipped = false;
         let res: Awaited<ReturnType<StoreClient["readHistory"]>>;
         try {
@@ -452,7 +487,7 @@ export class Session {
           });
         } catch (err) {
           if (err instanceof ConnectError && err.code === Code.PermissionDenied) {
-            this.behind.delete(conversationId);
+            behind.delete(conversationId);
             continue;
           }
           throw err;
@@ -469,9 +504,9 @@ export class Session {
         }
         this.notify();
         // Events skipped during the read may be newer than it saw: read again.
-        if (!res.hasMore && !g.skipped) this.behind.delete(conversationId);
+        if (!res.hasMore && !g.skipped) behind.delete(conversationId);
       }
-      if (this.behind.size === 0) this.laggingSinceMs = 0;
+      if (behind.size === 0) this.laggingSinceMs = 0;
     } catch (err) {
       this.close(toConnectError(err));
     } finally {

@@ -9,7 +9,7 @@ import type { Metrics } from "../../lib/metrics.js";
 import type { StoreClient } from "../router/store-client.js";
 import type { Caller, DeviceCheck } from "./auth.js";
 import type { PresenceService } from "./presence.js";
-import { frame, revokedError, Session, type SessionKind } from "./session.js";
+import { frame, revokedError, Session, type SessionKind, type SessionOptions } from "./session.js";
 
 /**
  * The sessions held by one edge: stream caps per user and device, the
@@ -31,6 +31,16 @@ export function createSessions(deps: {
   const perUser = new Map<string, number>();
   let sweeper: NodeJS.Timeout | undefined;
   let unsubscribe: (() => Promise<void>) | undefined;
+  // One options object for every session: per-session copies and closures add up.
+  const sessionOptions: SessionOptions = {
+    store: deps.store,
+    outboxMaxFrames: limits.outboxMaxFrames,
+    gapWaitMs: timing.gapWaitMs,
+    syncLimit: timing.syncLimit,
+    baselineWindowMs: 120_000,
+    log: deps.log,
+    onShed: (frame) => deps.metrics.shed.inc({ frame }),
+  };
 
   const all = function* () {
     for (const set of byDevice.values()) yield* set;
@@ -44,15 +54,7 @@ export function createSessions(deps: {
     if ((perUser.get(who.userId) ?? 0) >= limits.streamsPerUser) {
       throw fail.exhausted(`at most ${limits.streamsPerUser} streams per user`);
     }
-    const s = new Session(who, kind, {
-      store: deps.store,
-      outboxMaxFrames: limits.outboxMaxFrames,
-      gapWaitMs: timing.gapWaitMs,
-      syncLimit: timing.syncLimit,
-      baselineWindowMs: 120_000,
-      log: deps.log,
-      onShed: (frame) => deps.metrics.shed.inc({ frame }),
-    });
+    const s = new Session(who, kind, sessionOptions);
     if (mine) mine.add(s);
     else byDevice.set(who.deviceId, new Set([s]));
     perUser.set(who.userId, (perUser.get(who.userId) ?? 0) + 1);
@@ -61,8 +63,9 @@ export function createSessions(deps: {
       // Registered before any sync read, so nothing committed later is missed.
       await deps.soft.registry.attach({ ...who, edgeId: deps.edgeId });
       // A revocation between authentication and registration found no
-      // session to end; look again now that revocations will reach this one.
-      await deps.devices.assertLive(who.userId, who.deviceId, true);
+      // session to end; check again now that revocations will reach this one
+      // (a store read unless none was seen since the device was last read).
+      await deps.devices.assertStillLive(who.userId, who.deviceId);
       await deps.presence.heartbeat(who.userId, who.deviceId);
     } catch (err) {
       await release(s);

@@ -4,21 +4,22 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type WebSocket, WebSocketServer } from "ws";
 import {
+  type ServerFrame,
   type SessionRequest,
   SessionRequestSchema,
   SessionResponseSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
-import { authenticate, bearer } from "./auth.js";
+import { authenticate, bearer, type Caller } from "./auth.js";
 import type { EdgeContext } from "./context.js";
-import { runDuplex } from "./duplex.js";
-import { frame } from "./session.js";
+import { FrameRunner } from "./duplex.js";
+import { frame, type Session } from "./session.js";
 
 /** The WebSocket endpoint: binary protobuf SessionRequest in, SessionResponse out. */
 export const websocketPath = "/v1/ws";
 
-/** Frames a WebSocket client may have queued before reading pauses. */
-const inputHighWater = 64;
+/** Bytes queued on a socket beyond which the writer waits for it to drain. */
+const writeHighWater = 64 * 1024;
 
 /**
  * Session over WebSocket, for clients that prefer it to gRPC streams. The
@@ -41,7 +42,7 @@ export function createWebSocketEndpoint(ctx: EdgeContext) {
     async upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer) {
       const url = new URL(req.url ?? "/", "http://edge");
       if (url.pathname !== websocketPath) return reject(socket, 404, "Not Found");
-      let who: Awaited<ReturnType<typeof authenticate>>;
+      let who: Caller;
       try {
         const token =
           bearer(req.headers.authorization) ?? url.searchParams.get("access_token") ?? undefined;
@@ -49,9 +50,7 @@ export function createWebSocketEndpoint(ctx: EdgeContext) {
       } catch {
         return reject(socket, 401, "Unauthorized");
       }
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        void serve(ctx, ws, who);
-      });
+      wss.handleUpgrade(req, socket, head, (ws) => new SocketSession(ctx, ws, socket, who));
     },
     close() {
       for (const ws of wss.clients) ws.terminate();
@@ -60,75 +59,152 @@ export function createWebSocketEndpoint(ctx: EdgeContext) {
   };
 }
 
-async function serve(
-  ctx: EdgeContext,
-  ws: WebSocket,
-  who: Awaited<ReturnType<typeof authenticate>>,
-) {
-  const abort = new AbortController();
-  ws.on("close", () => abort.abort());
-  ws.on("error", () => abort.abort());
-  const send = (data: Uint8Array) =>
-    new Promise<void>((resolve, reject) => ws.send(data, (err) => (err ? reject(err) : resolve())));
-  try {
-    for await (const f of runDuplex(ctx, who, inputOf(ws), abort.signal)) {
-      if (ws.readyState !== ws.OPEN) break;
-      await send(toBinary(SessionResponseSchema, create(SessionResponseSchema, { frame: f })));
+/**
+ * Serves one socket without async iterators or abort signals, which an idle
+ * session would otherwise hold: frames go out as the session queues them,
+ * requests run as messages arrive. A class, so idle sockets share its methods.
+ */
+class SocketSession {
+  private s: Session | undefined;
+  private runner: FrameRunner | undefined;
+  /** Messages that arrive while the session opens, before it can take them. */
+  private early: [Buffer, boolean][] | undefined = [];
+  private congested = false;
+  private writing = false;
+  private finished = false;
+  // Bound once: handed to the session at every wait for frames.
+  private readonly scheduleWrite = this.onReadable.bind(this);
+
+  constructor(
+    private readonly ctx: EdgeContext,
+    private readonly ws: WebSocket,
+    /** The socket under ws, corked while a batch of frames is written. */
+    private readonly socket: net.Socket,
+    who: Caller,
+  ) {
+    ws.on("message", (data: Buffer, isBinary: boolean) => {
+      if (this.early) this.early.push([data, isBinary]);
+      else this.receive(data, isBinary);
+    });
+    ws.on("close", () => this.closed());
+    ws.on("error", () => this.closed());
+    ctx.sessions.open(who, "session").then(
+      (s) => this.opened(s),
+      (err: unknown) => {
+        this.early = undefined;
+        if (ws.readyState === ws.OPEN) closeWithError(ws, toConnectError(err));
+      },
+    );
+  }
+
+  private opened(s: Session) {
+    this.s = s;
+    const queued = this.early;
+    this.early = undefined;
+    if (!queued) {
+      // The socket closed while the session opened.
+      void this.ctx.sessions.release(s);
+      return;
     }
-    if (ws.readyState === ws.OPEN) ws.close(1000);
-  } catch (err) {
-    const ce = toConnectError(err);
-    if (ws.readyState === ws.OPEN) {
-      const last = frame({ case: "error", value: { code: ce.code, message: ce.rawMessage } });
-      await send(
-        toBinary(SessionResponseSchema, create(SessionResponseSchema, { frame: last })),
-      ).catch(() => undefined);
-      ws.close(
-        ce.code === Code.InvalidArgument ? 1007 : 4000 + ce.code,
-        ce.rawMessage.slice(0, 120),
-      );
+    this.runner = new FrameRunner(this.ctx, s);
+    for (const [data, isBinary] of queued) this.receive(data, isBinary);
+    this.write();
+  }
+
+  private receive(data: Buffer, isBinary: boolean) {
+    const { s, runner, ws } = this;
+    if (!s || !runner || s.isClosed) return;
+    if (!isBinary) {
+      s.close(new ConnectError("frames must be binary protobuf", Code.InvalidArgument));
+      return;
     }
+    let req: SessionRequest;
+    try {
+      req = fromBinary(SessionRequestSchema, data);
+    } catch (err) {
+      s.close(toConnectError(fail.invalid("malformed frame", err)));
+      return;
+    }
+    s.heard();
+    if (runner.start(req)) {
+      ws.pause();
+      runner.onFreed = () => ws.resume();
+    }
+  }
+
+  private closed() {
+    this.early = undefined;
+    if (!this.s) return;
+    this.s.close();
+    void this.ctx.sessions.release(this.s);
+  }
+
+  /** Frames queued in one turn leave together. */
+  private onReadable() {
+    if (this.writing) return;
+    this.writing = true;
+    queueMicrotask(() => this.write());
+  }
+
+  /**
+   * Writes what is queued until the socket pushes back; frames that wait stay
+   * in the session's outbox, which sheds and falls behind as its limits say.
+   */
+  private write() {
+    const { s } = this;
+    this.writing = false;
+    if (!s || this.finished || this.congested) return;
+    // One write for everything queued, not one per frame.
+    this.socket.cork();
+    try {
+      this.writeQueued(s);
+    } finally {
+      this.socket.uncork();
+    }
+  }
+
+  private writeQueued(s: Session) {
+    const { ws } = this;
+    for (;;) {
+      if (ws.readyState !== ws.OPEN) {
+        s.close();
+        return;
+      }
+      const f = s.take();
+      if (!f) break;
+      const bytes = encode(f);
+      if (ws.bufferedAmount + bytes.length <= writeHighWater) {
+        ws.send(bytes);
+        continue;
+      }
+      // Sent last, so once it is written everything before it is too.
+      this.congested = true;
+      ws.send(bytes, (err) => {
+        this.congested = false;
+        if (!err) this.write();
+      });
+      return;
+    }
+    if (!s.isClosed) {
+      s.onReadable(this.scheduleWrite);
+      return;
+    }
+    this.finished = true;
+    void this.ctx.sessions.release(s);
+    if (s.error) closeWithError(ws, s.error);
+    else ws.close(1000);
   }
 }
 
-/** The socket's messages as decoded requests; pauses the socket while the session is busy. */
-async function* inputOf(ws: WebSocket): AsyncGenerator<SessionRequest> {
-  const queue: (Buffer | Error)[] = [];
-  let wake: (() => void) | undefined;
-  let ended = false;
-  const notify = () => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-  ws.on("message", (data, isBinary) => {
-    queue.push(
-      isBinary
-        ? (data as Buffer)
-        : new ConnectError("frames must be binary protobuf", Code.InvalidArgument),
-    );
-    if (queue.length >= inputHighWater) ws.pause();
-    notify();
-  });
-  ws.on("close", () => {
-    ended = true;
-    notify();
-  });
-  for (;;) {
-    const next = queue.shift();
-    if (next === undefined) {
-      if (ended) return;
-      ws.resume();
-      await new Promise<void>((r) => (wake = r));
-      continue;
-    }
-    if (next instanceof Error) throw next;
-    let req: SessionRequest;
-    try {
-      req = fromBinary(SessionRequestSchema, next);
-    } catch (err) {
-      throw fail.invalid("malformed frame", err);
-    }
-    yield req;
-  }
+/** Sends the error frame, then closes with 4000 + its gRPC code (1007 for bad input). */
+function closeWithError(ws: WebSocket, err: ConnectError) {
+  const last = frame({ case: "error", value: { code: err.code, message: err.rawMessage } });
+  ws.send(encode(last), () => undefined);
+  ws.close(
+    err.code === Code.InvalidArgument ? 1007 : 4000 + err.code,
+    err.rawMessage.slice(0, 120),
+  );
 }
+
+const encode = (f: ServerFrame) =>
+  toBinary(SessionResponseSchema, create(SessionResponseSchema, { frame: f }));

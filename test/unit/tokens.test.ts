@@ -141,6 +141,27 @@ describe("token service", () => {
     await rejects(tokens.verify(""), /invalid token/);
   });
 
+  it("refuses tampered, unsigned, other-algorithm and not-yet-valid tokens", async () => {
+    const tokens = service([k1], "k1");
+    const { token } = await tokens.mint({ userId: "ann", deviceId: "d", ttlSeconds: 60 });
+    const [h, p, sig] = token.split(".");
+    const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+    const claims = JSON.parse(Buffer.from(p!, "base64url").toString());
+    await rejects(tokens.verify(`${h}.${b64({ ...claims, sub: "ben" })}.${sig}`), /invalid token/);
+    await rejects(tokens.verify(`${b64({ alg: "none", kid: "k1" })}.${p}.`), /invalid token/);
+    await rejects(tokens.verify(`${b64({ alg: "HS512", kid: "k1" })}.${p}.${sig}`), /invalid/);
+    await rejects(tokens.verify(`${h}.${p}.${sig}x`), /invalid token/);
+    await rejects(tokens.verify(`${token}.x`), /invalid token/);
+    const later = await forge(k1, { did: "d" }, (j) =>
+      j.setSubject("ann").setIssuer("relaychat").setAudience("chat.v1").setNotBefore("1h"),
+    );
+    await rejects(tokens.verify(later), /invalid token/);
+    const listed = await forge(k1, { did: "d" }, (j) =>
+      j.setSubject("ann").setIssuer("relaychat").setAudience(["other.v1", "chat.v1"]),
+    );
+    expect((await tokens.verify(listed)).userId).toBe("ann");
+  });
+
   it("refuses to start without its active key", () => {
     expect(() => service([k1], "k2")).toThrow(TokenError);
   });
