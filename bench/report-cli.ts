@@ -1,6 +1,6 @@
 /**
  * Regenerates docs/BENCHMARKS.md and docs/bench/*.svg from a saved run:
- *   npx tsx bench/report-cli.ts bench/results/latest.json [--docs docs] [--profile file]
+ *   npm run bench:report -- docs/bench/results-full.json [--docs docs] [--profile file]
  * Profile fixes come from bench/profile-fixes.json when that file exists.
  */
 import { readFile } from "node:fs/promises";
@@ -43,10 +43,10 @@ function assertProfileFixes(v: unknown, source: string): asserts v is ProfileFix
         isRecord(f) &&
         typeof f.title === "string" &&
         typeof f.detail === "string" &&
-        isRecord(f.before) &&
-        isRecord(f.after),
+        typeof f.method === "string" &&
+        Array.isArray(f.measures),
     );
-  if (!ok) throw new Error(`${source}: expected an array of {title, detail, before, after}`);
+  if (!ok) throw new Error(`${source}: expected an array of {title, detail, method, measures}`);
 }
 
 async function readJson(file: string): Promise<unknown> {
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
       profile: { type: "string", default: path.join(repoRoot, "bench", "profile-fixes.json") },
     },
   });
-  const resultsFile = path.resolve(positionals[0] ?? "bench/results/latest.json");
+  const resultsFile = path.resolve(positionals[0] ?? "docs/bench/results-full.json");
   const run = await readJson(resultsFile);
   assertBenchRun(run, resultsFile);
   const profile = await readProfile(path.resolve(values.profile));

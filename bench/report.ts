@@ -717,14 +717,6 @@ function renderHistory(run: BenchRun): string[] {
   return out;
 }
 
-function cpuCell(fix: ProfileFix): string {
-  const b = fix.before.cpuUsPerMsg;
-  const a = fix.after.cpuUsPerMsg;
-  if (b === undefined && a === undefined) return "—";
-  const f = (v: number | undefined) => (v === undefined ? "—" : fmtNum(v, 1));
-  return `${f(b)} → ${f(a)}`;
-}
-
 function renderProfile(profile: readonly ProfileFix[]): string[] {
   const out = ["## Profiling: before and after", ""];
   if (profile.length === 0) {
@@ -732,21 +724,28 @@ function renderProfile(profile: readonly ProfileFix[]): string[] {
     return out;
   }
   out.push(
-    "Each fix was measured with the same 1:1 scenario before and after the change.",
+    "Each fix was measured with the same bench scenario and sizes on the revision before it " +
+      "and after it (`--server-root` runs another checkout's server under the same bench), " +
+      "alternating runs.",
     "",
     table(
-      ["Fix", "Sustained msgs/s", "Change", "p99 deliver ms", "CPU µs/msg"],
-      profile.map((fix) => [
-        fix.title,
-        `${fmtNum(fix.before.sustainedPerSec)} → ${fmtNum(fix.after.sustainedPerSec)}`,
-        fmtRatio(fix.after.sustainedPerSec, fix.before.sustainedPerSec),
-        `${fmtMs(fix.before.p99DeliverUs)} → ${fmtMs(fix.after.p99DeliverUs)}`,
-        cpuCell(fix),
-      ]),
+      ["Fix", "Metric", "Before", "After", "Change"],
+      profile.flatMap((fix) =>
+        fix.measures.map((m, i) => [
+          i === 0 ? fix.title : "",
+          `${m.metric} (${m.unit})`,
+          fmtNum(m.before, m.before < 100 ? 1 : 0),
+          fmtNum(m.after, m.after < 100 ? 1 : 0),
+          m.lowerIsBetter
+            ? `${fmtRatio(m.before, m.after)} less`
+            : `${fmtRatio(m.after, m.before)}`,
+        ]),
+      ),
     ),
     "",
   );
-  for (const fix of profile) out.push(`- **${fix.title}**: ${fix.detail}`);
+  for (const fix of profile)
+    out.push(`- **${fix.title}**: ${fix.detail} _Measured: ${fix.method}_`);
   out.push("");
   return out;
 }

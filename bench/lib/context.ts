@@ -36,16 +36,16 @@ export interface Scale {
 
 export const fullScale: Scale = {
   pairs: 250,
-  rates: [1000, 1500, 2250, 3400, 5000, 7500, 11_000, 16_000, 24_000],
-  stepMs: 5000,
-  graceMs: 1500,
+  rates: [500, 1000, 1500, 2250, 3400, 5000, 7500, 11_000, 16_000, 24_000],
+  stepMs: 4000,
+  graceMs: 1200,
   groupSize: 500,
   groups: 1,
   groupSendersPerGroup: 10,
   groupRates: [2, 5, 10, 20, 40, 80, 120, 160, 240],
   // One process may hold 20,000 descriptors here (hard limit); leave room for files and the store.
   idleSessions: 19_000,
-  idleHoldMs: 30_000,
+  idleHoldMs: 26_000,
   stormClients: 10_000,
   stormGroupSize: 500,
   stormMissed: 5,
@@ -59,14 +59,14 @@ export const fullScale: Scale = {
 export const quickScale: Scale = {
   pairs: 40,
   rates: [300, 900],
-  stepMs: 2000,
-  graceMs: 800,
+  stepMs: 1500,
+  graceMs: 600,
   groupSize: 50,
   groups: 1,
   groupSendersPerGroup: 4,
   groupRates: [20, 60],
   idleSessions: 400,
-  idleHoldMs: 2000,
+  idleHoldMs: 1000,
   stormClients: 400,
   stormGroupSize: 200,
   stormMissed: 3,
@@ -203,7 +203,7 @@ export async function ramp(
   const steps: RateStep[] = [];
   // A short unrecorded warm-up: JIT, connection buffers and caches, as on a server that has run a while.
   const saved = ctx.scale;
-  ctx.scale = { ...saved, stepMs: Math.min(2000, saved.stepMs), graceMs: 500 };
+  ctx.scale = { ...saved, stepMs: ctx.quick ? 500 : 2000, graceMs: ctx.quick ? 200 : 500 };
   ctx.progress(`${name}: warm-up`);
   await rateStep(ctx, stepBase - 1, rates[0]! / 2, fanout, hasAck, 50_000, targetPid).finally(
     () => {

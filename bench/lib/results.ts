@@ -107,12 +107,23 @@ export interface MachineInfo {
   postgresVersion?: string;
 }
 
-/** Before/after of one profiling fix, measured with the same scenario. */
+/** One number measured before and after a profiling fix, with the same scenario and sizes. */
+export interface ProfileMeasure {
+  metric: string;
+  unit: string;
+  before: number;
+  after: number;
+  /** True for latency, CPU and memory, where less is better. */
+  lowerIsBetter?: boolean;
+}
+
+/** Before/after of one profiling fix (or a group of related ones). */
 export interface ProfileFix {
   title: string;
   detail: string;
-  before: { sustainedPerSec: number; p99DeliverUs: number; cpuUsPerMsg?: number };
-  after: { sustainedPerSec: number; p99DeliverUs: number; cpuUsPerMsg?: number };
+  /** How the numbers were taken: scenario, sizes, runs. */
+  method: string;
+  measures: ProfileMeasure[];
 }
 
 export interface BenchRun {

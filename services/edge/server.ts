@@ -153,7 +153,8 @@ export function createHttpServer(opts: HttpServerOptions) {
     listen(host: string, port: number): Promise<net.AddressInfo> {
       return new Promise((resolve, reject) => {
         listener.once("error", reject);
-        listener.listen(port, host, () => {
+        // A deep accept queue: a reconnect storm opens thousands of connections at once.
+        listener.listen({ port, host, backlog: 4096 }, () => {
           listener.off("error", reject);
           resolve(listener.address() as net.AddressInfo);
         });

@@ -192,17 +192,27 @@ describe("renderMarkdown", () => {
   it("lists profiling fixes before → after", () => {
     const fix: ProfileFix = {
       title: "Batch fsync",
-      detail: "one fsync per tick instead of per message",
-      before: { sustainedPerSec: 4000, p99DeliverUs: 48_000, cpuUsPerMsg: 90 },
-      after: { sustainedPerSec: 6000, p99DeliverUs: 21_500 },
+      detail: "one fsync per tick instead of per message.",
+      method: "1:1 ramp, 100 pairs",
+      measures: [
+        { metric: "sustained 1:1", unit: "msgs/s", before: 4000, after: 6000 },
+        { metric: "CPU per message", unit: "µs", before: 90, after: 45, lowerIsBetter: true },
+      ],
     };
     const md = renderMarkdown(fakeRun(), [fix], {});
     expect(row(md, "Batch fsync").slice(1)).toEqual([
-      "4,000 → 6,000",
+      "sustained 1:1 (msgs/s)",
+      "4,000",
+      "6,000",
       "1.50×",
-      "48.0 → 21.5",
-      "90.0 → —",
     ]);
+    const cpu = md.split("\n").find((l) => l.includes("| CPU per message (µs) |"));
+    expect(
+      cpu
+        ?.split("|")
+        .map((c) => c.trim())
+        .slice(2, 6),
+    ).toEqual(["CPU per message (µs)", "90.0", "45.0", "2.00× less"]);
     expect(md).not.toContain("No profiling fixes recorded");
   });
 
