@@ -9,11 +9,13 @@ import type { Logger } from "./logger.js";
  */
 export function boundaryInterceptor(log: Logger): Interceptor {
   const report = (procedure: string, started: number, err: unknown) => {
-    const ms = Math.round(performance.now() - started);
     if (err === undefined) {
-      log.debug({ procedure, ms }, "ok");
+      if (log.isLevelEnabled("debug")) {
+        log.debug({ procedure, ms: Math.round(performance.now() - started) }, "ok");
+      }
       return;
     }
+    const ms = Math.round(performance.now() - started);
     // Rebuilt without metadata: an error relayed from an internal client
     // carries that call's response headers, which must not leak into ours.
     const mapped = toConnectError(err);
@@ -33,8 +35,18 @@ export function boundaryInterceptor(log: Logger): Interceptor {
     }
     return ce;
   };
+  // Built once per method: internal calls run this for every message.
+  const procedures = new WeakMap<object, string>();
+  const procedureOf = (req: { service: { typeName: string }; method: { name: string } }) => {
+    let p = procedures.get(req.method);
+    if (p === undefined) {
+      p = `${req.service.typeName}/${req.method.name}`;
+      procedures.set(req.method, p);
+    }
+    return p;
+  };
   return (next) => async (req) => {
-    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const procedure = procedureOf(req);
     const started = performance.now();
     let res: Awaited<ReturnType<typeof next>>;
     try {

@@ -72,6 +72,12 @@ export function createMetrics() {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+interface Bound {
+  procedure: string;
+  seconds: { observe(seconds: number): void };
+  ok: { inc(): void };
+}
+
 /** Counts every call by outcome, times unary calls and tracks open streams. */
 export function metricsInterceptor(metrics: Metrics): Interceptor {
   // Connect's names in snake case ("invalid_argument"), as the protocols spell them.
@@ -82,19 +88,33 @@ export function metricsInterceptor(metrics: Metrics): Interceptor {
           /[A-Z]/g,
           (c, i) => (i ? "_" : "") + c.toLowerCase(),
         );
+  // Per method: its label and the label-bound children, so a call neither
+  // builds label objects nor a timer closure (internal calls run per message).
+  const bound = new WeakMap<object, Bound>();
+  const bind = (method: object, procedure: string): Bound => {
+    const b = {
+      procedure,
+      seconds: metrics.rpcSeconds.labels(procedure),
+      ok: metrics.rpcs.labels(procedure, "ok"),
+    };
+    bound.set(method, b);
+    return b;
+  };
   return (next) => async (req) => {
-    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const b =
+      bound.get(req.method) ?? bind(req.method, `${req.service.typeName}/${req.method.name}`);
+    const procedure = b.procedure;
     if (!req.stream) {
-      const stop = metrics.rpcSeconds.startTimer({ procedure });
+      const started = performance.now();
       try {
         const res = await next(req);
-        metrics.rpcs.inc({ procedure, code: "ok" });
+        b.ok.inc();
         return res;
       } catch (err) {
         metrics.rpcs.inc({ procedure, code: codeOf(err) });
         throw err;
       } finally {
-        stop();
+        b.seconds.observe((performance.now() - started) / 1000);
       }
     }
     metrics.streams.inc({ procedure });

@@ -1,19 +1,15 @@
 import type http from "node:http";
 import type net from "node:net";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type WebSocket, WebSocketServer } from "ws";
-import {
-  type ServerFrame,
-  type SessionRequest,
-  SessionRequestSchema,
-  SessionResponseSchema,
-} from "../../gen/chat/v1/chat_service_pb.js";
+import { type SessionRequest, SessionRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
 import { authenticate, bearer, type Caller } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { FrameRunner } from "./duplex.js";
 import { frame, type Session } from "./session.js";
+import { encodeSessionResponse as encode } from "./wire.js";
 
 /** The WebSocket endpoint: binary protobuf SessionRequest in, SessionResponse out. */
 export const websocketPath = "/v1/ws";
@@ -205,6 +201,3 @@ function closeWithError(ws: WebSocket, err: ConnectError) {
     err.rawMessage.slice(0, 120),
   );
 }
-
-const encode = (f: ServerFrame) =>
-  toBinary(SessionResponseSchema, create(SessionResponseSchema, { frame: f }));

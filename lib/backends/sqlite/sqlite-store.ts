@@ -22,6 +22,7 @@ import {
   SeqConflictError,
   UnknownConversationError,
 } from "../../errors.js";
+import { decodeEvent, eventBytes } from "../../event-bytes.js";
 import type { EventStore } from "../event-store.js";
 import type {
   ConversationRecord,
@@ -257,7 +258,9 @@ export function openSqliteStore(opts: {
     ),
   };
 
-  const decode = (row: unknown) => fromBinary(EventSchema, (row as { body: Uint8Array }).body);
+  const body = (row: unknown) => (row as { body: Uint8Array }).body;
+  /** For events handed out read-only: their stored bytes are kept for re-encoding. */
+  const decode = (row: unknown) => decodeEvent(body(row));
 
   const toConv = (r: Row): ConversationRecord => ({
     conversationId: r.conversation_id as string,
@@ -301,7 +304,7 @@ export function openSqliteStore(opts: {
   const redact = (conversationId: string, seq: bigint) => {
     const row = q.eventBody.get(conversationId, seq);
     if (row) {
-      const ev = decode(row);
+      const ev = fromBinary(EventSchema, body(row));
       if (ev.kind.case === "messagePosted") {
         ev.kind.value = create(MessagePostedSchema, { messageKind: ev.kind.value.messageKind });
       }
@@ -309,7 +312,7 @@ export function openSqliteStore(opts: {
       q.setBody.run(toBinary(EventSchema, ev), conversationId, seq);
     }
     for (const edit of q.editsOf.all(conversationId, seq) as Row[]) {
-      const ev = decode(edit);
+      const ev = fromBinary(EventSchema, body(edit));
       if (ev.kind.case === "messageEdited") {
         ev.kind.value = create(MessageEditedSchema, { targetSeq: ev.kind.value.targetSeq });
       }
@@ -420,7 +423,7 @@ export function openSqliteStore(opts: {
       ev.actorUserId,
       ev.clientMsgId || null,
       targetSeq,
-      toBinary(EventSchema, ev),
+      eventBytes(ev),
     );
     q.advanceHead.run(ev.seq, atMs, conv);
   };
