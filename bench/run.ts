@@ -14,7 +14,13 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join, resolve } from "node:path";
-import { type BenchContext, fullScale, quickScale, startWorkers } from "./lib/context.js";
+import {
+  type BenchContext,
+  fullScale,
+  groupSloUs,
+  quickScale,
+  startWorkers,
+} from "./lib/context.js";
 import { killAll } from "./lib/procs.js";
 import type { BenchRun, ProfileFix, TargetName } from "./lib/results.js";
 import { writeReport } from "./report.js";
@@ -108,7 +114,7 @@ const run: BenchRun = {
     ...(serverRoot ? { "server checkout": serverRoot } : {}),
   },
   oneToOne: [],
-  groupFanout: { groupSize: 0, groups: 0, results: [] },
+  groupFanout: { groupSize: 0, groups: 0, sloP99Us: groupSloUs, results: [] },
   idle: [],
   reconnect: [],
   history: [],

@@ -135,7 +135,8 @@ export interface BenchRun {
   /** Bench-only server settings that differ from production defaults, and why. */
   settings: Record<string, string>;
   oneToOne: RampResult[];
-  groupFanout: { groupSize: number; groups: number; results: RampResult[] };
+  /** sloP99Us: the p99 send→deliver bound that "sustained" uses for fan-out. */
+  groupFanout: { groupSize: number; groups: number; sloP99Us: number; results: RampResult[] };
   idle: IdleResult[];
   reconnect: ReconnectResult[];
   history: HistoryResult[];

@@ -1,4 +1,11 @@
-import { type BenchContext, closeClients, openClients, ramp, setRoutes } from "../lib/context.js";
+import {
+  type BenchContext,
+  closeClients,
+  groupSloUs,
+  openClients,
+  ramp,
+  setRoutes,
+} from "../lib/context.js";
 import { cpuUsOf } from "../lib/procs.js";
 import type { RampResult, TargetName } from "../lib/results.js";
 import type { ClientSpec, Route } from "../worker.js";
@@ -71,7 +78,16 @@ export async function groupFanout(
     ctx.progress(`${name}: waiting for join traffic to settle`);
     const busyMs = await quiesce(t.pid, ctx.quick ? 5000 : 60_000);
     ctx.log(`${name}: joins settled after ${busyMs} ms`);
-    const result: RampResult = await ramp(ctx, name, groupRates, groupSize - 1, true, 200, t.pid);
+    const result: RampResult = await ramp(
+      ctx,
+      name,
+      groupRates,
+      groupSize - 1,
+      true,
+      200,
+      t.pid,
+      groupSloUs,
+    );
     if (result.steps.every((s) => s.withinSlo)) {
       result.notes = ["every step met the SLO: the ramp ended before this target saturated"];
     }

@@ -73,6 +73,7 @@ const fakeRun = (): BenchRun => ({
   groupFanout: {
     groupSize: 11,
     groups: 50,
+    sloP99Us: 250_000,
     results: [ramp("ours", 2000, 10), ramp("ejabberd-routing", 1200, 10)],
   },
   idle: [
@@ -184,7 +185,7 @@ describe("renderMarkdown", () => {
     expect(md).toContain("](bench/one-to-one.svg)");
     expect(md).not.toContain("group-fanout.svg");
     // ours' first 1:1 step: ack p99 12,345 µs, deliver p99 20,000 µs, p99.9 40,000 µs.
-    expect(md).toContain("| 6,000 | 6,000 | 3.09 | 12.3 | 24.7 | 5.00 | 20.0 | 40.0 | 0 | ✓ |");
+    expect(md).toContain("| 6,000 | 6,000 | 3.09 | 12.3 | 24.7 | 5.00 | 20.0 | 40.0 | 0 | — | — | ✓ |");
     expect(md).toContain("No profiling fixes recorded");
     expect(md).toContain("npm run bench -- --quick");
   });
