@@ -185,7 +185,9 @@ describe("renderMarkdown", () => {
     expect(md).toContain("](bench/one-to-one.svg)");
     expect(md).not.toContain("group-fanout.svg");
     // ours' first 1:1 step: ack p99 12,345 µs, deliver p99 20,000 µs, p99.9 40,000 µs.
-    expect(md).toContain("| 6,000 | 6,000 | 3.09 | 12.3 | 24.7 | 5.00 | 20.0 | 40.0 | 0 | — | — | ✓ |");
+    expect(md).toContain(
+      "| 6,000 | 6,000 | 3.09 | 12.3 | 24.7 | 5.00 | 20.0 | 40.0 | 0 | — | — | ✓ |",
+    );
     expect(md).toContain("No profiling fixes recorded");
     expect(md).toContain("npm run bench -- --quick");
   });
