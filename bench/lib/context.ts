@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { ClientSpec, Route, StepStats, TargetSpec } from "../worker.js";
 import { mergeEncoded, summarize } from "./histogram.js";
 import { cpuUsOf, forkTs, makeRpc, waitExit } from "./procs.js";
-import type { BenchRun, RateStep, TargetName } from "./results.js";
+import type { BenchRun, RampResult, RateStep, TargetName } from "./results.js";
 
 export type Rpc = <T>(op: string, args?: unknown) => Promise<T>;
 
@@ -229,12 +229,16 @@ export async function ramp(
     await new Promise((r) => setTimeout(r, 300));
   }
   const best = steps.filter((s) => s.withinSlo).at(-1);
-  return {
+  const result: RampResult = {
     target: name,
     sustainedPerSec: best?.offeredPerSec ?? 0,
     sustainedDeliveriesPerSec: best?.deliveriesPerSec ?? 0,
     steps,
   };
+  if (steps.every((s) => s.withinSlo)) {
+    result.notes = ["every step met the SLO: the ramp ended before this target saturated"];
+  }
+  return result;
 }
 
 export async function setRoutes(ctx: BenchContext, routes: Route[]) {

@@ -56,9 +56,6 @@ export async function oneToOne(
       100,
       t.pid,
     );
-    if (result.steps.every((s) => s.withinSlo)) {
-      result.notes = ["every step met the SLO: the ramp ended before this target saturated"];
-    }
     await closeClients(ctx);
     return result;
   } finally {
