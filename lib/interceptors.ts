@@ -2,6 +2,22 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { toConnectError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
+// Built once per method: internal calls run the interceptors for every message.
+const procedures = new WeakMap<object, string>();
+
+/** "package.Service/Method" of a call, as metrics and logs label it. */
+export function procedureOf(req: {
+  service: { typeName: string };
+  method: { name: string };
+}): string {
+  let p = procedures.get(req.method);
+  if (p === undefined) {
+    p = `${req.service.typeName}/${req.method.name}`;
+    procedures.set(req.method, p);
+  }
+  return p;
+}
+
 /**
  * The outermost interceptor of every router: maps domain errors to precise
  * codes (unknown errors become INTERNAL without leaking detail), and logs
@@ -34,16 +50,6 @@ export function boundaryInterceptor(log: Logger): Interceptor {
       log.debug({ procedure, ms, code: Code[ce.code], reason: ce.rawMessage }, "call rejected");
     }
     return ce;
-  };
-  // Built once per method: internal calls run this for every message.
-  const procedures = new WeakMap<object, string>();
-  const procedureOf = (req: { service: { typeName: string }; method: { name: string } }) => {
-    let p = procedures.get(req.method);
-    if (p === undefined) {
-      p = `${req.service.typeName}/${req.method.name}`;
-      procedures.set(req.method, p);
-    }
-    return p;
   };
   return (next) => async (req) => {
     const procedure = procedureOf(req);

@@ -2,6 +2,7 @@ import http from "node:http";
 import type net from "node:net";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { procedureOf } from "./interceptors.js";
 
 /**
  * The process's metrics, in a registry of its own (several servers may share
@@ -101,8 +102,7 @@ export function metricsInterceptor(metrics: Metrics): Interceptor {
     return b;
   };
   return (next) => async (req) => {
-    const b =
-      bound.get(req.method) ?? bind(req.method, `${req.service.typeName}/${req.method.name}`);
+    const b = bound.get(req.method) ?? bind(req.method, procedureOf(req));
     const procedure = b.procedure;
     if (!req.stream) {
       const started = performance.now();

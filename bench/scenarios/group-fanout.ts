@@ -9,7 +9,7 @@ import {
 import { cpuUsOf } from "../lib/procs.js";
 import type { RampResult, TargetName } from "../lib/results.js";
 import type { ClientSpec, Route } from "../worker.js";
-import { startTarget } from "./targets.js";
+import { clientSpec, startTarget } from "./targets.js";
 
 /** Waits until the process uses under 10% of a core for a second; returns how long it took. */
 async function quiesce(pid: number, maxMs: number): Promise<number> {
@@ -53,12 +53,7 @@ export async function groupFanout(
       }
       for (let k = 0; k < groupSize; k++) {
         const i = first + k;
-        clients.push({
-          index: i,
-          user: `u${i}`,
-          groups: [`g${g}`],
-          ...(t.ours ? { token: await t.ours.token(i) } : {}),
-        });
+        clients.push(await clientSpec(t, i, [`g${g}`]));
         if (k < groupSendersPerGroup) routes.push({ client: i, dest, group: true });
       }
     }

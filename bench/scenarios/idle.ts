@@ -1,7 +1,7 @@
 import { type BenchContext, closeClients, openClients } from "../lib/context.js";
 import type { IdleResult, TargetName } from "../lib/results.js";
 import type { ClientSpec } from "../worker.js";
-import { startTarget } from "./targets.js";
+import { clientSpec, startTarget } from "./targets.js";
 
 /** The production heartbeat interval (CHAT_HEARTBEAT_INTERVAL_MS default). */
 const heartbeatIntervalMs = 25_000;
@@ -17,13 +17,7 @@ export async function idle(ctx: BenchContext, name: TargetName): Promise<IdleRes
   if (!t) return undefined;
   try {
     const clients: ClientSpec[] = [];
-    for (let i = 0; i < n; i++) {
-      clients.push({
-        index: i,
-        user: `u${i}`,
-        ...(t.ours ? { token: await t.ours.token(i) } : {}),
-      });
-    }
+    for (let i = 0; i < n; i++) clients.push(await clientSpec(t, i));
     const rssBase = await t.rss();
     ctx.progress(`${name}: opening ${n.toLocaleString()} idle sessions`);
     const opened = await openClients(ctx, t.spec, clients, undefined, 64);

@@ -1,7 +1,7 @@
 import { type BenchContext, closeClients, openClients, ramp, setRoutes } from "../lib/context.js";
 import type { RampResult, TargetName } from "../lib/results.js";
 import type { ClientSpec, Route } from "../worker.js";
-import { directDest, startTarget } from "./targets.js";
+import { clientSpec, directDest, startTarget } from "./targets.js";
 
 /**
  * 1:1 chat: `pairs` conversations, both members online, each sending to the
@@ -18,13 +18,7 @@ export async function oneToOne(
   if (!t) return undefined;
   try {
     const clients: ClientSpec[] = [];
-    for (let i = 0; i < users; i++) {
-      clients.push({
-        index: i,
-        user: `u${i}`,
-        ...(t.ours ? { token: await t.ours.token(i) } : {}),
-      });
-    }
+    for (let i = 0; i < users; i++) clients.push(await clientSpec(t, i));
     const routes: Route[] = [];
     for (let k = 0; k < pairs; k++) {
       const a = 2 * k;

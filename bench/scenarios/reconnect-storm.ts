@@ -2,7 +2,7 @@ import type { BenchContext } from "../lib/context.js";
 import { mergeEncoded, summarize } from "../lib/histogram.js";
 import type { ReconnectResult } from "../lib/results.js";
 import type { ClientSpec } from "../worker.js";
-import { startTarget } from "./targets.js";
+import { clientSpec, startTarget } from "./targets.js";
 
 /**
  * Reconnect storm (ours): every client is online in a group, then all drop at
@@ -32,7 +32,7 @@ export async function reconnectStorm(ctx: BenchContext): Promise<ReconnectResult
     }
     const per = ctx.workers.map(() => [] as ClientSpec[]);
     for (let i = 0; i < stormClients; i++) {
-      per[i % ctx.workers.length]!.push({ index: i, user: `u${i}`, token: await ours.token(i) });
+      per[i % ctx.workers.length]!.push(await clientSpec(t, i));
     }
     ctx.progress(`storm: connecting ${stormClients.toLocaleString()} clients`);
     const opened = await Promise.all(

@@ -3,7 +3,7 @@ import type { TargetName } from "../lib/results.js";
 import { ejabberdAvailable, startEjabberd } from "../targets/ejabberd.js";
 import { startOurs } from "../targets/ours.js";
 import { startRelay } from "../targets/relay.js";
-import type { TargetSpec } from "../worker.js";
+import type { ClientSpec, TargetSpec } from "../worker.js";
 
 /** A started system under test, as the scenarios need it. */
 export interface Started {
@@ -72,6 +72,16 @@ export async function startTarget(
     pid: ej.pid,
     rss: () => ej.rssBytes(),
     stop: () => ej.stop(),
+  };
+}
+
+/** Client u<i> on this target: ours needs its signed token, others only the name. */
+export async function clientSpec(t: Started, i: number, groups?: string[]): Promise<ClientSpec> {
+  return {
+    index: i,
+    user: `u${i}`,
+    ...(groups ? { groups } : {}),
+    ...(t.ours ? { token: await t.ours.token(i) } : {}),
   };
 }
 
