@@ -6,7 +6,7 @@
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ChatService, HistoryDirection } from "../gen/chat/v1/chat_service_pb.js";
-import { connectOurs, messageText } from "./clients/ours-client.js";
+import { connectOurs } from "./clients/ours-client.js";
 import { connectRelay } from "./clients/relay-client.js";
 import { connectXmpp } from "./clients/xmpp-client.js";
 import { encode, type Histogram, newHistogram, nowUs, record } from "./lib/histogram.js";
@@ -107,7 +107,7 @@ async function openOne(spec: ClientSpec, t: TargetSpec): Promise<Conn> {
       token: spec.token ?? "",
       localAddress,
       onEvent: (e, fromSync) => {
-        if (!fromSync) onDeliver(messageText(e));
+        if (!fromSync) onDeliver(e.text);
       },
       onAck,
     });
@@ -294,8 +294,8 @@ function stormOps() {
   let expected: Record<string, number> = {};
 
   const track =
-    (c: StormClient, onCaughtUp?: () => void) => (e: { conversationId: string; seq: bigint }) => {
-      const seqN = Number(e.seq);
+    (c: StormClient, onCaughtUp?: () => void) => (e: { conversationId: string; seq: number }) => {
+      const seqN = e.seq;
       const have = c.cursors[e.conversationId] ?? 0;
       if (seqN <= have) c.dups++;
       else {

@@ -1,7 +1,7 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import WebSocket from "ws";
-import { SessionRequestSchema, SessionResponseSchema } from "../../gen/chat/v1/chat_service_pb.js";
-import type { Event } from "../../gen/chat/v1/event_pb.js";
+import { SessionRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import { decodeFrame, encodeSend, type LeanEvent } from "./ours-wire.js";
 
 /** A bench client's session on our WebSocket endpoint (binary protobuf frames). */
 export interface OursConn {
@@ -22,7 +22,7 @@ export interface OursConnOptions {
   /** "I hold every event up to this seq" per conversation, for resume. */
   cursors?: Record<string, number>;
   /** Every event: from sync batches (fromSync) and live. */
-  onEvent?: (event: Event, fromSync: boolean) => void;
+  onEvent?: (event: LeanEvent, fromSync: boolean) => void;
   /** The durable ack of one of this stream's sends, with the message text. */
   onAck?: (body: string) => void;
   onClose?: () => void;
@@ -33,11 +33,6 @@ const heartbeatFrame = toBinary(
   SessionRequestSchema,
   create(SessionRequestSchema, { action: { case: "heartbeat", value: {} } }),
 );
-
-/** Text of a posted message, or "" for other events. */
-export function messageText(event: Event): string {
-  return event.kind.case === "messagePosted" ? (event.kind.value.content?.text ?? "") : "";
-}
 
 /**
  * Opens a session, subscribes with the cursors and resolves once
@@ -60,17 +55,7 @@ export function connectOurs(opts: OursConnOptions): Promise<OursConn> {
     const conn: OursConn = {
       send(conversationId, clientMsgId, body) {
         if (ws.readyState !== WebSocket.OPEN) return;
-        ws.send(
-          toBinary(
-            SessionRequestSchema,
-            create(SessionRequestSchema, {
-              action: {
-                case: "send",
-                value: { conversationId, clientMsgId, content: { text: body } },
-              },
-            }),
-          ),
-        );
+        ws.send(encodeSend(conversationId, clientMsgId, body));
       },
       heartbeat() {
         if (ws.readyState === WebSocket.OPEN) ws.send(heartbeatFrame);
@@ -98,17 +83,16 @@ export function connectOurs(opts: OursConnOptions): Promise<OursConn> {
       );
     });
     ws.on("message", (data: Buffer) => {
-      const f = fromBinary(SessionResponseSchema, data).frame?.frame;
-      if (!f) return;
+      const f = decodeFrame(data);
       switch (f.case) {
         case "event":
-          opts.onEvent?.(f.value, false);
+          opts.onEvent?.(f.event, false);
           break;
         case "sendAck":
-          if (f.value.event) opts.onAck?.(messageText(f.value.event));
+          if (f.event) opts.onAck?.(f.event.text);
           break;
         case "sync":
-          for (const e of f.value.events) opts.onEvent?.(e, true);
+          for (const e of f.events) opts.onEvent?.(e, true);
           break;
         case "syncComplete":
           ready = true;
@@ -118,7 +102,7 @@ export function connectOurs(opts: OursConnOptions): Promise<OursConn> {
         case "error":
           if (!ready) {
             clearTimeout(timer);
-            reject(new Error(`session error ${f.value.code}: ${f.value.message}`));
+            reject(new Error(`session error ${f.code}: ${f.message}`));
           }
           break;
         default:
