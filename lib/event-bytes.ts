@@ -27,3 +27,12 @@ export function decodeEvent(bytes: Uint8Array): Event {
   cache.set(event, bytes);
   return event;
 }
+
+/**
+ * Records the encoding of an event that was encoded elsewhere (the SQLite
+ * writer thread encodes what it stores). The bytes must be exactly
+ * toBinary(EventSchema, event).
+ */
+export function rememberEventBytes(event: Event, bytes: Uint8Array): void {
+  cache.set(event, bytes);
+}

@@ -1,9 +1,15 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { toBinary } from "@bufbuild/protobuf";
+import { afterEach, describe, expect, it } from "vitest";
+import { EventSchema } from "../../gen/chat/v1/event_pb.js";
+import { DevicePlatform } from "../../gen/chat/v1/model_pb.js";
 import { openSqliteStore, type SqliteStore } from "../../lib/backends/sqlite/sqlite-store.js";
+import { DeviceStateError, DuplicateEventError, SeqConflictError } from "../../lib/errors.js";
+import { eventBytes } from "../../lib/event-bytes.js";
 import { eventStoreContract } from "./event-store.contract.js";
-import type { StoreFactory } from "./fixtures.js";
+import { ev, newConversationId, type StoreFactory } from "./fixtures.js";
 import { metadataStoreContract } from "./metadata-store.contract.js";
 
 /** A fresh database file per test; reopen closes it and opens the same file again. */
@@ -32,3 +38,73 @@ const sqliteFactory: StoreFactory = async () => {
 
 eventStoreContract("sqlite", sqliteFactory);
 metadataStoreContract("sqlite", sqliteFactory);
+
+describe("SQLite store: the writer thread", () => {
+  const dirs: string[] = [];
+  const stores: SqliteStore[] = [];
+  afterEach(async () => {
+    for (const s of stores.splice(0)) await s.close();
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+  const open = (opts: Partial<Parameters<typeof openSqliteStore>[0]> = {}) => {
+    const dir = mkdtempSync(join(tmpdir(), "chat-sqlite-"));
+    dirs.push(dir);
+    const path = join(dir, "chat.db");
+    const store = openSqliteStore({ path, synchronous: "NORMAL", ...opts });
+    stores.push(store);
+    return { store, path };
+  };
+
+  it("commits writes sent together as one batch, where one that fails leaves the others", async () => {
+    const { store } = open();
+    await store.putUser("ann", "Ann", false);
+    await store.ensureDevice("ann", "ann-phone", DevicePlatform.IOS);
+    await store.revokeDevice("ann", "ann-phone");
+    // Sent in one turn: they reach the writer together and share a transaction.
+    const [ben, revoked, cat] = await Promise.allSettled([
+      store.putUser("ben", "Ben", false),
+      store.ensureDevice("ann", "ann-phone", DevicePlatform.IOS),
+      store.putUser("cat", "Cat", false),
+    ]);
+    expect(ben.status).toBe("fulfilled");
+    expect(cat.status).toBe("fulfilled");
+    expect(revoked.status).toBe("rejected");
+    expect((revoked as PromiseRejectedResult).reason).toBeInstanceOf(DeviceStateError);
+    // What resolved is visible to reads on the caller's connection.
+    expect((await store.getUsers(["ben", "cat"])).map((u) => u.userId).sort()).toEqual([
+      "ben",
+      "cat",
+    ]);
+  });
+
+  it("hands back the bytes it stored, so fan-out sends them without encoding again", async () => {
+    const { store } = open();
+    const conv = newConversationId();
+    const created = ev.group(conv, "ann", ["ben"]);
+    const posted = ev.posted(conv, 2, "ann", "hello", { clientMsgId: "m1" });
+    expect(await store.commit([created, posted])).toEqual([undefined, undefined]);
+    expect(eventBytes(posted)).toEqual(toBinary(EventSchema, posted));
+    const read = await store.readEvent(conv, 2n);
+    expect(read && toBinary(EventSchema, read)).toEqual(toBinary(EventSchema, posted));
+  });
+
+  it("judges seqs by the heads it committed, also after a refused batch", async () => {
+    const { store } = open();
+    const conv = newConversationId();
+    expect(await store.commit([ev.group(conv, "ann", ["ben"])])).toEqual([undefined]);
+    const dup = ev.posted(conv, 2, "ann", "a", { clientMsgId: "k" });
+    expect(await store.commit([dup])).toEqual([undefined]);
+    // A reused key is refused by the unique index and leaves the head where it was.
+    const [again, next] = await store.commit([
+      ev.posted(conv, 3, "ann", "again", { clientMsgId: "k" }),
+      ev.posted(conv, 3, "ben", "b"),
+    ]);
+    expect(again).toBeInstanceOf(DuplicateEventError);
+    expect((again as DuplicateEventError).original.eventId).toBe(dup.eventId);
+    expect(next).toBeUndefined();
+    expect((await store.getConversation(conv))?.headSeq).toBe(3n);
+    const [hole] = await store.commit([ev.posted(conv, 5, "ann", "hole")]);
+    expect(hole).toBeInstanceOf(SeqConflictError);
+    expect((hole as SeqConflictError).expected).toBe(4n);
+  });
+});

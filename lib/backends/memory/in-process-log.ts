@@ -11,39 +11,57 @@ interface Pending {
 /**
  * The embedded message log. Nothing is kept here once acknowledged: an
  * append settles only after the consumer (the store) has committed the event,
- * so "durable" means "committed to SQLite". Appends that arrive while a batch
- * is committing form the next batch (group commit).
+ * so "durable" means "committed to SQLite". Appends made in one turn of the
+ * event loop go to the consumer as one batch; up to `maxInFlight` batches are
+ * handed over before the first is done, so a batch never waits for the
+ * previous one's reply (the store's writer commits what it has queued
+ * together, in order).
  */
-export function createInProcessLog(opts: { maxBatch?: number } = {}): MessageLog {
+export function createInProcessLog(
+  opts: { maxBatch?: number; maxInFlight?: number } = {},
+): MessageLog {
   const maxBatch = opts.maxBatch ?? 512;
+  const maxInFlight = opts.maxInFlight ?? 4;
   let queue: Pending[] = [];
   let handler: ((batch: Event[]) => Promise<(Error | undefined)[]>) | undefined;
-  let draining = false;
+  let scheduled = false;
+  let inFlight = 0;
   let closed = false;
 
   const schedule = () => {
-    if (draining || !handler || queue.length === 0) return;
-    draining = true;
+    if (scheduled || !handler || queue.length === 0 || inFlight >= maxInFlight) return;
+    scheduled = true;
     setImmediate(drain);
   };
 
-  const drain = async () => {
-    while (queue.length > 0 && handler && !closed) {
+  const drain = () => {
+    scheduled = false;
+    while (queue.length > 0 && handler && !closed && inFlight < maxInFlight) {
       const batch = queue.length <= maxBatch ? queue : queue.slice(0, maxBatch);
       queue = queue.length <= maxBatch ? [] : queue.slice(maxBatch);
-      try {
-        const verdicts = await handler(batch.map((p) => p.event));
-        batch.forEach((p, i) => {
-          const v = verdicts[i];
-          if (v) p.reject(v);
-          else p.resolve();
-        });
-      } catch (err) {
-        const e = new BackendUnavailableError("commit failed", { cause: err });
-        for (const p of batch) p.reject(e);
-      }
+      inFlight++;
+      void consume(handler, batch);
     }
-    draining = false;
+  };
+
+  const consume = async (
+    h: (batch: Event[]) => Promise<(Error | undefined)[]>,
+    batch: Pending[],
+  ) => {
+    try {
+      const verdicts = await h(batch.map((p) => p.event));
+      batch.forEach((p, i) => {
+        const v = verdicts[i];
+        if (v) p.reject(v);
+        else p.resolve();
+      });
+    } catch (err) {
+      const e = new BackendUnavailableError("commit failed", { cause: err });
+      for (const p of batch) p.reject(e);
+    } finally {
+      inFlight--;
+      schedule();
+    }
   };
 
   return {

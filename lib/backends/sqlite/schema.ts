@@ -1,0 +1,161 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import type { ConversationKind, Event, Role } from "../../../gen/chat/v1/event_pb.js";
+import type { DevicePlatform } from "../../../gen/chat/v1/model_pb.js";
+import type {
+  ConversationRecord,
+  DeviceRecord,
+  MemberRecord,
+  UserRecord,
+} from "../metadata-store.js";
+
+const schema = `
+CREATE TABLE IF NOT EXISTS users (
+  user_id TEXT PRIMARY KEY,
+  display_name TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+  device_id TEXT PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  platform INTEGER NOT NULL DEFAULT 0,
+  display_name TEXT NOT NULL DEFAULT '',
+  push_token TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  last_active_at INTEGER NOT NULL,
+  revoked_at INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS devices_by_user ON devices(user_id);
+CREATE TABLE IF NOT EXISTS conversations (
+  conversation_id TEXT PRIMARY KEY,
+  kind INTEGER NOT NULL,
+  title TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  head_seq INTEGER NOT NULL,
+  last_activity_at INTEGER NOT NULL,
+  member_count INTEGER NOT NULL,
+  direct_key TEXT UNIQUE,
+  request_key TEXT UNIQUE
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (
+  conversation_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  role INTEGER NOT NULL,
+  joined_seq INTEGER NOT NULL,
+  joined_at INTEGER NOT NULL,
+  left_seq INTEGER,
+  delivered_seq INTEGER NOT NULL DEFAULT 0,
+  read_seq INTEGER NOT NULL DEFAULT 0,
+  receipt_at INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (conversation_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_by_user ON members(user_id, conversation_id);
+CREATE TABLE IF NOT EXISTS events (
+  conversation_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  kind INTEGER NOT NULL,
+  actor_user_id TEXT NOT NULL,
+  client_msg_id TEXT,
+  target_seq INTEGER,
+  body BLOB NOT NULL,
+  PRIMARY KEY (conversation_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_dedup
+  ON events(conversation_id, actor_user_id, client_msg_id) WHERE client_msg_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_target
+  ON events(conversation_id, target_seq) WHERE target_seq IS NOT NULL;
+CREATE TABLE IF NOT EXISTS device_cursors (
+  device_id TEXT NOT NULL,
+  conversation_id TEXT NOT NULL,
+  delivered_seq INTEGER NOT NULL,
+  PRIMARY KEY (device_id, conversation_id)
+) WITHOUT ROWID;
+`;
+
+/** Event kinds as stored in events.kind: the oneof field numbers of Event. */
+export const kindNumber: Record<NonNullable<Event["kind"]["case"]>, number> = {
+  conversationCreated: 10,
+  messagePosted: 11,
+  messageEdited: 12,
+  messageDeleted: 13,
+  reactionAdded: 14,
+  reactionRemoved: 15,
+  membersAdded: 16,
+  memberRemoved: 17,
+  memberRoleChanged: 18,
+  conversationRenamed: 19,
+};
+
+export type Row = Record<string, unknown>;
+
+export const big = (v: unknown): bigint => BigInt(v as number | bigint);
+export const num = (v: unknown): number => Number(v as number | bigint);
+
+/** The key that makes a direct chat unique per user pair, independent of order. */
+export const directKey = (a: string, b: string) => (a < b ? `${a} ${b}` : `${b} ${a}`);
+
+export const toConv = (r: Row): ConversationRecord => ({
+  conversationId: r.conversation_id as string,
+  kind: num(r.kind) as ConversationKind,
+  title: r.title as string,
+  createdBy: r.created_by as string,
+  createdAtMs: num(r.created_at),
+  headSeq: big(r.head_seq),
+  lastActivityMs: num(r.last_activity_at),
+  memberCount: num(r.member_count),
+});
+export const toMember = (r: Row): MemberRecord => ({
+  conversationId: r.conversation_id as string,
+  userId: r.user_id as string,
+  role: num(r.role) as Role,
+  joinedSeq: big(r.joined_seq),
+  joinedAtMs: num(r.joined_at),
+  leftSeq: r.left_seq === null ? undefined : big(r.left_seq),
+  deliveredSeq: big(r.delivered_seq),
+  readSeq: big(r.read_seq),
+  receiptUpdatedAtMs: num(r.receipt_at),
+});
+export const toUser = (r: Row): UserRecord => ({
+  userId: r.user_id as string,
+  displayName: r.display_name as string,
+  createdAtMs: num(r.created_at),
+  updatedAtMs: num(r.updated_at),
+});
+export const toDevice = (r: Row): DeviceRecord => ({
+  deviceId: r.device_id as string,
+  userId: r.user_id as string,
+  platform: num(r.platform) as DevicePlatform,
+  displayName: r.display_name as string,
+  pushToken: r.push_token as string,
+  createdAtMs: num(r.created_at),
+  lastActiveAtMs: num(r.last_active_at),
+  revokedAtMs: num(r.revoked_at),
+});
+
+/** The database file and how it is written. */
+export interface SqliteOptions {
+  path: string;
+  /** FULL (default): every commit is fsync'd before it resolves. */
+  synchronous?: "FULL" | "NORMAL";
+}
+
+/**
+ * Opens (and on first use creates) the database in WAL mode, so one writer
+ * and any number of readers work side by side, each reader on the last
+ * committed state. The writer also checkpoints (SQLite's default, after a
+ * commit that grew the WAL past 1,000 pages).
+ */
+export function openDatabase(opts: SqliteOptions, role: "reader" | "writer"): Database.Database {
+  if (opts.path !== ":memory:") mkdirSync(dirname(opts.path), { recursive: true });
+  const db = new Database(opts.path);
+  db.pragma("journal_mode = WAL");
+  db.pragma(`synchronous = ${opts.synchronous ?? "FULL"}`);
+  db.pragma("busy_timeout = 5000");
+  db.exec(schema);
+  // A reader that tried to write would contend with the writer for the lock.
+  if (role === "reader") db.pragma("query_only = 1");
+  return db;
+}

@@ -1,0 +1,114 @@
+import type { Worker } from "node:worker_threads";
+import { BackendUnavailableError } from "../../errors.js";
+import { siblingModule, startThread } from "../../threads.js";
+import type { SqliteOptions } from "./schema.js";
+import type { WriterReply, WriterRequest } from "./writer-protocol.js";
+import { fromWire, type WriteOps } from "./writes.js";
+
+/** Writes to one database, committed by the writer thread. */
+export interface DatabaseWriter {
+  call<K extends keyof WriteOps>(
+    op: K,
+    ...args: Parameters<WriteOps[K]>
+  ): Promise<ReturnType<WriteOps[K]>>;
+  /** Lets this database's queued writes commit, then closes its connection. */
+  close(): Promise<void>;
+}
+
+interface Pending {
+  resolve(v: unknown): void;
+  reject(e: Error): void;
+}
+
+/**
+ * Numbered requests to one thread, replies matched by id. The thread keeps
+ * the process alive only while a request is pending.
+ */
+class ThreadClient {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  failure: Error | undefined;
+
+  constructor(module: string) {
+    this.worker = startThread(siblingModule(import.meta.url, module), undefined);
+    this.worker.unref();
+    this.worker.on("message", (replies: WriterReply[]) => this.settle(replies));
+    this.worker.on("error", (err) =>
+      this.failAll(new BackendUnavailableError(`sqlite ${module} failed`, { cause: err })),
+    );
+    this.worker.once("exit", () =>
+      this.failAll(new BackendUnavailableError(`sqlite ${module} stopped`)),
+    );
+  }
+
+  request(r: Omit<WriterRequest, "id">): Promise<unknown> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    if (this.pending.size === 0) this.worker.ref();
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ ...r, id } as WriterRequest);
+    });
+  }
+
+  private settle(replies: WriterReply[]) {
+    for (const r of replies) {
+      const p = this.pending.get(r.id);
+      if (!p) continue;
+      this.pending.delete(r.id);
+      if (r.ok) p.resolve(r.value);
+      else p.reject(fromWire(r.error));
+    }
+    if (this.pending.size === 0) this.worker.unref();
+  }
+
+  private failAll(err: Error) {
+    this.failure ??= err;
+    for (const p of this.pending.values()) p.reject(this.failure);
+    this.pending.clear();
+  }
+}
+
+/**
+ * The writer thread, shared by every database this process opens: it starts
+ * once (loading its modules takes a few hundred milliseconds) and then
+ * serves each database on a connection of its own.
+ */
+class SqliteThreads {
+  readonly writer = new ThreadClient("writer-thread");
+  private nextDb = 1;
+
+  get failed() {
+    return this.writer.failure !== undefined;
+  }
+
+  /** Opens a database on the thread; writes sent before it has opened wait in order. */
+  open(opts: SqliteOptions): DatabaseWriter {
+    const db = this.nextDb++;
+    const opened = this.writer.request({ db, op: "open", args: [opts] });
+    let closing: Promise<void> | undefined;
+    return {
+      call: (op, ...args) => {
+        if (closing) return Promise.reject(new BackendUnavailableError("store closed"));
+        return this.writer.request({ db, op, args }) as never;
+      },
+      close: () => {
+        closing ??= opened
+          .catch(() => undefined)
+          .then(() => this.writer.request({ db, op: "close", args: [] }))
+          .then(() => undefined);
+        return closing;
+      },
+    };
+  }
+}
+
+let shared: SqliteThreads | undefined;
+
+/** A writer for the database at `opts.path`, on the process's writer thread. */
+export function openWriter(opts: SqliteOptions): DatabaseWriter {
+  // A thread that died takes its databases with it; later opens get a new one.
+  if (!shared || shared.failed) shared = new SqliteThreads();
+  return shared.open(opts);
+}

@@ -1,0 +1,117 @@
+/**
+ * The SQLite writer thread: for each database, the one connection that
+ * writes. Requests that arrive while a transaction commits wait and then
+ * commit together, one fsync for all of them (group commit), so no caller's
+ * event loop ever blocks on the disk.
+ */
+import { parentPort } from "node:worker_threads";
+import type Database from "better-sqlite3";
+import { openDatabase } from "./schema.js";
+import type { WriterReply, WriterRequest } from "./writer-protocol.js";
+import { createWrites, toWire, type WireError, type WriteOp, type Writes } from "./writes.js";
+
+type Write = Extract<WriterRequest, { op: WriteOp }>;
+
+interface Open {
+  db: Database.Database;
+  commit(reqs: Write[]): WriterReply[];
+}
+
+const port = parentPort;
+if (!port) throw new Error("writer-thread runs as a worker thread");
+
+const open = new Map<number, Open>();
+let queue: WriterRequest[] = [];
+let scheduled = false;
+
+function openOne(req: Extract<WriterRequest, { op: "open" }>): Open {
+  const db = openDatabase(req.args[0], "writer");
+  const writes: Writes = createWrites(db);
+  const call = (op: WriteOp, args: unknown[]) =>
+    (writes[op] as (...a: unknown[]) => unknown)(...args);
+  // Nested inside the batch's transaction, each request runs in its own
+  // savepoint: one that throws leaves the rest of the batch to commit.
+  const one = db.transaction((r: Write) => call(r.op, r.args));
+  const batch = db.transaction((reqs: Write[]) =>
+    reqs.map((r): WriterReply => {
+      try {
+        return { id: r.id, ok: true, value: one(r) };
+      } catch (err) {
+        writes.forget();
+        return { id: r.id, ok: false, error: toWire(err) };
+      }
+    }),
+  );
+  return {
+    db,
+    commit(reqs) {
+      try {
+        return batch(reqs);
+      } catch (err) {
+        // The commit itself failed (I/O, disk full): nothing of the batch is durable.
+        writes.forget();
+        const error = toWire(err);
+        return reqs.map((r) => ({ id: r.id, ok: false, error }));
+      }
+    },
+  };
+}
+
+const failed = (id: number, error: WireError): WriterReply => ({ id, ok: false, error });
+
+/**
+ * Runs everything queued: per database, in arrival order, consecutive writes
+ * in one transaction (opening and closing are barriers between them).
+ */
+function flush() {
+  scheduled = false;
+  const byDb = new Map<number, WriterRequest[]>();
+  for (const r of queue) {
+    const list = byDb.get(r.db);
+    if (list) list.push(r);
+    else byDb.set(r.db, [r]);
+  }
+  queue = [];
+  const replies: WriterReply[] = [];
+  for (const [dbId, reqs] of byDb) {
+    let run: Write[] = [];
+    const commitRun = () => {
+      if (run.length === 0) return;
+      const target = open.get(dbId);
+      if (target) replies.push(...target.commit(run));
+      else for (const r of run) replies.push(failed(r.id, notOpen));
+      run = [];
+    };
+    for (const r of reqs) {
+      if (r.op !== "open" && r.op !== "close") {
+        run.push(r);
+        continue;
+      }
+      commitRun();
+      try {
+        if (r.op === "open") {
+          open.set(dbId, openOne(r));
+        } else {
+          open.get(dbId)?.db.close();
+          open.delete(dbId);
+        }
+        replies.push({ id: r.id, ok: true, value: undefined });
+      } catch (err) {
+        replies.push(failed(r.id, toWire(err)));
+      }
+    }
+    commitRun();
+  }
+  port?.postMessage(replies);
+}
+
+const notOpen: WireError = { name: "BackendUnavailableError", message: "database is not open" };
+
+port.on("message", (m: WriterRequest) => {
+  queue.push(m);
+  if (!scheduled) {
+    scheduled = true;
+    // After every message already waiting has been queued: they form one batch.
+    setImmediate(flush);
+  }
+});
