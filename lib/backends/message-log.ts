@@ -13,6 +13,13 @@ import type { Event } from "../../gen/chat/v1/event_pb.js";
  */
 export interface MessageLog {
   /**
+   * True when an append settles with the durability point's verdict on the
+   * event (seq contiguity, idempotency keys), as the in-process log does.
+   * The router then leaves duplicate detection to that verdict instead of
+   * looking each key up before taking a seq.
+   */
+  readonly judges: boolean;
+  /**
    * Appends one event and resolves once it is durable. Appends from one
    * caller for one conversation are consumed in call order. May reject with
    * a domain error the durability point raised for this event

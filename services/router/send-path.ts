@@ -50,8 +50,11 @@ const dedupKey = (conversationId: string, actorUserId: string, clientMsgId: stri
 /**
  * The send path. Every change to a conversation passes through `apply`:
  *
- * 1. dedup: a (conversation, sender, client_msg_id) the store knows returns
- *    the original event; concurrent attempts wait for the first one;
+ * 1. dedup: concurrent attempts of one (conversation, sender, client_msg_id)
+ *    wait for the first; a key the store already holds returns the original
+ *    event. A log with verdicts judges that at the durability point (the
+ *    refused append's seq is taken again by the changes behind it); without
+ *    verdicts the store is asked before a seq is taken;
  * 2. in the conversation's queue: authorize against the working state,
  *    take the next seq, and append to the log (queue order = seq order);
  * 3. wait until the log says the event is durable, then acknowledge;
@@ -143,14 +146,16 @@ export function createSendPath(deps: SendPathDeps) {
         const first = await running.catch(() => undefined);
         if (first?.event) return { event: first.event, duplicate: true };
       }
-      // Ask the durable store before a seq is taken, so a retry, however
-      // late, never burns one.
-      const { event } = await deps.store.findEvent({
-        conversationId: proposal.conversationId,
-        actorUserId: actor.userId,
-        clientMsgId: proposal.clientMsgId,
-      });
-      if (event) return { event, duplicate: true };
+      if (!deps.log.judges) {
+        // Without verdicts from the log, ask the durable store before a seq
+        // is taken: a retry, however late, must not be appended again.
+        const { event } = await deps.store.findEvent({
+          conversationId: proposal.conversationId,
+          actorUserId: actor.userId,
+          clientMsgId: proposal.clientMsgId,
+        });
+        if (event) return { event, duplicate: true };
+      }
     }
     const attempt = sequence(actor, proposal);
     if (key) {

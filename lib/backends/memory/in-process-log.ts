@@ -65,6 +65,7 @@ export function createInProcessLog(
   };
 
   return {
+    judges: true,
     append(event) {
       if (closed) return Promise.reject(new BackendUnavailableError("log closed"));
       return new Promise<void>((resolve, reject) => {
