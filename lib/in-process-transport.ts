@@ -17,6 +17,54 @@ type Impl = (request: unknown, ctx: HandlerContext) => unknown;
 /** Never aborted: in-process calls without a caller signal share it. */
 const neverAborted = new AbortController().signal;
 
+/** Headers that refuse changes: shared by every call that has none. */
+const noHeaders = new Headers();
+for (const name of ["append", "set", "delete"]) {
+  Object.defineProperty(noHeaders, name, {
+    value: () => {
+      throw new TypeError("these headers are shared and read-only");
+    },
+  });
+}
+
+/**
+ * A handler's context. Response headers and trailers exist only once the
+ * handler asks for them: internal calls run per message and rarely set any.
+ */
+class CallContext implements HandlerContext {
+  readonly method: UnaryRequest["method"];
+  readonly service: UnaryRequest["service"];
+  readonly signal: AbortSignal;
+  readonly requestMethod: string;
+  readonly requestHeader: Headers;
+  readonly values: UnaryRequest["contextValues"];
+  readonly url: string;
+  readonly protocolName = "in-process";
+  writtenHeader: Headers | undefined;
+  writtenTrailer: Headers | undefined;
+
+  constructor(req: UnaryRequest) {
+    this.method = req.method;
+    this.service = req.service;
+    this.signal = req.signal;
+    this.requestMethod = req.requestMethod;
+    this.requestHeader = req.header;
+    this.values = req.contextValues;
+    this.url = req.url;
+  }
+  timeoutMs() {
+    return undefined;
+  }
+  get responseHeader() {
+    this.writtenHeader ??= new Headers();
+    return this.writtenHeader;
+  }
+  get responseTrailer() {
+    this.writtenTrailer ??= new Headers();
+    return this.writtenTrailer;
+  }
+}
+
 /**
  * A Connect transport to services in the same process. The serving side's
  * interceptors run as over any transport, but messages are handed over by
@@ -52,26 +100,14 @@ export function createInProcessTransport(
         Code.Unimplemented,
       );
     }
-    const ctx: HandlerContext = {
-      method: req.method,
-      service: req.service,
-      signal: req.signal,
-      timeoutMs: () => undefined,
-      requestMethod: req.requestMethod,
-      requestHeader: req.header,
-      responseHeader: new Headers(),
-      responseTrailer: new Headers(),
-      protocolName: "in-process",
-      values: req.contextValues,
-      url: req.url,
-    };
+    const ctx = new CallContext(req);
     const output = await impl(req.message, ctx);
     return {
       stream: false,
       service: req.service,
       method: req.method,
-      header: ctx.responseHeader,
-      trailer: ctx.responseTrailer,
+      header: ctx.writtenHeader ?? noHeaders,
+      trailer: ctx.writtenTrailer ?? noHeaders,
       message: create(req.method.output, output as never),
     };
   };
@@ -90,7 +126,7 @@ export function createInProcessTransport(
         requestMethod: "POST",
         url: `in-process:///${method.parent.typeName}/${method.name}`,
         signal: signal ?? neverAborted,
-        header: new Headers(header),
+        header: header === undefined ? noHeaders : new Headers(header),
         contextValues: contextValues ?? createContextValues(),
         message: create(method.input, input),
       };

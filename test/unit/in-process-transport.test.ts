@@ -106,3 +106,30 @@ describe("in-process transport", () => {
     });
   });
 });
+
+describe("in-process transport: headers", () => {
+  it("gives calls without headers shared read-only ones, and response headers on demand", async () => {
+    const seen: { header?: Headers; same?: boolean } = {};
+    let first: Headers | undefined;
+    const routes = (router: ConnectRouter) =>
+      router.service(Health, {
+        check(req, ctx) {
+          first ??= ctx.requestHeader;
+          seen.same = first === ctx.requestHeader;
+          if (req.service === "write") ctx.requestHeader.set("x-a", "1");
+          if (req.service === "reply") ctx.responseHeader.set("x-served-by", "store");
+          return { status: HealthCheckResponse_ServingStatus.SERVING };
+        },
+        list: () => ({}),
+        async *watch() {},
+      });
+    const client = createClient(Health, createInProcessTransport(routes));
+    await client.check({ service: "a" });
+    await client.check({ service: "b" });
+    expect(seen.same).toBe(true);
+    await expect(client.check({ service: "write" })).rejects.toThrow(/read-only/);
+    let replied: string | null = null;
+    await client.check({ service: "reply" }, { onHeader: (h) => (replied = h.get("x-served-by")) });
+    expect(replied).toBe("store");
+  });
+});
