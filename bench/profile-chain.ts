@@ -24,7 +24,7 @@ const chain = JSON.parse(readFileSync(join(repo, "bench/profile-chain.json"), "u
 
 /** Sizes shared by every revision; small enough that the slowest revision still finishes. */
 const sizes = [
-  "rates:250/500/1000/1500/2000/2500/3000/4000",
+  "rates:250/500/1000/1500/2000/2500/3000/3500/4000/4500/5000/6000/7000",
   "pairs:100",
   "stepMs:3000",
   "graceMs:1000",

@@ -45,7 +45,11 @@ export interface Scale {
 
 export const fullScale: Scale = {
   pairs: 250,
-  rates: [500, 1000, 1500, 2250, 3400, 5000, 7500, 11_000, 16_000, 24_000],
+  // Fine steps where the durable systems saturate, wider ones up to the relay's ceiling.
+  rates: [
+    500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 7000, 8500, 10_000, 12_000,
+    14_000, 17_000, 20_000, 24_000, 28_000, 33_000, 40_000, 48_000,
+  ],
   stepMs: 4000,
   graceMs: 1200,
   groupSize: 500,

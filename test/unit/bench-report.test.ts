@@ -180,6 +180,26 @@ describe("renderMarkdown", () => {
     expect(status(md, "(4) Reconnect storm")).toBe("✗");
   });
 
+  it("explains what bounds 1:1 from CPU per message at ours' sustained rate", () => {
+    const run = fakeRun();
+    const withCpu = (r: RampResult, serverPct: number, genPct: number) => {
+      r.steps[0]!.targetCpuPct = serverPct;
+      r.steps[0]!.loadGenCpuPct = genPct;
+    };
+    withCpu(run.oneToOne[0]!, 120, 60);
+    const relay = ramp("relay", 6000);
+    withCpu(relay, 30, 40);
+    run.oneToOne.push(relay);
+    const md = renderMarkdown(run, [], {});
+    expect(md).toContain("At 6,000 msgs/s, the highest rate ours sustained, on 8 cores:");
+    // 120% of a core over 6,000 msgs/s is 200 µs per message; the relay's 30% is 50 µs.
+    expect(md).toContain("the server used 120% of a core (200 µs of CPU per message)");
+    expect(md).toContain("the server used 30% of a core (50 µs of CPU per message)");
+    expect(md).toContain("costs ours 4.00× the CPU of a bare relay message");
+    // Without CPU readings there is nothing to explain.
+    expect(renderMarkdown(fakeRun(), [], {})).not.toContain("What bounds 1:1");
+  });
+
   it("formats latencies in ms and references only the charts it is given", () => {
     const md = renderMarkdown(fakeRun(), [], { oneToOne: "bench/one-to-one.svg" });
     expect(md).toContain("](bench/one-to-one.svg)");
