@@ -811,7 +811,10 @@ function renderProfile(profile: readonly ProfileFix[]): string[] {
       "and after it (`--server-root` runs another checkout's server under the same bench), " +
       "one revision after another in one `npm run bench:profile`. — means the revision " +
       "never got there: no 1:1 step met the SLO, or the ramp stopped before the step a " +
-      "CPU reading is taken at.",
+      "CPU reading is taken at. Every revision runs once: on this shared two-core machine a " +
+      "revision's 1:1 sustained rate moves by a step (500 msgs/s) from run to run and " +
+      "fan-out by a step of its ladder, so a one-step change either way is within noise. " +
+      "Server CPU counts the whole process, the SQLite writer thread included.",
     "",
     table(
       ["Fix", "Metric", "Before", "After", "Change"],

@@ -22,7 +22,7 @@ import {
   UnknownConversationError,
 } from "../../errors.js";
 import { decodeEvent } from "../../event-bytes.js";
-import type { DeviceRecord, MemberRecord, UserRecord } from "../metadata-store.js";
+import type { MetadataStore } from "../metadata-store.js";
 import { big, directKey, kindNumber, num, type Row, toDevice, toMember, toUser } from "./schema.js";
 
 /**
@@ -98,33 +98,21 @@ export function fromWire(w: WireError): Error {
   }
 }
 
+/** The MetadataStore methods that write, run synchronously on the writer's connection. */
+type MetadataWrites = {
+  [K in "putUser" | "ensureDevice" | "updateDevice" | "revokeDevice" | "advanceReceipt"]: (
+    ...args: Parameters<MetadataStore[K]>
+  ) => Awaited<ReturnType<MetadataStore[K]>>;
+};
+
 /** Every write the store makes, with its arguments and result. */
-export interface WriteOps {
+export interface WriteOps extends MetadataWrites {
   /**
    * One outcome per event: its encoding once committed, or the verdict that
    * refused it (see EventStore.commit). The caller keeps the bytes, so
    * fan-out sends what was stored without encoding the event again.
    */
   commit(events: Event[]): (Uint8Array | WireError)[];
-  putUser(
-    userId: string,
-    displayName: string,
-    createOnly: boolean,
-  ): { user: UserRecord; created: boolean };
-  ensureDevice(userId: string, deviceId: string, platform: DevicePlatform): DeviceRecord;
-  updateDevice(
-    userId: string,
-    deviceId: string,
-    patch: { platform: DevicePlatform; displayName: string; pushToken: string },
-  ): DeviceRecord;
-  revokeDevice(userId: string, deviceId: string): DeviceRecord;
-  advanceReceipt(
-    userId: string,
-    deviceId: string,
-    conversationId: string,
-    deliveredSeq: bigint,
-    readSeq: bigint,
-  ): { member: MemberRecord; changed: boolean };
 }
 
 /** The write side as the writer thread holds it. */
