@@ -474,7 +474,7 @@ function renderBounds(run: BenchRun): string[] {
     "Where ours spends it (V8 CPU profiles and `perf` of the server process at 4,000 msgs/s): " +
       "about a quarter in the kernel, sending on loopback TCP and waking the receiving process " +
       "(each message is one read and two socket writes, as for the relay) and waking the SQLite " +
-      "threads; about a tenth in garbage collection, since the reflection-based protobuf " +
+      "writer thread; about a tenth in garbage collection, since the reflection-based protobuf " +
       "runtime, the in-process Connect call and the promise chains of the send path allocate " +
       "tens of kilobytes per message; the rest spread thinly over WebSocket framing, the router " +
       "call, authorization, sequencing and fan-out, no single function above a few percent. The " +
