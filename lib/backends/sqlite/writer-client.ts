@@ -21,28 +21,51 @@ interface Pending {
 }
 
 /**
- * Numbered requests to one thread, replies matched by id. The thread keeps
- * the process alive only while a request is pending.
+ * The writer thread, shared by every database this process opens: it starts
+ * once (loading its modules takes a few hundred milliseconds) and then serves
+ * each database on a connection of its own. Requests are numbered and replies
+ * matched by id; the thread keeps the process alive only while one is pending.
  */
-class ThreadClient {
+class WriterThread {
   private readonly worker: Worker;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  private nextDb = 1;
   failure: Error | undefined;
 
-  constructor(module: string) {
-    this.worker = startThread(siblingModule(import.meta.url, module), undefined);
+  constructor() {
+    this.worker = startThread(siblingModule(import.meta.url, "writer-thread"));
     this.worker.unref();
     this.worker.on("message", (replies: WriterReply[]) => this.settle(replies));
     this.worker.on("error", (err) =>
-      this.failAll(new BackendUnavailableError(`sqlite ${module} failed`, { cause: err })),
+      this.failAll(new BackendUnavailableError("sqlite writer failed", { cause: err })),
     );
     this.worker.once("exit", () =>
-      this.failAll(new BackendUnavailableError(`sqlite ${module} stopped`)),
+      this.failAll(new BackendUnavailableError("sqlite writer stopped")),
     );
   }
 
-  request(r: Omit<WriterRequest, "id">): Promise<unknown> {
+  /** Opens a database on the thread; writes sent before it has opened wait in order. */
+  open(opts: SqliteOptions): DatabaseWriter {
+    const db = this.nextDb++;
+    const opened = this.request({ db, op: "open", args: [opts] });
+    let closing: Promise<void> | undefined;
+    return {
+      call: (op, ...args) => {
+        if (closing) return Promise.reject(new BackendUnavailableError("store closed"));
+        return this.request({ db, op, args }) as never;
+      },
+      close: () => {
+        closing ??= opened
+          .catch(() => undefined)
+          .then(() => this.request({ db, op: "close", args: [] }))
+          .then(() => undefined);
+        return closing;
+      },
+    };
+  }
+
+  private request(r: Omit<WriterRequest, "id">): Promise<unknown> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     if (this.pending.size === 0) this.worker.ref();
@@ -70,45 +93,11 @@ class ThreadClient {
   }
 }
 
-/**
- * The writer thread, shared by every database this process opens: it starts
- * once (loading its modules takes a few hundred milliseconds) and then
- * serves each database on a connection of its own.
- */
-class SqliteThreads {
-  readonly writer = new ThreadClient("writer-thread");
-  private nextDb = 1;
-
-  get failed() {
-    return this.writer.failure !== undefined;
-  }
-
-  /** Opens a database on the thread; writes sent before it has opened wait in order. */
-  open(opts: SqliteOptions): DatabaseWriter {
-    const db = this.nextDb++;
-    const opened = this.writer.request({ db, op: "open", args: [opts] });
-    let closing: Promise<void> | undefined;
-    return {
-      call: (op, ...args) => {
-        if (closing) return Promise.reject(new BackendUnavailableError("store closed"));
-        return this.writer.request({ db, op, args }) as never;
-      },
-      close: () => {
-        closing ??= opened
-          .catch(() => undefined)
-          .then(() => this.writer.request({ db, op: "close", args: [] }))
-          .then(() => undefined);
-        return closing;
-      },
-    };
-  }
-}
-
-let shared: SqliteThreads | undefined;
+let shared: WriterThread | undefined;
 
 /** A writer for the database at `opts.path`, on the process's writer thread. */
 export function openWriter(opts: SqliteOptions): DatabaseWriter {
   // A thread that died takes its databases with it; later opens get a new one.
-  if (!shared || shared.failed) shared = new SqliteThreads();
+  if (!shared || shared.failure) shared = new WriterThread();
   return shared.open(opts);
 }
