@@ -131,7 +131,9 @@ for (const kv of flag("set")?.split(",") ?? []) {
   const [k, v] = kv.split(":");
   if (!k || !(k in scale) || v === undefined) throw new Error(`--set: unknown size ${k}`);
   // A size that is a list stays one even when given a single value.
-  const value = Array.isArray(scale[k as keyof typeof scale]) ? v.split("/").map(Number) : Number(v);
+  const value = Array.isArray(scale[k as keyof typeof scale])
+    ? v.split("/").map(Number)
+    : Number(v);
   Object.assign(scale, { [k]: value });
 }
 run.groupFanout.groupSize = scale.groupSize;
