@@ -154,6 +154,8 @@ export function openDatabase(opts: SqliteOptions, role: "reader" | "writer"): Da
   db.pragma("journal_mode = WAL");
   db.pragma(`synchronous = ${opts.synchronous ?? "FULL"}`);
   db.pragma("busy_timeout = 5000");
+  // Statement journals (one per savepoint of a batch) stay off the disk.
+  db.pragma("temp_store = MEMORY");
   db.exec(schema);
   // A reader that tried to write would contend with the writer for the lock.
   if (role === "reader") db.pragma("query_only = 1");
