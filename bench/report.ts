@@ -461,6 +461,8 @@ function renderBounds(run: BenchRun): string[] {
     line("ours", ours),
   );
   if (relay) out.push(line("relay", relay));
+  const ejabberd = costAt(run, "ejabberd-routing", rate);
+  if (ejabberd) out.push(line("ejabberd-routing", ejabberd));
   if (relay && relay.serverUs > 0) {
     out.push(
       "",
@@ -471,25 +473,34 @@ function renderBounds(run: BenchRun): string[] {
   }
   out.push(
     "",
-    "Where ours spends it (V8 CPU profiles and `perf` of the server process at 4,000 msgs/s): " +
-      "about a quarter in the kernel, sending on loopback TCP and waking the receiving process " +
-      "(each message is one read and two socket writes, as for the relay) and waking the SQLite " +
-      "writer thread; about a tenth in garbage collection, since the reflection-based protobuf " +
-      "runtime, the in-process Connect call and the promise chains of the send path allocate " +
-      "tens of kilobytes per message; the rest spread thinly over WebSocket framing, the router " +
-      "call, authorization, sequencing and fan-out, no single function above a few percent. The " +
-      "event loop runs on one core; the SQLite writer thread (each event writes two B-tree pages " +
-      "to the WAL, every page its own syscall, and checkpoints copy them again) takes part of " +
-      "the other, next to the load generator. Under load the tail comes from the event loop's garbage " +
-      "collection pauses and from commits and checkpoints that grow with the load.",
+    "Where ours spends it (V8 CPU profiles, `perf` and `strace` of the server process between " +
+      "2,000 and 5,000 msgs/s): the event loop does all per-message work but the SQLite commit, " +
+      "on one core, and is what saturates first; ejabberd's Erlang VM spreads the same work over " +
+      "both cores. Of the event loop's busy time about an eighth goes to socket writes on loopback " +
+      "TCP (each message is one read and two writes, as for the relay; with the load generator " +
+      "under normal scheduling, each write that woke it also let it preempt the server, which " +
+      "about tripled that share, hence SCHED_BATCH above), about a fifth to creating, decoding " +
+      "and encoding protobuf messages, a few percent to garbage collection, and the rest spreads thinly over WebSocket framing, " +
+      "the router call, authorization, sequencing and fan-out. The SQLite writer thread uses about " +
+      "half of the other core: each commit appends every page it touched (about five per event) " +
+      "to the WAL and fsyncs it.",
+    "",
+    "The tail (p99 and above) is set by the writer thread, not the event loop: a commit that " +
+      "normally takes under a millisecond now and then takes 15 ms to several hundred, with a " +
+      "single event in it, and every ack queued behind it waits as long. The longest of these " +
+      "are the commits that also run SQLite's checkpoint; with checkpoints turned off they stay " +
+      "under about 100 ms on this machine's disk. Moving checkpoints to a connection of their " +
+      "own was tried and not kept: a WAL left to grow makes each commit's fsync also allocate " +
+      "blocks (slower than the checkpoints it avoided), and restarting it from the other " +
+      "connection makes the writer's next transaction fail as busy.",
     "",
     "Next design steps, in order of expected gain: run several edge processes against one " +
       "router and store (the scale-out split; the edge's per-connection work is what fills the " +
       "event loop, and the reference designs separate gateways from chat services for this " +
-      "reason); decode the hot client frames with a hand-laid codec as outbound frames already " +
-      "are, to cut allocation and garbage collection; and make the embedded log its own " +
-      "append-only file with group fsync, so that an ack waits for one sequential write while " +
-      "SQLite applies events in larger batches behind it.",
+      "reason); make the embedded log its own append-only, preallocated file with group fsync, " +
+      "so that an ack waits for one sequential write while SQLite applies events (and " +
+      "checkpoints) in larger batches behind it; and decode the hot client frames with a " +
+      "hand-laid codec as outbound frames already are, to cut allocation.",
     "",
   );
   return out;

@@ -139,6 +139,9 @@ for (const kv of flag("set")?.split(",") ?? []) {
 run.groupFanout.groupSize = scale.groupSize;
 run.groupFanout.groups = scale.groups;
 const workers = await startWorkers(2);
+run.settings["load generator"] += workers.every((w) => w.batch)
+  ? "; SCHED_BATCH, so a reply that wakes it does not preempt the system under test"
+  : "; normal scheduling (chrt was not available for SCHED_BATCH)";
 const ctx: BenchContext = {
   scale,
   quick,
