@@ -33,6 +33,11 @@ export interface RateStep {
   missing: number;
   /** Whether the step met the SLO (p99 deliver ≤ limit and ≥ 95% delivered). */
   withinSlo: boolean;
+  /**
+   * Set when this is a second attempt at the rate: the first went over the SLO with this
+   * p99 send→deliver (µs).
+   */
+  retriedAfterP99?: number;
   /** CPU the system under test and the load generator used during the step, in % of one core. */
   targetCpuPct?: number;
   loadGenCpuPct?: number;

@@ -180,6 +180,18 @@ describe("renderMarkdown", () => {
     expect(status(md, "(4) Reconnect storm")).toBe("✗");
   });
 
+  it("marks a step that stands on its second attempt, with the first attempt's p99", () => {
+    const run = fakeRun();
+    const ours = run.oneToOne[0]!;
+    expect(renderMarkdown(run, [], {})).not.toContain("† Second attempt");
+    ours.steps[0]!.retriedAfterP99 = 109_600;
+    const md = renderMarkdown(run, [], {});
+    expect(md).toContain(`| ${ours.steps[0]!.offeredPerSec.toLocaleString("en-US")} † |`);
+    expect(md).toContain(
+      `† Second attempt; the first went over the SLO: ${ours.steps[0]!.offeredPerSec.toLocaleString("en-US")}/s (first attempt p99 109.6 ms).`,
+    );
+  });
+
   it("explains what bounds 1:1 from CPU per message at ours' sustained rate", () => {
     const run = fakeRun();
     const withCpu = (r: RampResult, serverPct: number, genPct: number) => {
