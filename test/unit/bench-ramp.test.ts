@@ -1,0 +1,73 @@
+import { describe, expect, it } from "vitest";
+import { type BenchContext, type LoadWorker, quickScale, ramp } from "../../bench/lib/context.js";
+import { encode, newHistogram, record } from "../../bench/lib/histogram.js";
+import type { BenchRun } from "../../bench/lib/results.js";
+import type { StepStats } from "../../bench/worker.js";
+
+/**
+ * A load worker whose steps report the latency `latencyMs(rate, attempt)`
+ * gives, attempt counting from 1 per rate; it records the step ids it ran.
+ */
+function scriptedWorker(latencyMs: (rate: number, attempt: number) => number) {
+  const ran: { step: number; rate: number }[] = [];
+  const attempts = new Map<number, number>();
+  const byStep = new Map<number, StepStats>();
+  const worker: LoadWorker = {
+    pid: 0,
+    batch: false,
+    stop: async () => undefined,
+    rpc: async <T>(op: string, args?: unknown): Promise<T> => {
+      const a = args as { step: number; ratePerSec: number; durationMs: number };
+      if (op === "run") {
+        ran.push({ step: a.step, rate: a.ratePerSec });
+        const attempt = (attempts.get(a.ratePerSec) ?? 0) + 1;
+        attempts.set(a.ratePerSec, attempt);
+        const sent = Math.round((a.ratePerSec * a.durationMs) / 1000);
+        const h = newHistogram();
+        for (let i = 0; i < sent; i++) record(h, latencyMs(a.ratePerSec, attempt) * 1000);
+        const stats = { sent, acked: sent, delivered: sent, ack: encode(h), deliver: encode(h) };
+        byStep.set(a.step, stats);
+        return stats as T;
+      }
+      return byStep.get(a.step) as T;
+    },
+  };
+  return { worker, ran };
+}
+
+const contextWith = (worker: LoadWorker): BenchContext => ({
+  scale: { ...quickScale, stepMs: 200, graceMs: 0 },
+  quick: true,
+  workers: [worker],
+  run: {} as BenchRun,
+  progress: () => undefined,
+  log: () => undefined,
+});
+
+describe("ramp", () => {
+  it("runs a step over the SLO once more and keeps the second attempt", async () => {
+    // 200/s stalls once; 300/s is saturated on both attempts.
+    const { worker, ran } = scriptedWorker((rate, attempt) =>
+      rate === 300 || (rate === 200 && attempt === 1) ? 120 : 5,
+    );
+    const result = await ramp(contextWith(worker), "ours", [100, 200, 300, 400], 1, true, 100, 0);
+    expect(result.sustainedPerSec).toBe(200);
+    expect(result.steps.map((s) => [s.offeredPerSec, s.withinSlo])).toEqual([
+      [100, true],
+      [200, true],
+      [300, false],
+    ]);
+    expect(result.steps[0]!.retriedAfterP99).toBeUndefined();
+    expect(result.steps[1]!.retriedAfterP99).toBeGreaterThan(100_000);
+    expect(result.steps[2]!.retriedAfterP99).toBeGreaterThan(100_000);
+    // Warm-up at half the first rate, then each attempt under a step id of its own; 400/s never runs.
+    expect(ran).toEqual([
+      { step: 99, rate: 50 },
+      { step: 100, rate: 100 },
+      { step: 101, rate: 200 },
+      { step: 151, rate: 200 },
+      { step: 102, rate: 300 },
+      { step: 152, rate: 300 },
+    ]);
+  });
+});
