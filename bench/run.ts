@@ -189,6 +189,7 @@ await each(
   run.groupFanout.results,
 );
 await each("idle", ["ours", "relay", "ejabberd-routing"], (n) => idle(ctx, n), run.idle);
+await each("idle", ["ours"], (n) => idle(ctx, n, "streams"), run.idle);
 await each("reconnect", ["ours"], () => reconnectStorm(ctx), run.reconnect);
 await each("history", ["ours"], () => historySync(ctx), run.history);
 

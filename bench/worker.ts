@@ -3,10 +3,13 @@
  * target at a time and drives open-loop sends. The coordinator talks to it
  * over IPC (see bench/lib/procs.ts makeRpc/serveRpc).
  */
+
+import type http2 from "node:http2";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ChatService, HistoryDirection } from "../gen/chat/v1/chat_service_pb.js";
 import { connectOurs } from "./clients/ours-client.js";
+import { connectHttp2, openSessionStream } from "./clients/ours-grpc-client.js";
 import { connectRelay } from "./clients/relay-client.js";
 import { connectXmpp } from "./clients/xmpp-client.js";
 import { encode, type Histogram, newHistogram, nowUs, record } from "./lib/histogram.js";
@@ -58,6 +61,8 @@ interface StepState {
 
 let target: TargetSpec | undefined;
 const conns = new Map<number, Conn>();
+/** HTTP/2 connections that carry several clients' session streams (openStreams). */
+const shared: http2.ClientHttp2Session[] = [];
 const steps = new Map<number, StepState>();
 let routes: Route[] = [];
 let heartbeatTimer: NodeJS.Timeout | undefined;
@@ -196,6 +201,66 @@ serveRpc({
     return { opened: args.clients.length - failed, failed, errors, ms: (nowUs() - t0) / 1000 };
   },
 
+  /**
+   * Opens the clients (ours only) as gRPC Session streams, `perConnection` to
+   * an HTTP/2 connection, as a proxy in front of the edge would carry them.
+   */
+  async openStreams(args: {
+    target: TargetSpec;
+    clients: ClientSpec[];
+    perConnection: number;
+    concurrency: number;
+  }) {
+    const t = args.target;
+    if (t.kind !== "ours") throw new Error("session streams are ours only");
+    target = t;
+    const t0 = nowUs();
+    let failed = 0;
+    const errors: string[] = [];
+    const note = (err: unknown) => {
+      failed++;
+      if (errors.length < 5) errors.push(err instanceof Error ? err.message : String(err));
+    };
+    const groups: ClientSpec[][] = [];
+    for (let i = 0; i < args.clients.length; i += args.perConnection) {
+      groups.push(args.clients.slice(i, i + args.perConnection));
+    }
+    // Connections open one after another; their streams open `concurrency` at a time.
+    for (const group of groups) {
+      let session: http2.ClientHttp2Session;
+      try {
+        session = await connectHttp2({
+          host: t.host,
+          port: t.port,
+          localAddress: sourceAddress(group[0]!.index),
+        });
+      } catch (err) {
+        for (const _ of group) note(err);
+        continue;
+      }
+      shared.push(session);
+      await pool(group, args.concurrency, async (spec) => {
+        try {
+          const s = await openSessionStream(session, spec.token ?? "");
+          conns.set(spec.index, {
+            send: () => {
+              throw new Error("session streams here are idle");
+            },
+            heartbeat: () => s.heartbeat(),
+            drop: () => s.close(),
+            close: () => s.close(),
+            get alive() {
+              return s.alive;
+            },
+          });
+        } catch (err) {
+          note(err);
+        }
+      });
+    }
+    return { opened: args.clients.length - failed, failed, errors, ms: (nowUs() - t0) / 1000 };
+  },
+
   setRoutes(args: { routes: Route[] }) {
     routes = args.routes.filter((r) => conns.has(r.client));
     return routes.length;
@@ -258,6 +323,8 @@ serveRpc({
     for (const c of conns.values()) c.close();
     await sleep(200);
     for (const c of conns.values()) c.drop();
+    for (const session of shared) session.destroy();
+    shared.length = 0;
     conns.clear();
     steps.clear();
     routes = [];

@@ -35,6 +35,9 @@ export interface Scale {
   groupSendersPerGroup: number;
   groupRates: number[];
   idleSessions: number;
+  /** Idle sessions as gRPC streams over shared HTTP/2 connections (ours). */
+  idleStreams: number;
+  idleStreamsPerConnection: number;
   idleHoldMs: number;
   stormClients: number;
   stormGroupSize: number;
@@ -61,6 +64,9 @@ export const fullScale: Scale = {
   groupRates: [2, 5, 10, 20, 40, 80, 120, 160, 240],
   // One process may hold 20,000 descriptors here (hard limit); leave room for files and the store.
   idleSessions: 19_000,
+  idleStreams: 100_000,
+  // Under the edge's default HTTP/2 limit of 128 concurrent streams per connection.
+  idleStreamsPerConnection: 100,
   idleHoldMs: 26_000,
   stormClients: 10_000,
   stormGroupSize: 500,
@@ -82,6 +88,8 @@ export const quickScale: Scale = {
   groupSendersPerGroup: 4,
   groupRates: [20, 60],
   idleSessions: 400,
+  idleStreams: 400,
+  idleStreamsPerConnection: 100,
   idleHoldMs: 1000,
   stormClients: 400,
   stormGroupSize: 200,
@@ -144,6 +152,23 @@ export async function startWorkers(n: number): Promise<LoadWorker[]> {
 }
 
 /** Opens `clients` spread round-robin over the workers (or by `place`). */
+interface Opened {
+  opened: number;
+  failed: number;
+  errors: string[];
+  ms: number;
+}
+
+/** What every worker opened, together; `ms` is the slowest worker's time. */
+function sumOpened(res: Opened[]): Opened {
+  return {
+    opened: res.reduce((a, r) => a + r.opened, 0),
+    failed: res.reduce((a, r) => a + r.failed, 0),
+    errors: res.flatMap((r) => r.errors),
+    ms: Math.max(...res.map((r) => r.ms)),
+  };
+}
+
 export async function openClients(
   ctx: BenchContext,
   target: TargetSpec,
@@ -155,19 +180,40 @@ export async function openClients(
   for (const c of clients) per[place(c) % ctx.workers.length]!.push(c);
   const res = await Promise.all(
     ctx.workers.map((w, i) =>
-      w.rpc<{ opened: number; failed: number; errors: string[]; ms: number }>("open", {
+      w.rpc<Opened>("open", {
         target,
         clients: per[i],
         concurrency,
       }),
     ),
   );
-  return {
-    opened: res.reduce((a, r) => a + r.opened, 0),
-    failed: res.reduce((a, r) => a + r.failed, 0),
-    errors: res.flatMap((r) => r.errors),
-    ms: Math.max(...res.map((r) => r.ms)),
-  };
+  return sumOpened(res);
+}
+
+/** Opens ours clients as gRPC Session streams, `perConnection` to an HTTP/2 connection. */
+export async function openStreams(
+  ctx: BenchContext,
+  target: TargetSpec,
+  clients: ClientSpec[],
+  perConnection: number,
+  concurrency = 64,
+) {
+  // Whole connections per worker, so no connection is split across processes.
+  const per = ctx.workers.map(() => [] as ClientSpec[]);
+  clients.forEach((c, i) => {
+    per[Math.floor(i / perConnection) % ctx.workers.length]!.push(c);
+  });
+  const res = await Promise.all(
+    ctx.workers.map((w, i) =>
+      w.rpc<Opened>("openStreams", {
+        target,
+        clients: per[i],
+        perConnection,
+        concurrency,
+      }),
+    ),
+  );
+  return sumOpened(res);
 }
 
 export async function closeClients(ctx: BenchContext) {

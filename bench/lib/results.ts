@@ -68,6 +68,13 @@ export interface IdleResult {
   holdMs: number;
   /** Connection setup rate achieved (sessions/s until all were up). */
   connectPerSec: number;
+  /**
+   * How sessions reached the server: one socket each (absent: WebSocket,
+   * TCP or XMPP) or gRPC streams over shared HTTP/2 connections.
+   */
+  transport?: "grpc-streams";
+  /** HTTP/2 connections carrying the streams. */
+  connections?: number;
   notes?: string[];
 }
 

@@ -1,4 +1,4 @@
-import { type BenchContext, closeClients, openClients } from "../lib/context.js";
+import { type BenchContext, closeClients, openClients, openStreams } from "../lib/context.js";
 import type { IdleResult, TargetName } from "../lib/results.js";
 import type { ClientSpec } from "../worker.js";
 import { clientSpec, startTarget } from "./targets.js";
@@ -10,17 +10,32 @@ const heartbeatIntervalMs = 25_000;
  * Idle connections: as many sessions as one process may hold here, each
  * subscribed and heartbeating at the production interval, held past one
  * interval; RSS per connection is the growth over the server's baseline.
+ *
+ * `streams` (ours only) opens the sessions as gRPC Session streams,
+ * `idleStreamsPerConnection` to an HTTP/2 connection, as a proxy in front of
+ * the edge carries them: one socket no longer bounds one session, so the
+ * open-file limit does not cap the count.
  */
-export async function idle(ctx: BenchContext, name: TargetName): Promise<IdleResult | undefined> {
-  const n = ctx.scale.idleSessions;
+export async function idle(
+  ctx: BenchContext,
+  name: TargetName,
+  transport: "sockets" | "streams" = "sockets",
+): Promise<IdleResult | undefined> {
+  const streams = transport === "streams";
+  const n = streams ? ctx.scale.idleStreams : ctx.scale.idleSessions;
+  const perConnection = ctx.scale.idleStreamsPerConnection;
   const t = await startTarget(ctx, name, n, "idle");
   if (!t) return undefined;
   try {
     const clients: ClientSpec[] = [];
     for (let i = 0; i < n; i++) clients.push(await clientSpec(t, i));
     const rssBase = await t.rss();
-    ctx.progress(`${name}: opening ${n.toLocaleString()} idle sessions`);
-    const opened = await openClients(ctx, t.spec, clients, undefined, 64);
+    ctx.progress(
+      `${name}: opening ${n.toLocaleString()} idle sessions${streams ? " as gRPC streams" : ""}`,
+    );
+    const opened = streams
+      ? await openStreams(ctx, t.spec, clients, perConnection, 64)
+      : await openClients(ctx, t.spec, clients, undefined, 64);
     await Promise.all(
       ctx.workers.map((w) => w.rpc("heartbeats", { intervalMs: heartbeatIntervalMs })),
     );
@@ -46,6 +61,9 @@ export async function idle(ctx: BenchContext, name: TargetName): Promise<IdleRes
       heartbeatIntervalMs,
       holdMs: ctx.scale.idleHoldMs,
       connectPerSec: Math.round(opened.opened / (opened.ms / 1000)),
+      ...(streams
+        ? { transport: "grpc-streams" as const, connections: Math.ceil(n / perConnection) }
+        : {}),
     };
     if (opened.failed)
       result.notes = [`${opened.failed} sessions failed to open: ${opened.errors[0]}`];

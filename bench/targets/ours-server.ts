@@ -32,9 +32,17 @@ async function provision(root: string, dataDir: string, users: number) {
   )) as { openSqliteStore: OpenStore };
   // Provisioning is setup, not load: no fsync per row. The server itself runs synchronous=FULL.
   const store = openSqliteStore({ path: join(dataDir, "chat.db"), synchronous: "NORMAL" });
-  for (let i = 0; i < users; i++) {
-    await store.putUser(`u${i}`, `u${i}`, false);
-    await store.ensureDevice(`u${i}`, `d-u${i}`, DevicePlatform.UNSPECIFIED);
+  // Writes issued together commit together (the writer batches what is queued).
+  for (let from = 0; from < users; from += 1000) {
+    const chunk: Promise<unknown>[] = [];
+    for (let i = from; i < Math.min(users, from + 1000); i++) {
+      chunk.push(
+        store
+          .putUser(`u${i}`, `u${i}`, false)
+          .then(() => store.ensureDevice(`u${i}`, `d-u${i}`, DevicePlatform.UNSPECIFIED)),
+      );
+    }
+    await Promise.all(chunk);
   }
   await store.close();
 }

@@ -180,6 +180,45 @@ describe("renderMarkdown", () => {
     expect(status(md, "(4) Reconnect storm")).toBe("✗");
   });
 
+  it("counts idle sessions carried as gRPC streams beside the fd-capped socket run", () => {
+    const run = fakeRun();
+    run.machine.fdLimit = 20_000;
+    const sockets = run.idle[0]!;
+    sockets.attempted = 19_000;
+    sockets.held = 19_000;
+    sockets.rssPerConnBytes = 7 * 1024;
+    let md = renderMarkdown(run, [], {});
+    expect(status(md, "(2) Idle: ≥ 100,000 sessions")).toBe("✗");
+    expect(row(md, "(2) Idle: ≥ 100,000 sessions")[1]).toContain("fd limit of 20,000");
+
+    const streams = {
+      ...sockets,
+      attempted: 100_000,
+      held: 100_000,
+      rssPerConnBytes: 9 * 1024,
+      transport: "grpc-streams" as const,
+      connections: 1000,
+    };
+    run.idle.push(streams);
+    md = renderMarkdown(run, [], {});
+    expect(status(md, "(2) Idle: ≥ 100,000 sessions")).toBe("✓");
+    expect(row(md, "(2) Idle: ≥ 100,000 sessions")[1]).toContain(
+      "100,000 of 100,000 gRPC stream sessions held on 1,000 HTTP/2 connections",
+    );
+    expect(status(md, "(2) Idle: ≤ 10 KB RSS")).toBe("✓");
+    // The socket-per-session row compares targets; the stream run has rows of its own.
+    expect(row(md, "Idle sessions held, one socket each")[1]).toBe("19,000");
+    expect(row(md, "Idle sessions held as gRPC streams")[1]).toBe("100,000");
+    expect(md).toContain("| `ours` | gRPC streams, 1,000 HTTP/2 connections | 100,000 |");
+
+    streams.rssPerConnBytes = 12 * 1024;
+    md = renderMarkdown(run, [], {});
+    expect(status(md, "(2) Idle: ≤ 10 KB RSS")).toBe("✗");
+    streams.held = 80_000;
+    md = renderMarkdown(run, [], {});
+    expect(status(md, "(2) Idle: ≥ 100,000 sessions")).toBe("✗");
+  });
+
   it("marks a step that stands on its second attempt, with the first attempt's p99", () => {
     const run = fakeRun();
     const ours = run.oneToOne[0]!;

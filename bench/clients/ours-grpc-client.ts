@@ -1,0 +1,136 @@
+import http2 from "node:http2";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { SessionRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import { decodeFrame } from "./ours-wire.js";
+
+/**
+ * A bench client's session as a gRPC `ChatService/Session` stream on an HTTP/2
+ * connection it shares with other clients: the shape of sessions behind a
+ * proxy (Envoy multiplexes its downstream clients onto a few HTTP/2 upstream
+ * connections), where one edge process holds far more sessions than sockets.
+ */
+export interface OursStream {
+  heartbeat(): void;
+  close(): void;
+  readonly alive: boolean;
+}
+
+const sessionPath = "/chat.v1.ChatService/Session";
+
+/** A gRPC message: flag byte 0 (uncompressed), 4-byte big-endian length, the bytes. */
+function grpcFrame(msg: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(5 + msg.length);
+  out[0] = 0;
+  out.writeUInt32BE(msg.length, 1);
+  out.set(msg, 5);
+  return out;
+}
+
+const subscribeFrame = grpcFrame(
+  toBinary(
+    SessionRequestSchema,
+    create(SessionRequestSchema, { action: { case: "subscribe", value: { cursors: [] } } }),
+  ),
+);
+const heartbeatFrame = grpcFrame(
+  toBinary(
+    SessionRequestSchema,
+    create(SessionRequestSchema, { action: { case: "heartbeat", value: {} } }),
+  ),
+);
+
+/** Opens one HTTP/2 connection (prior knowledge, no TLS) for many session streams. */
+export function connectHttp2(opts: {
+  host: string;
+  port: number;
+  localAddress?: string;
+}): Promise<http2.ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://${opts.host}:${opts.port}`, {
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+      // Room for every stream's few frames without the connection window stalling.
+      settings: { initialWindowSize: 1 << 20 },
+    });
+    session.once("connect", () => {
+      session.off("error", reject);
+      // A stream's error ends that stream; the connection stays up for the others.
+      session.on("error", () => undefined);
+      resolve(session);
+    });
+    session.once("error", reject);
+  });
+}
+
+/**
+ * Opens a Session stream on `session` with the user's token, subscribes
+ * without cursors and resolves once sync_complete arrived.
+ */
+export function openSessionStream(
+  session: http2.ClientHttp2Session,
+  token: string,
+  timeoutMs = 30_000,
+): Promise<OursStream> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": sessionPath,
+      "content-type": "application/grpc+proto",
+      te: "trailers",
+      authorization: `Bearer ${token}`,
+    });
+    let ready = false;
+    let closed = false;
+    let pending: Buffer | undefined;
+    const fail = (err: Error) => {
+      if (ready) return;
+      clearTimeout(timer);
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      reject(err);
+    };
+    const timer = setTimeout(() => fail(new Error("session setup timed out")), timeoutMs);
+    const conn: OursStream = {
+      heartbeat() {
+        if (!closed) stream.write(heartbeatFrame);
+      },
+      close() {
+        if (!closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      },
+      get alive() {
+        return !closed;
+      },
+    };
+    stream.on("response", (headers) => {
+      const status = headers[":status"];
+      if (status !== 200) fail(new Error(`session stream got HTTP ${status}`));
+    });
+    stream.on("data", (chunk: Buffer) => {
+      let buf = pending ? Buffer.concat([pending, chunk]) : chunk;
+      while (buf.length >= 5) {
+        const len = buf.readUInt32BE(1);
+        if (buf.length < 5 + len) break;
+        const f = decodeFrame(buf.subarray(5, 5 + len));
+        buf = buf.subarray(5 + len);
+        if (f.case === "syncComplete" && !ready) {
+          ready = true;
+          clearTimeout(timer);
+          resolve(conn);
+        } else if (f.case === "error") {
+          fail(new Error(`session error ${f.code}: ${f.message}`));
+        }
+      }
+      pending = buf.length > 0 ? buf : undefined;
+    });
+    stream.on("trailers", (trailers) => {
+      const status = trailers["grpc-status"];
+      if (status !== undefined && status !== "0") {
+        fail(new Error(`session ended with grpc-status ${status}: ${trailers["grpc-message"]}`));
+      }
+    });
+    stream.on("error", (err) => fail(err));
+    stream.on("close", () => {
+      closed = true;
+      fail(new Error("session stream closed during setup"));
+    });
+    stream.write(subscribeFrame);
+  });
+}
