@@ -79,16 +79,17 @@ interface Bound {
   ok: { inc(): void };
 }
 
+/** A call's outcome as metrics label it: "ok", or the code in snake case ("invalid_argument"). */
+export const codeOf = (err: unknown) =>
+  err === undefined
+    ? "ok"
+    : Code[ConnectError.from(err).code].replace(
+        /[A-Z]/g,
+        (c, i) => (i ? "_" : "") + c.toLowerCase(),
+      );
+
 /** Counts every call by outcome, times unary calls and tracks open streams. */
 export function metricsInterceptor(metrics: Metrics): Interceptor {
-  // Connect's names in snake case ("invalid_argument"), as the protocols spell them.
-  const codeOf = (err: unknown) =>
-    err === undefined
-      ? "ok"
-      : Code[ConnectError.from(err).code].replace(
-          /[A-Z]/g,
-          (c, i) => (i ? "_" : "") + c.toLowerCase(),
-        );
   // Per method: its label and the label-bound children, so a call neither
   // builds label objects nor a timer closure (internal calls run per message).
   const bound = new WeakMap<object, Bound>();

@@ -16,6 +16,7 @@ import type { StoreClient } from "../router/store-client.js";
 import { createActions, type RouterClient } from "./actions.js";
 import { authInterceptor, createDeviceCheck, requestLimitInterceptor } from "./auth.js";
 import type { EdgeContext } from "./context.js";
+import { createGrpcSessionEndpoint } from "./grpc-session.js";
 import { edgeLoggers } from "./logger.js";
 import { createPresence } from "./presence.js";
 import { conversationRoutes } from "./routes/conversations.js";
@@ -105,6 +106,7 @@ export function createEdge(deps: EdgeDeps) {
     router.service(Health, health.routes);
   };
   const websocket = createWebSocketEndpoint(ctx);
+  const grpcSessions = createGrpcSessionEndpoint(ctx, deps.metrics, log.rpc);
   const server = createHttpServer({
     config,
     routes,
@@ -124,6 +126,7 @@ export function createEdge(deps: EdgeDeps) {
     ],
     shutdownSignal: shutdown.signal,
     onUpgrade: (req, socket, head) => void websocket.upgrade(req, socket, head),
+    direct: grpcSessions,
     isServing: () => health.serving,
     log: log.http,
   });

@@ -5,6 +5,7 @@ import { type ConnectRouter, cors as connectCors, type Interceptor } from "@conn
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "../../lib/config.js";
 import type { Logger } from "../../lib/logger.js";
+import { directCallClasses, isDirectCall, type StreamEndpoint } from "./grpc-session.js";
 
 export interface HttpServerOptions {
   config: Config;
@@ -13,6 +14,8 @@ export interface HttpServerOptions {
   /** Aborting it ends every streaming call with UNAVAILABLE. */
   shutdownSignal: AbortSignal;
   onUpgrade: (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
+  /** Serves the HTTP/2 streams it claims ahead of Connect (gRPC Session streams). */
+  direct?: StreamEndpoint;
   /** Answers GET /healthz for proxies and orchestrators that do not speak gRPC health. */
   isServing: () => boolean;
   log: Logger;
@@ -47,6 +50,7 @@ export function createHttpServer(opts: HttpServerOptions) {
     req: http.IncomingMessage | http2.Http2ServerRequest,
     res: http.ServerResponse | http2.Http2ServerResponse,
   ) => {
+    if (opts.direct && isDirectCall(req)) return opts.direct.serve(req.stream, req.headers);
     const origin = req.headers.origin;
     if (origin && (allowAll || corsOrigins.includes(origin))) {
       res.setHeader("access-control-allow-origin", origin);
@@ -75,6 +79,7 @@ export function createHttpServer(opts: HttpServerOptions) {
 
   const h2 = http2.createServer(
     {
+      ...(opts.direct ? directCallClasses(opts.direct) : {}),
       maxSessionMemory: limits.http2MaxSessionMemoryMb,
       maxHeaderListPairs: 64,
       settings: {

@@ -1,21 +1,15 @@
 import type http from "node:http";
 import type net from "node:net";
-import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type WebSocket, WebSocketServer } from "ws";
-import { type SessionRequest, SessionRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
-import { fail, toConnectError } from "../../lib/errors.js";
 import { authenticate, bearer, type Caller } from "./auth.js";
 import type { EdgeContext } from "./context.js";
-import { FrameRunner } from "./duplex.js";
-import { frame, type Session } from "./session.js";
+import { FramePump, type FrameWire } from "./frame-pump.js";
+import { frame } from "./session.js";
 import { encodeSessionResponse as encode } from "./wire.js";
 
 /** The WebSocket endpoint: binary protobuf SessionRequest in, SessionResponse out. */
 export const websocketPath = "/v1/ws";
-
-/** Bytes queued on a socket beyond which the writer waits for it to drain. */
-const writeHighWater = 64 * 1024;
 
 /**
  * Session over WebSocket, for clients that prefer it to gRPC streams. The
@@ -46,7 +40,7 @@ export function createWebSocketEndpoint(ctx: EdgeContext) {
       } catch {
         return reject(socket, 401, "Unauthorized");
       }
-      wss.handleUpgrade(req, socket, head, (ws) => new SocketSession(ctx, ws, socket, who));
+      wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ctx, ws, socket, who));
     },
     close() {
       for (const ws of wss.clients) ws.terminate();
@@ -55,141 +49,60 @@ export function createWebSocketEndpoint(ctx: EdgeContext) {
   };
 }
 
-/**
- * Serves one socket without async iterators or abort signals, which an idle
- * session would otherwise hold: frames go out as the session queues them,
- * requests run as messages arrive. A class, so idle sockets share its methods.
- */
-class SocketSession {
-  private s: Session | undefined;
-  private runner: FrameRunner | undefined;
-  /** Messages that arrive while the session opens, before it can take them. */
-  private early: [Buffer, boolean][] | undefined = [];
-  private congested = false;
-  private writing = false;
-  private finished = false;
-  // Bound once: handed to the session at every wait for frames.
-  private readonly scheduleWrite = this.onReadable.bind(this);
-
+/** A WebSocket as the frame pump writes to it; the socket under ws is corked per batch. */
+class SocketWire implements FrameWire {
   constructor(
-    private readonly ctx: EdgeContext,
     private readonly ws: WebSocket,
-    /** The socket under ws, corked while a batch of frames is written. */
     private readonly socket: net.Socket,
-    who: Caller,
-  ) {
-    ws.on("message", (data: Buffer, isBinary: boolean) => {
-      if (this.early) this.early.push([data, isBinary]);
-      else this.receive(data, isBinary);
-    });
-    ws.on("close", () => this.closed());
-    ws.on("error", () => this.closed());
-    ctx.sessions.open(who, "session").then(
-      (s) => this.opened(s),
-      (err: unknown) => {
-        this.early = undefined;
-        if (ws.readyState === ws.OPEN) closeWithError(ws, toConnectError(err));
-      },
-    );
+  ) {}
+
+  get writable() {
+    return this.ws.readyState === this.ws.OPEN;
   }
 
-  private opened(s: Session) {
-    this.s = s;
-    const queued = this.early;
-    this.early = undefined;
-    if (!queued) {
-      // The socket closed while the session opened.
-      void this.ctx.sessions.release(s);
-      return;
-    }
-    this.runner = new FrameRunner(this.ctx, s);
-    for (const [data, isBinary] of queued) this.receive(data, isBinary);
-    this.write();
+  get buffered() {
+    return this.ws.bufferedAmount;
   }
 
-  private receive(data: Buffer, isBinary: boolean) {
-    const { s, runner, ws } = this;
-    if (!s || !runner || s.isClosed) return;
-    if (!isBinary) {
-      s.close(new ConnectError("frames must be binary protobuf", Code.InvalidArgument));
-      return;
-    }
-    let req: SessionRequest;
-    try {
-      req = fromBinary(SessionRequestSchema, data);
-    } catch (err) {
-      s.close(toConnectError(fail.invalid("malformed frame", err)));
-      return;
-    }
-    s.heard();
-    if (runner.start(req)) {
-      ws.pause();
-      runner.onFreed = () => ws.resume();
-    }
+  write(bytes: Uint8Array, flushed?: (err?: Error | null) => void) {
+    this.ws.send(bytes, flushed);
   }
 
-  private closed() {
-    this.early = undefined;
-    if (!this.s) return;
-    this.s.close();
-    void this.ctx.sessions.release(this.s);
-  }
-
-  /** Frames queued in one turn leave together. */
-  private onReadable() {
-    if (this.writing) return;
-    this.writing = true;
-    queueMicrotask(() => this.write());
-  }
-
-  /**
-   * Writes what is queued until the socket pushes back; frames that wait stay
-   * in the session's outbox, which sheds and falls behind as its limits say.
-   */
-  private write() {
-    const { s } = this;
-    this.writing = false;
-    if (!s || this.finished || this.congested) return;
-    // One write for everything queued, not one per frame.
+  cork() {
     this.socket.cork();
-    try {
-      this.writeQueued(s);
-    } finally {
-      this.socket.uncork();
-    }
   }
 
-  private writeQueued(s: Session) {
-    const { ws } = this;
-    for (;;) {
-      if (ws.readyState !== ws.OPEN) {
-        s.close();
-        return;
-      }
-      const f = s.take();
-      if (!f) break;
-      const bytes = encode(f);
-      if (ws.bufferedAmount + bytes.length <= writeHighWater) {
-        ws.send(bytes);
-        continue;
-      }
-      // Sent last, so once it is written everything before it is too.
-      this.congested = true;
-      ws.send(bytes, (err) => {
-        this.congested = false;
-        if (!err) this.write();
-      });
-      return;
-    }
-    if (!s.isClosed) {
-      s.onReadable(this.scheduleWrite);
-      return;
-    }
-    this.finished = true;
-    void this.ctx.sessions.release(s);
-    if (s.error) closeWithError(ws, s.error);
-    else ws.close(1000);
+  uncork() {
+    this.socket.uncork();
   }
+
+  pause() {
+    this.ws.pause();
+  }
+
+  resume() {
+    this.ws.resume();
+  }
+
+  finish(err: ConnectError | undefined) {
+    if (err) closeWithError(this.ws, err);
+    else this.ws.close(1000);
+  }
+
+  refuse(err: ConnectError) {
+    closeWithError(this.ws, err);
+  }
+}
+
+/** Binds a socket's messages and close to its session's frame pump. */
+function serveSocket(ctx: EdgeContext, ws: WebSocket, socket: net.Socket, who: Caller) {
+  const pump = new FramePump(ctx, new SocketWire(ws, socket), who);
+  ws.on("message", (data: Buffer, isBinary: boolean) => {
+    if (isBinary) pump.receive(data);
+    else pump.fail(new ConnectError("frames must be binary protobuf", Code.InvalidArgument));
+  });
+  ws.on("close", () => pump.closed());
+  ws.on("error", () => pump.closed());
 }
 
 /** Sends the error frame, then closes with 4000 + its gRPC code (1007 for bad input). */

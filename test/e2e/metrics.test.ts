@@ -1,6 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { direct, login, openSession, settle } from "../helpers/clients.js";
+import { sample, scrape } from "../helpers/metrics.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer | undefined;
@@ -8,20 +9,6 @@ afterEach(async () => {
   await server?.destroy();
   server = undefined;
 });
-
-async function scrape(s: TestServer): Promise<string> {
-  const address = s.app.metricsAddress;
-  if (!address) throw new Error("metrics are not served");
-  const res = await fetch(`http://127.0.0.1:${address.port}/metrics`);
-  expect(res.status).toBe(200);
-  return res.text();
-}
-
-/** The value of one sample, e.g. sample(text, 'chat_rpc_total{procedure="x",code="ok"}'). */
-function sample(text: string, series: string): number {
-  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
-}
 
 describe("metrics", () => {
   it("count calls by outcome, commits, fan-out and open sessions", async () => {

@@ -1,0 +1,190 @@
+import { fromBinary } from "@bufbuild/protobuf";
+import type { ConnectError } from "@connectrpc/connect";
+import { type SessionRequest, SessionRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import { fail, toConnectError } from "../../lib/errors.js";
+import type { Caller } from "./auth.js";
+import type { EdgeContext } from "./context.js";
+import { FrameRunner } from "./duplex.js";
+import type { Session } from "./session.js";
+import { encodeSessionResponse as encode } from "./wire.js";
+
+/** Bytes queued on a transport beyond which the pump waits for it to drain. */
+const writeHighWater = 64 * 1024;
+
+/**
+ * One session's transport as the pump drives it: a WebSocket, or a gRPC
+ * Session stream on HTTP/2. It carries encoded SessionResponse messages out
+ * and hands the pump encoded SessionRequest messages in.
+ */
+export interface FrameWire {
+  /** False once the transport can no longer write. */
+  readonly writable: boolean;
+  /** Bytes written but not yet handed to the socket. */
+  readonly buffered: number;
+  /** Writes one SessionResponse; `flushed` runs once it left (or the write failed). */
+  write(bytes: Uint8Array, flushed?: (err?: Error | null) => void): void;
+  /** Holds writes until uncork, so a turn's frames leave together. */
+  cork(): void;
+  uncork(): void;
+  /** Stops (and resumes) reading client frames. */
+  pause(): void;
+  resume(): void;
+  /** Ends the transport after the last frame: gracefully, or with the session's error. */
+  finish(err: ConnectError | undefined): void;
+  /** Ends the transport at once, before any session exists (the open was refused). */
+  refuse(err: ConnectError): void;
+}
+
+/**
+ * Serves one session over a FrameWire without async iterators or abort
+ * signals, which an idle session would otherwise hold: frames go out as the
+ * session queues them, requests run as they arrive. A class, so idle
+ * sessions share its methods.
+ */
+export class FramePump {
+  private s: Session | undefined;
+  private runner: FrameRunner | undefined;
+  /** Requests that arrive while the session opens, before it can take them. */
+  private early: Uint8Array[] | undefined = [];
+  /** The client finished sending before the session opened. */
+  private inputDone = false;
+  private congested = false;
+  private writing = false;
+  private finished = false;
+  // Bound once: handed to the session at every wait for frames.
+  private readonly scheduleWrite = this.onReadable.bind(this);
+
+  constructor(
+    private readonly ctx: EdgeContext,
+    private readonly wire: FrameWire,
+    who: Caller,
+  ) {
+    ctx.sessions.open(who, "session").then(
+      (s) => this.opened(s),
+      (err: unknown) => {
+        this.early = undefined;
+        if (wire.writable) wire.refuse(toConnectError(err));
+      },
+    );
+  }
+
+  /** One encoded SessionRequest from the client. */
+  receive(data: Uint8Array) {
+    if (this.early) {
+      this.early.push(data);
+      return;
+    }
+    const { s, runner } = this;
+    if (!s || !runner || s.isClosed) return;
+    let req: SessionRequest;
+    try {
+      req = fromBinary(SessionRequestSchema, data);
+    } catch (err) {
+      s.close(toConnectError(fail.invalid("malformed request message", err)));
+      return;
+    }
+    s.heard();
+    if (runner.start(req)) {
+      this.wire.pause();
+      runner.onFreed = () => this.wire.resume();
+    }
+  }
+
+  /** Ends the session with `err` (bad input the transport itself detected). */
+  fail(err: ConnectError) {
+    if (this.s) this.s.close(err);
+    else {
+      this.early = undefined;
+      this.wire.refuse(err);
+    }
+  }
+
+  /** The client finished sending: the session ends once its frames are handled and sent. */
+  inputEnded() {
+    const { s, runner } = this;
+    if (!s || !runner) {
+      // Still opening: whatever arrived early is all there is.
+      this.inputDone = true;
+      return;
+    }
+    void runner.settled().then(() => s.close());
+  }
+
+  /** The transport is gone (closed by the client or the network). */
+  closed() {
+    this.early = undefined;
+    if (!this.s) return;
+    this.s.close();
+    void this.ctx.sessions.release(this.s);
+  }
+
+  private opened(s: Session) {
+    this.s = s;
+    const queued = this.early;
+    this.early = undefined;
+    if (!queued) {
+      // The transport closed while the session opened.
+      void this.ctx.sessions.release(s);
+      return;
+    }
+    this.runner = new FrameRunner(this.ctx, s);
+    for (const data of queued) this.receive(data);
+    if (this.inputDone) this.inputEnded();
+    this.write();
+  }
+
+  /** Frames queued in one turn leave together. */
+  private onReadable() {
+    if (this.writing) return;
+    this.writing = true;
+    queueMicrotask(() => this.write());
+  }
+
+  /**
+   * Writes what is queued until the transport pushes back; frames that wait
+   * stay in the session's outbox, which sheds and falls behind as its limits say.
+   */
+  private write() {
+    const { s } = this;
+    this.writing = false;
+    if (!s || this.finished || this.congested) return;
+    // One write for everything queued, not one per frame.
+    this.wire.cork();
+    try {
+      this.writeQueued(s);
+    } finally {
+      this.wire.uncork();
+    }
+  }
+
+  private writeQueued(s: Session) {
+    const { wire } = this;
+    for (;;) {
+      if (!wire.writable) {
+        s.close();
+        return;
+      }
+      const f = s.take();
+      if (!f) break;
+      const bytes = encode(f);
+      if (wire.buffered + bytes.length <= writeHighWater) {
+        wire.write(bytes);
+        continue;
+      }
+      // Sent last, so once it is written everything before it is too.
+      this.congested = true;
+      wire.write(bytes, (err) => {
+        this.congested = false;
+        if (!err) this.write();
+      });
+      return;
+    }
+    if (!s.isClosed) {
+      s.onReadable(this.scheduleWrite);
+      return;
+    }
+    this.finished = true;
+    void this.ctx.sessions.release(s);
+    wire.finish(s.error);
+  }
+}

@@ -1,0 +1,290 @@
+import http2 from "node:http2";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
+import { fail, toConnectError } from "../../lib/errors.js";
+import type { Logger } from "../../lib/logger.js";
+import { codeOf, type Metrics } from "../../lib/metrics.js";
+import { authenticate, bearer } from "./auth.js";
+import type { EdgeContext } from "./context.js";
+import { FramePump, type FrameWire } from "./frame-pump.js";
+
+/** "package.Service/Method", as metrics and logs label the call. */
+const procedure = `${ChatService.typeName}/${ChatService.method.session.name}`;
+const path = `/${procedure}`;
+const grpcContentTypes = new Set(["application/grpc", "application/grpc+proto"]);
+/** gRPC's length-prefixed message: a flags byte, then a 4-byte big-endian length. */
+const envelopeHeader = 5;
+
+/** An HTTP/2 endpoint served on the bare stream, ahead of Node's compatibility layer and Connect. */
+export interface StreamEndpoint {
+  /** Whether this endpoint takes the call with these request headers. */
+  claims(headers: http2.IncomingHttpHeaders): boolean;
+  serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void;
+}
+
+/**
+ * ChatService/Session over gRPC on HTTP/2, served on the bare HTTP/2 stream
+ * by the same frame pump as WebSocket sessions. Connect's handler stack holds
+ * about 60 KB of generators, closures and promises per open stream and
+ * Node's request/response wrappers about 3 KB more, while native clients keep
+ * this stream open for as long as the app runs. Calls it does not claim
+ * (gRPC-Web, Connect, compressed messages, a deadline) go to Connect, which
+ * serves them with the same checks: token and device, request budget, stream
+ * caps, message size.
+ */
+export function createGrpcSessionEndpoint(
+  ctx: EdgeContext,
+  metrics: Metrics,
+  log: Logger,
+): StreamEndpoint {
+  const { limits } = ctx.config;
+
+  async function admit(headers: http2.IncomingHttpHeaders) {
+    const who = await authenticate(ctx, bearer(headers.authorization));
+    // A stream spends one request token when it opens, as every call does.
+    const budget = await ctx.soft.limiter.take(
+      `req:${who.userId}`,
+      limits.requestsPerSecond,
+      limits.requestBurst,
+    );
+    if (!budget) throw fail.exhausted("request rate limit exceeded, retry later");
+    return who;
+  }
+
+  // One function for every call: a closure per stream would stay as long as the stream.
+  const callEnded = (err: ConnectError | undefined) => {
+    metrics.streams.dec({ procedure });
+    metrics.rpcs.inc({ procedure, code: codeOf(err) });
+    if (err) log.debug({ procedure, code: Code[err.code], reason: err.rawMessage }, "call ended");
+  };
+
+  return {
+    claims(h) {
+      const encoding = h["grpc-encoding"];
+      return (
+        h[":path"] === path &&
+        h[":method"] === "POST" &&
+        grpcContentTypes.has(h["content-type"] ?? "") &&
+        (encoding === undefined || encoding === "identity") &&
+        h["grpc-timeout"] === undefined &&
+        h.expect === undefined
+      );
+    },
+
+    serve(stream, headers) {
+      metrics.streams.inc({ procedure });
+      const call = new SessionCall(stream, limits.frameMaxBytes, callEnded);
+      if (!call.respond(headers["content-type"] ?? "application/grpc")) return;
+      admit(headers).then(
+        (who) => call.start(new FramePump(ctx, call, who)),
+        (err: unknown) => call.refuse(toConnectError(err)),
+      );
+    },
+  };
+}
+
+// Listeners shared by every call (the emitter is `this`), so an idle stream
+// holds no closures for them; each call is found by its stream.
+const calls = new WeakMap<http2.ServerHttp2Stream, SessionCall>();
+function onData(this: http2.ServerHttp2Stream, chunk: Buffer) {
+  calls.get(this)?.data(chunk);
+}
+function onEnd(this: http2.ServerHttp2Stream) {
+  calls.get(this)?.inputEnded();
+}
+function onClose(this: http2.ServerHttp2Stream) {
+  calls.get(this)?.closed();
+}
+function onWantTrailers(this: http2.ServerHttp2Stream) {
+  this.sendTrailers(calls.get(this)?.trailers ?? { "grpc-status": String(Code.Internal) });
+}
+// A reset stream emits "error"; its end is handled on "close".
+function ignore() {}
+
+/**
+ * One Session call: splits the request body into messages for the pump and
+ * writes its frames as gRPC messages, with the status in trailers. A bad
+ * envelope ends the session; a reset stream or dropped connection ends the
+ * call as CANCELLED.
+ */
+class SessionCall implements FrameWire {
+  /** Sent once the response ends. */
+  trailers: http2.OutgoingHttpHeaders | undefined;
+  private pump: FramePump | undefined;
+  /** Bytes of a message still arriving. */
+  private pending: Buffer | undefined;
+  private failed = false;
+  private ended = false;
+
+  constructor(
+    private readonly stream: http2.ServerHttp2Stream,
+    private readonly maxBytes: number,
+    private readonly onEnded: (err: ConnectError | undefined) => void,
+  ) {
+    calls.set(stream, this);
+    stream.on("error", ignore);
+    stream.on("close", onClose);
+    stream.on("wantTrailers", onWantTrailers);
+  }
+
+  /** Sends the response headers; false if the client already went away. */
+  respond(contentType: string): boolean {
+    try {
+      this.stream.respond(
+        { ":status": 200, "content-type": contentType },
+        { waitForTrailers: true },
+      );
+      return true;
+    } catch (err) {
+      this.end(new ConnectError("stream closed by the client", Code.Canceled, undefined, [], err));
+      return false;
+    }
+  }
+
+  /** Starts reading client messages into the session's pump. */
+  start(pump: FramePump) {
+    // The client went away while its token was checked.
+    if (!this.writable) {
+      pump.closed();
+      return;
+    }
+    this.pump = pump;
+    this.stream.on("data", onData);
+    this.stream.on("end", onEnd);
+  }
+
+  data(chunk: Buffer) {
+    const pump = this.pump;
+    if (this.failed || !pump) return;
+    let buf = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    while (buf.length >= envelopeHeader) {
+      const len = buf.readUInt32BE(1);
+      if (buf[0] !== 0) {
+        this.failed = true;
+        pump.fail(fail.invalid("malformed request message: compressed without grpc-encoding"));
+        return;
+      }
+      if (len > this.maxBytes) {
+        this.failed = true;
+        pump.fail(
+          new ConnectError(
+            `message size ${len} is larger than ${this.maxBytes}`,
+            Code.ResourceExhausted,
+          ),
+        );
+        return;
+      }
+      if (buf.length < envelopeHeader + len) break;
+      pump.receive(buf.subarray(envelopeHeader, envelopeHeader + len));
+      buf = buf.subarray(envelopeHeader + len);
+    }
+    this.pending = buf.length > 0 ? buf : undefined;
+  }
+
+  inputEnded() {
+    if (this.failed || !this.pump) return;
+    if (this.pending) this.pump.fail(fail.invalid("malformed request message: truncated"));
+    else this.pump.inputEnded();
+  }
+
+  closed() {
+    this.end(new ConnectError("stream closed by the client", Code.Canceled));
+    this.pump?.closed();
+  }
+
+  get writable() {
+    return !this.ended && !this.stream.destroyed;
+  }
+
+  get buffered() {
+    return this.stream.writableLength;
+  }
+
+  write(bytes: Uint8Array, flushed?: (err?: Error | null) => void) {
+    const out = Buffer.allocUnsafe(envelopeHeader + bytes.length);
+    out[0] = 0;
+    out.writeUInt32BE(bytes.length, 1);
+    out.set(bytes, envelopeHeader);
+    if (flushed) this.stream.write(out, flushed);
+    else this.stream.write(out);
+  }
+
+  cork() {
+    this.stream.cork();
+  }
+
+  uncork() {
+    this.stream.uncork();
+  }
+
+  pause() {
+    this.stream.pause();
+  }
+
+  resume() {
+    this.stream.resume();
+  }
+
+  finish(err: ConnectError | undefined) {
+    if (!this.writable) return;
+    this.trailers = err
+      ? { "grpc-status": String(err.code), "grpc-message": encodeURIComponent(err.rawMessage) }
+      : { "grpc-status": "0" };
+    this.end(err);
+    this.stream.end();
+  }
+
+  refuse(err: ConnectError) {
+    this.finish(err);
+  }
+
+  private end(err: ConnectError | undefined) {
+    if (this.ended) return;
+    this.ended = true;
+    this.onEnded(err);
+  }
+}
+
+const directCall = Symbol("directCall");
+
+/** What Node's HTTP/2 compatibility layer hands the request handler for a claimed stream. */
+export interface DirectCall {
+  [directCall]: true;
+  stream: http2.ServerHttp2Stream;
+  headers: http2.IncomingHttpHeaders;
+}
+
+export const isDirectCall = (req: object): req is DirectCall => directCall in req;
+
+/**
+ * Request and response classes for http2.createServer that skip Node's
+ * compatibility wrappers for streams `endpoint` claims: the request handler
+ * gets a DirectCall instead (see isDirectCall). Every other stream gets the
+ * usual Http2ServerRequest and Http2ServerResponse. A subclass constructor
+ * may return another object; the arguments pass through untouched.
+ */
+export function directCallClasses(endpoint: StreamEndpoint) {
+  const claimed = new WeakSet<http2.ServerHttp2Stream>();
+  const noResponse = Object.freeze({});
+  class Request extends http2.Http2ServerRequest {
+    // biome-ignore lint/correctness/noUnreachableSuper: a claimed stream gets no wrapper at all
+    constructor(...args: ConstructorParameters<typeof http2.Http2ServerRequest>) {
+      const [stream, headers] = args;
+      if (endpoint.claims(headers)) {
+        claimed.add(stream);
+        // biome-ignore lint/correctness/noConstructorReturn: the point of this class
+        return { [directCall]: true, stream, headers } satisfies DirectCall as never;
+      }
+      super(...args);
+    }
+  }
+  class Response extends http2.Http2ServerResponse {
+    // biome-ignore lint/correctness/noUnreachableSuper: a claimed stream gets no wrapper at all
+    constructor(...args: ConstructorParameters<typeof http2.Http2ServerResponse>) {
+      // biome-ignore lint/correctness/noConstructorReturn: paired with Request above
+      if (claimed.has(args[0])) return noResponse as never;
+      super(...args);
+    }
+  }
+  return { Http2ServerRequest: Request, Http2ServerResponse: Response };
+}

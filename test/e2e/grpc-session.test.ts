@@ -1,0 +1,157 @@
+import { create } from "@bufbuild/protobuf";
+import { type CallOptions, Code, createClient, type Interceptor } from "@connectrpc/connect";
+import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  ChatService,
+  type SessionRequest,
+  SessionRequestSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
+import { Pushable } from "../../lib/pushable.js";
+import { createGrpcSessionEndpoint } from "../../services/edge/grpc-session.js";
+import { direct, Frames, login, openSession, type User } from "../helpers/clients.js";
+import { sample, scrape } from "../helpers/metrics.js";
+import { connectH2, envelope, rawCall } from "../helpers/raw-grpc.js";
+import { startServer, type TestServer } from "../helpers/server.js";
+
+let server: TestServer | undefined;
+const cleanups: (() => void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) c();
+  await server?.destroy();
+  server = undefined;
+});
+
+const sessionPath = "/chat.v1.ChatService/Session";
+
+/** ChatService for `u` over gRPC with the given transport options. */
+function chatWith(s: TestServer, u: User, opts: { gzip?: boolean }) {
+  const auth: Interceptor = (next) => (req) => {
+    req.header.set("authorization", `Bearer ${u.token}`);
+    return next(req);
+  };
+  return createClient(
+    ChatService,
+    createGrpcTransport({
+      baseUrl: s.url,
+      interceptors: [auth],
+      ...(opts.gzip ? { sendCompression: compressionGzip, compressMinBytes: 0 } : {}),
+    }),
+  );
+}
+
+/** A Session stream with call options (a deadline), driven like openSession. */
+function sessionWith(client: ReturnType<typeof chatWith>, options: CallOptions) {
+  const input = new Pushable<SessionRequest>();
+  const frames = new Frames();
+  input.push(create(SessionRequestSchema, { action: { case: "subscribe", value: {} } }));
+  void (async () => {
+    try {
+      for await (const res of client.session(input, options)) if (res.frame) frames.add(res.frame);
+      frames.end();
+    } catch (err) {
+      frames.end(err as never);
+    }
+  })();
+  return {
+    frames,
+    send: (f: Parameters<typeof create<typeof SessionRequestSchema>>[1]) =>
+      input.push(create(SessionRequestSchema, f)),
+    end: () => input.end(),
+  };
+}
+
+describe("gRPC Session streams", () => {
+  it("take the direct path only for plain gRPC; gRPC-Web, Connect, compression, deadlines and Expect go to Connect", () => {
+    const endpoint = createGrpcSessionEndpoint(
+      { config: { limits: {} } } as never,
+      {} as never,
+      {} as never,
+    );
+    const claims = (headers: Record<string, string>, path = sessionPath, method = "POST") =>
+      endpoint.claims({ ":path": path, ":method": method, ...headers });
+    const grpc = { "content-type": "application/grpc" };
+    expect(claims(grpc)).toBe(true);
+    expect(claims({ "content-type": "application/grpc+proto" })).toBe(true);
+    expect(claims({ ...grpc, "grpc-encoding": "identity" })).toBe(true);
+    expect(claims({ ...grpc, "grpc-encoding": "gzip" })).toBe(false);
+    expect(claims({ ...grpc, "grpc-timeout": "10S" })).toBe(false);
+    expect(claims({ ...grpc, expect: "100-continue" })).toBe(false);
+    expect(claims({ "content-type": "application/grpc-web" })).toBe(false);
+    expect(claims({ "content-type": "application/grpc+json" })).toBe(false);
+    expect(claims(grpc, "/chat.v1.ChatService/Subscribe")).toBe(false);
+    expect(claims(grpc, sessionPath, "GET")).toBe(false);
+  });
+
+  it.each([
+    ["plain gRPC (direct path)", {}, {}],
+    ["gzip-compressed messages (Connect's handler)", { gzip: true }, {}],
+    ["a deadline (Connect's handler)", {}, { timeoutMs: 60_000 }],
+  ])(
+    "behave the same with %s: sync, acked sends, delivery, graceful half-close",
+    async (_name, transportOpts, callOpts) => {
+      server = await startServer();
+      const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+      const id = await direct(a, b);
+      const ben = openSession(b.chat);
+      const ann = sessionWith(chatWith(server, a, transportOpts), callOpts);
+      await Promise.all([ann.frames.synced(), ben.frames.synced()]);
+
+      ann.send({
+        frameId: "f1",
+        action: {
+          case: "send",
+          value: { conversationId: id, clientMsgId: "m1", content: { text: "hi" } },
+        },
+      });
+      // Half-closed at once: the send in flight is still answered before the stream ends.
+      ann.end();
+      await ann.frames.untilEnded();
+      expect(ann.frames.error).toBeUndefined();
+      const ack = ann.frames.all.find((f) => f.frame.case === "sendAck");
+      expect(ack?.replyToFrameId).toBe("f1");
+      await ben.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "m1"));
+      ben.abort();
+    },
+  );
+
+  it("end with UNAUTHENTICATED without a valid token, counted by outcome", async () => {
+    server = await startServer();
+    const h2 = await connectH2(server.url);
+    cleanups.push(() => h2.destroy());
+    const none = rawCall(h2, sessionPath, undefined);
+    const bad = rawCall(h2, sessionPath, "not-a-token");
+    expect((await none.outcome).code).toBe(Code.Unauthenticated);
+    expect((await bad.outcome).code).toBe(Code.Unauthenticated);
+    const text = await scrape(server);
+    const p = 'procedure="chat.v1.ChatService/Session"';
+    expect(sample(text, `chat_rpc_total{${p},code="unauthenticated"}`)).toBe(2);
+    expect(sample(text, `chat_rpc_streams_open{${p}}`)).toBe(0);
+  });
+
+  it("end only the stream that sends a compressed message without grpc-encoding, with INVALID_ARGUMENT", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const h2 = await connectH2(server.url);
+    cleanups.push(() => h2.destroy());
+    const bad = rawCall(h2, sessionPath, a.token);
+    const good = rawCall(h2, sessionPath, b.token);
+    bad.send({ action: { case: "subscribe", value: {} } });
+    good.send({ action: { case: "subscribe", value: {} } });
+    await Promise.all([bad.frames.synced(), good.frames.synced()]);
+
+    const flagged = envelope(Buffer.from([0x0a, 0x00]));
+    flagged[0] = 1;
+    bad.write(flagged);
+    const outcome = await bad.outcome;
+    expect(outcome.code).toBe(Code.InvalidArgument);
+    expect(outcome.message).toContain("compressed");
+
+    // The other stream on the same connection still gets events.
+    await a.chat.send({ conversationId: id, clientMsgId: "after", content: { text: "x" } });
+    await good.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "after"));
+    expect(good.frames.ended).toBe(false);
+    good.end();
+  });
+});
