@@ -55,7 +55,13 @@ export function createGrpcSessionEndpoint(
   const callEnded = (err: ConnectError | undefined) => {
     metrics.streams.dec({ procedure });
     metrics.rpcs.inc({ procedure, code: codeOf(err) });
-    if (err) log.debug({ procedure, code: Code[err.code], reason: err.rawMessage }, "call ended");
+    if (!err) return;
+    const fields = { procedure, code: Code[err.code], reason: err.rawMessage, err: err.cause };
+    // As the boundary interceptor logs Connect's calls.
+    if (err.code === Code.Internal || err.code === Code.Unknown || err.code === Code.DataLoss) {
+      log.error(fields, "call failed");
+    } else if (err.code === Code.Unavailable) log.warn(fields, "call unavailable");
+    else log.debug(fields, "call rejected");
   };
 
   return {
