@@ -6,7 +6,10 @@
  * server runs under this checkout's bench (`--server-root`).
  *
  * The chain is bench/profile-chain.json:
- *   { "baseline": "<rev>", "fixes": [{ "rev", "title", "detail" }, ...] }
+ *   { "baseline": "<rev>", "fixes": [{ "rev", "before"?, "title", "detail" }, ...] }
+ * A fix is measured against the fix before it, or against its own `before`
+ * when other changes landed in between. `--since=<rev>` measures only the
+ * fixes from that one on and keeps the earlier entries of the JSON as they are.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -16,7 +19,7 @@ import type { BenchRun, ProfileFix, ProfileMeasure } from "./lib/results.js";
 
 interface Chain {
   baseline: string;
-  fixes: { rev: string; title: string; detail: string }[];
+  fixes: { rev: string; before?: string; title: string; detail: string }[];
 }
 
 const repo = resolve(import.meta.dirname, "..");
@@ -29,6 +32,8 @@ const sizes = [
   "stepMs:3000",
   "graceMs:1000",
   "idleSessions:5000",
+  "idleStreams:20000",
+  "idleStreamsPerConnection:100",
   "idleHoldMs:2000",
   "stormClients:3000",
   "stormGroupSize:500",
@@ -47,6 +52,8 @@ interface Numbers {
   cpuUsPerMsgAt500: number;
   kbPerConn: number;
   sessionsPerSec: number;
+  grpcKbPerSession: number;
+  grpcSessionsPerSec: number;
   stormMs: number;
   groupDeliveriesPerSec: number;
   historyEventsPerSec: number;
@@ -81,12 +88,15 @@ function measure(rev: string): Numbers {
     ) as BenchRun;
     const one = run.oneToOne[0];
     const at500 = one?.steps.find((s) => s.offeredPerSec === 500);
-    const idle = run.idle[0];
+    const idle = run.idle.find((r) => !r.transport);
+    const streams = run.idle.find((r) => r.transport === "grpc-streams");
     return {
       sustained: one?.sustainedPerSec ?? 0,
       cpuUsPerMsgAt500: at500?.targetCpuPct ? (at500.targetCpuPct * 10_000) / 500 : 0,
       kbPerConn: idle ? idle.rssPerConnBytes / 1024 : 0,
       sessionsPerSec: idle?.connectPerSec ?? 0,
+      grpcKbPerSession: streams ? streams.rssPerConnBytes / 1024 : 0,
+      grpcSessionsPerSec: streams?.connectPerSec ?? 0,
       stormMs: run.reconnect[0]?.catchUpMs ?? 0,
       groupDeliveriesPerSec: run.groupFanout.results[0]?.sustainedDeliveriesPerSec ?? 0,
       historyEventsPerSec: run.history[0]?.paging.eventsPerSec ?? 0,
@@ -116,25 +126,34 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
     m("group fan-out, 500 members", "deliveries/s", "groupDeliveriesPerSec"),
     m("idle RSS per connection, 5,000 sessions", "KB", "kbPerConn", true),
     m("session setup", "sessions/s", "sessionsPerSec"),
+    m("idle RSS per gRPC Session stream, 20,000 streams", "KB", "grpcKbPerSession", true),
+    m("gRPC Session stream setup", "streams/s", "grpcSessionsPerSec"),
     m("reconnect storm, 3,000 clients", "ms to all caught up", "stormMs", true),
     m("history paging", "events/s", "historyEventsPerSec"),
   ];
 }
 
+const since = process.argv.find((a) => a.startsWith("--since="))?.split("=")[1];
+const firstFix = since ? chain.fixes.findIndex((f) => f.rev === since) : 0;
+if (firstFix < 0) throw new Error(`--since: ${since} is not a fix in bench/profile-chain.json`);
+const outPath = join(repo, "bench/profile-fixes.json");
+const kept: ProfileFix[] = since
+  ? (JSON.parse(readFileSync(outPath, "utf8")) as ProfileFix[]).slice(0, firstFix)
+  : [];
+
+const beforeOf = (i: number) => chain.fixes[i]!.before ?? chain.fixes[i - 1]?.rev ?? chain.baseline;
 const results = new Map<string, Numbers>();
-for (const rev of [chain.baseline, ...chain.fixes.map((f) => f.rev)]) {
-  results.set(rev, measure(rev));
-}
-const fixes: ProfileFix[] = [];
-let prev = chain.baseline;
-for (const f of chain.fixes) {
+const fixes: ProfileFix[] = [...kept];
+for (let i = firstFix; i < chain.fixes.length; i++) {
+  const f = chain.fixes[i]!;
+  const prev = beforeOf(i);
+  for (const rev of [prev, f.rev]) if (!results.has(rev)) results.set(rev, measure(rev));
   fixes.push({
     title: f.title,
     detail: f.detail,
     method: `${method}; ${prev} → ${f.rev}`,
     measures: measures(results.get(prev)!, results.get(f.rev)!),
   });
-  prev = f.rev;
 }
-writeFileSync(join(repo, "bench/profile-fixes.json"), `${JSON.stringify(fixes, null, 2)}\n`);
+writeFileSync(outPath, `${JSON.stringify(fixes, null, 2)}\n`);
 process.stderr.write("\nwrote bench/profile-fixes.json\n");
