@@ -151,7 +151,6 @@ export async function startWorkers(n: number): Promise<LoadWorker[]> {
   );
 }
 
-/** Opens `clients` spread round-robin over the workers (or by `place`). */
 interface Opened {
   opened: number;
   failed: number;
@@ -169,6 +168,7 @@ function sumOpened(res: Opened[]): Opened {
   };
 }
 
+/** Opens `clients` spread round-robin over the workers (or by `place`). */
 export async function openClients(
   ctx: BenchContext,
   target: TargetSpec,

@@ -210,6 +210,9 @@ describe("renderMarkdown", () => {
     expect(row(md, "Idle sessions held, one socket each")[1]).toBe("19,000");
     expect(row(md, "Idle sessions held as gRPC streams")[1]).toBe("100,000");
     expect(md).toContain("| `ours` | gRPC streams, 1,000 HTTP/2 connections | 100,000 |");
+    // The stream rows are ours only, which their footnote says; an absent socket run is still "not run".
+    expect(md).toContain("- `ejabberd-routing` (idle sessions as gRPC streams): ours only:");
+    expect(md).toMatch(/- `relay` \([^)]*idle connections[^)]*\): not run/);
 
     streams.rssPerConnBytes = 12 * 1024;
     md = renderMarkdown(run, [], {});
