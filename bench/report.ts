@@ -904,7 +904,9 @@ function renderProfile(profile: readonly ProfileFix[]): string[] {
   out.push(
     "Each fix was measured with the same bench scenario and sizes on the revision before it " +
       "and after it (`--server-root` runs another checkout's server under the same bench), " +
-      "one revision after another in one `npm run bench:profile`. — means the revision " +
+      "one revision after another in one `npm run bench:profile` (a fix added later is " +
+      "measured with `--since`, on the machine and day of that run, so compare each fix's " +
+      "before with its after, not rows of different fixes). — means the revision " +
       "never got there: no 1:1 step met the SLO, or the ramp stopped before the step a " +
       "CPU reading is taken at. Every revision runs once: on this shared two-core machine a " +
       "revision's 1:1 sustained rate moves by a step (500 msgs/s) from run to run and " +
