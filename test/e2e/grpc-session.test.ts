@@ -1,15 +1,9 @@
-import { create } from "@bufbuild/protobuf";
-import { type CallOptions, Code, createClient, type Interceptor } from "@connectrpc/connect";
+import { Code, createClient, type Interceptor } from "@connectrpc/connect";
 import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  ChatService,
-  type SessionRequest,
-  SessionRequestSchema,
-} from "../../gen/chat/v1/chat_service_pb.js";
-import { Pushable } from "../../lib/pushable.js";
+import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import { createGrpcSessionEndpoint } from "../../services/edge/grpc-session.js";
-import { direct, Frames, login, openSession, type User } from "../helpers/clients.js";
+import { direct, login, openSession, type User } from "../helpers/clients.js";
 import { sample, scrape } from "../helpers/metrics.js";
 import { connectH2, envelope, rawCall } from "../helpers/raw-grpc.js";
 import { startServer, type TestServer } from "../helpers/server.js";
@@ -38,27 +32,6 @@ function chatWith(s: TestServer, u: User, opts: { gzip?: boolean }) {
       ...(opts.gzip ? { sendCompression: compressionGzip, compressMinBytes: 0 } : {}),
     }),
   );
-}
-
-/** A Session stream with call options (a deadline), driven like openSession. */
-function sessionWith(client: ReturnType<typeof chatWith>, options: CallOptions) {
-  const input = new Pushable<SessionRequest>();
-  const frames = new Frames();
-  input.push(create(SessionRequestSchema, { action: { case: "subscribe", value: {} } }));
-  void (async () => {
-    try {
-      for await (const res of client.session(input, options)) if (res.frame) frames.add(res.frame);
-      frames.end();
-    } catch (err) {
-      frames.end(err as never);
-    }
-  })();
-  return {
-    frames,
-    send: (f: Parameters<typeof create<typeof SessionRequestSchema>>[1]) =>
-      input.push(create(SessionRequestSchema, f)),
-    end: () => input.end(),
-  };
 }
 
 describe("gRPC Session streams", () => {
@@ -94,7 +67,7 @@ describe("gRPC Session streams", () => {
       const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
       const id = await direct(a, b);
       const ben = openSession(b.chat);
-      const ann = sessionWith(chatWith(server, a, transportOpts), callOpts);
+      const ann = openSession(chatWith(server, a, transportOpts), { call: callOpts });
       await Promise.all([ann.frames.synced(), ben.frames.synced()]);
 
       ann.send({

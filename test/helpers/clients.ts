@@ -1,5 +1,6 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
+  type CallOptions,
   type Client,
   type ConnectError,
   createClient,
@@ -193,6 +194,8 @@ export function openSession(
   opts: {
     subscribe?: MessageInitShape<typeof SessionRequestSchema>["action"] | false;
     cursors?: ConversationCursor[];
+    /** Call options, e.g. a deadline (timeoutMs). */
+    call?: CallOptions;
   } = {},
 ): OpenSession {
   const input = new Pushable<SessionRequest>();
@@ -207,7 +210,7 @@ export function openSession(
   }
   void (async () => {
     try {
-      for await (const res of client.session(input, { signal: ac.signal })) {
+      for await (const res of client.session(input, { ...opts.call, signal: ac.signal })) {
         if (res.frame) frames.add(res.frame);
       }
       frames.end();
