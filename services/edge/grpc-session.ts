@@ -1,4 +1,4 @@
-import http2 from "node:http2";
+import type http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
@@ -7,6 +7,7 @@ import { codeOf, type Metrics } from "../../lib/metrics.js";
 import { authenticate, bearer } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
+import type { StreamEndpoint } from "./server.js";
 
 /** "package.Service/Method", as metrics and logs label the call. */
 const procedure = `${ChatService.typeName}/${ChatService.method.session.name}`;
@@ -14,13 +15,6 @@ const path = `/${procedure}`;
 const grpcContentTypes = new Set(["application/grpc", "application/grpc+proto"]);
 /** gRPC's length-prefixed message: a flags byte, then a 4-byte big-endian length. */
 const envelopeHeader = 5;
-
-/** An HTTP/2 endpoint served on the bare stream, ahead of Node's compatibility layer and Connect. */
-export interface StreamEndpoint {
-  /** Whether this endpoint takes the call with these request headers. */
-  claims(headers: http2.IncomingHttpHeaders): boolean;
-  serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void;
-}
 
 /**
  * ChatService/Session over gRPC on HTTP/2, served on the bare HTTP/2 stream
@@ -249,48 +243,4 @@ class SessionCall implements FrameWire {
     this.ended = true;
     this.onEnded(err);
   }
-}
-
-const directCall = Symbol("directCall");
-
-/** What Node's HTTP/2 compatibility layer hands the request handler for a claimed stream. */
-export interface DirectCall {
-  [directCall]: true;
-  stream: http2.ServerHttp2Stream;
-  headers: http2.IncomingHttpHeaders;
-}
-
-export const isDirectCall = (req: object): req is DirectCall => directCall in req;
-
-/**
- * Request and response classes for http2.createServer that skip Node's
- * compatibility wrappers for streams `endpoint` claims: the request handler
- * gets a DirectCall instead (see isDirectCall). Every other stream gets the
- * usual Http2ServerRequest and Http2ServerResponse. A subclass constructor
- * may return another object; the arguments pass through untouched.
- */
-export function directCallClasses(endpoint: StreamEndpoint) {
-  const claimed = new WeakSet<http2.ServerHttp2Stream>();
-  const noResponse = Object.freeze({});
-  class Request extends http2.Http2ServerRequest {
-    // biome-ignore lint/correctness/noUnreachableSuper: a claimed stream gets no wrapper at all
-    constructor(...args: ConstructorParameters<typeof http2.Http2ServerRequest>) {
-      const [stream, headers] = args;
-      if (endpoint.claims(headers)) {
-        claimed.add(stream);
-        // biome-ignore lint/correctness/noConstructorReturn: the point of this class
-        return { [directCall]: true, stream, headers } satisfies DirectCall as never;
-      }
-      super(...args);
-    }
-  }
-  class Response extends http2.Http2ServerResponse {
-    // biome-ignore lint/correctness/noUnreachableSuper: a claimed stream gets no wrapper at all
-    constructor(...args: ConstructorParameters<typeof http2.Http2ServerResponse>) {
-      // biome-ignore lint/correctness/noConstructorReturn: paired with Request above
-      if (claimed.has(args[0])) return noResponse as never;
-      super(...args);
-    }
-  }
-  return { Http2ServerRequest: Request, Http2ServerResponse: Response };
 }

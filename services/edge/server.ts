@@ -5,7 +5,6 @@ import { type ConnectRouter, cors as connectCors, type Interceptor } from "@conn
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "../../lib/config.js";
 import type { Logger } from "../../lib/logger.js";
-import { directCallClasses, isDirectCall, type StreamEndpoint } from "./grpc-session.js";
 
 export interface HttpServerOptions {
   config: Config;
@@ -191,4 +190,55 @@ export function createHttpServer(opts: HttpServerOptions) {
       await closed;
     },
   };
+}
+
+/** An HTTP/2 endpoint served on the bare stream, ahead of Node's compatibility layer and Connect. */
+export interface StreamEndpoint {
+  /** Whether this endpoint takes the call with these request headers. */
+  claims(headers: http2.IncomingHttpHeaders): boolean;
+  serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void;
+}
+
+const directCall = Symbol("directCall");
+
+/** What Node's HTTP/2 compatibility layer hands the request handler for a claimed stream. */
+interface DirectCall {
+  [directCall]: true;
+  stream: http2.ServerHttp2Stream;
+  headers: http2.IncomingHttpHeaders;
+}
+
+const isDirectCall = (req: object): req is DirectCall => directCall in req;
+
+/**
+ * Request and response classes for http2.createServer that skip Node's
+ * compatibility wrappers for streams `endpoint` claims: the request handler
+ * gets a DirectCall instead (see isDirectCall). Every other stream gets the
+ * usual Http2ServerRequest and Http2ServerResponse. A subclass constructor
+ * may return another object; the arguments pass through untouched.
+ */
+function directCallClasses(endpoint: StreamEndpoint) {
+  const claimed = new WeakSet<http2.ServerHttp2Stream>();
+  const noResponse = Object.freeze({});
+  class Request extends http2.Http2ServerRequest {
+    // biome-ignore lint/correctness/noUnreachableSuper: a claimed stream gets no wrapper at all
+    constructor(...args: ConstructorParameters<typeof http2.Http2ServerRequest>) {
+      const [stream, headers] = args;
+      if (endpoint.claims(headers)) {
+        claimed.add(stream);
+        // biome-ignore lint/correctness/noConstructorReturn: the point of this class
+        return { [directCall]: true, stream, headers } satisfies DirectCall as never;
+      }
+      super(...args);
+    }
+  }
+  class Response extends http2.Http2ServerResponse {
+    // biome-ignore lint/correctness/noUnreachableSuper: a claimed stream gets no wrapper at all
+    constructor(...args: ConstructorParameters<typeof http2.Http2ServerResponse>) {
+      // biome-ignore lint/correctness/noConstructorReturn: paired with Request above
+      if (claimed.has(args[0])) return noResponse as never;
+      super(...args);
+    }
+  }
+  return { Http2ServerRequest: Request, Http2ServerResponse: Response };
 }
