@@ -89,11 +89,21 @@ export async function startOurs(opts: {
     metrics: { enabled: false },
     ...opts.config,
   };
-  const { port, pid } = await rpc<{ port: number; pid: number }>("start", {
-    config,
-    users: opts.users,
-    ...(opts.serverRoot ? { serverRoot: opts.serverRoot } : {}),
-  });
+  let started: { port: number; pid: number };
+  try {
+    started = await rpc<{ port: number; pid: number }>("start", {
+      config,
+      users: opts.users,
+      ...(opts.serverRoot ? { serverRoot: opts.serverRoot } : {}),
+    });
+  } catch (err) {
+    // A server that failed to start leaves neither a process nor its data behind.
+    child.kill("SIGKILL");
+    await waitExit(child, 5000);
+    rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  const { port, pid } = started;
   const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` });
   const tokenCache = new Map<number, string>();
   const token = async (i: number) => {
