@@ -381,11 +381,20 @@ function oneToOneGoal(run: BenchRun, other: TargetName, factor: number, goal: st
   }
   const a = ours.sustainedPerSec;
   const b = theirs.sustainedPerSec;
+  // A ceiling the ramp never reached is a lower bound, and so is the ratio's denominator.
+  const bound = ranOutOfSteps(theirs)
+    ? `; ${other}'s ramp ran out of steps within the SLO, so its ceiling is at least that and the ratio at most`
+    : "";
   return {
     goal,
-    measured: `ours ${fmtNum(a)} vs ${other} ${fmtNum(b)} msgs/s (${fmtRatio(a, b)})`,
+    measured: `ours ${fmtNum(a)} vs ${other} ${fmtNum(b)} msgs/s (${fmtRatio(a, b)}${bound})`,
     status: mark(a >= factor * b),
   };
+}
+
+/** Whether the ramp's last step still met the SLO: the system's ceiling lies above the ladder. */
+function ranOutOfSteps(r: RampResult): boolean {
+  return r.steps.at(-1)?.withinSlo === true && r.sustainedPerSec > 0;
 }
 
 function idleGoals(run: BenchRun): TargetRow[] {
@@ -645,7 +654,10 @@ function rampTables(results: readonly RampResult[], unit: "msgs" | "deliveries")
         ? `${fmtNum(r.sustainedPerSec)} msgs/s`
         : `${fmtNum(r.sustainedDeliveriesPerSec)} deliveries/s ` +
           `(${fmtNum(r.sustainedPerSec)} msgs/s)`;
-    out.push(`#### ${code(t)}`, "", `Sustained: **${sustained}**.`, "");
+    const more = ranOutOfSteps(r)
+      ? " The ramp ran out of steps before this system went over the SLO: its ceiling is at least this."
+      : "";
+    out.push(`#### ${code(t)}`, "", `Sustained: **${sustained}**.${more}`, "");
     out.push(r.steps.length > 0 ? stepsTable(r.steps, unit === "deliveries") : "No steps ran.");
     out.push("");
   }

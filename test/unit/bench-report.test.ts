@@ -222,6 +222,24 @@ describe("renderMarkdown", () => {
     expect(status(md, "(2) Idle: ≥ 100,000 sessions")).toBe("✗");
   });
 
+  it("says when a ramp ran out of steps within the SLO, so the ceiling and the ratio are bounds", () => {
+    const run = fakeRun();
+    const relay = ramp("relay", 48_000);
+    run.oneToOne.push(relay);
+    let md = renderMarkdown(run, [], {});
+    expect(row(md, "(1) 1:1 sustained ≥ 50% of relay")[1]).not.toContain("ran out of steps");
+    expect(md).not.toContain("The ramp ran out of steps");
+
+    relay.steps.pop();
+    md = renderMarkdown(run, [], {});
+    expect(row(md, "(1) 1:1 sustained ≥ 50% of relay")[1]).toContain(
+      "relay's ramp ran out of steps within the SLO, so its ceiling is at least that and the ratio at most",
+    );
+    expect(md).toContain(
+      "Sustained: **48,000 msgs/s**. The ramp ran out of steps before this system went over the SLO",
+    );
+  });
+
   it("marks a step that stands on its second attempt, with the first attempt's p99", () => {
     const run = fakeRun();
     const ours = run.oneToOne[0]!;
