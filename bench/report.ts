@@ -162,14 +162,16 @@ function byTarget<T extends { target: TargetName }>(
   return items.find((item) => item.target === target);
 }
 
+const isStreams = (r: IdleResult) => r.transport === "grpc-streams";
+
 /** Idle results with one socket per session (every target's comparable run). */
 function socketIdle(run: BenchRun): IdleResult[] {
-  return run.idle.filter((r) => !r.transport);
+  return run.idle.filter((r) => !isStreams(r));
 }
 
 /** Ours with sessions as gRPC streams over shared HTTP/2 connections, if it ran. */
 function streamIdle(run: BenchRun): IdleResult | undefined {
-  return run.idle.find((r) => r.target === "ours" && r.transport === "grpc-streams");
+  return run.idle.find((r) => r.target === "ours" && isStreams(r));
 }
 
 function normalize(s: string): string {
@@ -253,6 +255,7 @@ const streamsOnlyOurs =
 
 function summaryRows(run: BenchRun): SummaryRow[] {
   const int = (n: number) => fmtNum(n);
+  const streamIdles = run.idle.filter(isStreams);
   return [
     {
       scenario: "oneToOne",
@@ -281,20 +284,14 @@ function summaryRows(run: BenchRun): SummaryRow[] {
     {
       scenario: "idle",
       label: "Idle sessions held as gRPC streams on shared HTTP/2 connections",
-      values: valuesOf(
-        run.idle.filter((r) => r.transport === "grpc-streams"),
-        (r) => r.held,
-      ),
+      values: valuesOf(streamIdles, (r) => r.held),
       format: int,
       oursOnly: streamsOnlyOurs,
     },
     {
       scenario: "idle",
       label: "Idle RSS per gRPC stream session, KB (lower is better)",
-      values: valuesOf(
-        run.idle.filter((r) => r.transport === "grpc-streams"),
-        (r) => r.rssPerConnBytes,
-      ),
+      values: valuesOf(streamIdles, (r) => r.rssPerConnBytes),
       format: fmtKb,
       oursOnly: streamsOnlyOurs,
     },

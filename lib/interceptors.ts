@@ -19,6 +19,21 @@ export function procedureOf(req: {
 }
 
 /**
+ * Logs a call that ended with `ce`: server faults as errors with their
+ * cause, UNAVAILABLE as a warning, the client's own mistakes at debug.
+ */
+export function logCallError(log: Logger, fields: Record<string, unknown>, ce: ConnectError) {
+  const code = Code[ce.code];
+  if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.DataLoss) {
+    log.error({ ...fields, code, err: ce.cause ?? ce }, "call failed");
+  } else if (ce.code === Code.Unavailable) {
+    log.warn({ ...fields, code, err: ce.cause ?? ce }, "call unavailable");
+  } else {
+    log.debug({ ...fields, code, reason: ce.rawMessage }, "call rejected");
+  }
+}
+
+/**
  * The outermost interceptor of every router: maps domain errors to precise
  * codes (unknown errors become INTERNAL without leaking detail), and logs
  * each call with its code and duration. Covers unary calls and streams.
@@ -42,13 +57,7 @@ export function boundaryInterceptor(log: Logger): Interceptor {
       undefined,
       mapped.cause ?? err,
     );
-    if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.DataLoss) {
-      log.error({ procedure, ms, code: Code[ce.code], err: ce.cause ?? err }, "call failed");
-    } else if (ce.code === Code.Unavailable) {
-      log.warn({ procedure, ms, code: Code[ce.code], err: ce.cause ?? err }, "call unavailable");
-    } else {
-      log.debug({ procedure, ms, code: Code[ce.code], reason: ce.rawMessage }, "call rejected");
-    }
+    logCallError(log, { procedure, ms }, ce);
     return ce;
   };
   return (next) => async (req) => {

@@ -158,8 +158,16 @@ interface Opened {
   ms: number;
 }
 
-/** What every worker opened, together; `ms` is the slowest worker's time. */
-function sumOpened(res: Opened[]): Opened {
+/** Runs one open op on every worker with its share of the clients, and sums what they opened. */
+async function openAcross(
+  ctx: BenchContext,
+  op: "open" | "openStreams",
+  per: ClientSpec[][],
+  args: Record<string, unknown>,
+): Promise<Opened> {
+  const res = await Promise.all(
+    ctx.workers.map((w, i) => w.rpc<Opened>(op, { ...args, clients: per[i] })),
+  );
   return {
     opened: res.reduce((a, r) => a + r.opened, 0),
     failed: res.reduce((a, r) => a + r.failed, 0),
@@ -178,16 +186,7 @@ export async function openClients(
 ) {
   const per = ctx.workers.map(() => [] as ClientSpec[]);
   for (const c of clients) per[place(c) % ctx.workers.length]!.push(c);
-  const res = await Promise.all(
-    ctx.workers.map((w, i) =>
-      w.rpc<Opened>("open", {
-        target,
-        clients: per[i],
-        concurrency,
-      }),
-    ),
-  );
-  return sumOpened(res);
+  return openAcross(ctx, "open", per, { target, concurrency });
 }
 
 /** Opens ours clients as gRPC Session streams, `perConnection` to an HTTP/2 connection. */
@@ -203,17 +202,7 @@ export async function openStreams(
   clients.forEach((c, i) => {
     per[Math.floor(i / perConnection) % ctx.workers.length]!.push(c);
   });
-  const res = await Promise.all(
-    ctx.workers.map((w, i) =>
-      w.rpc<Opened>("openStreams", {
-        target,
-        clients: per[i],
-        perConnection,
-        concurrency,
-      }),
-    ),
-  );
-  return sumOpened(res);
+  return openAcross(ctx, "openStreams", per, { target, perConnection, concurrency });
 }
 
 export async function closeClients(ctx: BenchContext) {

@@ -93,21 +93,28 @@ export async function authenticate(
 
 export { bearer };
 
+interface RequestBudget {
+  limiter: RateLimiter;
+  perSecond: number;
+  burst: number;
+}
+
+/** Spends one token of the user's request budget; RESOURCE_EXHAUSTED when it is spent. */
+export async function spendRequestBudget(deps: RequestBudget, userId: string): Promise<void> {
+  if (!(await deps.limiter.take(`req:${userId}`, deps.perSecond, deps.burst))) {
+    throw fail.exhausted("request rate limit exceeded, retry later");
+  }
+}
+
 /**
  * Spends one token of the caller's request budget per call (a stream counts
  * once, when it opens; its frames have their own send and typing limits).
  * Runs after authentication, so the budget is per user, not per connection.
  */
-export function requestLimitInterceptor(deps: {
-  limiter: RateLimiter;
-  perSecond: number;
-  burst: number;
-}): Interceptor {
+export function requestLimitInterceptor(deps: RequestBudget): Interceptor {
   return (next) => async (req) => {
     const who = req.contextValues.get(callerKey);
-    if (who && !(await deps.limiter.take(`req:${who.userId}`, deps.perSecond, deps.burst))) {
-      throw fail.exhausted("request rate limit exceeded, retry later");
-    }
+    if (who) await spendRequestBudget(deps, who.userId);
     return next(req);
   };
 }

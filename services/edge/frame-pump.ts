@@ -29,10 +29,11 @@ export interface FrameWire {
   /** Stops (and resumes) reading client frames. */
   pause(): void;
   resume(): void;
-  /** Ends the transport after the last frame: gracefully, or with the session's error. */
+  /**
+   * Ends the transport after the last frame: gracefully, or with the
+   * session's error (also before any session exists, when its open failed).
+   */
   finish(err: ConnectError | undefined): void;
-  /** Ends the transport at once, before any session exists (the open was refused). */
-  refuse(err: ConnectError): void;
 }
 
 /**
@@ -63,7 +64,7 @@ export class FramePump {
       (s) => this.opened(s),
       (err: unknown) => {
         this.early = undefined;
-        if (wire.writable) wire.refuse(toConnectError(err));
+        if (wire.writable) wire.finish(toConnectError(err));
       },
     );
   }
@@ -95,7 +96,7 @@ export class FramePump {
     if (this.s) this.s.close(err);
     else {
       this.early = undefined;
-      this.wire.refuse(err);
+      this.wire.finish(err);
     }
   }
 

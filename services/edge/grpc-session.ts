@@ -2,9 +2,10 @@ import type http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
+import { logCallError } from "../../lib/interceptors.js";
 import type { Logger } from "../../lib/logger.js";
 import { codeOf, type Metrics } from "../../lib/metrics.js";
-import { authenticate, bearer } from "./auth.js";
+import { authenticate, bearer, spendRequestBudget } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
 import type { StreamEndpoint } from "./server.js";
@@ -33,15 +34,15 @@ export function createGrpcSessionEndpoint(
 ): StreamEndpoint {
   const { limits } = ctx.config;
 
+  const budget = {
+    limiter: ctx.soft.limiter,
+    perSecond: limits.requestsPerSecond,
+    burst: limits.requestBurst,
+  };
   async function admit(headers: http2.IncomingHttpHeaders) {
     const who = await authenticate(ctx, bearer(headers.authorization));
     // A stream spends one request token when it opens, as every call does.
-    const budget = await ctx.soft.limiter.take(
-      `req:${who.userId}`,
-      limits.requestsPerSecond,
-      limits.requestBurst,
-    );
-    if (!budget) throw fail.exhausted("request rate limit exceeded, retry later");
+    await spendRequestBudget(budget, who.userId);
     return who;
   }
 
@@ -49,13 +50,7 @@ export function createGrpcSessionEndpoint(
   const callEnded = (err: ConnectError | undefined) => {
     metrics.streams.dec({ procedure });
     metrics.rpcs.inc({ procedure, code: codeOf(err) });
-    if (!err) return;
-    const fields = { procedure, code: Code[err.code], reason: err.rawMessage, err: err.cause };
-    // As the boundary interceptor logs Connect's calls.
-    if (err.code === Code.Internal || err.code === Code.Unknown || err.code === Code.DataLoss) {
-      log.error(fields, "call failed");
-    } else if (err.code === Code.Unavailable) log.warn(fields, "call unavailable");
-    else log.debug(fields, "call rejected");
+    if (err) logCallError(log, { procedure }, err);
   };
 
   return {
@@ -77,7 +72,7 @@ export function createGrpcSessionEndpoint(
       if (!call.respond(headers["content-type"] ?? "application/grpc")) return;
       admit(headers).then(
         (who) => call.start(new FramePump(ctx, call, who)),
-        (err: unknown) => call.refuse(toConnectError(err)),
+        (err: unknown) => call.finish(toConnectError(err)),
       );
     },
   };
@@ -232,10 +227,6 @@ class SessionCall implements FrameWire {
       : { "grpc-status": "0" };
     this.end(err);
     this.stream.end();
-  }
-
-  refuse(err: ConnectError) {
-    this.finish(err);
   }
 
   private end(err: ConnectError | undefined) {

@@ -88,10 +88,6 @@ class SocketWire implements FrameWire {
     if (err) closeWithError(this.ws, err);
     else this.ws.close(1000);
   }
-
-  refuse(err: ConnectError) {
-    closeWithError(this.ws, err);
-  }
 }
 
 /** Binds a socket's messages and close to its session's frame pump. */

@@ -37,7 +37,7 @@ function chatWith(s: TestServer, u: User, opts: { gzip?: boolean }) {
 describe("gRPC Session streams", () => {
   it("take the direct path only for plain gRPC; gRPC-Web, Connect, compression, deadlines and Expect go to Connect", () => {
     const endpoint = createGrpcSessionEndpoint(
-      { config: { limits: {} } } as never,
+      { config: { limits: {} }, soft: {} } as never,
       {} as never,
       {} as never,
     );
