@@ -680,7 +680,10 @@ function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): stri
       "Latency is measured from that intended time, so when a server falls behind its " +
       "queueing shows up in the numbers instead of silently slowing the generator " +
       "(coordinated omission). The offered rate ramps up in steps; **sustained** is the " +
-      "highest step with p99 send→deliver ≤ 50 ms and ≥ 95% of messages delivered. A step " +
+      "highest step with p99 send→deliver ≤ 50 ms and ≥ 95% of messages delivered. While a " +
+      "step is far under that (p99 ≤ 12.5 ms, nothing missing), the ramp skips the next " +
+      "rate, and runs it only if the step above it misses; so a table may lack a rate well " +
+      "below the system's ceiling, never the one just under it. A step " +
       "over that runs once more after a pause and the second attempt stands, so that one " +
       "stall of this shared machine does not end a ramp; both count for every system alike.",
     "",

@@ -60,14 +60,43 @@ describe("ramp", () => {
     expect(result.steps[0]!.retriedAfterP99).toBeUndefined();
     expect(result.steps[1]!.retriedAfterP99).toBeGreaterThan(100_000);
     expect(result.steps[2]!.retriedAfterP99).toBeGreaterThan(100_000);
-    // Warm-up at half the first rate, then each attempt under a step id of its own; 400/s never runs.
+    // Warm-up at half the first rate; 100/s is far under the SLO, so 200/s is skipped until
+    // 300/s misses twice; then 200/s runs (twice: it stalls once). 400/s never runs.
     expect(ran).toEqual([
       { step: 99, rate: 50 },
       { step: 100, rate: 100 },
-      { step: 101, rate: 200 },
-      { step: 151, rate: 200 },
       { step: 102, rate: 300 },
       { step: 152, rate: 300 },
+      { step: 101, rate: 200 },
+      { step: 151, rate: 200 },
+    ]);
+  });
+
+  it("strides over rates only while far under the SLO, and never over the last", async () => {
+    // 5 ms up to 400/s, 20 ms (over a quarter of the SLO) at 500/s and 600/s, saturated from 700/s.
+    const latency = (rate: number) => (rate <= 400 ? 5 : rate <= 600 ? 20 : 120);
+    const { worker, ran } = scriptedWorker(latency);
+    const rates = [100, 200, 300, 400, 500, 600, 700, 800];
+    const result = await ramp(contextWith(worker), "ours", rates, 1, true, 100, 0);
+    expect(result.sustainedPerSec).toBe(600);
+    expect(result.steps.map((s) => s.offeredPerSec)).toEqual([100, 300, 500, 600, 700]);
+    expect(ran.map((r) => r.rate)).toEqual([50, 100, 300, 500, 600, 700, 700]);
+
+    const top = scriptedWorker(() => 5);
+    const all = await ramp(contextWith(top.worker), "ours", [100, 200, 300, 400], 1, true, 100, 0);
+    expect(all.steps.map((s) => s.offeredPerSec)).toEqual([100, 300, 400]);
+    expect(all.sustainedPerSec).toBe(400);
+    expect(all.notes?.[0]).toMatch(/ended before this target saturated/);
+  });
+
+  it("ends at the skipped rate when it misses too", async () => {
+    const { worker } = scriptedWorker((rate) => (rate >= 200 ? 120 : 5));
+    const result = await ramp(contextWith(worker), "ours", [100, 200, 300, 400], 1, true, 100, 0);
+    expect(result.sustainedPerSec).toBe(100);
+    expect(result.steps.map((s) => [s.offeredPerSec, s.withinSlo])).toEqual([
+      [100, true],
+      [200, false],
+      [300, false],
     ]);
   });
 });
