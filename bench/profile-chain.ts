@@ -28,6 +28,8 @@ const chain = JSON.parse(readFileSync(join(repo, "bench/profile-chain.json"), "u
 /** Sizes shared by every revision; small enough that the slowest revision still finishes. */
 const sizes = [
   "rates:250/500/1000/1500/2000/2500/3000/3500/4000/4500/5000/6000/7000",
+  // Every rate runs, so the per-message CPU below has a step to read at each revision.
+  "strideHeadroom:0",
   "pairs:100",
   "stepMs:3000",
   "graceMs:1000",
@@ -50,6 +52,7 @@ const method =
 interface Numbers {
   sustained: number;
   cpuUsPerMsgAt500: number;
+  cpuUsPerMsgAt5000: number;
   kbPerConn: number;
   sessionsPerSec: number;
   grpcKbPerSession: number;
@@ -87,12 +90,16 @@ function measure(rev: string): Numbers {
       readFileSync(join(out, "bench", "results-quick.json"), "utf8"),
     ) as BenchRun;
     const one = run.oneToOne[0];
-    const at500 = one?.steps.find((s) => s.offeredPerSec === 500);
+    const cpuAt = (rate: number) => {
+      const pct = one?.steps.find((s) => s.offeredPerSec === rate)?.targetCpuPct;
+      return pct ? (pct * 10_000) / rate : 0;
+    };
     const idle = run.idle.find((r) => !r.transport);
     const streams = run.idle.find((r) => r.transport === "grpc-streams");
     return {
       sustained: one?.sustainedPerSec ?? 0,
-      cpuUsPerMsgAt500: at500?.targetCpuPct ? (at500.targetCpuPct * 10_000) / 500 : 0,
+      cpuUsPerMsgAt500: cpuAt(500),
+      cpuUsPerMsgAt5000: cpuAt(5000),
       kbPerConn: idle ? idle.rssPerConnBytes / 1024 : 0,
       sessionsPerSec: idle?.connectPerSec ?? 0,
       grpcKbPerSession: streams ? streams.rssPerConnBytes / 1024 : 0,
@@ -123,6 +130,7 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
   return [
     m("1:1 sustained at p99 ≤ 50 ms", "msgs/s", "sustained"),
     m("server CPU per message at 500 msgs/s", "µs", "cpuUsPerMsgAt500", true),
+    m("server CPU per message at 5,000 msgs/s", "µs", "cpuUsPerMsgAt5000", true),
     m("group fan-out, 500 members", "deliveries/s", "groupDeliveriesPerSec"),
     m("idle RSS per connection, 5,000 sessions", "KB", "kbPerConn", true),
     m("session setup", "sessions/s", "sessionsPerSec"),

@@ -28,6 +28,11 @@ export const groupSloUs = 250_000;
 export interface Scale {
   pairs: number;
   rates: number[];
+  /**
+   * A ramp step with p99 at most this fraction of the SLO (and nothing
+   * missing) lets the ramp skip the next rate; 0 walks every rate.
+   */
+  strideHeadroom: number;
   stepMs: number;
   graceMs: number;
   groupSize: number;
@@ -56,6 +61,7 @@ export const fullScale: Scale = {
     500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 7000, 8500, 10_000, 12_000,
     14_000, 17_000, 20_000, 24_000, 28_000, 33_000, 40_000, 48_000,
   ],
+  strideHeadroom: 0.25,
   stepMs: 4000,
   graceMs: 1200,
   groupSize: 500,
@@ -81,6 +87,7 @@ export const fullScale: Scale = {
 export const quickScale: Scale = {
   pairs: 40,
   rates: [300, 900],
+  strideHeadroom: 0.25,
   stepMs: 1500,
   graceMs: 600,
   groupSize: 50,
@@ -262,15 +269,12 @@ export async function rateStep(
 /** Step ids of second attempts, above those of first attempts (fewer than this many rates). */
 const retryOffset = 50;
 
-/** A step this far under the SLO lets the ramp stride over the next rate. */
-const strideHeadroom = 0.25;
-
 /**
  * Ramps the rate until a step misses the SLO twice in a row; returns the
  * step that stands at each rate that ran, in rate order.
  *
- * While a step is far under the SLO (p99 at most a quarter of it, everything
- * sent), the ramp skips the next rate. When the step after a skipped rate
+ * While a step is far under the SLO (p99 at most `scale.strideHeadroom` of
+ * it, everything delivered), the ramp skips the next rate. When the step after a skipped rate
  * misses, the skipped rate runs and the ramp ends there, so `sustainedPerSec`
  * is the one a walk over every rate would find on a system whose latency
  * rises with load, in fewer steps.
@@ -331,7 +335,7 @@ export async function ramp(
     }
     await pause(300);
     const farUnder =
-      s.deliver.p99 <= sloUs * strideHeadroom &&
+      s.deliver.p99 <= sloUs * ctx.scale.strideHeadroom &&
       s.missing === 0 &&
       s.achievedPerSec >= 0.99 * s.offeredPerSec;
     skipped = farUnder && i + 2 < rates.length ? i + 1 : undefined;

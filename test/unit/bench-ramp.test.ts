@@ -87,6 +87,12 @@ describe("ramp", () => {
     expect(all.steps.map((s) => s.offeredPerSec)).toEqual([100, 300, 400]);
     expect(all.sustainedPerSec).toBe(400);
     expect(all.notes?.[0]).toMatch(/ended before this target saturated/);
+
+    const walk = scriptedWorker(() => 5);
+    const ctx = contextWith(walk.worker);
+    ctx.scale = { ...ctx.scale, strideHeadroom: 0 };
+    const every = await ramp(ctx, "ours", [100, 200, 300, 400], 1, true, 100, 0);
+    expect(every.steps.map((s) => s.offeredPerSec)).toEqual([100, 200, 300, 400]);
   });
 
   it("ends at the skipped rate when it misses too", async () => {
