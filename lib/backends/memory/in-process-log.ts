@@ -15,13 +15,13 @@ interface Pending {
  * event loop go to the consumer as one batch; up to `maxInFlight` batches are
  * handed over before the first is done, so a batch never waits for the
  * previous one's reply (the store's writer commits what it has queued
- * together, in order).
+ * together, in order, so the cap bounds memory rather than batching).
  */
 export function createInProcessLog(
   opts: { maxBatch?: number; maxInFlight?: number } = {},
 ): MessageLog {
   const maxBatch = opts.maxBatch ?? 512;
-  const maxInFlight = opts.maxInFlight ?? 4;
+  const maxInFlight = opts.maxInFlight ?? 32;
   let queue: Pending[] = [];
   let handler: ((batch: Event[]) => Promise<(Error | undefined)[]>) | undefined;
   let scheduled = false;
