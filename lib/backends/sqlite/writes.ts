@@ -21,7 +21,7 @@ import {
   SeqConflictError,
   UnknownConversationError,
 } from "../../errors.js";
-import { decodeEvent } from "../../event-bytes.js";
+import { decodeEvent, encodeEvent } from "../../event-bytes.js";
 import type { MetadataStore } from "../metadata-store.js";
 import { big, directKey, kindNumber, num, type Row, toDevice, toMember, toUser } from "./schema.js";
 
@@ -382,7 +382,7 @@ export function createWrites(db: Database.Database): Writes {
       const outcomes = events.map((ev) => {
         const verdict = check(ev);
         if (verdict) return toWire(verdict);
-        const bytes = toBinary(EventSchema, ev);
+        const bytes = encodeEvent(ev);
         const original = insert(ev, bytes);
         if (original) return toWire(new DuplicateEventError(original));
         const atMs = ev.createdAt ? timestampMs(ev.createdAt) : now();
