@@ -694,9 +694,11 @@ function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): stri
       "highest step with p99 send→deliver ≤ 50 ms and ≥ 95% of messages delivered. While a " +
       "step is far under that (p99 ≤ 12.5 ms, nothing missing), the ramp skips the next " +
       "rate, and runs it only if the step above it misses; so a table may lack a rate well " +
-      "below the system's ceiling, never the one just under it. A step " +
-      "over that runs once more after a pause and the second attempt stands, so that one " +
-      "stall of this shared machine does not end a ramp; both count for every system alike.",
+      "below the system's ceiling, never the one just under it. A step over the SLO runs " +
+      "once more and the second attempt stands, so that one stall of this shared machine " +
+      "does not end a ramp. Before a second attempt or a skipped rate runs, the system's " +
+      "backlog drains: at least 2 s, then until its CPU is back under 20% of a core (at " +
+      "most 30 s). All of this applies to every system alike.",
     "",
     "*Ack* is intended send → the server's durable acknowledgement (absent for targets " +
       "without one); *deliver* is intended send → arrival on the recipient's socket; " +

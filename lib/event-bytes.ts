@@ -58,7 +58,8 @@ const tsNanos = 2;
 const lengthDelimited = 2;
 const varintType = 0;
 
-const hasUnknown = (m: { $unknown?: unknown[] | undefined } | undefined) =>
+/** Whether a message carries fields this build does not know (hand encoders must not drop them). */
+export const hasUnknown = (m: { $unknown?: unknown[] | undefined } | undefined) =>
   (m?.$unknown?.length ?? 0) > 0;
 
 /** Bytes of a varint of a non-negative safe integer. */

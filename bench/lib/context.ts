@@ -266,6 +266,11 @@ export async function rateStep(
   return result;
 }
 
+/** CPU (% of a core) under which a target counts as idle again after a missed step. */
+const idleCpuPct = 20;
+/** The longest wait for a target to drain its backlog after a missed step. */
+const settleMaxMs = 30_000;
+
 /** Step ids of second attempts, above those of first attempts (fewer than this many rates). */
 const retryOffset = 50;
 
@@ -274,10 +279,11 @@ const retryOffset = 50;
  * step that stands at each rate that ran, in rate order.
  *
  * While a step is far under the SLO (p99 at most `scale.strideHeadroom` of
- * it, everything delivered), the ramp skips the next rate. When the step after a skipped rate
- * misses, the skipped rate runs and the ramp ends there, so `sustainedPerSec`
- * is the one a walk over every rate would find on a system whose latency
- * rises with load, in fewer steps.
+ * it, everything delivered), the ramp skips the next rate. When the step
+ * after a skipped rate misses, the skipped rate runs once the target has
+ * drained its backlog, and the ramp ends there; so `sustainedPerSec` is the
+ * one a walk over every rate would find on a system whose latency rises with
+ * load, in fewer steps.
  */
 export async function ramp(
   ctx: BenchContext,
@@ -299,8 +305,21 @@ export async function ramp(
     ctx.scale = saved;
   });
   const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  // Lets a backlog drain before the next attempt at or below a missed rate.
+  // Before the next attempt at or below a missed rate, the backlog drains: at least
+  // drainMs, then until the target's CPU is back under idleCpuPct (a queue that takes
+  // seconds to empty would otherwise count against the next step).
   const drainMs = ctx.quick ? 500 : 2000;
+  const settle = async () => {
+    await pause(drainMs);
+    const deadline = Date.now() + (ctx.quick ? 5000 : settleMaxMs);
+    while (targetPid && Date.now() < deadline) {
+      const cpu0 = cpuUsOf(targetPid);
+      const t0 = Date.now();
+      await pause(300);
+      const pct = ((cpuUsOf(targetPid) - cpu0) / ((Date.now() - t0) * 1000)) * 100;
+      if (pct < idleCpuPct) return;
+    }
+  };
   const logStep = (s: RateStep) =>
     ctx.log(
       `${name} @${s.offeredPerSec}/s${s.retriedAfterP99 === undefined ? "" : " (again)"}: achieved ${s.achievedPerSec}/s, deliver p50 ${(s.deliver.p50 / 1000).toFixed(1)} ms p99 ${(s.deliver.p99 / 1000).toFixed(1)} ms, missing ${s.missing}, cpu target ${s.targetCpuPct}% loadgen ${s.loadGenCpuPct}%${s.withinSlo ? "" : " (over SLO)"}`,
@@ -314,7 +333,7 @@ export async function ramp(
       // One stall on a shared machine should not end the ramp: a step over the SLO runs once
       // more, after the backlog drained, and the second attempt stands (for every system alike).
       const firstP99 = s.deliver.p99;
-      await pause(drainMs);
+      await settle();
       ctx.progress(`${name}: ${rate.toLocaleString()} msgs/s again …`);
       s = await rateStep(ctx, stepBase + retryOffset + i, rate, fanout, hasAck, sloUs, targetPid);
       s.retriedAfterP99 = firstP99;
@@ -328,7 +347,7 @@ export async function ramp(
     const s = await runRate(i);
     if (!s.withinSlo) {
       if (skipped === i - 1) {
-        await pause(drainMs);
+        await settle();
         await runRate(i - 1);
       }
       break;

@@ -3,7 +3,7 @@ import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { type ServerFrame, SessionResponseSchema } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import type { SyncBatch } from "../../gen/chat/v1/model_pb.js";
-import { eventBytes } from "../../lib/event-bytes.js";
+import { eventBytes, hasUnknown } from "../../lib/event-bytes.js";
 
 // Field numbers from chat/v1/chat_service.proto and model.proto.
 const responseFrame = 1;
@@ -21,8 +21,6 @@ const syncHeadSeq = 5;
 
 const writeEvent = (w: BinaryWriter, fieldNo: number, event: Event) =>
   w.tag(fieldNo, WireType.LengthDelimited).bytes(eventBytes(event));
-
-const hasUnknown = (m: { $unknown?: unknown[] | undefined }) => (m.$unknown?.length ?? 0) > 0;
 
 /**
  * Encodes a SessionResponse carrying `f`, byte for byte as toBinary would.

@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { type BenchContext, type LoadWorker, quickScale, ramp } from "../../bench/lib/context.js";
 import { encode, newHistogram, record } from "../../bench/lib/histogram.js";
@@ -9,7 +10,7 @@ import type { StepStats } from "../../bench/worker.js";
  * gives, attempt counting from 1 per rate; it records the step ids it ran.
  */
 function scriptedWorker(latencyMs: (rate: number, attempt: number) => number) {
-  const ran: { step: number; rate: number }[] = [];
+  const ran: { step: number; rate: number; at: number }[] = [];
   const attempts = new Map<number, number>();
   const byStep = new Map<number, StepStats>();
   const worker: LoadWorker = {
@@ -19,7 +20,7 @@ function scriptedWorker(latencyMs: (rate: number, attempt: number) => number) {
     rpc: async <T>(op: string, args?: unknown): Promise<T> => {
       const a = args as { step: number; ratePerSec: number; durationMs: number };
       if (op === "run") {
-        ran.push({ step: a.step, rate: a.ratePerSec });
+        ran.push({ step: a.step, rate: a.ratePerSec, at: Date.now() });
         const attempt = (attempts.get(a.ratePerSec) ?? 0) + 1;
         attempts.set(a.ratePerSec, attempt);
         const sent = Math.round((a.ratePerSec * a.durationMs) / 1000);
@@ -62,7 +63,7 @@ describe("ramp", () => {
     expect(result.steps[2]!.retriedAfterP99).toBeGreaterThan(100_000);
     // Warm-up at half the first rate; 100/s is far under the SLO, so 200/s is skipped until
     // 300/s misses twice; then 200/s runs (twice: it stalls once). 400/s never runs.
-    expect(ran).toEqual([
+    expect(ran.map(({ step, rate }) => ({ step, rate }))).toEqual([
       { step: 99, rate: 50 },
       { step: 100, rate: 100 },
       { step: 102, rate: 300 },
@@ -104,5 +105,30 @@ describe("ramp", () => {
       [200, false],
       [300, false],
     ]);
+  });
+
+  it("lets a busy target drain before it runs a missed or skipped rate again", async () => {
+    // A stand-in target that stays busy for 2.5 s (longer than the quick drain pause), then idles.
+    const target = spawn(
+      process.execPath,
+      [
+        "-e",
+        "const end = Date.now() + 2500; while (Date.now() < end); console.log(end); setTimeout(() => {}, 60_000);",
+      ],
+      { stdio: ["ignore", "pipe", "ignore"] },
+    );
+    try {
+      const busyUntil = new Promise<number>((resolve) =>
+        target.stdout.once("data", (d: Buffer) => resolve(Number(String(d).trim()))),
+      );
+      const { worker, ran } = scriptedWorker((rate) => (rate >= 200 ? 120 : 5));
+      await ramp(contextWith(worker), "ours", [100, 200], 1, true, 100, target.pid!);
+      const end = await busyUntil;
+      // 100/s passes; 200/s misses, and its second attempt waits for the target to go idle.
+      expect(ran.map((r) => r.rate)).toEqual([50, 100, 200, 200]);
+      expect(ran[3]!.at).toBeGreaterThanOrEqual(end);
+    } finally {
+      target.kill();
+    }
   });
 });
