@@ -537,12 +537,13 @@ function renderBounds(run: BenchRun): string[] {
   out.push(
     "",
     "Where ours spends it (per-thread CPU from `/proc`, V8 CPU profiles of the server, " +
-      "per-commit timings and an strace of its writer thread, taken on the machine of this " +
-      "run between 4,500 and 8,500 msgs/s): at 8,500 msgs/s, where the ramp breaks, both " +
-      "cores are full and no thread is at 100%. At 6,000 msgs/s the server's event loop takes " +
-      "50–58% of a core, its SQLite writer thread about 40% (about 48% before the two writer " +
-      "fixes in the profiling table), V8's garbage-collection helper threads a few percent, " +
-      "and the two load-generator processes about 15% each. The bound is the work per message " +
+      "per-commit timings and an strace of its writer thread, taken on this machine in " +
+      "separate runs between 4,500 and 8,500 msgs/s; this VM's speed varies by up to a " +
+      "quarter between runs, so their totals differ from the table above): where the ramp " +
+      "breaks, both cores are full and no thread is at 100%. At 6,000 msgs/s the server's " +
+      "event loop takes 50–58% of a core, its SQLite writer thread about 40% (about 48% " +
+      "before the two writer fixes in the profiling table), V8's garbage-collection helper " +
+      "threads a few percent, and the two load-generator processes about 15% each. The bound is the work per message " +
       "summed over those threads: ejabberd does less per message and its schedulers spread it " +
       "over both cores. Of the event loop's busy time about a seventh goes to socket writes on " +
       "loopback TCP (each message is one read and two writes, as for the relay; under normal " +
@@ -936,7 +937,10 @@ function renderProfile(profile: readonly ProfileFix[]): string[] {
       "CPU reading is taken at. Every revision runs once: on this shared two-core machine a " +
       "revision's 1:1 sustained rate moves by a step (500 msgs/s) from run to run and " +
       "fan-out by a step of its ladder, so a one-step change either way is within noise. " +
-      "Server CPU counts the whole process, the SQLite writer thread included.",
+      "CPU per message comes from a single 3-second step and moves by up to a quarter " +
+      "between runs of one revision at 500 msgs/s (less at 5,000), and RSS per connection " +
+      "by up to a fifth; read smaller changes as noise. Server CPU counts the whole " +
+      "process, the SQLite writer thread included.",
     "",
     table(
       ["Fix", "Metric", "Before", "After", "Change"],
