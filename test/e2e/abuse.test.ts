@@ -507,8 +507,9 @@ describe("slow consumer", () => {
     slow.stream.pause();
 
     // Large messages fill the transport buffers quickly; 60 of them are far
-    // more than the 16-frame outbox holds.
-    const body = "m".repeat(2000);
+    // more than the 16-frame outbox holds, also behind the larger per-stream
+    // write buffers of Node 22 and later (64 KiB before a write pushes back).
+    const body = "m".repeat(8000);
     const acked: Event[] = [];
     for (let i = 0; i < 60; i++) {
       const res = await a.chat.send({
