@@ -77,7 +77,7 @@ describe("encodeEvent", () => {
     }
   });
 
-  it("hands other events and values it does not lay out to toBinary", () => {
+  it("matches toBinary for other kinds, attachments, unknown fields and values past 2^53", () => {
     const r = rng(11);
     const base = posted(r);
     const cases: Event[] = [
