@@ -561,7 +561,7 @@ function renderBounds(run: BenchRun): string[] {
       "and a checkpoint copies it again. strace counted 11.5 pwrite and 2.2 pread calls per " +
       "event at 16 events per commit, and in isolation the writes alone cost about 133 µs of " +
       "CPU per event at one event per commit, 78 at 5, 54 at 16 and 44 at 64. Commits now start at " +
-      "least 2 ms apart, so more events share each page and fsync (about 12 per commit at " +
+      "least 2 ms apart, so more events share each page and fsync (about 11 per commit at " +
       "6,000 msgs/s instead of 5), and the WAL is checkpointed every 10,000 pages.",
     "",
     "The tail (p99 and above) comes from short stalls that stack up, not from a saturated " +
