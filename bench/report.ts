@@ -565,16 +565,33 @@ function renderBounds(run: BenchRun): string[] {
       "6,000 msgs/s instead of 5), and the WAL is checkpointed every 10,000 pages.",
     "",
     "The tail (p99 and above) comes from short stalls that stack up, not from a saturated " +
-      "thread: at 6,000 msgs/s, before commits were spaced, a commit's round trip from the " +
-      "event loop took 0.75 ms at the median, about 7 ms at p99 and up to about 25 ms (the " +
-      "longest are commits that also run SQLite's checkpoint), the event loop's delay is " +
-      "about 4 ms at p99 and up to about 15 ms, and garbage collection pauses last up to " +
-      "about 10 ms. One 30–50 ms stall in a 4-second step delays 1% of its messages, which is " +
-      "why a step near the limit can pass in one run and fail in the next. Moving checkpoints " +
-      "to a connection of their own was tried and not kept: a WAL left to grow makes each " +
-      "commit's fsync also allocate blocks (slower than the checkpoints it avoided), and " +
-      "restarting it from the other connection makes the writer's next transaction fail as " +
-      "busy.",
+      "thread. Measured at 6,000 msgs/s in 8-second steps: a commit on the writer thread " +
+      "takes 1.1–1.7 ms on average, but about twice a second one also runs SQLite's " +
+      "checkpoint (every 10,000 WAL pages) and takes 17–43 ms, longer as the database file " +
+      "grows (about 20–25 ms early in a run, 35–43 ms after 25 s); every ack and delivery queued " +
+      "behind it waits. The event loop's delay is 3–8 ms at p99 (single stalls mostly under " +
+      "30 ms), and young-generation garbage collection runs about 16 times a second, each " +
+      "mostly under 10 ms (about 5% of the event loop). Two 30–40 ms stalls a second hold back " +
+      "several percent of the messages by tens of milliseconds, which is why a step near the " +
+      "limit can pass in one run and fail in the next.",
+    "",
+    "Checkpoints off the commit path were tried three ways and not kept (p99 send→deliver " +
+      "at 6,000 msgs/s, alternating with the kept code in the same session, where it read " +
+      "29–52 ms in eight of nine runs and 105 ms in one):",
+    "",
+    "- on the writer thread after a commit's replies are sent, every 1,000 to 8,000 changed " +
+      "rows: 33–86 ms. The checkpoint still holds the next commits back, and smaller, more " +
+      "frequent ones cost more, since each fsyncs the database file;",
+    "- on a thread of its own (PASSIVE, followed by a short checkpoint on the writer so " +
+      "that the WAL still starts over; it stayed under 30 MB): 93 and 106 ms in its two runs. The checkpoint's " +
+      "fsync of the database file slows the commits' WAL fsyncs on the same disk, so more " +
+      "commits wait;",
+    "- on a connection of its own without that restart: a WAL left to grow makes each " +
+      "commit's fsync also allocate blocks, and restarting it from the other connection " +
+      "makes the writer's next transaction fail as busy.",
+    "",
+    "What would remove this stall is less to checkpoint: the append-only log below, with " +
+      "SQLite applying events behind it in batches of hundreds.",
     "",
     "Next design steps, in order of expected gain: run several edge processes against one " +
       "router and store (the scale-out split; the edge's per-connection work is what fills the " +
