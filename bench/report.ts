@@ -593,6 +593,14 @@ function renderBounds(run: BenchRun): string[] {
     "What would remove this stall is less to checkpoint: the append-only log below, with " +
       "SQLite applying events behind it in batches of hundreds.",
     "",
+    "Three settings were also measured and left as they are, since their differences " +
+      "stayed within run-to-run noise: 1 or 2 KB database pages instead of 4 KB (p99 at " +
+      "6,000 msgs/s no better, and 1 KB raised the server's CPU); checkpoints every 20,000 or " +
+      "40,000 WAL pages instead of 10,000 (p99 at 6,000 msgs/s 41–51 ms, against 35–65 ms); " +
+      "and a 32 MB young generation for V8 (--max-semi-space-size: about 4% less server CPU " +
+      "at 6,000 msgs/s over three runs, and the same sustained rate as the default, 7,000 " +
+      "msgs/s, in two ramps each; 64 MB was no better).",
+    "",
     "Next design steps, in order of expected gain: run several edge processes against one " +
       "router and store (the scale-out split; the edge's per-connection work is what fills the " +
       "event loop, and the reference designs separate gateways from chat services for this " +
