@@ -57,6 +57,8 @@ interface Numbers {
   sessionsPerSec: number;
   grpcKbPerSession: number;
   grpcSessionsPerSec: number;
+  subscribeKbPerSession: number;
+  subscribeSessionsPerSec: number;
   stormMs: number;
   groupDeliveriesPerSec: number;
   historyEventsPerSec: number;
@@ -96,6 +98,7 @@ function measure(rev: string): Numbers {
     };
     const idle = run.idle.find((r) => !r.transport);
     const streams = run.idle.find((r) => r.transport === "grpc-streams");
+    const subscribes = run.idle.find((r) => r.transport === "grpc-subscribe-streams");
     return {
       sustained: one?.sustainedPerSec ?? 0,
       cpuUsPerMsgAt500: cpuAt(500),
@@ -104,6 +107,8 @@ function measure(rev: string): Numbers {
       sessionsPerSec: idle?.connectPerSec ?? 0,
       grpcKbPerSession: streams ? streams.rssPerConnBytes / 1024 : 0,
       grpcSessionsPerSec: streams?.connectPerSec ?? 0,
+      subscribeKbPerSession: subscribes ? subscribes.rssPerConnBytes / 1024 : 0,
+      subscribeSessionsPerSec: subscribes?.connectPerSec ?? 0,
       stormMs: run.reconnect[0]?.catchUpMs ?? 0,
       groupDeliveriesPerSec: run.groupFanout.results[0]?.sustainedDeliveriesPerSec ?? 0,
       historyEventsPerSec: run.history[0]?.paging.eventsPerSec ?? 0,
@@ -136,6 +141,8 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
     m("session setup", "sessions/s", "sessionsPerSec"),
     m("idle RSS per gRPC Session stream, 20,000 streams", "KB", "grpcKbPerSession", true),
     m("gRPC Session stream setup", "streams/s", "grpcSessionsPerSec"),
+    m("idle RSS per gRPC Subscribe stream, 20,000 streams", "KB", "subscribeKbPerSession", true),
+    m("gRPC Subscribe stream setup", "streams/s", "subscribeSessionsPerSec"),
     m("reconnect storm, 3,000 clients", "ms to all caught up", "stormMs", true),
     m("history paging", "events/s", "historyEventsPerSec"),
   ];

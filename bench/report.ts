@@ -163,15 +163,21 @@ function byTarget<T extends { target: TargetName }>(
 }
 
 const isStreams = (r: IdleResult) => r.transport === "grpc-streams";
+const isSubscribes = (r: IdleResult) => r.transport === "grpc-subscribe-streams";
 
 /** Idle results with one socket per session (every target's comparable run). */
 function socketIdle(run: BenchRun): IdleResult[] {
-  return run.idle.filter((r) => !isStreams(r));
+  return run.idle.filter((r) => r.transport === undefined);
 }
 
-/** Ours with sessions as gRPC streams over shared HTTP/2 connections, if it ran. */
+/** Ours with sessions as gRPC Session streams over shared HTTP/2 connections, if it ran. */
 function streamIdle(run: BenchRun): IdleResult | undefined {
   return run.idle.find((r) => r.target === "ours" && isStreams(r));
+}
+
+/** Ours with sessions as gRPC Subscribe calls over shared HTTP/2 connections, if it ran. */
+function subscribeIdle(run: BenchRun): IdleResult | undefined {
+  return run.idle.find((r) => r.target === "ours" && isSubscribes(r));
 }
 
 function normalize(s: string): string {
@@ -256,6 +262,7 @@ const streamsOnlyOurs =
 function summaryRows(run: BenchRun): SummaryRow[] {
   const int = (n: number) => fmtNum(n);
   const streamIdles = run.idle.filter(isStreams);
+  const subscribeIdles = run.idle.filter(isSubscribes);
   return [
     {
       scenario: "oneToOne",
@@ -292,6 +299,13 @@ function summaryRows(run: BenchRun): SummaryRow[] {
       scenario: "idle",
       label: "Idle RSS per gRPC stream session, KB (lower is better)",
       values: valuesOf(streamIdles, (r) => r.rssPerConnBytes),
+      format: fmtKb,
+      oursOnly: streamsOnlyOurs,
+    },
+    {
+      scenario: "idle",
+      label: "Idle RSS per gRPC Subscribe stream session, KB (lower is better)",
+      values: valuesOf(subscribeIdles, (r) => r.rssPerConnBytes),
       format: fmtKb,
       oursOnly: streamsOnlyOurs,
     },
@@ -782,9 +796,9 @@ function idleTable(results: readonly IdleResult[]): string {
       .filter((r) => r.target === t)
       .map((r) => [
         code(t),
-        r.transport === "grpc-streams"
-          ? `gRPC streams, ${fmtNum(r.connections ?? 0)} HTTP/2 connections`
-          : "one socket each",
+        r.transport === undefined
+          ? "one socket each"
+          : `gRPC ${isSubscribes(r) ? "Subscribe" : "Session"} streams, ${fmtNum(r.connections ?? 0)} HTTP/2 connections`,
         fmtNum(r.attempted),
         fmtNum(r.held),
         fmtMb(r.rssBaseBytes),
@@ -1495,6 +1509,10 @@ export function renderCharts(run: BenchRun): Partial<Record<ChartKey, string>> {
   });
   const streams = streamIdle(run);
   if (streams) idle.push({ label: "ours (gRPC streams)", value: streams.rssPerConnBytes / 1024 });
+  const subscribes = subscribeIdle(run);
+  if (subscribes) {
+    idle.push({ label: "ours (gRPC Subscribe)", value: subscribes.rssPerConnBytes / 1024 });
+  }
   if (idle.length > 0) {
     charts.idle = barChartSvg({
       title: "Idle sessions: RSS per session",

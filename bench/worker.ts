@@ -202,14 +202,17 @@ serveRpc({
   },
 
   /**
-   * Opens the clients (ours only) as gRPC Session streams, `perConnection` to
-   * an HTTP/2 connection, as a proxy in front of the edge would carry them.
+   * Opens the clients (ours only) as gRPC Session streams (or Subscribe
+   * calls), `perConnection` to an HTTP/2 connection, as a proxy in front of
+   * the edge would carry them.
    */
   async openStreams(args: {
     target: TargetSpec;
     clients: ClientSpec[];
     perConnection: number;
     concurrency: number;
+    /** Session streams (default), or server-streaming Subscribe calls. */
+    method?: "session" | "subscribe";
   }) {
     const t = args.target;
     if (t.kind !== "ours") throw new Error("session streams are ours only");
@@ -241,7 +244,7 @@ serveRpc({
       shared.push(session);
       await pool(group, args.concurrency, async (spec) => {
         try {
-          const s = await openSessionStream(session, spec.token ?? "");
+          const s = await openSessionStream(session, spec.token ?? "", undefined, args.method);
           conns.set(spec.index, {
             send: () => {
               throw new Error("session streams here are idle");

@@ -1,13 +1,19 @@
 import http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { SessionRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import {
+  HeartbeatRequestSchema,
+  SessionRequestSchema,
+  SubscribeRequestSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
 import { decodeFrame } from "./ours-wire.js";
 
 /**
- * A bench client's session as a gRPC `ChatService/Session` stream on an HTTP/2
- * connection it shares with other clients: the shape of sessions behind a
- * proxy (Envoy multiplexes its downstream clients onto a few HTTP/2 upstream
- * connections), where one edge process holds far more sessions than sockets.
+ * A bench client's session as a gRPC `ChatService/Session` stream (or a
+ * server-streaming `ChatService/Subscribe` call, as a client that sends
+ * with unary calls holds it) on an HTTP/2 connection it shares with other
+ * clients: the shape of sessions behind a proxy (Envoy multiplexes its
+ * downstream clients onto a few HTTP/2 upstream connections), where one edge
+ * process holds far more sessions than sockets.
  */
 export interface OursStream {
   heartbeat(): void;
@@ -16,6 +22,8 @@ export interface OursStream {
 }
 
 const sessionPath = "/chat.v1.ChatService/Session";
+const subscribePath = "/chat.v1.ChatService/Subscribe";
+const heartbeatPath = "/chat.v1.ChatService/Heartbeat";
 
 /** A gRPC message: flag byte 0 (uncompressed), 4-byte big-endian length, the bytes. */
 function grpcFrame(msg: Uint8Array): Buffer {
@@ -37,6 +45,13 @@ const heartbeatFrame = grpcFrame(
     SessionRequestSchema,
     create(SessionRequestSchema, { action: { case: "heartbeat", value: {} } }),
   ),
+);
+
+const subscribeRequest = grpcFrame(
+  toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { cursors: [] })),
+);
+const heartbeatRequest = grpcFrame(
+  toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema)),
 );
 
 /** Opens one HTTP/2 connection (prior knowledge, no TLS) for many session streams. */
@@ -61,19 +76,38 @@ export function connectHttp2(opts: {
   });
 }
 
+/** A unary call whose answer nobody waits for (a Subscribe client's heartbeat). */
+function fireUnary(session: http2.ClientHttp2Session, path: string, token: string, body: Buffer) {
+  if (session.closed || session.destroyed) return;
+  const call = session.request({
+    ":method": "POST",
+    ":path": path,
+    "content-type": "application/grpc+proto",
+    te: "trailers",
+    authorization: `Bearer ${token}`,
+  });
+  call.on("error", () => undefined);
+  call.resume();
+  call.end(body);
+}
+
 /**
  * Opens a Session stream on `session` with the user's token, subscribes
- * without cursors and resolves once sync_complete arrived.
+ * without cursors and resolves once sync_complete arrived. With `subscribe`,
+ * the call is `ChatService/Subscribe` instead, and heartbeats are unary
+ * `Heartbeat` calls on the same connection.
  */
 export function openSessionStream(
   session: http2.ClientHttp2Session,
   token: string,
   timeoutMs = 30_000,
+  method: "session" | "subscribe" = "session",
 ): Promise<OursStream> {
+  const subscribe = method === "subscribe";
   return new Promise((resolve, reject) => {
     const stream = session.request({
       ":method": "POST",
-      ":path": sessionPath,
+      ":path": subscribe ? subscribePath : sessionPath,
       "content-type": "application/grpc+proto",
       te: "trailers",
       authorization: `Bearer ${token}`,
@@ -90,7 +124,9 @@ export function openSessionStream(
     const timer = setTimeout(() => fail(new Error("session setup timed out")), timeoutMs);
     const conn: OursStream = {
       heartbeat() {
-        if (!closed) stream.write(heartbeatFrame);
+        if (closed) return;
+        if (subscribe) fireUnary(session, heartbeatPath, token, heartbeatRequest);
+        else stream.write(heartbeatFrame);
       },
       close() {
         if (!closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
@@ -131,6 +167,7 @@ export function openSessionStream(
       closed = true;
       fail(new Error("session stream closed during setup"));
     });
-    stream.write(subscribeFrame);
+    if (subscribe) stream.end(subscribeRequest);
+    else stream.write(subscribeFrame);
   });
 }

@@ -196,20 +196,24 @@ export async function openClients(
   return openAcross(ctx, "open", per, { target, concurrency });
 }
 
-/** Opens ours clients as gRPC Session streams, `perConnection` to an HTTP/2 connection. */
+/**
+ * Opens ours clients as gRPC Session streams (or server-streaming Subscribe
+ * calls), `perConnection` to an HTTP/2 connection.
+ */
 export async function openStreams(
   ctx: BenchContext,
   target: TargetSpec,
   clients: ClientSpec[],
   perConnection: number,
   concurrency = 64,
+  method: "session" | "subscribe" = "session",
 ) {
   // Whole connections per worker, so no connection is split across processes.
   const per = ctx.workers.map(() => [] as ClientSpec[]);
   clients.forEach((c, i) => {
     per[Math.floor(i / perConnection) % ctx.workers.length]!.push(c);
   });
-  return openAcross(ctx, "openStreams", per, { target, perConnection, concurrency });
+  return openAcross(ctx, "openStreams", per, { target, perConnection, concurrency, method });
 }
 
 export async function closeClients(ctx: BenchContext) {

@@ -70,9 +70,10 @@ export interface IdleResult {
   connectPerSec: number;
   /**
    * How sessions reached the server: one socket each (absent: WebSocket,
-   * TCP or XMPP) or gRPC streams over shared HTTP/2 connections.
+   * TCP or XMPP), or gRPC streams over shared HTTP/2 connections: bidi
+   * Session streams, or server-streaming Subscribe calls.
    */
-  transport?: "grpc-streams";
+  transport?: "grpc-streams" | "grpc-subscribe-streams";
   /** HTTP/2 connections carrying the streams. */
   connections?: number;
   notes?: string[];

@@ -14,14 +14,17 @@ const heartbeatIntervalMs = 25_000;
  * `streams` (ours only) opens the sessions as gRPC Session streams,
  * `idleStreamsPerConnection` to an HTTP/2 connection, as a proxy in front of
  * the edge carries them: one socket no longer bounds one session, so the
- * open-file limit does not cap the count.
+ * open-file limit does not cap the count. `subscribe-streams` does the same
+ * with server-streaming Subscribe calls, heartbeating with unary calls, as a
+ * client that sends with unary calls holds its session.
  */
 export async function idle(
   ctx: BenchContext,
   name: TargetName,
-  transport: "sockets" | "streams" = "sockets",
+  transport: "sockets" | "streams" | "subscribe-streams" = "sockets",
 ): Promise<IdleResult | undefined> {
-  const streams = transport === "streams";
+  const streams = transport !== "sockets";
+  const method = transport === "subscribe-streams" ? "subscribe" : "session";
   const n = streams ? ctx.scale.idleStreams : ctx.scale.idleSessions;
   const perConnection = ctx.scale.idleStreamsPerConnection;
   const t = await startTarget(ctx, name, n, "idle");
@@ -31,10 +34,10 @@ export async function idle(
     for (let i = 0; i < n; i++) clients.push(await clientSpec(t, i));
     const rssBase = await t.rss();
     ctx.progress(
-      `${name}: opening ${n.toLocaleString()} idle sessions${streams ? " as gRPC streams" : ""}`,
+      `${name}: opening ${n.toLocaleString()} idle sessions${streams ? ` as gRPC ${method} streams` : ""}`,
     );
     const opened = streams
-      ? await openStreams(ctx, t.spec, clients, perConnection, 64)
+      ? await openStreams(ctx, t.spec, clients, perConnection, 64, method)
       : await openClients(ctx, t.spec, clients, undefined, 64);
     await Promise.all(
       ctx.workers.map((w) => w.rpc("heartbeats", { intervalMs: heartbeatIntervalMs })),
@@ -62,7 +65,13 @@ export async function idle(
       holdMs: ctx.scale.idleHoldMs,
       connectPerSec: Math.round(opened.opened / (opened.ms / 1000)),
       ...(streams
-        ? { transport: "grpc-streams" as const, connections: Math.ceil(n / perConnection) }
+        ? {
+            transport:
+              method === "subscribe"
+                ? ("grpc-subscribe-streams" as const)
+                : ("grpc-streams" as const),
+            connections: Math.ceil(n / perConnection),
+          }
         : {}),
     };
     if (opened.failed)

@@ -1,6 +1,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import type { ConnectError } from "@connectrpc/connect";
 import { type SessionRequest, SessionRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
 import type { Caller } from "./auth.js";
 import type { EdgeContext } from "./context.js";
@@ -41,6 +42,10 @@ export interface FrameWire {
  * signals, which an idle session would otherwise hold: frames go out as the
  * session queues them, requests run as they arrive. A class, so idle
  * sessions share its methods.
+ *
+ * With `subscribe` cursors it serves a Subscribe call instead: a session of
+ * that kind, subscribed at once, that takes no client frames and stays open
+ * after the client's half-close.
  */
 export class FramePump {
   private s: Session | undefined;
@@ -59,8 +64,9 @@ export class FramePump {
     private readonly ctx: EdgeContext,
     private readonly wire: FrameWire,
     who: Caller,
+    private readonly subscribe?: ConversationCursor[],
   ) {
-    ctx.sessions.open(who, "session").then(
+    ctx.sessions.open(who, subscribe ? "subscribe" : "session").then(
       (s) => this.opened(s),
       (err: unknown) => {
         this.early = undefined;
@@ -102,6 +108,7 @@ export class FramePump {
 
   /** The client finished sending: the session ends once its frames are handled and sent. */
   inputEnded() {
+    if (this.subscribe) return;
     const { s, runner } = this;
     if (!s || !runner) {
       // Still opening: whatever arrived early is all there is.
@@ -128,9 +135,13 @@ export class FramePump {
       void this.ctx.sessions.release(s);
       return;
     }
-    this.runner = new FrameRunner(this.ctx, s);
-    for (const data of queued) this.receive(data);
-    if (this.inputDone) this.inputEnded();
+    if (this.subscribe) {
+      void s.subscribe(this.subscribe);
+    } else {
+      this.runner = new FrameRunner(this.ctx, s);
+      for (const data of queued) this.receive(data);
+      if (this.inputDone) this.inputEnded();
+    }
     this.write();
   }
 

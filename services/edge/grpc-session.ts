@@ -1,31 +1,38 @@
 import type http2 from "node:http2";
+import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
+import { ChatService, SubscribeRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
 import { logCallError } from "../../lib/interceptors.js";
 import type { Logger } from "../../lib/logger.js";
 import { codeOf, type Metrics } from "../../lib/metrics.js";
-import { authenticate, bearer, spendRequestBudget } from "./auth.js";
+import { authenticate, bearer, type Caller, spendRequestBudget } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
 import type { StreamEndpoint } from "./server.js";
+import { checkCursors } from "./validate.js";
 
 /** "package.Service/Method", as metrics and logs label the call. */
-const procedure = `${ChatService.typeName}/${ChatService.method.session.name}`;
-const path = `/${procedure}`;
+const sessionProcedure = `${ChatService.typeName}/${ChatService.method.session.name}`;
+const subscribeProcedure = `${ChatService.typeName}/${ChatService.method.subscribe.name}`;
+const procedures = new Map([
+  [`/${sessionProcedure}`, sessionProcedure],
+  [`/${subscribeProcedure}`, subscribeProcedure],
+]);
 const grpcContentTypes = new Set(["application/grpc", "application/grpc+proto"]);
 /** gRPC's length-prefixed message: a flags byte, then a 4-byte big-endian length. */
 const envelopeHeader = 5;
 
 /**
- * ChatService/Session over gRPC on HTTP/2, served on the bare HTTP/2 stream
- * by the same frame pump as WebSocket sessions. Connect's handler stack holds
- * about 60 KB of generators, closures and promises per open stream and
- * Node's request/response wrappers about 3 KB more, while native clients keep
- * this stream open for as long as the app runs. Calls it does not claim
- * (gRPC-Web, Connect, compressed messages, a deadline) go to Connect, which
- * serves them with the same checks: token and device, request budget, stream
- * caps, message size.
+ * ChatService/Session and ChatService/Subscribe over gRPC on HTTP/2, served
+ * on the bare HTTP/2 stream by the same frame pump as WebSocket sessions.
+ * Connect's handler stack holds about 60 KB of generators, closures and
+ * promises per open stream and Node's request/response wrappers about 3 KB
+ * more, while clients keep these streams open for as long as the app runs.
+ * Calls it does not claim (gRPC-Web, Connect, compressed messages, a
+ * deadline) go to Connect, which serves them with the same checks: token and
+ * device, request budget, stream caps, message size.
  */
 export function createGrpcSessionEndpoint(
   ctx: EdgeContext,
@@ -46,18 +53,36 @@ export function createGrpcSessionEndpoint(
     return who;
   }
 
-  // One function for every call: a closure per stream would stay as long as the stream.
-  const callEnded = (err: ConnectError | undefined) => {
+  // One function per method for every call: a closure per stream would stay as long as the stream.
+  const endedFor = (procedure: string) => (err: ConnectError | undefined) => {
     metrics.streams.dec({ procedure });
     metrics.rpcs.inc({ procedure, code: codeOf(err) });
     if (err) logCallError(log, { procedure }, err);
   };
+  const sessionEnded = endedFor(sessionProcedure);
+  const subscribeEnded = endedFor(subscribeProcedure);
+
+  /** Starts a Subscribe call's session once its one request message is in. */
+  function subscribe(call: SessionCall, who: Caller, data: Uint8Array) {
+    let cursors: ConversationCursor[];
+    try {
+      cursors = checkCursors(fromBinary(SubscribeRequestSchema, data).cursors);
+    } catch (err) {
+      call.finish(
+        toConnectError(
+          err instanceof ConnectError ? err : fail.invalid("malformed request message", err),
+        ),
+      );
+      return;
+    }
+    call.start(new FramePump(ctx, call, who, cursors));
+  }
 
   return {
     claims(h) {
       const encoding = h["grpc-encoding"];
       return (
-        h[":path"] === path &&
+        procedures.has(h[":path"] ?? "") &&
         h[":method"] === "POST" &&
         grpcContentTypes.has(h["content-type"] ?? "") &&
         (encoding === undefined || encoding === "identity") &&
@@ -67,11 +92,20 @@ export function createGrpcSessionEndpoint(
     },
 
     serve(stream, headers) {
+      const procedure = procedures.get(headers[":path"] ?? "") ?? sessionProcedure;
+      const isSubscribe = procedure === subscribeProcedure;
       metrics.streams.inc({ procedure });
-      const call = new SessionCall(stream, limits.frameMaxBytes, callEnded);
+      const call = new SessionCall(
+        stream,
+        limits.frameMaxBytes,
+        isSubscribe ? subscribeEnded : sessionEnded,
+      );
       if (!call.respond(headers["content-type"] ?? "application/grpc")) return;
       admit(headers).then(
-        (who) => call.start(new FramePump(ctx, call, who)),
+        (who) =>
+          isSubscribe
+            ? call.readRequest((data) => subscribe(call, who, data))
+            : call.start(new FramePump(ctx, call, who)),
         (err: unknown) => call.finish(toConnectError(err)),
       );
     },
@@ -97,17 +131,21 @@ function onWantTrailers(this: http2.ServerHttp2Stream) {
 function ignore() {}
 
 /**
- * One Session call: splits the request body into messages for the pump and
- * writes its frames as gRPC messages, with the status in trailers. A bad
- * envelope ends the session; a reset stream or dropped connection ends the
- * call as CANCELLED.
+ * One Session or Subscribe call: splits the request body into messages for
+ * the pump (or, for Subscribe, takes its one request message) and writes its
+ * frames as gRPC messages, with the status in trailers. A bad envelope ends
+ * the session; a reset stream or dropped connection ends the call as
+ * CANCELLED.
  */
 class SessionCall implements FrameWire {
   /** Sent once the response ends. */
   trailers: http2.OutgoingHttpHeaders | undefined;
   private pump: FramePump | undefined;
+  /** A Subscribe call's request: the message once in, and who takes it at the end of input. */
+  private request: { data?: Uint8Array; take(data: Uint8Array): void } | undefined;
   /** Bytes of a message still arriving. */
   private pending: Buffer | undefined;
+  private listening = false;
   private failed = false;
   private ended = false;
 
@@ -138,30 +176,43 @@ class SessionCall implements FrameWire {
 
   /** Starts reading client messages into the session's pump. */
   start(pump: FramePump) {
-    // The client went away while its token was checked.
+    // The client went away while its token (or request) was checked.
     if (!this.writable) {
       pump.closed();
       return;
     }
     this.pump = pump;
+    this.listen();
+  }
+
+  /**
+   * Reads a Subscribe call's request: exactly one message, then the end of
+   * input, which hands the message to `take`.
+   */
+  readRequest(take: (data: Uint8Array) => void) {
+    if (!this.writable) return;
+    this.request = { take };
+    this.listen();
+  }
+
+  private listen() {
+    if (this.listening) return;
+    this.listening = true;
     this.stream.on("data", onData);
     this.stream.on("end", onEnd);
   }
 
   data(chunk: Buffer) {
-    const pump = this.pump;
-    if (this.failed || !pump) return;
+    if (this.failed || (!this.pump && !this.request)) return;
     let buf = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
     while (buf.length >= envelopeHeader) {
       const len = buf.readUInt32BE(1);
       if (buf[0] !== 0) {
-        this.failed = true;
-        pump.fail(fail.invalid("malformed request message: compressed without grpc-encoding"));
+        this.fail(fail.invalid("malformed request message: compressed without grpc-encoding"));
         return;
       }
       if (len > this.maxBytes) {
-        this.failed = true;
-        pump.fail(
+        this.fail(
           new ConnectError(
             `message size ${len} is larger than ${this.maxBytes}`,
             Code.ResourceExhausted,
@@ -170,16 +221,41 @@ class SessionCall implements FrameWire {
         return;
       }
       if (buf.length < envelopeHeader + len) break;
-      pump.receive(buf.subarray(envelopeHeader, envelopeHeader + len));
+      const message = buf.subarray(envelopeHeader, envelopeHeader + len);
       buf = buf.subarray(envelopeHeader + len);
+      if (!this.request) {
+        this.pump?.receive(message);
+      } else if (this.request.data) {
+        this.fail(fail.invalid("Subscribe takes one request message"));
+        return;
+      } else {
+        this.request.data = message;
+      }
     }
     this.pending = buf.length > 0 ? buf : undefined;
   }
 
   inputEnded() {
-    if (this.failed || !this.pump) return;
-    if (this.pending) this.pump.fail(fail.invalid("malformed request message: truncated"));
-    else this.pump.inputEnded();
+    if (this.failed) return;
+    if (this.pending) {
+      this.fail(fail.invalid("malformed request message: truncated"));
+      return;
+    }
+    const request = this.request;
+    if (!request) {
+      this.pump?.inputEnded();
+      return;
+    }
+    this.request = undefined;
+    if (request.data) request.take(request.data);
+    else this.fail(fail.invalid("missing request message"));
+  }
+
+  /** Ends the call for bad input: through the session once there is one. */
+  private fail(err: ConnectError) {
+    this.failed = true;
+    if (this.pump) this.pump.fail(err);
+    else this.finish(err);
   }
 
   closed() {

@@ -68,6 +68,10 @@ describe("npm run bench -- --quick", () => {
     expect(run.idle.filter((r) => r.transport === "grpc-streams").map((r) => r.target)).toEqual([
       "ours",
     ]);
+    // And as server-streaming Subscribe calls, as a client that sends with unary calls holds them.
+    expect(
+      run.idle.filter((r) => r.transport === "grpc-subscribe-streams").map((r) => r.target),
+    ).toEqual(["ours"]);
     expect(run.reconnect.map((r) => r.target)).toEqual(["ours"]);
     expect(run.history.map((r) => r.target)).toEqual(["ours"]);
   });

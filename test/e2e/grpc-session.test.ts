@@ -1,7 +1,8 @@
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, createClient, type Interceptor } from "@connectrpc/connect";
 import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
+import { ChatService, SubscribeRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
 import { createGrpcSessionEndpoint } from "../../services/edge/grpc-session.js";
 import { direct, login, openSession, type User } from "../helpers/clients.js";
 import { sample, scrape } from "../helpers/metrics.js";
@@ -17,6 +18,7 @@ afterEach(async () => {
 });
 
 const sessionPath = "/chat.v1.ChatService/Session";
+const subscribePath = "/chat.v1.ChatService/Subscribe";
 
 /** ChatService for `u` over gRPC with the given transport options. */
 function chatWith(s: TestServer, u: User, opts: { gzip?: boolean }) {
@@ -52,7 +54,11 @@ describe("gRPC Session streams", () => {
     expect(claims({ ...grpc, expect: "100-continue" })).toBe(false);
     expect(claims({ "content-type": "application/grpc-web" })).toBe(false);
     expect(claims({ "content-type": "application/grpc+json" })).toBe(false);
-    expect(claims(grpc, "/chat.v1.ChatService/Subscribe")).toBe(false);
+    expect(claims(grpc, "/chat.v1.ChatService/Subscribe")).toBe(true);
+    expect(claims({ ...grpc, "grpc-timeout": "10S" }, "/chat.v1.ChatService/Subscribe")).toBe(
+      false,
+    );
+    expect(claims(grpc, "/chat.v1.ChatService/Send")).toBe(false);
     expect(claims(grpc, sessionPath, "GET")).toBe(false);
   });
 
@@ -126,5 +132,59 @@ describe("gRPC Session streams", () => {
     await good.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "after"));
     expect(good.frames.ended).toBe(false);
     good.end();
+  });
+
+  it("serve Subscribe on the direct path too: one request message, and a bad one ends only its own call", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const h2 = await connectH2(server.url);
+    cleanups.push(() => h2.destroy());
+    const request = (conversationId?: string) =>
+      toBinary(
+        SubscribeRequestSchema,
+        create(SubscribeRequestSchema, {
+          cursors: conversationId === undefined ? [] : [{ conversationId, seq: 0n }],
+        }),
+      );
+    const good = rawCall(h2, subscribePath, b.token, request());
+    await good.frames.synced();
+
+    const none = rawCall(h2, subscribePath, a.token);
+    none.end();
+    const twice = rawCall(h2, subscribePath, a.token);
+    twice.write(envelope(request()));
+    twice.write(envelope(request()));
+    twice.end();
+    const badCursor = rawCall(h2, subscribePath, a.token, request("not a conversation id!"));
+    const garbage = rawCall(h2, subscribePath, a.token, Buffer.from([0xff, 0xff, 0xff]));
+    const huge = rawCall(h2, subscribePath, a.token);
+    huge.write(envelope(Buffer.alloc(0), 1 << 30));
+    const outcomes = await Promise.all(
+      [none, twice, badCursor, garbage, huge].map((c) => c.outcome),
+    );
+    expect(outcomes.map((o) => o.code)).toEqual([
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+      Code.ResourceExhausted,
+    ]);
+    expect(outcomes[0]!.message).toContain("missing request message");
+    expect(outcomes[1]!.message).toContain("one request message");
+    expect(outcomes[3]!.message).toContain("malformed request message");
+
+    // The good call on the same connection still gets live events.
+    await a.chat.send({ conversationId: id, clientMsgId: "after", content: { text: "x" } });
+    await good.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "after"));
+    expect(good.frames.ended).toBe(false);
+
+    const text = await scrape(server);
+    const p = 'procedure="chat.v1.ChatService/Subscribe"';
+    expect(sample(text, `chat_rpc_total{${p},code="invalid_argument"}`)).toBe(4);
+    expect(sample(text, `chat_rpc_total{${p},code="resource_exhausted"}`)).toBe(1);
+    expect(sample(text, `chat_rpc_streams_open{${p}}`)).toBe(1);
+    good.stream.close();
+    await good.outcome;
   });
 });

@@ -209,7 +209,7 @@ describe("renderMarkdown", () => {
     // The socket-per-session row compares targets; the stream run has rows of its own.
     expect(row(md, "Idle sessions held, one socket each")[1]).toBe("19,000");
     expect(row(md, "Idle sessions held as gRPC streams")[1]).toBe("100,000");
-    expect(md).toContain("| `ours` | gRPC streams, 1,000 HTTP/2 connections | 100,000 |");
+    expect(md).toContain("| `ours` | gRPC Session streams, 1,000 HTTP/2 connections | 100,000 |");
     // The stream rows are ours only, which their footnote says; an absent socket run is still "not run".
     expect(md).toContain("- `ejabberd-routing` (idle sessions as gRPC streams): ours only:");
     expect(md).toMatch(/- `relay` \([^)]*idle connections[^)]*\): not run/);
@@ -220,6 +220,20 @@ describe("renderMarkdown", () => {
     streams.held = 80_000;
     md = renderMarkdown(run, [], {});
     expect(status(md, "(2) Idle: ≥ 100,000 sessions")).toBe("✗");
+
+    // Subscribe calls get a row and a table line of their own and never stand in for Session streams.
+    run.idle.push({
+      ...streams,
+      held: 100_000,
+      rssPerConnBytes: 6 * 1024,
+      transport: "grpc-subscribe-streams" as const,
+    });
+    md = renderMarkdown(run, [], {});
+    expect(row(md, "Idle RSS per gRPC Subscribe stream session")[1]).toBe("6.0");
+    expect(row(md, "Idle RSS per gRPC stream session")[1]).toBe("12.0");
+    expect(md).toContain("| `ours` | gRPC Subscribe streams, 1,000 HTTP/2 connections | 100,000 |");
+    expect(status(md, "(2) Idle: ≥ 100,000 sessions")).toBe("✗");
+    expect(row(md, "Idle sessions held, one socket each")[1]).toBe("19,000");
   });
 
   it("says when a ramp ran out of steps within the SLO, so the ceiling and the ratio are bounds", () => {
