@@ -35,6 +35,7 @@ const sizes = [
   "graceMs:1000",
   "idleSessions:5000",
   "idleStreams:20000",
+  "idleSubscribeStreams:20000",
   "idleStreamsPerConnection:100",
   "idleHoldMs:2000",
   "stormClients:3000",

@@ -304,7 +304,8 @@ function summaryRows(run: BenchRun): SummaryRow[] {
     },
     {
       scenario: "idle",
-      label: "Idle RSS per gRPC Subscribe stream session, KB (lower is better)",
+      label:
+        "Idle RSS per gRPC Subscribe stream session (heartbeats as unary calls), KB (lower is better)",
       values: valuesOf(subscribeIdles, (r) => r.rssPerConnBytes),
       format: fmtKb,
       oursOnly: streamsOnlyOurs,
@@ -553,7 +554,8 @@ function renderBounds(run: BenchRun): string[] {
     "Where ours spends it (per-thread CPU from `/proc`, V8 CPU profiles of the server, " +
       "per-commit timings and an strace of its writer thread, taken on this machine in " +
       "separate runs between 4,500 and 8,500 msgs/s; this VM's speed varies by up to a " +
-      "quarter between runs, so their totals differ from the table above): where the ramp " +
+      "third between runs, for ejabberd as for ours, so their totals differ from the table " +
+      "above): where the ramp " +
       "breaks, both cores are full and no thread is at 100%. At 6,000 msgs/s the server's " +
       "event loop takes 50–58% of a core, its SQLite writer thread about 40% (about 48% " +
       "before the two writer fixes in the profiling table), V8's garbage-collection helper " +
@@ -828,7 +830,10 @@ function renderIdle(run: BenchRun, chartFiles: Record<string, string>): string[]
       "`Session` stream and many streams to an HTTP/2 connection, as the edge sees clients " +
       "behind a proxy (Envoy carries its downstream clients on a few upstream HTTP/2 " +
       "connections): every session is still authenticated, subscribed and heartbeating on its " +
-      "own, but the sockets no longer bound the count.",
+      "own, but the sockets no longer bound the count. A third run holds sessions as " +
+      "server-streaming `Subscribe` calls, as clients that send with unary calls hold them; " +
+      "those heartbeat with a unary `Heartbeat` call each interval, so their RSS also holds " +
+      "the heap that this call traffic keeps busy.",
     "",
   ];
   out.push(...chartRef(chartFiles, "idle", "RSS per idle connection by target"));

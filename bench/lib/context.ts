@@ -42,6 +42,8 @@ export interface Scale {
   idleSessions: number;
   /** Idle sessions as gRPC streams over shared HTTP/2 connections (ours). */
   idleStreams: number;
+  /** Idle sessions as gRPC Subscribe calls over shared HTTP/2 connections (ours). */
+  idleSubscribeStreams: number;
   idleStreamsPerConnection: number;
   idleHoldMs: number;
   stormClients: number;
@@ -71,6 +73,8 @@ export const fullScale: Scale = {
   // One process may hold 20,000 descriptors here (hard limit); leave room for files and the store.
   idleSessions: 19_000,
   idleStreams: 100_000,
+  // Enough to read RSS per call; the 100,000 target is the Session streams'.
+  idleSubscribeStreams: 20_000,
   // Under the edge's default HTTP/2 limit of 128 concurrent streams per connection.
   idleStreamsPerConnection: 100,
   idleHoldMs: 26_000,
@@ -96,6 +100,7 @@ export const quickScale: Scale = {
   groupRates: [20, 60],
   idleSessions: 400,
   idleStreams: 400,
+  idleSubscribeStreams: 400,
   idleStreamsPerConnection: 100,
   idleHoldMs: 1000,
   stormClients: 400,

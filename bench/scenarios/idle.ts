@@ -25,7 +25,12 @@ export async function idle(
 ): Promise<IdleResult | undefined> {
   const streams = transport !== "sockets";
   const method = transport === "subscribe-streams" ? "subscribe" : "session";
-  const n = streams ? ctx.scale.idleStreams : ctx.scale.idleSessions;
+  const n =
+    method === "subscribe"
+      ? ctx.scale.idleSubscribeStreams
+      : streams
+        ? ctx.scale.idleStreams
+        : ctx.scale.idleSessions;
   const perConnection = ctx.scale.idleStreamsPerConnection;
   const t = await startTarget(ctx, name, n, "idle");
   if (!t) return undefined;
