@@ -94,11 +94,24 @@ function fdLimit(): number {
   return m ? Number(m[1]) : 0;
 }
 
+const head = sh("git", ["-C", repo, "rev-parse", "--short", "HEAD"]) || "unknown";
+// Results in docs/ are the bench's own output; any other tracked change means HEAD is not what ran.
+const changed = sh("git", [
+  "-C",
+  repo,
+  "status",
+  "--porcelain",
+  "--untracked-files=no",
+  "--",
+  ".",
+  ":!docs",
+]);
+
 const run: BenchRun = {
   startedAt: new Date(startedAt).toISOString(),
   durationMs: 0,
   mode: quick ? "quick" : "full",
-  gitCommit: sh("git", ["-C", repo, "rev-parse", "--short", "HEAD"]) || "unknown",
+  gitCommit: changed ? `${head}-dirty` : head,
   machine: {
     cpuModel: os.cpus()[0]?.model ?? "unknown",
     cores: os.cpus().length,

@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -74,6 +74,13 @@ describe("npm run bench -- --quick", () => {
     ).toEqual(["ours"]);
     expect(run.reconnect.map((r) => r.target)).toEqual(["ours"]);
     expect(run.history.map((r) => r.target)).toEqual(["ours"]);
+  });
+
+  it("names the commit it ran, marked -dirty when tracked files outside docs/ differ from it", () => {
+    const git = (...args: string[]) =>
+      execFileSync("git", ["-C", repo, ...args], { encoding: "utf8" }).trim();
+    const changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs");
+    expect(run.gitCommit).toBe(`${git("rev-parse", "--short", "HEAD")}${changed ? "-dirty" : ""}`);
   });
 
   it("measured real traffic: messages delivered with latencies, sessions held", () => {
