@@ -1,7 +1,18 @@
 import type http2 from "node:http2";
-import { fromBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { ChatService, SubscribeRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import { fromBinary, fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { Code, ConnectError, cors as connectCors } from "@connectrpc/connect";
+import { endStreamFlag, endStreamToJson } from "@connectrpc/connect/protocol-connect";
+import {
+  setTrailerStatus,
+  trailerFlag,
+  trailerSerialize,
+} from "@connectrpc/connect/protocol-grpc-web";
+import {
+  ChatService,
+  type SubscribeRequest,
+  SubscribeRequestSchema,
+  SubscribeResponseSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
 import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
 import { logCallError } from "../../lib/interceptors.js";
@@ -20,26 +31,54 @@ const procedures = new Map([
   [`/${sessionProcedure}`, sessionProcedure],
   [`/${subscribeProcedure}`, subscribeProcedure],
 ]);
-const grpcContentTypes = new Set(["application/grpc", "application/grpc+proto"]);
+/**
+ * How a call frames its messages and ends: gRPC (status in HTTP trailers),
+ * gRPC-Web (status in a last message) or the Connect streaming protocol
+ * (status in an end-stream message; JSON or binary messages).
+ */
+type Dialect = "grpc" | "grpc-web" | "connect-proto" | "connect-json";
+const dialects = new Map<string, Dialect>([
+  ["application/grpc", "grpc"],
+  ["application/grpc+proto", "grpc"],
+  ["application/grpc-web", "grpc-web"],
+  ["application/grpc-web+proto", "grpc-web"],
+  ["application/connect+proto", "connect-proto"],
+  ["application/connect+json", "connect-json"],
+]);
+const identity = (encoding: string | string[] | undefined) =>
+  encoding === undefined || encoding === "identity";
 /** gRPC's length-prefixed message: a flags byte, then a 4-byte big-endian length. */
 const envelopeHeader = 5;
 
 /**
- * ChatService/Session and ChatService/Subscribe over gRPC on HTTP/2, served
- * on the bare HTTP/2 stream by the same frame pump as WebSocket sessions.
- * Connect's handler stack holds about 60 KB of generators, closures and
- * promises per open stream and Node's request/response wrappers about 3 KB
- * more, while clients keep these streams open for as long as the app runs.
- * Calls it does not claim (gRPC-Web, Connect, compressed messages, a
- * deadline) go to Connect, which serves them with the same checks: token and
- * device, request budget, stream caps, message size.
+ * ChatService/Session over gRPC, and ChatService/Subscribe over gRPC, gRPC-Web
+ * or the Connect protocol (binary or JSON), on HTTP/2: served on the bare
+ * HTTP/2 stream by the same frame pump as WebSocket sessions. Connect's
+ * handler stack holds about 60 KB of generators, closures and promises per
+ * open stream and Node's request/response wrappers about 3 KB more, while
+ * clients keep these streams open for as long as the app runs (browsers reach
+ * HTTP/2 through a proxy such as envoy/). Calls it does not claim (compressed
+ * messages, a deadline, gRPC-Web text or JSON, HTTP/1.1) go to Connect, which
+ * serves them with the same checks: token and device, request budget, stream
+ * caps, message size, CORS.
  */
 export function createGrpcSessionEndpoint(
   ctx: EdgeContext,
   metrics: Metrics,
   log: Logger,
 ): StreamEndpoint {
-  const { limits } = ctx.config;
+  const { limits, corsOrigins } = ctx.config;
+  const allowAll = corsOrigins.includes("*");
+  const exposed = connectCors.exposedHeaders.join(", ");
+  /** The CORS headers Connect's path would send for this origin, if it is allowed. */
+  const corsFor = (origin: string | undefined): http2.OutgoingHttpHeaders =>
+    origin && (allowAll || corsOrigins.includes(origin))
+      ? {
+          "access-control-allow-origin": origin,
+          vary: "origin",
+          "access-control-expose-headers": exposed,
+        }
+      : {};
 
   const budget = {
     limiter: ctx.soft.limiter,
@@ -66,7 +105,11 @@ export function createGrpcSessionEndpoint(
   function subscribe(call: SessionCall, who: Caller, data: Uint8Array) {
     let cursors: ConversationCursor[];
     try {
-      cursors = checkCursors(fromBinary(SubscribeRequestSchema, data).cursors);
+      const req: SubscribeRequest =
+        call.dialect === "connect-json"
+          ? fromJsonString(SubscribeRequestSchema, Buffer.from(data).toString("utf8"))
+          : fromBinary(SubscribeRequestSchema, data);
+      cursors = checkCursors(req.cursors);
     } catch (err) {
       call.finish(
         toConnectError(
@@ -80,27 +123,29 @@ export function createGrpcSessionEndpoint(
 
   return {
     claims(h) {
-      const encoding = h["grpc-encoding"];
-      return (
-        procedures.has(h[":path"] ?? "") &&
-        h[":method"] === "POST" &&
-        grpcContentTypes.has(h["content-type"] ?? "") &&
-        (encoding === undefined || encoding === "identity") &&
-        h["grpc-timeout"] === undefined &&
-        h.expect === undefined
-      );
+      const procedure = procedures.get(h[":path"] ?? "");
+      const dialect = dialects.get(h["content-type"] ?? "");
+      if (!procedure || !dialect || h[":method"] !== "POST" || h.expect !== undefined) return false;
+      // Only gRPC carries Session: browsers (gRPC-Web, Connect) cannot hold a bidi stream.
+      if (dialect !== "grpc" && procedure !== subscribeProcedure) return false;
+      if (dialect === "connect-proto" || dialect === "connect-json") {
+        return identity(h["connect-content-encoding"]) && h["connect-timeout-ms"] === undefined;
+      }
+      return identity(h["grpc-encoding"]) && h["grpc-timeout"] === undefined;
     },
 
     serve(stream, headers) {
       const procedure = procedures.get(headers[":path"] ?? "") ?? sessionProcedure;
       const isSubscribe = procedure === subscribeProcedure;
+      const contentType = headers["content-type"] ?? "application/grpc";
       metrics.streams.inc({ procedure });
       const call = new SessionCall(
         stream,
+        dialects.get(contentType) ?? "grpc",
         limits.frameMaxBytes,
         isSubscribe ? subscribeEnded : sessionEnded,
       );
-      if (!call.respond(headers["content-type"] ?? "application/grpc")) return;
+      if (!call.respond(contentType, corsFor(headers.origin))) return;
       admit(headers).then(
         (who) =>
           isSubscribe
@@ -133,9 +178,9 @@ function ignore() {}
 /**
  * One Session or Subscribe call: splits the request body into messages for
  * the pump (or, for Subscribe, takes its one request message) and writes its
- * frames as gRPC messages, with the status in trailers. A bad envelope ends
- * the session; a reset stream or dropped connection ends the call as
- * CANCELLED.
+ * frames as messages of its dialect, with the status in HTTP trailers (gRPC)
+ * or in a last message (gRPC-Web, Connect). A bad envelope ends the session;
+ * a reset stream or dropped connection ends the call as CANCELLED.
  */
 class SessionCall implements FrameWire {
   /** Sent once the response ends. */
@@ -151,6 +196,7 @@ class SessionCall implements FrameWire {
 
   constructor(
     private readonly stream: http2.ServerHttp2Stream,
+    readonly dialect: Dialect,
     private readonly maxBytes: number,
     private readonly onEnded: (err: ConnectError | undefined) => void,
   ) {
@@ -161,11 +207,11 @@ class SessionCall implements FrameWire {
   }
 
   /** Sends the response headers; false if the client already went away. */
-  respond(contentType: string): boolean {
+  respond(contentType: string, extra: http2.OutgoingHttpHeaders): boolean {
     try {
       this.stream.respond(
-        { ":status": 200, "content-type": contentType },
-        { waitForTrailers: true },
+        { ":status": 200, "content-type": contentType, ...extra },
+        { waitForTrailers: this.dialect === "grpc" },
       );
       return true;
     } catch (err) {
@@ -272,10 +318,7 @@ class SessionCall implements FrameWire {
   }
 
   write(bytes: Uint8Array, flushed?: (err?: Error | null) => void) {
-    const out = Buffer.allocUnsafe(envelopeHeader + bytes.length);
-    out[0] = 0;
-    out.writeUInt32BE(bytes.length, 1);
-    out.set(bytes, envelopeHeader);
+    const out = envelope(0, this.dialect === "connect-json" ? asJson(bytes) : bytes);
     if (flushed) this.stream.write(out, flushed);
     else this.stream.write(out);
   }
@@ -298,9 +341,18 @@ class SessionCall implements FrameWire {
 
   finish(err: ConnectError | undefined) {
     if (!this.writable) return;
-    this.trailers = err
-      ? { "grpc-status": String(err.code), "grpc-message": encodeURIComponent(err.rawMessage) }
-      : { "grpc-status": "0" };
+    if (this.dialect === "grpc") {
+      this.trailers = err
+        ? { "grpc-status": String(err.code), "grpc-message": encodeURIComponent(err.rawMessage) }
+        : { "grpc-status": "0" };
+    } else if (this.dialect === "grpc-web") {
+      this.stream.write(
+        envelope(trailerFlag, trailerSerialize(setTrailerStatus(new Headers(), err))),
+      );
+    } else {
+      const end = JSON.stringify(endStreamToJson(new Headers(), err, undefined));
+      this.stream.write(envelope(endStreamFlag, Buffer.from(end, "utf8")));
+    }
     this.end(err);
     this.stream.end();
   }
@@ -310,4 +362,21 @@ class SessionCall implements FrameWire {
     this.ended = true;
     this.onEnded(err);
   }
+}
+
+/** A message behind its 5-byte prefix: a flags byte, then the big-endian length. */
+function envelope(flags: number, bytes: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(envelopeHeader + bytes.length);
+  out[0] = flags;
+  out.writeUInt32BE(bytes.length, 1);
+  out.set(bytes, envelopeHeader);
+  return out;
+}
+
+/** A SubscribeResponse as the Connect JSON codec writes it, from its binary encoding. */
+function asJson(bytes: Uint8Array): Uint8Array {
+  return Buffer.from(
+    toJsonString(SubscribeResponseSchema, fromBinary(SubscribeResponseSchema, bytes)),
+    "utf8",
+  );
 }

@@ -1,10 +1,22 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, createClient, type Interceptor } from "@connectrpc/connect";
-import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  compressionGzip,
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { ChatService, SubscribeRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
 import { createGrpcSessionEndpoint } from "../../services/edge/grpc-session.js";
-import { direct, login, openSession, type User } from "../helpers/clients.js";
+import {
+  cursor,
+  direct,
+  login,
+  openSession,
+  openSubscribe,
+  type User,
+} from "../helpers/clients.js";
 import { sample, scrape } from "../helpers/metrics.js";
 import { connectH2, envelope, rawCall } from "../helpers/raw-grpc.js";
 import { startServer, type TestServer } from "../helpers/server.js";
@@ -36,10 +48,28 @@ function chatWith(s: TestServer, u: User, opts: { gzip?: boolean }) {
   );
 }
 
+/** ChatService for `u` over HTTP/2 with a browser protocol. */
+function webWith(s: TestServer, u: User, protocol: "grpc-web" | "connect", binary: boolean) {
+  const auth: Interceptor = (next) => (req) => {
+    req.header.set("authorization", `Bearer ${u.token}`);
+    return next(req);
+  };
+  const opts = {
+    baseUrl: s.url,
+    httpVersion: "2" as const,
+    useBinaryFormat: binary,
+    interceptors: [auth],
+  };
+  return createClient(
+    ChatService,
+    protocol === "grpc-web" ? createGrpcWebTransport(opts) : createConnectTransport(opts),
+  );
+}
+
 describe("gRPC Session streams", () => {
   it("take the direct path only for plain gRPC; gRPC-Web, Connect, compression, deadlines and Expect go to Connect", () => {
     const endpoint = createGrpcSessionEndpoint(
-      { config: { limits: {} }, soft: {} } as never,
+      { config: { limits: {}, corsOrigins: [] }, soft: {} } as never,
       {} as never,
       {} as never,
     );
@@ -59,6 +89,21 @@ describe("gRPC Session streams", () => {
       false,
     );
     expect(claims(grpc, "/chat.v1.ChatService/Send")).toBe(false);
+    // Browser protocols over HTTP/2 (behind a proxy): Subscribe only, uncompressed, no deadline.
+    for (const ct of [
+      "application/grpc-web",
+      "application/grpc-web+proto",
+      "application/connect+proto",
+      "application/connect+json",
+    ]) {
+      expect(claims({ "content-type": ct }, subscribePath), ct).toBe(true);
+      expect(claims({ "content-type": ct }, sessionPath), ct).toBe(false);
+    }
+    const connect = { "content-type": "application/connect+proto" };
+    expect(claims({ ...connect, "connect-timeout-ms": "1000" }, subscribePath)).toBe(false);
+    expect(claims({ ...connect, "connect-content-encoding": "gzip" }, subscribePath)).toBe(false);
+    expect(claims({ "content-type": "application/grpc-web-text" }, subscribePath)).toBe(false);
+    expect(claims({ "content-type": "application/grpc-web+json" }, subscribePath)).toBe(false);
     expect(claims(grpc, sessionPath, "GET")).toBe(false);
   });
 
@@ -186,5 +231,66 @@ describe("gRPC Session streams", () => {
     expect(sample(text, `chat_rpc_streams_open{${p}}`)).toBe(1);
     good.stream.close();
     await good.outcome;
+  });
+
+  it.each([
+    ["gRPC-Web", "grpc-web", true],
+    ["Connect, binary", "connect", true],
+    ["Connect, JSON", "connect", false],
+  ] as const)(
+    "serve %s Subscribe calls on HTTP/2 on the direct path too: sync, live events, errors as the protocol carries them",
+    async (_name, protocol, binary) => {
+      server = await startServer();
+      const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+      const id = await direct(a, b);
+      const web = webWith(server, b, protocol, binary);
+      const sub = openSubscribe(web);
+      await sub.frames.synced();
+      await a.chat.send({ conversationId: id, clientMsgId: "m1", content: { text: "hi" } });
+      await sub.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "m1"));
+
+      const bad = openSubscribe(web, [cursor("not a conversation id!", 0n)]);
+      await bad.frames.untilEnded();
+      expect(bad.frames.error?.code).toBe(Code.InvalidArgument);
+      const stranger = openSubscribe(
+        webWith(server, { ...b, token: "not-a-token" }, protocol, binary),
+      );
+      await stranger.frames.untilEnded();
+      expect(stranger.frames.error?.code).toBe(Code.Unauthenticated);
+
+      // A server that stops ends the open call with UNAVAILABLE, in the protocol's own way.
+      const stopping = server.stop();
+      await sub.frames.untilEnded();
+      expect(sub.frames.error?.code).toBe(Code.Unavailable);
+      await stopping;
+    },
+  );
+
+  it("answer an allowed browser origin with the same CORS headers as Connect's path", async () => {
+    server = await startServer({ corsOrigins: ["https://app.example"] });
+    const b = await login(server, "ben");
+    const h2 = await connectH2(server.url);
+    cleanups.push(() => h2.destroy());
+    const headersFor = (origin: string) =>
+      new Promise<Record<string, unknown>>((resolve) => {
+        const req = h2.request({
+          ":method": "POST",
+          ":path": subscribePath,
+          "content-type": "application/connect+proto",
+          authorization: `Bearer ${b.token}`,
+          origin,
+        });
+        req.on("response", (h) => {
+          resolve(h);
+          req.close();
+        });
+        req.on("error", () => undefined);
+        req.end(envelope(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema))));
+      });
+    const allowed = await headersFor("https://app.example");
+    expect(allowed["access-control-allow-origin"]).toBe("https://app.example");
+    expect(String(allowed["access-control-expose-headers"])).toContain("Grpc-Status");
+    const other = await headersFor("https://evil.example");
+    expect(other["access-control-allow-origin"]).toBeUndefined();
   });
 });
