@@ -60,6 +60,7 @@ interface Numbers {
   grpcSessionsPerSec: number;
   subscribeKbPerSession: number;
   subscribeSessionsPerSec: number;
+  connectSubscribeKbPerSession: number;
   stormMs: number;
   groupDeliveriesPerSec: number;
   historyEventsPerSec: number;
@@ -100,6 +101,7 @@ function measure(rev: string): Numbers {
     const idle = run.idle.find((r) => !r.transport);
     const streams = run.idle.find((r) => r.transport === "grpc-streams");
     const subscribes = run.idle.find((r) => r.transport === "grpc-subscribe-streams");
+    const connectSubscribes = run.idle.find((r) => r.transport === "connect-subscribe-streams");
     return {
       sustained: one?.sustainedPerSec ?? 0,
       cpuUsPerMsgAt500: cpuAt(500),
@@ -110,6 +112,9 @@ function measure(rev: string): Numbers {
       grpcSessionsPerSec: streams?.connectPerSec ?? 0,
       subscribeKbPerSession: subscribes ? subscribes.rssPerConnBytes / 1024 : 0,
       subscribeSessionsPerSec: subscribes?.connectPerSec ?? 0,
+      connectSubscribeKbPerSession: connectSubscribes
+        ? connectSubscribes.rssPerConnBytes / 1024
+        : 0,
       stormMs: run.reconnect[0]?.catchUpMs ?? 0,
       groupDeliveriesPerSec: run.groupFanout.results[0]?.sustainedDeliveriesPerSec ?? 0,
       historyEventsPerSec: run.history[0]?.paging.eventsPerSec ?? 0,
@@ -144,6 +149,12 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
     m("gRPC Session stream setup", "streams/s", "grpcSessionsPerSec"),
     m("idle RSS per gRPC Subscribe stream, 20,000 streams", "KB", "subscribeKbPerSession", true),
     m("gRPC Subscribe stream setup", "streams/s", "subscribeSessionsPerSec"),
+    m(
+      "idle RSS per Connect-protocol Subscribe stream, 20,000 streams",
+      "KB",
+      "connectSubscribeKbPerSession",
+      true,
+    ),
     m("reconnect storm, 3,000 clients", "ms to all caught up", "stormMs", true),
     m("history paging", "events/s", "historyEventsPerSec"),
   ];

@@ -164,6 +164,7 @@ function byTarget<T extends { target: TargetName }>(
 
 const isStreams = (r: IdleResult) => r.transport === "grpc-streams";
 const isSubscribes = (r: IdleResult) => r.transport === "grpc-subscribe-streams";
+const isConnectSubscribes = (r: IdleResult) => r.transport === "connect-subscribe-streams";
 
 /** Idle results with one socket per session (every target's comparable run). */
 function socketIdle(run: BenchRun): IdleResult[] {
@@ -263,6 +264,7 @@ function summaryRows(run: BenchRun): SummaryRow[] {
   const int = (n: number) => fmtNum(n);
   const streamIdles = run.idle.filter(isStreams);
   const subscribeIdles = run.idle.filter(isSubscribes);
+  const connectSubscribeIdles = run.idle.filter(isConnectSubscribes);
   return [
     {
       scenario: "oneToOne",
@@ -307,6 +309,14 @@ function summaryRows(run: BenchRun): SummaryRow[] {
       label:
         "Idle RSS per gRPC Subscribe stream session (heartbeats as unary calls), KB (lower is better)",
       values: valuesOf(subscribeIdles, (r) => r.rssPerConnBytes),
+      format: fmtKb,
+      oursOnly: streamsOnlyOurs,
+    },
+    {
+      scenario: "idle",
+      label:
+        "Idle RSS per Connect-protocol Subscribe stream session (a browser behind a proxy), KB (lower is better)",
+      values: valuesOf(connectSubscribeIdles, (r) => r.rssPerConnBytes),
       format: fmtKb,
       oursOnly: streamsOnlyOurs,
     },
@@ -800,7 +810,7 @@ function idleTable(results: readonly IdleResult[]): string {
         code(t),
         r.transport === undefined
           ? "one socket each"
-          : `gRPC ${isSubscribes(r) ? "Subscribe" : "Session"} streams, ${fmtNum(r.connections ?? 0)} HTTP/2 connections`,
+          : `${isConnectSubscribes(r) ? "Connect Subscribe" : isSubscribes(r) ? "gRPC Subscribe" : "gRPC Session"} streams, ${fmtNum(r.connections ?? 0)} HTTP/2 connections`,
         fmtNum(r.attempted),
         fmtNum(r.held),
         fmtMb(r.rssBaseBytes),
@@ -833,7 +843,8 @@ function renderIdle(run: BenchRun, chartFiles: Record<string, string>): string[]
       "own, but the sockets no longer bound the count. A third run holds sessions as " +
       "server-streaming `Subscribe` calls, as clients that send with unary calls hold them; " +
       "those heartbeat with a unary `Heartbeat` call each interval, so their RSS also holds " +
-      "the heap that this call traffic keeps busy.",
+      "the heap that this call traffic keeps busy. A fourth makes the same calls in the " +
+      "Connect protocol (binary), as a browser behind a proxy does.",
     "",
   ];
   out.push(...chartRef(chartFiles, "idle", "RSS per idle connection by target"));
@@ -1517,6 +1528,13 @@ export function renderCharts(run: BenchRun): Partial<Record<ChartKey, string>> {
   const subscribes = subscribeIdle(run);
   if (subscribes) {
     idle.push({ label: "ours (gRPC Subscribe)", value: subscribes.rssPerConnBytes / 1024 });
+  }
+  const connectSubscribes = run.idle.find((r) => r.target === "ours" && isConnectSubscribes(r));
+  if (connectSubscribes) {
+    idle.push({
+      label: "ours (Connect Subscribe)",
+      value: connectSubscribes.rssPerConnBytes / 1024,
+    });
   }
   if (idle.length > 0) {
     charts.idle = barChartSvg({

@@ -204,6 +204,7 @@ await each(
 await each("idle", ["ours", "relay", "ejabberd-routing"], (n) => idle(ctx, n), run.idle);
 await each("idle", ["ours"], (n) => idle(ctx, n, "streams"), run.idle);
 await each("idle", ["ours"], (n) => idle(ctx, n, "subscribe-streams"), run.idle);
+await each("idle", ["ours"], (n) => idle(ctx, n, "connect-subscribe-streams"), run.idle);
 await each("reconnect", ["ours"], () => reconnectStorm(ctx), run.reconnect);
 await each("history", ["ours"], () => historySync(ctx), run.history);
 

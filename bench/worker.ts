@@ -211,8 +211,8 @@ serveRpc({
     clients: ClientSpec[];
     perConnection: number;
     concurrency: number;
-    /** Session streams (default), or server-streaming Subscribe calls. */
-    method?: "session" | "subscribe";
+    /** Session streams (default), or server-streaming Subscribe calls (gRPC or Connect). */
+    method?: "session" | "subscribe" | "connect-subscribe";
   }) {
     const t = args.target;
     if (t.kind !== "ours") throw new Error("session streams are ours only");

@@ -95,20 +95,22 @@ function fireUnary(session: http2.ClientHttp2Session, path: string, token: strin
  * Opens a Session stream on `session` with the user's token, subscribes
  * without cursors and resolves once sync_complete arrived. With `subscribe`,
  * the call is `ChatService/Subscribe` instead, and heartbeats are unary
- * `Heartbeat` calls on the same connection.
+ * `Heartbeat` calls on the same connection; `connect-subscribe` makes that
+ * call in the Connect protocol (binary), as a browser's behind a proxy.
  */
 export function openSessionStream(
   session: http2.ClientHttp2Session,
   token: string,
   timeoutMs = 30_000,
-  method: "session" | "subscribe" = "session",
+  method: "session" | "subscribe" | "connect-subscribe" = "session",
 ): Promise<OursStream> {
-  const subscribe = method === "subscribe";
+  const subscribe = method !== "session";
   return new Promise((resolve, reject) => {
     const stream = session.request({
       ":method": "POST",
       ":path": subscribe ? subscribePath : sessionPath,
-      "content-type": "application/grpc+proto",
+      "content-type":
+        method === "connect-subscribe" ? "application/connect+proto" : "application/grpc+proto",
       te: "trailers",
       authorization: `Bearer ${token}`,
     });
@@ -144,8 +146,12 @@ export function openSessionStream(
       while (buf.length >= 5) {
         const len = buf.readUInt32BE(1);
         if (buf.length < 5 + len) break;
-        const f = decodeFrame(buf.subarray(5, 5 + len));
+        const flags = buf[0];
+        const message = buf.subarray(5, 5 + len);
         buf = buf.subarray(5 + len);
+        // A Connect end-stream message (flag 2) carries the status as JSON, not a frame.
+        if (flags !== 0) continue;
+        const f = decodeFrame(message);
         if (f.case === "syncComplete" && !ready) {
           ready = true;
           clearTimeout(timer);

@@ -211,7 +211,7 @@ export async function openStreams(
   clients: ClientSpec[],
   perConnection: number,
   concurrency = 64,
-  method: "session" | "subscribe" = "session",
+  method: "session" | "subscribe" | "connect-subscribe" = "session",
 ) {
   // Whole connections per worker, so no connection is split across processes.
   const per = ctx.workers.map(() => [] as ClientSpec[]);

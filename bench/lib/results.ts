@@ -70,10 +70,11 @@ export interface IdleResult {
   connectPerSec: number;
   /**
    * How sessions reached the server: one socket each (absent: WebSocket,
-   * TCP or XMPP), or gRPC streams over shared HTTP/2 connections: bidi
-   * Session streams, or server-streaming Subscribe calls.
+   * TCP or XMPP), or streams over shared HTTP/2 connections: bidi gRPC
+   * Session streams, or server-streaming Subscribe calls in gRPC or in the
+   * Connect protocol.
    */
-  transport?: "grpc-streams" | "grpc-subscribe-streams";
+  transport?: "grpc-streams" | "grpc-subscribe-streams" | "connect-subscribe-streams";
   /** HTTP/2 connections carrying the streams. */
   connections?: number;
   notes?: string[];

@@ -16,17 +16,24 @@ const heartbeatIntervalMs = 25_000;
  * the edge carries them: one socket no longer bounds one session, so the
  * open-file limit does not cap the count. `subscribe-streams` does the same
  * with server-streaming Subscribe calls, heartbeating with unary calls, as a
- * client that sends with unary calls holds its session.
+ * client that sends with unary calls holds its session;
+ * `connect-subscribe-streams` makes those calls in the Connect protocol, as
+ * a browser behind a proxy does.
  */
 export async function idle(
   ctx: BenchContext,
   name: TargetName,
-  transport: "sockets" | "streams" | "subscribe-streams" = "sockets",
+  transport: "sockets" | "streams" | "subscribe-streams" | "connect-subscribe-streams" = "sockets",
 ): Promise<IdleResult | undefined> {
   const streams = transport !== "sockets";
-  const method = transport === "subscribe-streams" ? "subscribe" : "session";
+  const method =
+    transport === "subscribe-streams"
+      ? "subscribe"
+      : transport === "connect-subscribe-streams"
+        ? "connect-subscribe"
+        : "session";
   const n =
-    method === "subscribe"
+    method !== "session"
       ? ctx.scale.idleSubscribeStreams
       : streams
         ? ctx.scale.idleStreams
@@ -74,7 +81,9 @@ export async function idle(
             transport:
               method === "subscribe"
                 ? ("grpc-subscribe-streams" as const)
-                : ("grpc-streams" as const),
+                : method === "connect-subscribe"
+                  ? ("connect-subscribe-streams" as const)
+                  : ("grpc-streams" as const),
             connections: Math.ceil(n / perConnection),
           }
         : {}),

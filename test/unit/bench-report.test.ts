@@ -232,6 +232,18 @@ describe("renderMarkdown", () => {
     expect(row(md, "Idle RSS per gRPC Subscribe stream session")[1]).toBe("6.0");
     expect(row(md, "Idle RSS per gRPC stream session")[1]).toBe("12.0");
     expect(md).toContain("| `ours` | gRPC Subscribe streams, 1,000 HTTP/2 connections | 100,000 |");
+    run.idle.push({
+      ...streams,
+      held: 20_000,
+      rssPerConnBytes: 5 * 1024,
+      transport: "connect-subscribe-streams" as const,
+    });
+    md = renderMarkdown(run, [], {});
+    expect(row(md, "Idle RSS per Connect-protocol Subscribe stream session")[1]).toBe("5.0");
+    expect(row(md, "Idle RSS per gRPC Subscribe stream session")[1]).toBe("6.0");
+    expect(md).toContain(
+      "| `ours` | Connect Subscribe streams, 1,000 HTTP/2 connections | 100,000 | 20,000 |",
+    );
     expect(status(md, "(2) Idle: ≥ 100,000 sessions")).toBe("✗");
     expect(row(md, "Idle sessions held, one socket each")[1]).toBe("19,000");
   });
