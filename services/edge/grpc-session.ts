@@ -1,6 +1,6 @@
 import type http2 from "node:http2";
 import { fromBinary, fromJsonString, toJsonString } from "@bufbuild/protobuf";
-import { Code, ConnectError, cors as connectCors } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { endStreamFlag, endStreamToJson } from "@connectrpc/connect/protocol-connect";
 import {
   setTrailerStatus,
@@ -21,7 +21,7 @@ import { codeOf, type Metrics } from "../../lib/metrics.js";
 import { authenticate, bearer, type Caller, spendRequestBudget } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
-import type { StreamEndpoint } from "./server.js";
+import { corsResponseHeaders, type StreamEndpoint } from "./server.js";
 import { checkCursors } from "./validate.js";
 
 /** "package.Service/Method", as metrics and logs label the call. */
@@ -67,18 +67,9 @@ export function createGrpcSessionEndpoint(
   metrics: Metrics,
   log: Logger,
 ): StreamEndpoint {
-  const { limits, corsOrigins } = ctx.config;
-  const allowAll = corsOrigins.includes("*");
-  const exposed = connectCors.exposedHeaders.join(", ");
-  /** The CORS headers Connect's path would send for this origin, if it is allowed. */
-  const corsFor = (origin: string | undefined): http2.OutgoingHttpHeaders =>
-    origin && (allowAll || corsOrigins.includes(origin))
-      ? {
-          "access-control-allow-origin": origin,
-          vary: "origin",
-          "access-control-expose-headers": exposed,
-        }
-      : {};
+  const { limits } = ctx.config;
+  // The same CORS answer as every other call on the edge's port.
+  const corsFor = corsResponseHeaders(ctx.config.corsOrigins);
 
   const budget = {
     limiter: ctx.soft.limiter,
@@ -145,7 +136,7 @@ export function createGrpcSessionEndpoint(
         limits.frameMaxBytes,
         isSubscribe ? subscribeEnded : sessionEnded,
       );
-      if (!call.respond(contentType, corsFor(headers.origin))) return;
+      if (!call.respond(contentType, corsFor(headers.origin) ?? {})) return;
       admit(headers).then(
         (who) =>
           isSubscribe

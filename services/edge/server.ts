@@ -44,17 +44,15 @@ export function createHttpServer(opts: HttpServerOptions) {
     shutdownSignal: opts.shutdownSignal,
     maxTimeoutMs: 24 * 3600 * 1000,
   });
-  const allowAll = corsOrigins.includes("*");
+  const corsFor = corsResponseHeaders(corsOrigins);
   const handler = (
     req: http.IncomingMessage | http2.Http2ServerRequest,
     res: http.ServerResponse | http2.Http2ServerResponse,
   ) => {
     if (opts.direct && isDirectCall(req)) return opts.direct.serve(req.stream, req.headers);
-    const origin = req.headers.origin;
-    if (origin && (allowAll || corsOrigins.includes(origin))) {
-      res.setHeader("access-control-allow-origin", origin);
-      res.setHeader("vary", "origin");
-      res.setHeader("access-control-expose-headers", connectCors.exposedHeaders.join(", "));
+    const cors = corsFor(req.headers.origin);
+    if (cors) {
+      for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
       if (req.method === "OPTIONS") {
         res.setHeader("access-control-allow-methods", connectCors.allowedMethods.join(", "));
         res.setHeader(
@@ -190,6 +188,24 @@ export function createHttpServer(opts: HttpServerOptions) {
       await closed;
     },
   };
+}
+
+/**
+ * The CORS headers of a response to a request from `origin`, or undefined
+ * when that origin is not allowed (the browser then refuses to read the
+ * response). `"*"` in `allowed` allows every origin.
+ */
+export function corsResponseHeaders(allowed: readonly string[]) {
+  const allowAll = allowed.includes("*");
+  const exposed = connectCors.exposedHeaders.join(", ");
+  return (origin: string | undefined): Record<string, string> | undefined =>
+    origin && (allowAll || allowed.includes(origin))
+      ? {
+          "access-control-allow-origin": origin,
+          vary: "origin",
+          "access-control-expose-headers": exposed,
+        }
+      : undefined;
 }
 
 /** An HTTP/2 endpoint served on the bare stream, ahead of Node's compatibility layer and Connect. */
