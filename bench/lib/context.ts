@@ -61,7 +61,7 @@ export const fullScale: Scale = {
   // Fine steps where the durable systems saturate, wider ones up to the relay's ceiling.
   rates: [
     500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 7000, 8500, 10_000, 12_000,
-    14_000, 17_000, 20_000, 24_000, 28_000, 33_000, 40_000, 48_000,
+    14_000, 17_000, 20_000, 24_000, 28_000, 33_000, 40_000, 48_000, 57_000, 68_000, 80_000,
   ],
   strideHeadroom: 0.25,
   stepMs: 4000,
@@ -69,7 +69,7 @@ export const fullScale: Scale = {
   groupSize: 500,
   groups: 1,
   groupSendersPerGroup: 10,
-  groupRates: [2, 5, 10, 20, 40, 80, 120, 160, 240],
+  groupRates: [2, 5, 10, 20, 40, 80, 120, 160, 240, 320, 400],
   // One process may hold 20,000 descriptors here (hard limit); leave room for files and the store.
   idleSessions: 19_000,
   idleStreams: 100_000,
