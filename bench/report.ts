@@ -847,17 +847,6 @@ function renderIdle(run: BenchRun, chartFiles: Record<string, string>): string[]
       "Connect protocol (binary), as a browser behind a proxy does.",
     "",
   ];
-  const together = run.idle.filter((r) => (r.heldAlongside ?? 0) > 0);
-  if (together.length > 0) {
-    out.push(
-      `Ours' ${fmtNum(together.length)} runs hold their sessions at the same time, each in a ` +
-        "server process of its own (RSS is per process), so one hold serves them all. They " +
-        "open one after another: the one-socket run first, on an otherwise idle machine as the " +
-        "other systems' runs do, and each later one while the ones before it hold and " +
-        "heartbeat, which its connect rate includes.",
-      "",
-    );
-  }
   out.push(...chartRef(chartFiles, "idle", "RSS per idle connection by target"));
   out.push(run.idle.length > 0 ? idleTable(run.idle) : "No idle results in this run.", "");
   const notes = notesList(run.idle);

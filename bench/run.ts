@@ -22,11 +22,11 @@ import {
   startWorkers,
 } from "./lib/context.js";
 import { killAll } from "./lib/procs.js";
-import type { BenchRun, IdleResult, ProfileFix, TargetName } from "./lib/results.js";
+import type { BenchRun, ProfileFix, TargetName } from "./lib/results.js";
 import { writeReport } from "./report.js";
 import { groupFanout } from "./scenarios/group-fanout.js";
 import { historySync } from "./scenarios/history-sync.js";
-import { idle, idleTogether } from "./scenarios/idle.js";
+import { idle } from "./scenarios/idle.js";
 import { oneToOne } from "./scenarios/one-to-one.js";
 import { reconnectStorm } from "./scenarios/reconnect-storm.js";
 import { benchSettings } from "./targets/ours.js";
@@ -193,11 +193,6 @@ async function each<T>(
   }
 }
 
-// The report lists them in this order.
-const idleOrder = (r: IdleResult) =>
-  [undefined, "grpc-streams", "grpc-subscribe-streams", "connect-subscribe-streams"].indexOf(
-    r.transport,
-  );
 const all: TargetName[] = ["ours", "relay", "ejabberd-routing", "ejabberd-archive"];
 await each("one-to-one", all, (n) => oneToOne(ctx, n), run.oneToOne);
 await each(
@@ -206,18 +201,10 @@ await each(
   (n) => groupFanout(ctx, n),
   run.groupFanout.results,
 );
-// Ours four ways, each in a server process of its own under one hold; the
-// one-socket run opens first, on an idle machine as the others' runs do.
-const oursIdle: IdleResult[][] = [];
-await each(
-  "idle",
-  ["ours"],
-  (n) =>
-    idleTogether(ctx, n, ["sockets", "subscribe-streams", "connect-subscribe-streams", "streams"]),
-  oursIdle,
-);
-run.idle.push(...oursIdle.flat().sort((x, y) => idleOrder(x) - idleOrder(y)));
-await each("idle", ["relay", "ejabberd-routing"], (n) => idle(ctx, n), run.idle);
+await each("idle", ["ours", "relay", "ejabberd-routing"], (n) => idle(ctx, n), run.idle);
+await each("idle", ["ours"], (n) => idle(ctx, n, "streams"), run.idle);
+await each("idle", ["ours"], (n) => idle(ctx, n, "subscribe-streams"), run.idle);
+await each("idle", ["ours"], (n) => idle(ctx, n, "connect-subscribe-streams"), run.idle);
 await each("reconnect", ["ours"], () => reconnectStorm(ctx), run.reconnect);
 await each("history", ["ours"], () => historySync(ctx), run.history);
 

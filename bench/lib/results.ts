@@ -77,11 +77,6 @@ export interface IdleResult {
   transport?: "grpc-streams" | "grpc-subscribe-streams" | "connect-subscribe-streams";
   /** HTTP/2 connections carrying the streams. */
   connections?: number;
-  /**
-   * Other server processes of the same target that held idle sessions
-   * during the same hold (one hold for several transports).
-   */
-  heldAlongside?: number;
   notes?: string[];
 }
 

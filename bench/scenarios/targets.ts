@@ -75,19 +75,10 @@ export async function startTarget(
   };
 }
 
-/**
- * Client u<i> on this target: ours needs its signed token, others only the
- * name. `index` keys the client in its worker (and picks its source address);
- * clients of targets held at the same time need distinct ones.
- */
-export async function clientSpec(
-  t: Started,
-  i: number,
-  groups?: string[],
-  index = i,
-): Promise<ClientSpec> {
+/** Client u<i> on this target: ours needs its signed token, others only the name. */
+export async function clientSpec(t: Started, i: number, groups?: string[]): Promise<ClientSpec> {
   return {
-    index,
+    index: i,
     user: `u${i}`,
     ...(groups ? { groups } : {}),
     ...(t.ours ? { token: await t.ours.token(i) } : {}),

@@ -80,20 +80,6 @@ describe("npm run bench -- --quick", () => {
     expect(run.history.map((r) => r.target)).toEqual(["ours"]);
   });
 
-  it("holds ours' four idle runs under one hold, each in a process of its own", () => {
-    const ours = run.idle.filter((r) => r.target === "ours");
-    expect(ours.map((r) => r.heldAlongside)).toEqual([3, 3, 3, 3]);
-    // Four processes: each measured its own baseline, not one shared server's.
-    expect(new Set(ours.map((r) => r.rssBaseBytes)).size).toBeGreaterThan(1);
-    expect(run.idle.filter((r) => r.target !== "ours").map((r) => r.heldAlongside)).toEqual([
-      undefined,
-      undefined,
-    ]);
-    expect(readFileSync(join(out, "BENCHMARKS.md"), "utf8")).toContain(
-      "Ours' 4 runs hold their sessions at the same time",
-    );
-  });
-
   it("names the commit it ran, marked -dirty when tracked files outside docs/ differ from it", () => {
     const git = (...args: string[]) =>
       execFileSync("git", ["-C", repo, ...args], { encoding: "utf8" }).trim();

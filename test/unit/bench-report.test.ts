@@ -210,12 +210,6 @@ describe("renderMarkdown", () => {
     expect(row(md, "Idle sessions held, one socket each")[1]).toBe("19,000");
     expect(row(md, "Idle sessions held as gRPC streams")[1]).toBe("100,000");
     expect(md).toContain("| `ours` | gRPC Session streams, 1,000 HTTP/2 connections | 100,000 |");
-    // Held one after another, the report says nothing about a shared hold.
-    expect(md).not.toContain("hold their sessions at the same time");
-    for (const r of [sockets, streams]) r.heldAlongside = 1;
-    expect(renderMarkdown(run, [], {})).toContain(
-      "Ours' 2 runs hold their sessions at the same time, each in a server process of its own",
-    );
     // The stream rows are ours only, which their footnote says; an absent socket run is still "not run".
     expect(md).toContain("- `ejabberd-routing` (idle sessions as gRPC streams): ours only:");
     expect(md).toMatch(/- `relay` \([^)]*idle connections[^)]*\): not run/);
