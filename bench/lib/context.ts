@@ -62,6 +62,7 @@ export const fullScale: Scale = {
   rates: [
     500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 7000, 8500, 10_000, 12_000,
     14_000, 17_000, 20_000, 24_000, 28_000, 33_000, 40_000, 48_000, 57_000, 68_000, 80_000,
+    96_000, 115_000,
   ],
   strideHeadroom: 0.25,
   stepMs: 3000,
@@ -69,7 +70,7 @@ export const fullScale: Scale = {
   groupSize: 500,
   groups: 1,
   groupSendersPerGroup: 10,
-  groupRates: [2, 5, 10, 20, 40, 80, 120, 160, 240, 320, 400],
+  groupRates: [2, 5, 10, 20, 40, 80, 120, 160, 240, 320, 400, 560],
   // One process may hold 20,000 descriptors here (hard limit); leave room for files and the store.
   idleSessions: 19_000,
   idleStreams: 100_000,
