@@ -743,6 +743,9 @@ function withAbsent(out: string[], run: BenchRun, scenario: ScenarioKey): void {
 }
 
 function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): string[] {
+  const step = run.rampStep
+    ? ` Each step sends for ${fmtDuration(run.rampStep.sendMs)}, then waits ${fmtDuration(run.rampStep.graceMs)} for late acks and deliveries.`
+    : "";
   const out = [
     "## 1:1 chat",
     "",
@@ -750,7 +753,7 @@ function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): stri
       "intended send time fixed in advance, and the generator does not wait for replies. " +
       "Latency is measured from that intended time, so when a server falls behind its " +
       "queueing shows up in the numbers instead of silently slowing the generator " +
-      "(coordinated omission). The offered rate ramps up in steps; **sustained** is the " +
+      `(coordinated omission). The offered rate ramps up in steps.${step} **Sustained** is the ` +
       "highest step with p99 send→deliver ≤ 50 ms and ≥ 95% of messages delivered. While a " +
       "step is far under that (p99 ≤ 12.5 ms, nothing missing), the ramp skips the next " +
       "rate, and runs it only if the step above it misses; so a table may lack a rate well " +

@@ -148,6 +148,8 @@ export interface BenchRun {
   machine: MachineInfo;
   /** Bench-only server settings that differ from production defaults, and why. */
   settings: Record<string, string>;
+  /** How long each ramp step sends, and then waits for late acks and deliveries. */
+  rampStep?: { sendMs: number; graceMs: number };
   oneToOne: RampResult[];
   /** sloP99Us: the p99 send→deliver bound that "sustained" uses for fan-out. */
   groupFanout: { groupSize: number; groups: number; sloP99Us: number; results: RampResult[] };

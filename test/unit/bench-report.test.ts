@@ -140,6 +140,15 @@ describe("renderMarkdown", () => {
     expect(md).toContain("- `relay` (1:1 chat): relay binary not built");
   });
 
+  it("states how long each ramp step runs when the results record it", () => {
+    const run = fakeRun();
+    expect(renderMarkdown(run, [], {})).not.toContain("Each step sends for");
+    run.rampStep = { sendMs: 3000, graceMs: 1000 };
+    expect(renderMarkdown(run, [], {})).toContain(
+      "Each step sends for 3.00 s, then waits 1.00 s for late acks and deliveries.",
+    );
+  });
+
   it("marks each target ✓ or ✗ from the numbers", () => {
     const md = renderMarkdown(fakeRun(), [], {});
     expect(status(md, "(1) 1:1 sustained ≥ ejabberd routing-only")).toBe("✓");
