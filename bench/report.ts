@@ -607,7 +607,8 @@ function renderBounds(run: BenchRun): string[] {
       "batches of 3–4 events at p50 (30 at p99), which it merged into commits of 9–12; a " +
       "commit took about 1 ms at p50, 4–6 ms at p99 and up to 18 ms with a checkpoint. With the " +
       "trace's own cost on the event loop, 8,500 msgs/s saturated it (queueing before the " +
-      "router, fan-out waiting behind it), which is where the uninstrumented ramp also breaks.",
+      "router, fan-out waiting behind it); without the trace, the ramp breaks between 7,000 " +
+      "and 8,500 msgs/s from run to run, with p50 rising to 8–12 ms, the sign of a queue.",
     "",
     "Checkpoints off the commit path were tried three ways and not kept (p99 send→deliver " +
       "at 6,000 msgs/s, alternating with the kept code in the same session, where it read " +
