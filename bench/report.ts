@@ -813,6 +813,7 @@ function idleTable(results: readonly IdleResult[]): string {
     "KB / session",
     "Heartbeat",
     "Hold",
+    "Server CPU % while held",
     "Connect rate/s",
   ];
   const rows = TARGETS.flatMap((t) =>
@@ -830,6 +831,7 @@ function idleTable(results: readonly IdleResult[]): string {
         fmtKb(r.rssPerConnBytes),
         fmtDuration(r.heartbeatIntervalMs),
         fmtDuration(r.holdMs),
+        r.holdCpuPct === undefined ? "—" : fmtNum(r.holdCpuPct),
         fmtNum(r.connectPerSec),
       ]),
   );
@@ -837,6 +839,38 @@ function idleTable(results: readonly IdleResult[]): string {
     headers,
     rows,
     headers.map((_, i) => (i <= 1 ? "l" : "r")),
+  );
+}
+
+/** Server CPU per heartbeat while held: the hold's whole cost over the heartbeats it carried. */
+function usPerHeartbeat(r: IdleResult): number | undefined {
+  // A hold shorter than one interval carried fewer heartbeats than this assumes.
+  if (r.holdCpuPct === undefined || r.held === 0 || r.holdMs < r.heartbeatIntervalMs) {
+    return undefined;
+  }
+  const perSec = r.held / (r.heartbeatIntervalMs / 1000);
+  return ((r.holdCpuPct / 100) * 1e6) / perSec;
+}
+
+/** What keeping ours' gRPC Session streams alive costs against Subscribe calls, if both ran. */
+function heartbeatCostText(results: readonly IdleResult[]): string | undefined {
+  const ours = results.filter((r) => r.target === "ours");
+  const session = ours.find((r) => r.transport === "grpc-streams");
+  const subscribe = ours.find(isSubscribes);
+  const a = session && usPerHeartbeat(session);
+  const b = subscribe && usPerHeartbeat(subscribe);
+  if (!session || !subscribe || a === undefined || b === undefined) return undefined;
+  return (
+    `Keeping sessions alive costs CPU too. ${fmtNum(session.held)} gRPC Session streams, ` +
+    `heartbeating on their streams, kept ours at ${fmtNum(session.holdCpuPct ?? 0)}% of a ` +
+    `core (about ${fmtNum(a)} µs per heartbeat, everything the hold costs included); ` +
+    `${fmtNum(subscribe.held)} Subscribe calls, heartbeating with unary calls, at ` +
+    `${fmtNum(subscribe.holdCpuPct ?? 0)}% (about ${fmtNum(b)} µs per heartbeat). A unary call ` +
+    "still runs through Connect's handler and Node's HTTP/2 compatibility layer: a CPU " +
+    "profile of such a hold shows the token check, a DOMException for the call's aborted " +
+    "signal at its end, and garbage collection as its largest items. Serving unary " +
+    "`Heartbeat` on the direct path, as Subscribe calls already are, is the next step for " +
+    "clients that cannot hold a bidi stream."
   );
 }
 
@@ -865,6 +899,8 @@ function renderIdle(run: BenchRun, chartFiles: Record<string, string>): string[]
   ];
   out.push(...chartRef(chartFiles, "idle", "RSS per idle connection by target"));
   out.push(run.idle.length > 0 ? idleTable(run.idle) : "No idle results in this run.", "");
+  const heartbeatCost = heartbeatCostText(run.idle);
+  if (heartbeatCost) out.push(heartbeatCost, "");
   const notes = notesList(run.idle);
   if (notes.length > 0) out.push(...notes, "");
   withAbsent(out, run, "idle");

@@ -69,6 +69,11 @@ export interface IdleResult {
   /** Connection setup rate achieved (sessions/s until all were up). */
   connectPerSec: number;
   /**
+   * The server's CPU during the hold, in % of one core: what keeping the
+   * sessions alive costs (heartbeats, sweeps, timers), with nothing sent.
+   */
+  holdCpuPct?: number;
+  /**
    * How sessions reached the server: one socket each (absent: WebSocket,
    * TCP or XMPP), or streams over shared HTTP/2 connections: bidi gRPC
    * Session streams, or server-streaming Subscribe calls in gRPC or in the

@@ -1,4 +1,5 @@
 import { type BenchContext, closeClients, openClients, openStreams } from "../lib/context.js";
+import { cpuUsOf } from "../lib/procs.js";
 import type { IdleResult, TargetName } from "../lib/results.js";
 import type { ClientSpec } from "../worker.js";
 import { clientSpec, startTarget } from "./targets.js";
@@ -54,7 +55,9 @@ export async function idle(
     await Promise.all(
       ctx.workers.map((w) => w.rpc("heartbeats", { intervalMs: heartbeatIntervalMs })),
     );
-    const holdUntil = Date.now() + ctx.scale.idleHoldMs;
+    const holdStart = Date.now();
+    const holdCpu0 = cpuUsOf(t.pid);
+    const holdUntil = holdStart + ctx.scale.idleHoldMs;
     while (Date.now() < holdUntil) {
       ctx.progress(
         `${name}: holding ${opened.opened.toLocaleString()} sessions, ${Math.ceil((holdUntil - Date.now()) / 1000)} s left`,
@@ -63,6 +66,9 @@ export async function idle(
     }
     const status = await Promise.all(
       ctx.workers.map((w) => w.rpc<{ alive: number; total: number }>("status")),
+    );
+    const holdCpuPct = Math.round(
+      ((cpuUsOf(t.pid) - holdCpu0) / ((Date.now() - holdStart) * 1000)) * 100,
     );
     const held = status.reduce((a, s) => a + s.alive, 0);
     const rssHeld = await t.rss();
@@ -76,6 +82,7 @@ export async function idle(
       heartbeatIntervalMs,
       holdMs: ctx.scale.idleHoldMs,
       connectPerSec: Math.round(opened.opened / (opened.ms / 1000)),
+      holdCpuPct,
       ...(streams
         ? {
             transport:

@@ -101,6 +101,8 @@ describe("npm run bench -- --quick", () => {
     for (const i of run.idle) {
       expect(i.held, `${i.target} ${i.transport ?? "sockets"}`).toBe(i.attempted);
       expect(i.rssHeldBytes, i.target).toBeGreaterThan(0);
+      // The server's CPU during the hold is read from /proc for every target.
+      expect(i.holdCpuPct, i.target).toBeTypeOf("number");
     }
     expect(run.history[0]!.paging.eventsPerSec).toBeGreaterThan(0);
     expect(run.history[0]!.resume.eventsPerResume).toBeGreaterThan(0);

@@ -140,6 +140,32 @@ describe("renderMarkdown", () => {
     expect(md).toContain("- `relay` (1:1 chat): relay binary not built");
   });
 
+  it("reports what holding idle sessions costs the server, per heartbeat", () => {
+    const run = fakeRun();
+    const base = { ...run.idle[0]!, target: "ours" as const, connections: 200 };
+    const session = { ...base, held: 20_000, holdCpuPct: 8, transport: "grpc-streams" as const };
+    const subscribe = {
+      ...base,
+      held: 20_000,
+      holdCpuPct: 40,
+      transport: "grpc-subscribe-streams" as const,
+    };
+    run.idle.push(session);
+    // Without a Subscribe run there is nothing to compare.
+    expect(renderMarkdown(run, [], {})).not.toContain("Keeping sessions alive costs CPU");
+    run.idle.push(subscribe);
+    const md = renderMarkdown(run, [], {});
+    // 20,000 sessions heartbeat 800 times a second: 8% of a core is 100 µs a heartbeat, 40% is 500.
+    expect(md).toContain("kept ours at 8% of a core (about 100 µs per heartbeat");
+    expect(md).toContain(
+      "20,000 Subscribe calls, heartbeating with unary calls, at 40% (about 500 µs",
+    );
+    expect(md).toContain("| Server CPU % while held |");
+    // A hold shorter than one heartbeat interval (the quick run) says nothing per heartbeat.
+    for (const r of [session, subscribe]) r.holdMs = 1000;
+    expect(renderMarkdown(run, [], {})).not.toContain("Keeping sessions alive costs CPU");
+  });
+
   it("states how long each ramp step runs when the results record it", () => {
     const run = fakeRun();
     expect(renderMarkdown(run, [], {})).not.toContain("Each step sends for");
