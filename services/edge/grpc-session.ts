@@ -1,5 +1,6 @@
 import type http2 from "node:http2";
-import { fromBinary, fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { endStreamFlag, endStreamToJson } from "@connectrpc/connect/protocol-connect";
 import {
@@ -9,6 +10,8 @@ import {
 } from "@connectrpc/connect/protocol-grpc-web";
 import {
   ChatService,
+  HeartbeatRequestSchema,
+  HeartbeatResponseSchema,
   type SubscribeRequest,
   SubscribeRequestSchema,
   SubscribeResponseSchema,
@@ -27,9 +30,11 @@ import { checkCursors } from "./validate.js";
 /** "package.Service/Method", as metrics and logs label the call. */
 const sessionProcedure = `${ChatService.typeName}/${ChatService.method.session.name}`;
 const subscribeProcedure = `${ChatService.typeName}/${ChatService.method.subscribe.name}`;
+const heartbeatProcedure = `${ChatService.typeName}/${ChatService.method.heartbeat.name}`;
 const procedures = new Map([
   [`/${sessionProcedure}`, sessionProcedure],
   [`/${subscribeProcedure}`, subscribeProcedure],
+  [`/${heartbeatProcedure}`, heartbeatProcedure],
 ]);
 /**
  * How a call frames its messages and ends: gRPC (status in HTTP trailers),
@@ -57,10 +62,13 @@ const envelopeHeader = 5;
  * handler stack holds about 60 KB of generators, closures and promises per
  * open stream and Node's request/response wrappers about 3 KB more, while
  * clients keep these streams open for as long as the app runs (browsers reach
- * HTTP/2 through a proxy such as envoy/). Calls it does not claim (compressed
- * messages, a deadline, gRPC-Web text or JSON, HTTP/1.1) go to Connect, which
- * serves them with the same checks: token and device, request budget, stream
- * caps, message size, CORS.
+ * HTTP/2 through a proxy such as envoy/). The unary Heartbeat that keeps a
+ * Subscribe call's session alive is served here too over gRPC and gRPC-Web
+ * (through Connect's handler it cost several times a Session stream's
+ * in-stream heartbeat). Calls it does not claim (compressed messages, a
+ * deadline, gRPC-Web text or JSON, Connect's unary protocol, HTTP/1.1) go to
+ * Connect, which serves them with the same checks: token and device, request
+ * budget, stream caps, message size, CORS.
  */
 export function createGrpcSessionEndpoint(
   ctx: EdgeContext,
@@ -91,6 +99,36 @@ export function createGrpcSessionEndpoint(
   };
   const sessionEnded = endedFor(sessionProcedure);
   const subscribeEnded = endedFor(subscribeProcedure);
+  // Bound on first use, as the metrics interceptor binds them per method.
+  let heartbeatMetrics:
+    | {
+        seconds: ReturnType<Metrics["rpcSeconds"]["labels"]>;
+        ok: ReturnType<Metrics["rpcs"]["labels"]>;
+      }
+    | undefined;
+
+  /** Answers a Heartbeat call once its one request message is in. */
+  function heartbeat(call: SessionCall, who: Caller, data: Uint8Array) {
+    try {
+      fromBinary(HeartbeatRequestSchema, data);
+    } catch (err) {
+      call.finish(fail.invalid("malformed request message", err));
+      return;
+    }
+    ctx.actions.heartbeat(who).then(
+      () => {
+        if (!call.writable) return;
+        call.write(
+          toBinary(
+            HeartbeatResponseSchema,
+            create(HeartbeatResponseSchema, { serverTime: timestampNow() }),
+          ),
+        );
+        call.finish(undefined);
+      },
+      (err: unknown) => call.finish(toConnectError(err)),
+    );
+  }
 
   /** Starts a Subscribe call's session once its one request message is in. */
   function subscribe(call: SessionCall, who: Caller, data: Uint8Array) {
@@ -112,14 +150,49 @@ export function createGrpcSessionEndpoint(
     call.start(new FramePump(ctx, call, who, cursors));
   }
 
+  function serveHeartbeat(
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    contentType: string,
+  ) {
+    const started = performance.now();
+    heartbeatMetrics ??= {
+      seconds: metrics.rpcSeconds.labels(heartbeatProcedure),
+      ok: metrics.rpcs.labels(heartbeatProcedure, "ok"),
+    };
+    const bound = heartbeatMetrics;
+    const call = new SessionCall(
+      stream,
+      dialects.get(contentType) ?? "grpc",
+      limits.frameMaxBytes,
+      (err) => {
+        bound.seconds.observe((performance.now() - started) / 1000);
+        if (!err) {
+          bound.ok.inc();
+          return;
+        }
+        metrics.rpcs.inc({ procedure: heartbeatProcedure, code: codeOf(err) });
+        logCallError(log, { procedure: heartbeatProcedure }, err);
+      },
+    );
+    if (!call.respond(contentType, corsFor(headers.origin) ?? {})) return;
+    admit(headers).then(
+      (who) => call.readRequest((data) => heartbeat(call, who, data)),
+      (err: unknown) => call.finish(toConnectError(err)),
+    );
+  }
+
   return {
     claims(h) {
       const procedure = procedures.get(h[":path"] ?? "");
       const dialect = dialects.get(h["content-type"] ?? "");
       if (!procedure || !dialect || h[":method"] !== "POST" || h.expect !== undefined) return false;
+      const connect = dialect === "connect-proto" || dialect === "connect-json";
       // Only gRPC carries Session: browsers (gRPC-Web, Connect) cannot hold a bidi stream.
-      if (dialect !== "grpc" && procedure !== subscribeProcedure) return false;
-      if (dialect === "connect-proto" || dialect === "connect-json") {
+      if (procedure === sessionProcedure && dialect !== "grpc") return false;
+      // A unary call in the Connect protocol is not enveloped: Connect serves it.
+      if (procedure === heartbeatProcedure && connect) return false;
+      if (connect) {
         return identity(h["connect-content-encoding"]) && h["connect-timeout-ms"] === undefined;
       }
       return identity(h["grpc-encoding"]) && h["grpc-timeout"] === undefined;
@@ -127,8 +200,12 @@ export function createGrpcSessionEndpoint(
 
     serve(stream, headers) {
       const procedure = procedures.get(headers[":path"] ?? "") ?? sessionProcedure;
-      const isSubscribe = procedure === subscribeProcedure;
       const contentType = headers["content-type"] ?? "application/grpc";
+      if (procedure === heartbeatProcedure) {
+        serveHeartbeat(stream, headers, contentType);
+        return;
+      }
+      const isSubscribe = procedure === subscribeProcedure;
       metrics.streams.inc({ procedure });
       const call = new SessionCall(
         stream,
@@ -167,9 +244,9 @@ function onWantTrailers(this: http2.ServerHttp2Stream) {
 function ignore() {}
 
 /**
- * One Session or Subscribe call: splits the request body into messages for
- * the pump (or, for Subscribe, takes its one request message) and writes its
- * frames as messages of its dialect, with the status in HTTP trailers (gRPC)
+ * One Session, Subscribe or Heartbeat call: splits the request body into
+ * messages for the pump (or takes a Subscribe or Heartbeat call's one request
+ * message) and writes its messages in its dialect's framing, with the status in HTTP trailers (gRPC)
  * or in a last message (gRPC-Web, Connect). A bad envelope ends the session;
  * a reset stream or dropped connection ends the call as CANCELLED.
  */
@@ -177,7 +254,7 @@ class SessionCall implements FrameWire {
   /** Sent once the response ends. */
   trailers: http2.OutgoingHttpHeaders | undefined;
   private pump: FramePump | undefined;
-  /** A Subscribe call's request: the message once in, and who takes it at the end of input. */
+  /** A Subscribe or Heartbeat call's request: the message once in, and who takes it at the end of input. */
   private request: { data?: Uint8Array; take(data: Uint8Array): void } | undefined;
   /** Bytes of a message still arriving. */
   private pending: Buffer | undefined;
@@ -223,8 +300,8 @@ class SessionCall implements FrameWire {
   }
 
   /**
-   * Reads a Subscribe call's request: exactly one message, then the end of
-   * input, which hands the message to `take`.
+   * Reads a Subscribe or Heartbeat call's request: exactly one message, then
+   * the end of input, which hands the message to `take`.
    */
   readRequest(take: (data: Uint8Array) => void) {
     if (!this.writable) return;
@@ -263,7 +340,7 @@ class SessionCall implements FrameWire {
       if (!this.request) {
         this.pump?.receive(message);
       } else if (this.request.data) {
-        this.fail(fail.invalid("Subscribe takes one request message"));
+        this.fail(fail.invalid("the call takes one request message"));
         return;
       } else {
         this.request.data = message;

@@ -1,4 +1,4 @@
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, createClient, type Interceptor } from "@connectrpc/connect";
 import {
   compressionGzip,
@@ -7,7 +7,12 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { ChatService, SubscribeRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import {
+  ChatService,
+  HeartbeatRequestSchema,
+  HeartbeatResponseSchema,
+  SubscribeRequestSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
 import { createGrpcSessionEndpoint } from "../../services/edge/grpc-session.js";
 import {
   cursor,
@@ -31,6 +36,7 @@ afterEach(async () => {
 
 const sessionPath = "/chat.v1.ChatService/Session";
 const subscribePath = "/chat.v1.ChatService/Subscribe";
+const heartbeatPath = "/chat.v1.ChatService/Heartbeat";
 
 /** ChatService for `u` over gRPC with the given transport options. */
 function chatWith(s: TestServer, u: User, opts: { gzip?: boolean }) {
@@ -105,6 +111,14 @@ describe("gRPC Session streams", () => {
     expect(claims({ "content-type": "application/grpc-web-text" }, subscribePath)).toBe(false);
     expect(claims({ "content-type": "application/grpc-web+json" }, subscribePath)).toBe(false);
     expect(claims(grpc, sessionPath, "GET")).toBe(false);
+    // Unary Heartbeat, enveloped in gRPC and gRPC-Web; Connect's unary protocol is not.
+    expect(claims(grpc, heartbeatPath)).toBe(true);
+    expect(claims({ "content-type": "application/grpc-web+proto" }, heartbeatPath)).toBe(true);
+    expect(claims({ ...grpc, "grpc-timeout": "10S" }, heartbeatPath)).toBe(false);
+    expect(claims({ ...grpc, "grpc-encoding": "gzip" }, heartbeatPath)).toBe(false);
+    expect(claims({ "content-type": "application/proto" }, heartbeatPath)).toBe(false);
+    expect(claims({ "content-type": "application/connect+proto" }, heartbeatPath)).toBe(false);
+    expect(claims(grpc, "/chat.v1.ChatService/SetTyping")).toBe(false);
   });
 
   it.each([
@@ -231,6 +245,58 @@ describe("gRPC Session streams", () => {
     expect(sample(text, `chat_rpc_streams_open{${p}}`)).toBe(1);
     good.stream.close();
     await good.outcome;
+  });
+
+  it("serve unary Heartbeat on the direct path: the server's time, precise codes for bad calls, every protocol answered", async () => {
+    server = await startServer();
+    const a = await login(server, "ann");
+    const h2 = await connectH2(server.url);
+    cleanups.push(() => h2.destroy());
+    const request = toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema));
+    const before = Date.now();
+    const ok = rawCall(h2, heartbeatPath, a.token, request);
+    expect((await ok.outcome).code).toBe(0);
+    expect(ok.messages).toHaveLength(1);
+    const serverMs =
+      Number(fromBinary(HeartbeatResponseSchema, ok.messages[0]!).serverTime?.seconds) * 1000;
+    expect(serverMs).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000);
+    expect(serverMs).toBeLessThanOrEqual(Date.now());
+
+    const none = rawCall(h2, heartbeatPath, a.token);
+    none.end();
+    const twice = rawCall(h2, heartbeatPath, a.token);
+    twice.write(envelope(request));
+    twice.write(envelope(request));
+    twice.end();
+    const garbage = rawCall(h2, heartbeatPath, a.token, Buffer.from([0xff, 0xff, 0xff]));
+    const stranger = rawCall(h2, heartbeatPath, "not-a-token", request);
+    const huge = rawCall(h2, heartbeatPath, a.token);
+    huge.write(envelope(Buffer.alloc(0), 1 << 30));
+    const outcomes = await Promise.all(
+      [none, twice, garbage, stranger, huge].map((c) => c.outcome),
+    );
+    expect(outcomes.map((o) => o.code)).toEqual([
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+      Code.Unauthenticated,
+      Code.ResourceExhausted,
+    ]);
+    expect(outcomes[1]!.message).toContain("one request message");
+
+    // gRPC-Web takes the direct path too; Connect's unary protocol goes to Connect. Same answer.
+    for (const protocol of ["grpc-web", "connect"] as const) {
+      const res = await webWith(server, a, protocol, true).heartbeat({});
+      expect(res.serverTime, protocol).toBeDefined();
+    }
+
+    const text = await scrape(server);
+    const p = 'procedure="chat.v1.ChatService/Heartbeat"';
+    expect(sample(text, `chat_rpc_total{${p},code="ok"}`)).toBe(3);
+    expect(sample(text, `chat_rpc_total{${p},code="invalid_argument"}`)).toBe(3);
+    expect(sample(text, `chat_rpc_total{${p},code="unauthenticated"}`)).toBe(1);
+    expect(sample(text, `chat_rpc_total{${p},code="resource_exhausted"}`)).toBe(1);
+    expect(sample(text, `chat_rpc_duration_seconds_count{${p}}`)).toBe(8);
   });
 
   it.each([
