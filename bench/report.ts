@@ -852,25 +852,37 @@ function usPerHeartbeat(r: IdleResult): number | undefined {
   return ((r.holdCpuPct / 100) * 1e6) / perSec;
 }
 
-/** What keeping ours' gRPC Session streams alive costs against Subscribe calls, if both ran. */
+/** What keeping ours' sessions alive costs per heartbeat, by how they heartbeat. */
 function heartbeatCostText(results: readonly IdleResult[]): string | undefined {
   const ours = results.filter((r) => r.target === "ours");
-  const session = ours.find((r) => r.transport === "grpc-streams");
-  const subscribe = ours.find(isSubscribes);
-  const a = session && usPerHeartbeat(session);
-  const b = subscribe && usPerHeartbeat(subscribe);
-  if (!session || !subscribe || a === undefined || b === undefined) return undefined;
+  const runs = [
+    [
+      ours.find((r) => r.transport === "grpc-streams"),
+      "gRPC Session streams heartbeating on their streams",
+    ],
+    [ours.find(isSubscribes), "gRPC Subscribe calls heartbeating with gRPC unary calls"],
+    [
+      ours.find(isConnectSubscribes),
+      "Connect-protocol Subscribe calls heartbeating with Connect unary calls",
+    ],
+  ] as const;
+  const parts = runs.flatMap(([r, what]) => {
+    const us = r && usPerHeartbeat(r);
+    return r && us !== undefined
+      ? [
+          `${fmtNum(r.held)} ${what}, ${fmtNum(r.holdCpuPct ?? 0)}% of a core (about ` +
+            `${fmtNum(us)} µs per heartbeat)`,
+        ]
+      : [];
+  });
+  if (parts.length < 2) return undefined;
   return (
-    `Keeping sessions alive costs CPU too. ${fmtNum(session.held)} gRPC Session streams, ` +
-    `heartbeating on their streams, kept ours at ${fmtNum(session.holdCpuPct ?? 0)}% of a ` +
-    `core (about ${fmtNum(a)} µs per heartbeat, everything the hold costs included); ` +
-    `${fmtNum(subscribe.held)} Subscribe calls, heartbeating with unary calls, at ` +
-    `${fmtNum(subscribe.holdCpuPct ?? 0)}% (about ${fmtNum(b)} µs per heartbeat). A unary call ` +
-    "still runs through Connect's handler and Node's HTTP/2 compatibility layer: a CPU " +
-    "profile of such a hold shows the token check, a DOMException for the call's aborted " +
-    "signal at its end, and garbage collection as its largest items. Serving unary " +
-    "`Heartbeat` on the direct path, as Subscribe calls already are, is the next step for " +
-    "clients that cannot hold a bidi stream."
+    "Keeping sessions alive costs CPU too, here as the server's CPU during the hold over the " +
+    `heartbeats it carried (everything the hold costs included): ${parts.join("; ")}. Session ` +
+    "streams and gRPC and gRPC-Web unary `Heartbeat` calls are served on the direct path; a " +
+    "unary call in Connect's protocol still runs through Connect's handler and Node's HTTP/2 " +
+    "compatibility layer, where a CPU profile shows the token check, a DOMException for the " +
+    "call's aborted signal at its end, and garbage collection as its largest items."
   );
 }
 

@@ -9,7 +9,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ChatService, HistoryDirection } from "../gen/chat/v1/chat_service_pb.js";
 import { connectOurs } from "./clients/ours-client.js";
-import { connectHttp2, openSessionStream } from "./clients/ours-grpc-client.js";
+import { connectHttp2, heartbeatFailures, openSessionStream } from "./clients/ours-grpc-client.js";
 import { connectRelay } from "./clients/relay-client.js";
 import { connectXmpp } from "./clients/xmpp-client.js";
 import { encode, type Histogram, newHistogram, nowUs, record } from "./lib/histogram.js";
@@ -318,7 +318,7 @@ serveRpc({
   status() {
     let alive = 0;
     for (const c of conns.values()) if (c.alive) alive++;
-    return { alive, total: conns.size };
+    return { alive, total: conns.size, heartbeatFailures: heartbeatFailures() };
   },
 
   async closeAll() {

@@ -76,27 +76,56 @@ export function connectHttp2(opts: {
   });
 }
 
-/** A unary call whose answer nobody waits for (a Subscribe client's heartbeat). */
-function fireUnary(session: http2.ClientHttp2Session, path: string, token: string, body: Buffer) {
+/** The same request in Connect's unary protocol: the bare message, no envelope. */
+const connectHeartbeatRequest = Buffer.from(
+  toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema)),
+);
+
+/**
+ * A unary call whose answer nobody waits for (a Subscribe client's
+ * heartbeat): gRPC, or Connect's unary protocol as a browser's Connect client
+ * makes it.
+ */
+function fireUnary(
+  session: http2.ClientHttp2Session,
+  path: string,
+  token: string,
+  connect: boolean,
+) {
   if (session.closed || session.destroyed) return;
   const call = session.request({
     ":method": "POST",
     ":path": path,
-    "content-type": "application/grpc+proto",
-    te: "trailers",
+    ...(connect
+      ? { "content-type": "application/proto", "connect-protocol-version": "1" }
+      : { "content-type": "application/grpc+proto", te: "trailers" }),
     authorization: `Bearer ${token}`,
   });
+  const body = connect ? connectHeartbeatRequest : heartbeatRequest;
+  // Connect answers with the HTTP status; gRPC with grpc-status in the trailers.
+  const check = (h: http2.IncomingHttpHeaders) => {
+    const failed = connect
+      ? h[":status"] !== undefined && Number(h[":status"]) !== 200
+      : h["grpc-status"] !== undefined && h["grpc-status"] !== "0";
+    if (failed) unaryFailures++;
+  };
+  call.on("response", check);
+  if (!connect) call.on("trailers", check);
   call.on("error", () => undefined);
   call.resume();
   call.end(body);
 }
 
+let unaryFailures = 0;
+/** Heartbeat calls answered with an error so far, in this process. */
+export const heartbeatFailures = () => unaryFailures;
+
 /**
  * Opens a Session stream on `session` with the user's token, subscribes
  * without cursors and resolves once sync_complete arrived. With `subscribe`,
  * the call is `ChatService/Subscribe` instead, and heartbeats are unary
- * `Heartbeat` calls on the same connection; `connect-subscribe` makes that
- * call in the Connect protocol (binary), as a browser's behind a proxy.
+ * `Heartbeat` calls on the same connection; `connect-subscribe` makes both
+ * calls in the Connect protocol (binary), as a browser's behind a proxy.
  */
 export function openSessionStream(
   session: http2.ClientHttp2Session,
@@ -127,7 +156,7 @@ export function openSessionStream(
     const conn: OursStream = {
       heartbeat() {
         if (closed) return;
-        if (subscribe) fireUnary(session, heartbeatPath, token, heartbeatRequest);
+        if (subscribe) fireUnary(session, heartbeatPath, token, method === "connect-subscribe");
         else stream.write(heartbeatFrame);
       },
       close() {

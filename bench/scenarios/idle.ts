@@ -46,6 +46,10 @@ export async function idle(
     const clients: ClientSpec[] = [];
     for (let i = 0; i < n; i++) clients.push(await clientSpec(t, i));
     const rssBase = await t.rss();
+    // Counted per worker process over the whole bench; this run's are the difference.
+    const failedBefore = (
+      await Promise.all(ctx.workers.map((w) => w.rpc<{ heartbeatFailures: number }>("status")))
+    ).reduce((a, s) => a + s.heartbeatFailures, 0);
     ctx.progress(
       `${name}: opening ${n.toLocaleString()} idle sessions${streams ? ` as gRPC ${method} streams` : ""}`,
     );
@@ -65,8 +69,11 @@ export async function idle(
       await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(0, holdUntil - Date.now()))));
     }
     const status = await Promise.all(
-      ctx.workers.map((w) => w.rpc<{ alive: number; total: number }>("status")),
+      ctx.workers.map((w) =>
+        w.rpc<{ alive: number; total: number; heartbeatFailures: number }>("status"),
+      ),
     );
+    const failedBeats = status.reduce((a, s) => a + s.heartbeatFailures, 0) - failedBefore;
     const holdCpuPct = Math.round(
       ((cpuUsOf(t.pid) - holdCpu0) / ((Date.now() - holdStart) * 1000)) * 100,
     );
@@ -95,8 +102,10 @@ export async function idle(
           }
         : {}),
     };
-    if (opened.failed)
-      result.notes = [`${opened.failed} sessions failed to open: ${opened.errors[0]}`];
+    const notes: string[] = [];
+    if (opened.failed) notes.push(`${opened.failed} sessions failed to open: ${opened.errors[0]}`);
+    if (failedBeats > 0) notes.push(`${failedBeats} unary heartbeat calls failed`);
+    if (notes.length > 0) result.notes = notes;
     ctx.log(
       `${name} idle: held ${held}/${n}, ${(result.rssPerConnBytes / 1024).toFixed(1)} KB/conn, connect ${result.connectPerSec}/s`,
     );

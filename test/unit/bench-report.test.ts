@@ -156,9 +156,11 @@ describe("renderMarkdown", () => {
     run.idle.push(subscribe);
     const md = renderMarkdown(run, [], {});
     // 20,000 sessions heartbeat 800 times a second: 8% of a core is 100 µs a heartbeat, 40% is 500.
-    expect(md).toContain("kept ours at 8% of a core (about 100 µs per heartbeat");
     expect(md).toContain(
-      "20,000 Subscribe calls, heartbeating with unary calls, at 40% (about 500 µs",
+      "20,000 gRPC Session streams heartbeating on their streams, 8% of a core (about 100 µs per heartbeat)",
+    );
+    expect(md).toContain(
+      "20,000 gRPC Subscribe calls heartbeating with gRPC unary calls, 40% of a core (about 500 µs",
     );
     expect(md).toContain("| Server CPU % while held |");
     // A hold shorter than one heartbeat interval (the quick run) says nothing per heartbeat.
