@@ -37,7 +37,8 @@ const sizes = [
   "idleStreams:20000",
   "idleSubscribeStreams:20000",
   "idleStreamsPerConnection:100",
-  "idleHoldMs:2000",
+  // One heartbeat interval, so the hold's CPU covers every session's heartbeat.
+  "idleHoldMs:26000",
   "stormClients:3000",
   "stormGroupSize:500",
   "groupSize:500",
@@ -60,6 +61,7 @@ interface Numbers {
   grpcSessionsPerSec: number;
   subscribeKbPerSession: number;
   subscribeSessionsPerSec: number;
+  subscribeHoldCpuPct: number;
   connectSubscribeKbPerSession: number;
   stormMs: number;
   groupDeliveriesPerSec: number;
@@ -112,6 +114,7 @@ function measure(rev: string): Numbers {
       grpcSessionsPerSec: streams?.connectPerSec ?? 0,
       subscribeKbPerSession: subscribes ? subscribes.rssPerConnBytes / 1024 : 0,
       subscribeSessionsPerSec: subscribes?.connectPerSec ?? 0,
+      subscribeHoldCpuPct: subscribes?.holdCpuPct ?? 0,
       connectSubscribeKbPerSession: connectSubscribes
         ? connectSubscribes.rssPerConnBytes / 1024
         : 0,
@@ -149,6 +152,12 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
     m("gRPC Session stream setup", "streams/s", "grpcSessionsPerSec"),
     m("idle RSS per gRPC Subscribe stream, 20,000 streams", "KB", "subscribeKbPerSession", true),
     m("gRPC Subscribe stream setup", "streams/s", "subscribeSessionsPerSec"),
+    m(
+      "server CPU holding 20,000 gRPC Subscribe streams (unary heartbeats)",
+      "% of a core",
+      "subscribeHoldCpuPct",
+      true,
+    ),
     m(
       "idle RSS per Connect-protocol Subscribe stream, 20,000 streams",
       "KB",
