@@ -8,7 +8,8 @@
  * the JSON and the report go; default docs/ for a full run, .tmp/bench for
  * --quick), --server-root=<checkout> (measure another revision of the server),
  * --cpu-prof=<dir> (V8 CPU profiles of our server, one per scenario),
- * --set=<size>:<n>,... (override sizes, e.g. idleSessions:5000 or rates:1000/2000).
+ * --set=<size>:<n>,... (override sizes, e.g. idleSessions:5000 or rates:1000/2000),
+ * --budget-min=<n> (the time limit, for runs larger than their mode's).
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -42,6 +43,7 @@ if (args.includes("--help")) {
   --server-root=<dir>     measure another checkout of the server (before/after a fix)
   --cpu-prof=<dir>        V8 CPU profiles of our server, one per scenario
   --set=<size>:<n>,...    override sizes, e.g. idleSessions:5000 or rates:1000/2000
+  --budget-min=<n>        stop everything after n minutes (default 4 with --quick, else 20)
 `);
   process.exit(0);
 }
@@ -54,7 +56,7 @@ const serverRoot = flag("server-root");
 const cpuProfileDir = flag("cpu-prof");
 
 // Bounded in time whatever happens: the deadline kills every process the bench started.
-const budgetMs = quick ? 4 * 60_000 : 20 * 60_000;
+const budgetMs = (Number(flag("budget-min")) || (quick ? 4 : 20)) * 60_000;
 const deadline = setTimeout(() => {
   process.stderr.write(`\nbench: over its ${budgetMs / 60_000} min budget, stopping\n`);
   killAll();
