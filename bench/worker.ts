@@ -9,7 +9,11 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ChatService, HistoryDirection } from "../gen/chat/v1/chat_service_pb.js";
 import { connectOurs } from "./clients/ours-client.js";
-import { connectHttp2, heartbeatFailures, openSessionStream } from "./clients/ours-grpc-client.js";
+import {
+  connectHttp2,
+  openSessionStream,
+  takeHeartbeatFailures,
+} from "./clients/ours-grpc-client.js";
 import { connectRelay } from "./clients/relay-client.js";
 import { connectXmpp } from "./clients/xmpp-client.js";
 import { encode, type Histogram, newHistogram, nowUs, record } from "./lib/histogram.js";
@@ -66,6 +70,8 @@ const shared: http2.ClientHttp2Session[] = [];
 const steps = new Map<number, StepState>();
 let routes: Route[] = [];
 let heartbeatTimer: NodeJS.Timeout | undefined;
+/** Unary heartbeat calls of the clients held now that were answered with an error. */
+let heartbeatFailures = 0;
 let seq = 0;
 
 function stepState(step: number): StepState {
@@ -316,9 +322,10 @@ serveRpc({
   },
 
   status() {
+    heartbeatFailures += takeHeartbeatFailures();
     let alive = 0;
     for (const c of conns.values()) if (c.alive) alive++;
-    return { alive, total: conns.size, heartbeatFailures: heartbeatFailures() };
+    return { alive, total: conns.size, heartbeatFailures };
   },
 
   async closeAll() {
@@ -330,6 +337,8 @@ serveRpc({
     shared.length = 0;
     conns.clear();
     steps.clear();
+    takeHeartbeatFailures();
+    heartbeatFailures = 0;
     routes = [];
     target = undefined;
     return true;

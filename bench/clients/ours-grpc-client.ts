@@ -117,8 +117,12 @@ function fireUnary(
 }
 
 let unaryFailures = 0;
-/** Heartbeat calls answered with an error so far, in this process. */
-export const heartbeatFailures = () => unaryFailures;
+/** Heartbeat calls answered with an error since the last call; counting starts over. */
+export function takeHeartbeatFailures(): number {
+  const n = unaryFailures;
+  unaryFailures = 0;
+  return n;
+}
 
 /**
  * Opens a Session stream on `session` with the user's token, subscribes

@@ -46,10 +46,6 @@ export async function idle(
     const clients: ClientSpec[] = [];
     for (let i = 0; i < n; i++) clients.push(await clientSpec(t, i));
     const rssBase = await t.rss();
-    // Counted per worker process over the whole bench; this run's are the difference.
-    const failedBefore = (
-      await Promise.all(ctx.workers.map((w) => w.rpc<{ heartbeatFailures: number }>("status")))
-    ).reduce((a, s) => a + s.heartbeatFailures, 0);
     ctx.progress(
       `${name}: opening ${n.toLocaleString()} idle sessions${streams ? ` as gRPC ${method} streams` : ""}`,
     );
@@ -73,7 +69,7 @@ export async function idle(
         w.rpc<{ alive: number; total: number; heartbeatFailures: number }>("status"),
       ),
     );
-    const failedBeats = status.reduce((a, s) => a + s.heartbeatFailures, 0) - failedBefore;
+    const failedBeats = status.reduce((a, s) => a + s.heartbeatFailures, 0);
     const holdCpuPct = Math.round(
       ((cpuUsOf(t.pid) - holdCpu0) / ((Date.now() - holdStart) * 1000)) * 100,
     );

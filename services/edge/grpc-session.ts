@@ -100,12 +100,29 @@ export function createGrpcSessionEndpoint(
   const sessionEnded = endedFor(sessionProcedure);
   const subscribeEnded = endedFor(subscribeProcedure);
   // Bound on first use, as the metrics interceptor binds them per method.
-  let heartbeatMetrics:
+  let heartbeatBound:
     | {
         seconds: ReturnType<Metrics["rpcSeconds"]["labels"]>;
         ok: ReturnType<Metrics["rpcs"]["labels"]>;
       }
     | undefined;
+  /** A unary Heartbeat call ends: its duration and outcome, as the metrics interceptor counts them. */
+  const heartbeatEnded = (started: number) => {
+    heartbeatBound ??= {
+      seconds: metrics.rpcSeconds.labels(heartbeatProcedure),
+      ok: metrics.rpcs.labels(heartbeatProcedure, "ok"),
+    };
+    const bound = heartbeatBound;
+    return (err: ConnectError | undefined) => {
+      bound.seconds.observe((performance.now() - started) / 1000);
+      if (!err) {
+        bound.ok.inc();
+        return;
+      }
+      metrics.rpcs.inc({ procedure: heartbeatProcedure, code: codeOf(err) });
+      logCallError(log, { procedure: heartbeatProcedure }, err);
+    };
+  };
 
   /** Answers a Heartbeat call once its one request message is in. */
   function heartbeat(call: SessionCall, who: Caller, data: Uint8Array) {
@@ -150,38 +167,6 @@ export function createGrpcSessionEndpoint(
     call.start(new FramePump(ctx, call, who, cursors));
   }
 
-  function serveHeartbeat(
-    stream: http2.ServerHttp2Stream,
-    headers: http2.IncomingHttpHeaders,
-    contentType: string,
-  ) {
-    const started = performance.now();
-    heartbeatMetrics ??= {
-      seconds: metrics.rpcSeconds.labels(heartbeatProcedure),
-      ok: metrics.rpcs.labels(heartbeatProcedure, "ok"),
-    };
-    const bound = heartbeatMetrics;
-    const call = new SessionCall(
-      stream,
-      dialects.get(contentType) ?? "grpc",
-      limits.frameMaxBytes,
-      (err) => {
-        bound.seconds.observe((performance.now() - started) / 1000);
-        if (!err) {
-          bound.ok.inc();
-          return;
-        }
-        metrics.rpcs.inc({ procedure: heartbeatProcedure, code: codeOf(err) });
-        logCallError(log, { procedure: heartbeatProcedure }, err);
-      },
-    );
-    if (!call.respond(contentType, corsFor(headers.origin) ?? {})) return;
-    admit(headers).then(
-      (who) => call.readRequest((data) => heartbeat(call, who, data)),
-      (err: unknown) => call.finish(toConnectError(err)),
-    );
-  }
-
   return {
     claims(h) {
       const procedure = procedures.get(h[":path"] ?? "");
@@ -201,24 +186,24 @@ export function createGrpcSessionEndpoint(
     serve(stream, headers) {
       const procedure = procedures.get(headers[":path"] ?? "") ?? sessionProcedure;
       const contentType = headers["content-type"] ?? "application/grpc";
-      if (procedure === heartbeatProcedure) {
-        serveHeartbeat(stream, headers, contentType);
-        return;
-      }
-      const isSubscribe = procedure === subscribeProcedure;
-      metrics.streams.inc({ procedure });
+      const unary = procedure === heartbeatProcedure;
+      if (!unary) metrics.streams.inc({ procedure });
       const call = new SessionCall(
         stream,
         dialects.get(contentType) ?? "grpc",
         limits.frameMaxBytes,
-        isSubscribe ? subscribeEnded : sessionEnded,
+        unary
+          ? heartbeatEnded(performance.now())
+          : procedure === subscribeProcedure
+            ? subscribeEnded
+            : sessionEnded,
       );
       if (!call.respond(contentType, corsFor(headers.origin) ?? {})) return;
       admit(headers).then(
-        (who) =>
-          isSubscribe
-            ? call.readRequest((data) => subscribe(call, who, data))
-            : call.start(new FramePump(ctx, call, who)),
+        (who) => {
+          if (procedure === sessionProcedure) call.start(new FramePump(ctx, call, who));
+          else call.readRequest((data) => (unary ? heartbeat : subscribe)(call, who, data));
+        },
         (err: unknown) => call.finish(toConnectError(err)),
       );
     },
@@ -246,15 +231,15 @@ function ignore() {}
 /**
  * One Session, Subscribe or Heartbeat call: splits the request body into
  * messages for the pump (or takes a Subscribe or Heartbeat call's one request
- * message) and writes its messages in its dialect's framing, with the status in HTTP trailers (gRPC)
- * or in a last message (gRPC-Web, Connect). A bad envelope ends the session;
+ * message) and writes its messages in its dialect's framing, with the status
+ * in HTTP trailers (gRPC) or in a last message (gRPC-Web, Connect). A bad envelope ends the session;
  * a reset stream or dropped connection ends the call as CANCELLED.
  */
 class SessionCall implements FrameWire {
   /** Sent once the response ends. */
   trailers: http2.OutgoingHttpHeaders | undefined;
   private pump: FramePump | undefined;
-  /** A Subscribe or Heartbeat call's request: the message once in, and who takes it at the end of input. */
+  /** A one-message call's request: the message once in, and who takes it when input ends. */
   private request: { data?: Uint8Array; take(data: Uint8Array): void } | undefined;
   /** Bytes of a message still arriving. */
   private pending: Buffer | undefined;
