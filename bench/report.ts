@@ -879,10 +879,11 @@ function heartbeatCostText(results: readonly IdleResult[]): string | undefined {
   return (
     "Keeping sessions alive costs CPU too, here as the server's CPU during the hold over the " +
     `heartbeats it carried (everything the hold costs included): ${parts.join("; ")}. Session ` +
-    "streams and gRPC and gRPC-Web unary `Heartbeat` calls are served on the direct path; a " +
-    "unary call in Connect's protocol still runs through Connect's handler and Node's HTTP/2 " +
-    "compatibility layer, where a CPU profile shows the token check, a DOMException for the " +
-    "call's aborted signal at its end, and garbage collection as its largest items."
+    "streams and unary `Heartbeat` calls (gRPC, gRPC-Web and Connect's unary protocol) are " +
+    "served on the direct path. A unary heartbeat still costs several in-stream ones: each " +
+    "is a new HTTP/2 stream with its own headers, and a CPU profile of the hold shows Node's " +
+    "HTTP/2 stream handling, the token check (an HMAC per call) and garbage collection as " +
+    "its largest items."
   );
 }
 

@@ -2,7 +2,12 @@ import type http2 from "node:http2";
 import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { endStreamFlag, endStreamToJson } from "@connectrpc/connect/protocol-connect";
+import {
+  codeToHttpStatus,
+  endStreamFlag,
+  endStreamToJson,
+  errorToJsonBytes,
+} from "@connectrpc/connect/protocol-connect";
 import {
   setTrailerStatus,
   trailerFlag,
@@ -38,8 +43,10 @@ const procedures = new Map([
 ]);
 /**
  * How a call frames its messages and ends: gRPC (status in HTTP trailers),
- * gRPC-Web (status in a last message) or the Connect streaming protocol
- * (status in an end-stream message; JSON or binary messages).
+ * gRPC-Web (status in a last message), the Connect streaming protocol
+ * (status in an end-stream message; JSON or binary messages) or Connect's
+ * unary protocol (one bare message each way; an error is an HTTP status and
+ * a JSON body).
  */
 type Dialect = "grpc" | "grpc-web" | "connect-proto" | "connect-json";
 const dialects = new Map<string, Dialect>([
@@ -49,9 +56,15 @@ const dialects = new Map<string, Dialect>([
   ["application/grpc-web+proto", "grpc-web"],
   ["application/connect+proto", "connect-proto"],
   ["application/connect+json", "connect-json"],
+  ["application/proto", "connect-proto"],
+  ["application/json", "connect-json"],
 ]);
+/** Content types of Connect's unary protocol: messages are not enveloped. */
+const unaryContentTypes = new Set(["application/proto", "application/json"]);
 const identity = (encoding: string | string[] | undefined) =>
   encoding === undefined || encoding === "identity";
+/** As Connect reads JSON: fields a newer client adds are ignored, not refused. */
+const jsonRead = { ignoreUnknownFields: true };
 /** gRPC's length-prefixed message: a flags byte, then a 4-byte big-endian length. */
 const envelopeHeader = 5;
 
@@ -63,10 +76,10 @@ const envelopeHeader = 5;
  * open stream and Node's request/response wrappers about 3 KB more, while
  * clients keep these streams open for as long as the app runs (browsers reach
  * HTTP/2 through a proxy such as envoy/). The unary Heartbeat that keeps a
- * Subscribe call's session alive is served here too over gRPC and gRPC-Web
+ * Subscribe call's session alive is served here too, in every protocol
  * (through Connect's handler it cost several times a Session stream's
  * in-stream heartbeat). Calls it does not claim (compressed messages, a
- * deadline, gRPC-Web text or JSON, Connect's unary protocol, HTTP/1.1) go to
+ * deadline, gRPC-Web text or JSON, other content types, HTTP/1.1) go to
  * Connect, which serves them with the same checks: token and device, request
  * budget, stream caps, message size, CORS.
  */
@@ -126,8 +139,11 @@ export function createGrpcSessionEndpoint(
 
   /** Answers a Heartbeat call once its one request message is in. */
   function heartbeat(call: SessionCall, who: Caller, data: Uint8Array) {
+    const json = call.dialect === "connect-json";
     try {
-      fromBinary(HeartbeatRequestSchema, data);
+      if (json)
+        fromJsonString(HeartbeatRequestSchema, Buffer.from(data).toString("utf8"), jsonRead);
+      else fromBinary(HeartbeatRequestSchema, data);
     } catch (err) {
       call.finish(fail.invalid("malformed request message", err));
       return;
@@ -135,13 +151,12 @@ export function createGrpcSessionEndpoint(
     ctx.actions.heartbeat(who).then(
       () => {
         if (!call.writable) return;
-        call.write(
-          toBinary(
-            HeartbeatResponseSchema,
-            create(HeartbeatResponseSchema, { serverTime: timestampNow() }),
-          ),
+        const res = create(HeartbeatResponseSchema, { serverTime: timestampNow() });
+        call.reply(
+          json
+            ? Buffer.from(toJsonString(HeartbeatResponseSchema, res), "utf8")
+            : toBinary(HeartbeatResponseSchema, res),
         );
-        call.finish(undefined);
       },
       (err: unknown) => call.finish(toConnectError(err)),
     );
@@ -153,7 +168,7 @@ export function createGrpcSessionEndpoint(
     try {
       const req: SubscribeRequest =
         call.dialect === "connect-json"
-          ? fromJsonString(SubscribeRequestSchema, Buffer.from(data).toString("utf8"))
+          ? fromJsonString(SubscribeRequestSchema, Buffer.from(data).toString("utf8"), jsonRead)
           : fromBinary(SubscribeRequestSchema, data);
       cursors = checkCursors(req.cursors);
     } catch (err) {
@@ -169,14 +184,20 @@ export function createGrpcSessionEndpoint(
 
   return {
     claims(h) {
+      const contentType = h["content-type"] ?? "";
       const procedure = procedures.get(h[":path"] ?? "");
-      const dialect = dialects.get(h["content-type"] ?? "");
+      const dialect = dialects.get(contentType);
       if (!procedure || !dialect || h[":method"] !== "POST" || h.expect !== undefined) return false;
       const connect = dialect === "connect-proto" || dialect === "connect-json";
       // Only gRPC carries Session: browsers (gRPC-Web, Connect) cannot hold a bidi stream.
       if (procedure === sessionProcedure && dialect !== "grpc") return false;
-      // A unary call in the Connect protocol is not enveloped: Connect serves it.
-      if (procedure === heartbeatProcedure && connect) return false;
+      // In the Connect protocol a unary call has a unary content type, a streaming call a streaming one.
+      if (connect && unaryContentTypes.has(contentType) !== (procedure === heartbeatProcedure)) {
+        return false;
+      }
+      if (unaryContentTypes.has(contentType)) {
+        return identity(h["content-encoding"]) && h["connect-timeout-ms"] === undefined;
+      }
       if (connect) {
         return identity(h["connect-content-encoding"]) && h["connect-timeout-ms"] === undefined;
       }
@@ -191,6 +212,7 @@ export function createGrpcSessionEndpoint(
       const call = new SessionCall(
         stream,
         dialects.get(contentType) ?? "grpc",
+        unaryContentTypes.has(contentType),
         limits.frameMaxBytes,
         unary
           ? heartbeatEnded(performance.now())
@@ -232,8 +254,11 @@ function ignore() {}
  * One Session, Subscribe or Heartbeat call: splits the request body into
  * messages for the pump (or takes a Subscribe or Heartbeat call's one request
  * message) and writes its messages in its dialect's framing, with the status
- * in HTTP trailers (gRPC) or in a last message (gRPC-Web, Connect). A bad envelope ends the session;
- * a reset stream or dropped connection ends the call as CANCELLED.
+ * in HTTP trailers (gRPC) or in a last message (gRPC-Web, Connect). A call in
+ * Connect's unary protocol (`bare`) reads the whole body as its message and
+ * answers once, with headers that carry the outcome, so its response waits
+ * for the outcome. A bad envelope ends the session; a reset stream or dropped
+ * connection ends the call as CANCELLED.
  */
 class SessionCall implements FrameWire {
   /** Sent once the response ends. */
@@ -241,8 +266,10 @@ class SessionCall implements FrameWire {
   private pump: FramePump | undefined;
   /** A one-message call's request: the message once in, and who takes it when input ends. */
   private request: { data?: Uint8Array; take(data: Uint8Array): void } | undefined;
-  /** Bytes of a message still arriving. */
+  /** Bytes of a message still arriving (a bare call's whole body so far). */
   private pending: Buffer | undefined;
+  /** A bare call's response headers, sent with its one answer. */
+  private headers: http2.OutgoingHttpHeaders | undefined;
   private listening = false;
   private failed = false;
   private ended = false;
@@ -250,6 +277,7 @@ class SessionCall implements FrameWire {
   constructor(
     private readonly stream: http2.ServerHttp2Stream,
     readonly dialect: Dialect,
+    private readonly bare: boolean,
     private readonly maxBytes: number,
     private readonly onEnded: (err: ConnectError | undefined) => void,
   ) {
@@ -259,8 +287,12 @@ class SessionCall implements FrameWire {
     stream.on("wantTrailers", onWantTrailers);
   }
 
-  /** Sends the response headers; false if the client already went away. */
+  /** Sends the response headers (a bare call keeps them for its answer); false if the client already went away. */
   respond(contentType: string, extra: http2.OutgoingHttpHeaders): boolean {
+    if (this.bare) {
+      this.headers = { "content-type": contentType, ...extra };
+      return this.writable;
+    }
     try {
       this.stream.respond(
         { ":status": 200, "content-type": contentType, ...extra },
@@ -303,6 +335,20 @@ class SessionCall implements FrameWire {
 
   data(chunk: Buffer) {
     if (this.failed || (!this.pump && !this.request)) return;
+    if (this.bare) {
+      const size = (this.pending?.length ?? 0) + chunk.length;
+      if (size > this.maxBytes) {
+        this.fail(
+          new ConnectError(
+            `message size ${size} is larger than ${this.maxBytes}`,
+            Code.ResourceExhausted,
+          ),
+        );
+        return;
+      }
+      this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+      return;
+    }
     let buf = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
     while (buf.length >= envelopeHeader) {
       const len = buf.readUInt32BE(1);
@@ -336,6 +382,14 @@ class SessionCall implements FrameWire {
 
   inputEnded() {
     if (this.failed) return;
+    if (this.bare && this.request) {
+      const { take } = this.request;
+      const body = this.pending ?? Buffer.alloc(0);
+      this.request = undefined;
+      this.pending = undefined;
+      take(body);
+      return;
+    }
     if (this.pending) {
       this.fail(fail.invalid("malformed request message: truncated"));
       return;
@@ -358,7 +412,8 @@ class SessionCall implements FrameWire {
   }
 
   closed() {
-    this.end(new ConnectError("stream closed by the client", Code.Canceled));
+    // Every call's stream closes, most after the call ended: an error (and its stack) only for the rest.
+    if (!this.ended) this.end(new ConnectError("stream closed by the client", Code.Canceled));
     this.pump?.closed();
   }
 
@@ -392,8 +447,30 @@ class SessionCall implements FrameWire {
     this.stream.resume();
   }
 
+  /** Answers a one-message call with its response message and ends it. */
+  reply(bytes: Uint8Array) {
+    if (!this.writable) return;
+    if (this.bare) {
+      this.answer(200, this.headers?.["content-type"], bytes);
+      this.end(undefined);
+      return;
+    }
+    this.write(bytes);
+    this.finish(undefined);
+  }
+
   finish(err: ConnectError | undefined) {
     if (!this.writable) return;
+    if (this.bare) {
+      // Connect's unary protocol: the code as an HTTP status, the error as JSON.
+      this.answer(
+        err ? codeToHttpStatus(err.code) : 200,
+        err ? "application/json" : this.headers?.["content-type"],
+        err ? errorToJsonBytes(err, {}) : new Uint8Array(0),
+      );
+      this.end(err);
+      return;
+    }
     if (this.dialect === "grpc") {
       this.trailers = err
         ? { "grpc-status": String(err.code), "grpc-message": encodeURIComponent(err.rawMessage) }
@@ -408,6 +485,21 @@ class SessionCall implements FrameWire {
     }
     this.end(err);
     this.stream.end();
+  }
+
+  /** A bare call's one response: headers and body at once. */
+  private answer(status: number, contentType: unknown, body: Uint8Array) {
+    try {
+      this.stream.respond({
+        ...this.headers,
+        ":status": status,
+        "content-type": String(contentType),
+        "content-length": body.length,
+      });
+      this.stream.end(body);
+    } catch {
+      // The client went away meanwhile; "close" ends the call.
+    }
   }
 
   private end(err: ConnectError | undefined) {

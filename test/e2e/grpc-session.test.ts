@@ -140,13 +140,23 @@ describe("gRPC Session streams", () => {
     expect(claims({ "content-type": "application/grpc-web-text" }, subscribePath)).toBe(false);
     expect(claims({ "content-type": "application/grpc-web+json" }, subscribePath)).toBe(false);
     expect(claims(grpc, sessionPath, "GET")).toBe(false);
-    // Unary Heartbeat, enveloped in gRPC and gRPC-Web; Connect's unary protocol is not.
+    // Unary Heartbeat in gRPC, gRPC-Web and Connect's unary protocol (bare messages).
     expect(claims(grpc, heartbeatPath)).toBe(true);
     expect(claims({ "content-type": "application/grpc-web+proto" }, heartbeatPath)).toBe(true);
     expect(claims({ ...grpc, "grpc-timeout": "10S" }, heartbeatPath)).toBe(false);
     expect(claims({ ...grpc, "grpc-encoding": "gzip" }, heartbeatPath)).toBe(false);
-    expect(claims({ "content-type": "application/proto" }, heartbeatPath)).toBe(false);
+    const unary = { "content-type": "application/proto" };
+    expect(claims(unary, heartbeatPath)).toBe(true);
+    expect(claims({ "content-type": "application/json" }, heartbeatPath)).toBe(true);
+    expect(claims({ ...unary, "content-encoding": "gzip" }, heartbeatPath)).toBe(false);
+    expect(claims({ ...unary, "connect-timeout-ms": "1000" }, heartbeatPath)).toBe(false);
+    expect(claims({ "content-type": "application/json; charset=utf-8" }, heartbeatPath)).toBe(
+      false,
+    );
+    // A unary content type on a streaming method, or the reverse, is Connect's to refuse.
     expect(claims({ "content-type": "application/connect+proto" }, heartbeatPath)).toBe(false);
+    expect(claims(unary, subscribePath)).toBe(false);
+    expect(claims({ "content-type": "application/json" }, sessionPath)).toBe(false);
     expect(claims(grpc, "/chat.v1.ChatService/SetTyping")).toBe(false);
   });
 
@@ -285,19 +295,94 @@ describe("gRPC Session streams", () => {
     expect(outcomes[1]!.message).toContain("one request message");
     expect(stranger.code).toBe(Code.Unauthenticated);
 
-    // gRPC-Web takes the direct path too; Connect's unary protocol goes to Connect. Same answer.
-    for (const protocol of ["grpc-web", "connect"] as const) {
-      const res = await webWith(server, a, protocol, true).heartbeat({});
-      expect(res.serverTime, protocol).toBeDefined();
+    // gRPC-Web and Connect's unary protocol, binary and JSON, as browser clients call it.
+    for (const [protocol, binary] of [
+      ["grpc-web", true],
+      ["connect", true],
+      ["connect", false],
+    ] as const) {
+      const res = await webWith(server, a, protocol, binary).heartbeat({});
+      expect(res.serverTime, `${protocol} ${binary}`).toBeDefined();
     }
 
     const text = await scrape(server);
     const p = 'procedure="chat.v1.ChatService/Heartbeat"';
-    expect(sample(text, `chat_rpc_total{${p},code="ok"}`)).toBe(3);
+    expect(sample(text, `chat_rpc_total{${p},code="ok"}`)).toBe(4);
     expect(sample(text, `chat_rpc_total{${p},code="invalid_argument"}`)).toBe(3);
     expect(sample(text, `chat_rpc_total{${p},code="unauthenticated"}`)).toBe(1);
     expect(sample(text, `chat_rpc_total{${p},code="resource_exhausted"}`)).toBe(1);
-    expect(sample(text, `chat_rpc_duration_seconds_count{${p}}`)).toBe(8);
+    expect(sample(text, `chat_rpc_duration_seconds_count{${p}}`)).toBe(9);
+  });
+
+  it("serve Connect-protocol unary Heartbeat with bare messages: errors as an HTTP status and JSON, as Connect answers them", async () => {
+    server = await startServer({ corsOrigins: ["https://app.example"] });
+    const a = await login(server, "ann");
+    const h2 = await connectH2(server.url);
+    cleanups.push(() => h2.destroy());
+    /** One unary call: its HTTP status, headers and body. */
+    const call = (contentType: string, body: Uint8Array | string, token?: string) =>
+      new Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }>(
+        (resolve, reject) => {
+          const req = h2.request({
+            ":method": "POST",
+            ":path": heartbeatPath,
+            "content-type": contentType,
+            "connect-protocol-version": "1",
+            origin: "https://app.example",
+            ...(token ? { authorization: `Bearer ${token}` } : {}),
+          });
+          const chunks: Buffer[] = [];
+          let headers: Record<string, unknown> = {};
+          req.on("response", (h) => {
+            headers = h;
+          });
+          req.on("data", (c: Buffer) => chunks.push(c));
+          req.on("end", () =>
+            resolve({ status: Number(headers[":status"]), headers, body: Buffer.concat(chunks) }),
+          );
+          req.on("error", reject);
+          req.end(body);
+        },
+      );
+    const errorOf = (r: { headers: Record<string, unknown>; body: Buffer }) => {
+      expect(r.headers["content-type"]).toBe("application/json");
+      return JSON.parse(r.body.toString("utf8")) as { code: string; message: string };
+    };
+
+    const json = await call("application/json", "{}", a.token);
+    expect(json.status).toBe(200);
+    expect(json.headers["content-type"]).toBe("application/json");
+    expect(json.headers["access-control-allow-origin"]).toBe("https://app.example");
+    const serverTime = (JSON.parse(json.body.toString("utf8")) as { serverTime: string })
+      .serverTime;
+    expect(Math.abs(Date.parse(serverTime) - Date.now())).toBeLessThan(60_000);
+    // An empty body is an empty binary message.
+    const proto = await call("application/proto", new Uint8Array(0), a.token);
+    expect(proto.status).toBe(200);
+    expect(proto.headers["content-type"]).toBe("application/proto");
+    expect(fromBinary(HeartbeatResponseSchema, proto.body).serverTime).toBeDefined();
+
+    const garbage = await call("application/json", "{not json", a.token);
+    expect(garbage.status).toBe(400);
+    expect(errorOf(garbage).code).toBe("invalid_argument");
+    const notAnObject = await call("application/json", "[1]", a.token);
+    expect(errorOf(notAnObject).code).toBe("invalid_argument");
+    // As Connect reads JSON: a field this server does not know (a newer client's) is ignored.
+    expect((await call("application/json", '{"noSuchField":1}', a.token)).status).toBe(200);
+    const stranger = await call("application/json", "{}", "not-a-token");
+    expect(stranger.status).toBe(401);
+    expect(errorOf(stranger).code).toBe("unauthenticated");
+    expect(errorOf(await call("application/json", "{}")).code).toBe("unauthenticated");
+    const huge = await call("application/proto", Buffer.alloc(200 * 1024), a.token);
+    expect(huge.status).toBe(429);
+    expect(errorOf(huge).code).toBe("resource_exhausted");
+
+    const text = await scrape(server);
+    const p = 'procedure="chat.v1.ChatService/Heartbeat"';
+    expect(sample(text, `chat_rpc_total{${p},code="ok"}`)).toBe(3);
+    expect(sample(text, `chat_rpc_total{${p},code="invalid_argument"}`)).toBe(2);
+    expect(sample(text, `chat_rpc_total{${p},code="unauthenticated"}`)).toBe(2);
+    expect(sample(text, `chat_rpc_total{${p},code="resource_exhausted"}`)).toBe(1);
   });
 
   it.each([
