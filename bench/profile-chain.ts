@@ -63,6 +63,7 @@ interface Numbers {
   subscribeSessionsPerSec: number;
   subscribeHoldCpuPct: number;
   connectSubscribeKbPerSession: number;
+  connectSubscribeHoldCpuPct: number;
   stormMs: number;
   groupDeliveriesPerSec: number;
   historyEventsPerSec: number;
@@ -120,6 +121,7 @@ function measure(rev: string): Numbers {
       connectSubscribeKbPerSession: connectSubscribes
         ? connectSubscribes.rssPerConnBytes / 1024
         : 0,
+      connectSubscribeHoldCpuPct: connectSubscribes?.holdCpuPct ?? 0,
       stormMs: run.reconnect[0]?.catchUpMs ?? 0,
       groupDeliveriesPerSec: run.groupFanout.results[0]?.sustainedDeliveriesPerSec ?? 0,
       historyEventsPerSec: run.history[0]?.paging.eventsPerSec ?? 0,
@@ -164,6 +166,12 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
       "idle RSS per Connect-protocol Subscribe stream, 20,000 streams",
       "KB",
       "connectSubscribeKbPerSession",
+      true,
+    ),
+    m(
+      "server CPU holding 20,000 Connect-protocol Subscribe streams (unary heartbeats)",
+      "% of a core",
+      "connectSubscribeHoldCpuPct",
       true,
     ),
     m("reconnect storm, 3,000 clients", "ms to all caught up", "stormMs", true),
