@@ -563,9 +563,11 @@ function renderBounds(run: BenchRun): string[] {
     "",
     "Where ours spends it (per-thread CPU from `/proc`, V8 CPU profiles of the server, " +
       "per-commit timings and an strace of its writer thread, taken on this machine in " +
-      "separate runs between 4,500 and 8,500 msgs/s; this VM's speed varies by up to a " +
-      "third between runs, for ejabberd as for ours, so their totals differ from the table " +
-      "above): where the ramp " +
+      "separate runs between 4,500 and 8,500 msgs/s; this VM's speed varies between runs " +
+      "and days for every system alike, so their totals differ from the table above: over " +
+      "two days, full runs put ejabberd's routing-only ceiling at 10,000–20,000 msgs/s and " +
+      "ours at 6,000–7,000, and the relay, whose top steps hit latency spikes while its CPU " +
+      "is far from full, at 14,000–96,000): where the ramp " +
       "breaks, both cores are full and no thread is at 100%. At 6,000 msgs/s the server's " +
       "event loop takes 50–58% of a core, its SQLite writer thread about 40% (about 48% " +
       "before the two writer fixes in the profiling table), V8's garbage-collection helper " +
