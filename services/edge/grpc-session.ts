@@ -268,8 +268,9 @@ class SessionCall implements FrameWire {
   private request: { data?: Uint8Array; take(data: Uint8Array): void } | undefined;
   /** Bytes of a message still arriving (a bare call's whole body so far). */
   private pending: Buffer | undefined;
-  /** A bare call's response headers, sent with its one answer. */
-  private headers: http2.OutgoingHttpHeaders | undefined;
+  /** A bare call's response content type and other headers, sent with its one answer. */
+  private answerType = "";
+  private answerHeaders: http2.OutgoingHttpHeaders = {};
   private listening = false;
   private failed = false;
   private ended = false;
@@ -290,7 +291,8 @@ class SessionCall implements FrameWire {
   /** Sends the response headers (a bare call keeps them for its answer); false if the client already went away. */
   respond(contentType: string, extra: http2.OutgoingHttpHeaders): boolean {
     if (this.bare) {
-      this.headers = { "content-type": contentType, ...extra };
+      this.answerType = contentType;
+      this.answerHeaders = extra;
       return this.writable;
     }
     try {
@@ -451,7 +453,7 @@ class SessionCall implements FrameWire {
   reply(bytes: Uint8Array) {
     if (!this.writable) return;
     if (this.bare) {
-      this.answer(200, this.headers?.["content-type"], bytes);
+      this.answer(200, this.answerType, bytes);
       this.end(undefined);
       return;
     }
@@ -463,11 +465,9 @@ class SessionCall implements FrameWire {
     if (!this.writable) return;
     if (this.bare) {
       // Connect's unary protocol: the code as an HTTP status, the error as JSON.
-      this.answer(
-        err ? codeToHttpStatus(err.code) : 200,
-        err ? "application/json" : this.headers?.["content-type"],
-        err ? errorToJsonBytes(err, {}) : new Uint8Array(0),
-      );
+      if (err)
+        this.answer(codeToHttpStatus(err.code), "application/json", errorToJsonBytes(err, {}));
+      else this.answer(200, this.answerType, new Uint8Array(0));
       this.end(err);
       return;
     }
@@ -488,12 +488,12 @@ class SessionCall implements FrameWire {
   }
 
   /** A bare call's one response: headers and body at once. */
-  private answer(status: number, contentType: unknown, body: Uint8Array) {
+  private answer(status: number, contentType: string, body: Uint8Array) {
     try {
       this.stream.respond({
-        ...this.headers,
+        ...this.answerHeaders,
         ":status": status,
-        "content-type": String(contentType),
+        "content-type": contentType,
         "content-length": body.length,
       });
       this.stream.end(body);
