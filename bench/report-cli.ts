@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import type { BenchRun, ProfileFix } from "./lib/results.js";
+import { type BenchRun, type ProfileFix, readRunDigests } from "./lib/results.js";
 import { writeReport } from "./report.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -78,10 +78,16 @@ async function main(): Promise<void> {
   const run = await readJson(resultsFile);
   assertBenchRun(run, resultsFile);
   const profile = await readProfile(path.resolve(values.profile));
+  // A full run's record of earlier runs sits next to its results.
+  const runs =
+    run.mode === "full"
+      ? readRunDigests(path.join(path.dirname(resultsFile), "runs-full.json"))
+      : [];
   const { markdownPath, charts } = await writeReport(run, {
     docsDir: path.resolve(values.docs),
     profile,
     resultsFile,
+    runs,
   });
   process.stdout.write(`wrote ${markdownPath}\n${charts.map((c) => `wrote ${c}\n`).join("")}`);
 }

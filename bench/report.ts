@@ -14,6 +14,7 @@ import type {
   RampResult,
   RateStep,
   ReconnectResult,
+  RunDigest,
   TargetName,
 } from "./lib/results.js";
 
@@ -567,7 +568,7 @@ function renderBounds(run: BenchRun): string[] {
       "and days for every system alike, so their totals differ from the table above: over " +
       "two days, full runs put ejabberd's routing-only ceiling at 10,000–20,000 msgs/s and " +
       "ours at 6,000–7,000, and the relay, whose top steps hit latency spikes while its CPU " +
-      "is far from full, at 14,000–96,000): where the ramp " +
+      "is far from full, at 48,000–96,000; see Earlier full runs): where the ramp " +
       "breaks, both cores are full and no thread is at 100%. At 6,000 msgs/s the server's " +
       "event loop takes 50–58% of a core, its SQLite writer thread about 40% (about 48% " +
       "before the two writer fixes in the profiling table), V8's garbage-collection helper " +
@@ -1043,6 +1044,56 @@ function profileChange(m: ProfileMeasure): string {
     : `${fmtRatio(m.after, m.before)} more`;
 }
 
+/** The headline numbers of the earlier full runs: how far they move from run to run. */
+function renderRuns(runs: readonly RunDigest[]): string[] {
+  if (runs.length < 2) return [];
+  const n = (v: number | undefined) => (v === undefined ? "—" : fmtNum(v));
+  const ratio = (a: number | undefined, b: number | undefined) =>
+    a === undefined || !b ? "—" : `${(a / b).toFixed(2)}×`;
+  const rows = runs.map((r) => [
+    fmtDate(r.startedAt),
+    code(r.gitCommit),
+    fmtDuration(r.durationMs),
+    n(r.oneToOne.ours),
+    n(r.oneToOne.relay),
+    n(r.oneToOne["ejabberd-routing"]),
+    n(r.oneToOne["ejabberd-archive"]),
+    ratio(r.oneToOne.ours, r.oneToOne["ejabberd-routing"]),
+    ratio(r.oneToOne.ours, r.oneToOne.relay),
+    n(r.group.ours),
+    n(r.group["ejabberd-routing"]),
+    n(r.stormMs),
+  ]);
+  return [
+    "## Earlier full runs",
+    "",
+    `The headline numbers of the last ${fmtNum(runs.length)} full runs of this bench on this ` +
+      "machine, this one last (kept in `bench/runs-full.json` next to the results). Every " +
+      "system's absolute rates move with the VM's speed from run to run and day to day, and " +
+      "the commit column shows which revision of ours ran; compare systems within a row.",
+    "",
+    table(
+      [
+        "Run",
+        "Commit",
+        "Duration",
+        "1:1 ours",
+        "1:1 relay",
+        "1:1 ejabberd-routing",
+        "1:1 ejabberd-archive",
+        "ours / ejabberd-routing",
+        "ours / relay",
+        "Group ours",
+        "Group ejabberd MUC",
+        "Storm ms",
+      ],
+      rows,
+      ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
+    ),
+    "",
+  ];
+}
+
 function renderProfile(profile: readonly ProfileFix[]): string[] {
   const out = ["## Profiling: before and after", ""];
   if (profile.length === 0) {
@@ -1147,6 +1198,8 @@ function renderSettings(run: BenchRun): string[] {
 export interface RenderOptions {
   /** Path of the saved results JSON, relative to the markdown file, to link to. */
   resultsFile?: string;
+  /** Headline numbers of earlier full runs on this machine, this one included, oldest first. */
+  runs?: readonly RunDigest[];
 }
 
 /**
@@ -1199,6 +1252,7 @@ export function renderMarkdown(
     ...renderIdle(run, chartFiles),
     ...renderReconnect(run),
     ...renderHistory(run),
+    ...renderRuns(options.runs ?? []),
     ...renderProfile(profile),
     ...renderSkipped(run),
   );
@@ -1211,8 +1265,10 @@ export function renderMarkdown(
       "queueing, not steady state.",
     "- Reproduce with `npm run bench` (full) or `npm run bench -- --quick` (smoke). A full " +
       "run's results land in `docs/bench/results-full.json` (`--out=<dir>` moves them and this " +
-      "page); `npm run bench:report -- <results.json>` re-renders the page from them, reading " +
-      "`bench/profile-fixes.json` when it exists.",
+      "page); a full run at the standard sizes, with every scenario and system, also adds its " +
+      "headline numbers to `docs/bench/runs-full.json`. `npm run bench:report -- " +
+      "<results.json>` re-renders the page from them, reading `bench/profile-fixes.json` and " +
+      "the runs file next to the results when they exist.",
     "- Run on an otherwise idle machine; the load generator shares the cores with the " +
       "servers, so background load skews every system.",
     "",
@@ -1618,7 +1674,12 @@ export function renderCharts(run: BenchRun): Partial<Record<ChartKey, string>> {
 /** Writes docs/BENCHMARKS.md and its SVG charts under docs/bench/ from one run. */
 export async function writeReport(
   run: BenchRun,
-  opts: { docsDir: string; profile: ProfileFix[]; resultsFile: string },
+  opts: {
+    docsDir: string;
+    profile: ProfileFix[];
+    resultsFile: string;
+    runs?: readonly RunDigest[];
+  },
 ): Promise<{ markdownPath: string; charts: string[] }> {
   const chartDir = path.join(opts.docsDir, "bench");
   await mkdir(chartDir, { recursive: true });
@@ -1640,6 +1701,12 @@ export async function writeReport(
   const markdownPath = path.join(opts.docsDir, "BENCHMARKS.md");
   // Markdown links use forward slashes whatever the platform.
   const resultsFile = path.relative(opts.docsDir, opts.resultsFile).split(path.sep).join("/");
-  await writeFile(markdownPath, renderMarkdown(run, opts.profile, chartFiles, { resultsFile }));
+  await writeFile(
+    markdownPath,
+    renderMarkdown(run, opts.profile, chartFiles, {
+      resultsFile,
+      ...(opts.runs ? { runs: opts.runs } : {}),
+    }),
+  );
   return { markdownPath, charts };
 }

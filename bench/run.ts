@@ -23,7 +23,14 @@ import {
   startWorkers,
 } from "./lib/context.js";
 import { killAll } from "./lib/procs.js";
-import type { BenchRun, ProfileFix, TargetName } from "./lib/results.js";
+import {
+  type BenchRun,
+  digestOf,
+  type ProfileFix,
+  readRunDigests,
+  type TargetName,
+  withDigest,
+} from "./lib/results.js";
 import { writeReport } from "./report.js";
 import { groupFanout } from "./scenarios/group-fanout.js";
 import { historySync } from "./scenarios/history-sync.js";
@@ -221,7 +228,20 @@ const profilePath = join(repo, "bench/profile-fixes.json");
 const profile: ProfileFix[] = existsSync(profilePath)
   ? (JSON.parse(readFileSync(profilePath, "utf8")) as ProfileFix[])
   : [];
-const report = await writeReport(run, { docsDir: outDir, profile, resultsFile });
+// A full run at the standard sizes, every scenario and system, joins the record of earlier runs.
+const standard =
+  !quick &&
+  !only &&
+  !targetFilter &&
+  !flag("set") &&
+  !serverRoot &&
+  !cpuProfileDir &&
+  errors === 0 &&
+  run.skipped.length === 0;
+const runsFile = join(outDir, "bench", "runs-full.json");
+const runs = standard ? withDigest(readRunDigests(runsFile), digestOf(run)) : [];
+if (standard) writeFileSync(runsFile, `${JSON.stringify(runs, null, 2)}\n`);
+const report = await writeReport(run, { docsDir: outDir, profile, resultsFile, runs });
 log(`results: ${resultsFile}`);
 log(`report: ${report.markdownPath}`);
 log(

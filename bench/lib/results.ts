@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from "node:fs";
+
 /**
  * The shape of one benchmark run, as written to `bench/results/<run>.json`
  * and read by the report generator. Latencies are microseconds.
@@ -163,4 +165,60 @@ export interface BenchRun {
   history: HistoryResult[];
   /** Scenario/target pairs that could not run, with the reason. */
   skipped: { scenario: string; target: TargetName; reason: string }[];
+}
+
+/** A full run's headline numbers, kept across runs so the report can show how they move. */
+export interface RunDigest {
+  startedAt: string;
+  gitCommit: string;
+  durationMs: number;
+  /** 1:1 sustained msgs/s, by system. */
+  oneToOne: Partial<Record<TargetName, number>>;
+  /** Group fan-out sustained deliveries/s, by system. */
+  group: Partial<Record<TargetName, number>>;
+  /** Reconnect storm: ms until every client caught up. */
+  stormMs?: number;
+}
+
+export function digestOf(run: BenchRun): RunDigest {
+  const sustained = (results: RampResult[]) =>
+    Object.fromEntries(results.map((r) => [r.target, r.sustainedPerSec]));
+  const deliveries = (results: RampResult[]) =>
+    Object.fromEntries(results.map((r) => [r.target, r.sustainedDeliveriesPerSec]));
+  const storm = run.reconnect[0];
+  return {
+    startedAt: run.startedAt,
+    gitCommit: run.gitCommit,
+    durationMs: run.durationMs,
+    oneToOne: sustained(run.oneToOne),
+    group: deliveries(run.groupFanout.results),
+    ...(storm ? { stormMs: storm.catchUpMs } : {}),
+  };
+}
+
+/** The digests kept in `file`; none when it does not exist yet. */
+export function readRunDigests(file: string): RunDigest[] {
+  if (!existsSync(file)) return [];
+  const v = JSON.parse(readFileSync(file, "utf8")) as unknown;
+  const ok =
+    Array.isArray(v) &&
+    v.every(
+      (d) =>
+        typeof d === "object" &&
+        d !== null &&
+        typeof (d as RunDigest).startedAt === "string" &&
+        typeof (d as RunDigest).oneToOne === "object",
+    );
+  if (!ok) throw new Error(`${file}: expected an array of run digests`);
+  return v as RunDigest[];
+}
+
+/**
+ * The earlier digests with `d` added, oldest first and at most `keep` of
+ * them; a digest of the same run (same start time) is replaced, not repeated.
+ */
+export function withDigest(earlier: readonly RunDigest[], d: RunDigest, keep = 20): RunDigest[] {
+  return [...earlier.filter((e) => e.startedAt !== d.startedAt), d]
+    .sort((a, b) => a.startedAt.localeCompare(b.startedAt))
+    .slice(-keep);
 }

@@ -1,13 +1,16 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type {
-  BenchRun,
-  LatencySummary,
-  ProfileFix,
-  RampResult,
-  TargetName,
+import {
+  type BenchRun,
+  digestOf,
+  type LatencySummary,
+  type ProfileFix,
+  type RampResult,
+  readRunDigests,
+  type TargetName,
+  withDigest,
 } from "../../bench/lib/results.js";
 import {
   barChartSvg,
@@ -500,5 +503,67 @@ describe("writeReport", () => {
     }
     expect(md.match(/!\[/g)).toHaveLength(3);
     expect(md).toContain("(../bench/results/latest.json)");
+  });
+});
+
+describe("earlier full runs", () => {
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("digest a run's headline numbers, keep the newest runs once each, and show them with ratios", () => {
+    const run = fakeRun();
+    const d = digestOf(run);
+    expect(d).toEqual({
+      startedAt: run.startedAt,
+      gitCommit: "abc1234",
+      durationMs: 754_000,
+      oneToOne: { ours: 6000, "ejabberd-routing": 3000, "ejabberd-archive": 2500 },
+      group: { ours: 20_000, "ejabberd-routing": 12_000 },
+      stormMs: 4200,
+    });
+    const at = (i: number) => ({
+      ...d,
+      startedAt: `2025-03-0${i}T00:00:00.000Z`,
+      gitCommit: `rev${i}`,
+    });
+    // Out of order in, oldest first out; the same run again replaces itself; at most `keep`.
+    let runs = withDigest([at(3), at(1)], at(2));
+    expect(runs.map((r) => r.gitCommit)).toEqual(["rev1", "rev2", "rev3"]);
+    runs = withDigest(runs, { ...at(3), oneToOne: { ours: 1 } });
+    expect(runs).toHaveLength(3);
+    expect(runs.at(-1)?.oneToOne).toEqual({ ours: 1 });
+    expect(withDigest(runs, at(4), 2).map((r) => r.gitCommit)).toEqual(["rev3", "rev4"]);
+
+    const md = renderMarkdown(run, [], {}, { runs: [at(1), { ...at(2), oneToOne: {} }] });
+    expect(md).toContain("## Earlier full runs");
+    const first = md.split("\n").find((l) => l.includes("`rev1`"));
+    const cells = first!.slice(2, -2).split(" | ");
+    // ours, relay (absent), routing, archive, ours/routing, ours/relay, group ours, MUC, storm
+    expect(cells.slice(3)).toEqual([
+      "6,000",
+      "—",
+      "3,000",
+      "2,500",
+      "2.00×",
+      "—",
+      "20,000",
+      "12,000",
+      "4,200",
+    ]);
+    expect(md.split("\n").find((l) => l.includes("`rev2`"))).toContain("| — | — | — | — | — | — |");
+    // One run is no record of how runs vary.
+    expect(renderMarkdown(run, [], {}, { runs: [at(1)] })).not.toContain("Earlier full runs");
+  });
+
+  it("read the kept record: none before the first run, and a clear error for another file", async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "bench-runs-"));
+    const file = path.join(dir, "runs-full.json");
+    expect(readRunDigests(file)).toEqual([]);
+    await writeFile(file, JSON.stringify([digestOf(fakeRun())]));
+    expect(readRunDigests(file)[0]?.gitCommit).toBe("abc1234");
+    await writeFile(file, JSON.stringify({ startedAt: "x" }));
+    expect(() => readRunDigests(file)).toThrow(/expected an array of run digests/);
   });
 });
