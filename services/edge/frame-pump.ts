@@ -1,13 +1,12 @@
-import { fromBinary } from "@bufbuild/protobuf";
 import type { ConnectError } from "@connectrpc/connect";
-import { type SessionRequest, SessionRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import type { SessionRequest } from "../../gen/chat/v1/chat_service_pb.js";
 import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
 import type { Caller } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { FrameRunner } from "./duplex.js";
 import type { Session } from "./session.js";
-import { encodeSessionResponse as encode } from "./wire.js";
+import { decodeSessionRequest, encodeSessionResponse as encode } from "./wire.js";
 
 /** Bytes queued on a transport beyond which the pump waits for it to drain. */
 const writeHighWater = 64 * 1024;
@@ -85,7 +84,7 @@ export class FramePump {
     if (!s || !runner || s.isClosed) return;
     let req: SessionRequest;
     try {
-      req = fromBinary(SessionRequestSchema, data);
+      req = decodeSessionRequest(data);
     } catch (err) {
       s.close(toConnectError(fail.invalid("malformed request message", err)));
       return;

@@ -1,11 +1,20 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
-import { ServerFrameSchema, SessionResponseSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import {
+  ServerFrameSchema,
+  type SessionRequest,
+  SessionRequestSchema,
+  SessionResponseSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
 import { type Event, EventSchema } from "../../gen/chat/v1/event_pb.js";
 import { SyncBatchSchema } from "../../gen/chat/v1/model_pb.js";
 import { decodeEvent, eventBytes } from "../../lib/event-bytes.js";
-import { encodeSessionResponse } from "../../services/edge/wire.js";
+import {
+  decodePlainSend,
+  decodeSessionRequest,
+  encodeSessionResponse,
+} from "../../services/edge/wire.js";
 
 const ev = (seq: bigint, text = "hi ✓"): Event =>
   create(EventSchema, {
@@ -70,5 +79,129 @@ describe("encodeSessionResponse", () => {
     const f = create(ServerFrameSchema, { frame: { case: "event", value: decoded } });
     const back = fromBinary(SessionResponseSchema, encodeSessionResponse(f));
     expect(back.frame?.frame.value).toEqual(ev(5n));
+  });
+});
+
+/** A small deterministic generator, so a failure names the case that broke. */
+function rng(seed: number) {
+  let x = seed;
+  return () => {
+    x = (x * 1_103_515_245 + 12_345) % 2_147_483_648;
+    return x / 2_147_483_648;
+  };
+}
+
+describe("decodeSessionRequest", () => {
+  const pieces = [
+    "",
+    "a",
+    "c_01HZX",
+    "m-1:2.3",
+    "✓",
+    "é",
+    "😀",
+    "\ufffd",
+    "\u0000",
+    "x".repeat(300),
+  ];
+  const sends = (seed: number, n: number): SessionRequest[] => {
+    const r = rng(seed);
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)]!;
+    const str = () => Array.from({ length: Math.floor(r() * 3) }, () => pick(pieces)).join("");
+    return Array.from({ length: n }, () =>
+      create(SessionRequestSchema, {
+        frameId: str(),
+        action: {
+          case: "send",
+          value: {
+            conversationId: str(),
+            clientMsgId: str(),
+            ...(r() < 0.9
+              ? {
+                  content: {
+                    text: r() < 0.02 ? "z".repeat(70_000) : str(),
+                    replyToSeq: pick([
+                      0n,
+                      1n,
+                      127n,
+                      128n,
+                      2n ** 32n + 5n,
+                      2n ** 53n + 1n,
+                      2n ** 64n - 1n,
+                    ]),
+                  },
+                }
+              : {}),
+          },
+        },
+      }),
+    );
+  };
+  /** fromBinary's outcome for `bytes`: its message, or the message it throws. */
+  const reference = (bytes: Uint8Array) => {
+    try {
+      return { ok: fromBinary(SessionRequestSchema, bytes) };
+    } catch (err) {
+      return { error: (err as Error).message };
+    }
+  };
+  const same = (bytes: Uint8Array) => {
+    const want = reference(bytes);
+    if (want.ok) expect(decodeSessionRequest(bytes)).toStrictEqual(want.ok);
+    else expect(() => decodeSessionRequest(bytes)).toThrow(want.error);
+  };
+
+  it("reads a plain send itself, into exactly what fromBinary returns, from a Buffer or a Uint8Array", () => {
+    for (const req of sends(7, 3000)) {
+      const bytes = toBinary(SessionRequestSchema, req);
+      const want = fromBinary(SessionRequestSchema, bytes);
+      expect(decodePlainSend(bytes)).toStrictEqual(want);
+      // A frame as the transports hand it over: a view into a larger Buffer.
+      const framed = Buffer.concat([Buffer.from([9, 9]), bytes, Buffer.from([9])]);
+      expect(decodePlainSend(framed.subarray(2, 2 + bytes.length))).toStrictEqual(want);
+    }
+  });
+
+  it("leaves everything else to fromBinary, with the same result or the same error", () => {
+    const r = rng(11);
+    const plain = sends(13, 400).map((req) => toBinary(SessionRequestSchema, req));
+    const others = [
+      create(SessionRequestSchema, { action: { case: "subscribe", value: { cursors: [] } } }),
+      create(SessionRequestSchema, { frameId: "f", action: { case: "heartbeat", value: {} } }),
+      create(SessionRequestSchema, { frameId: "only a frame id" }),
+      create(SessionRequestSchema, {
+        action: {
+          case: "send",
+          value: {
+            conversationId: "c",
+            clientMsgId: "m",
+            content: { text: "see", attachments: [{ mediaRef: "s3://x", sizeBytes: 5n }] },
+          },
+        },
+      }),
+    ].map((req) => toBinary(SessionRequestSchema, req));
+    const unknownField = Buffer.from([0xa0, 0x06, 0x01]); // field 100, varint 1
+    const badUtf8 = Buffer.from([0x0a, 0x02, 0xc3, 0x28]); // frame_id: an invalid 2-byte sequence
+    let fastOnes = 0;
+    for (const bytes of plain) {
+      const mutated = [
+        Buffer.concat([bytes, bytes]), // every field twice: messages merge, strings take the last
+        Buffer.concat([bytes, unknownField]),
+        Buffer.concat([unknownField, bytes]),
+        Buffer.concat([badUtf8, bytes]),
+        bytes.subarray(0, Math.floor(r() * bytes.length)), // truncated
+        Buffer.from(bytes).fill(0xff, Math.floor(r() * bytes.length), bytes.length),
+      ];
+      for (const m of mutated) {
+        if (decodePlainSend(m)) fastOnes++;
+        same(m);
+      }
+    }
+    for (const bytes of others) {
+      expect(decodePlainSend(bytes)).toBeUndefined();
+      same(bytes);
+    }
+    // Cutting at a field boundary can leave a plain send; nothing else may pass as one.
+    expect(fastOnes).toBeLessThan(plain.length);
   });
 });
