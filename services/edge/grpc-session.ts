@@ -340,12 +340,7 @@ class SessionCall implements FrameWire {
     if (this.bare) {
       const size = (this.pending?.length ?? 0) + chunk.length;
       if (size > this.maxBytes) {
-        this.fail(
-          new ConnectError(
-            `message size ${size} is larger than ${this.maxBytes}`,
-            Code.ResourceExhausted,
-          ),
-        );
+        this.tooLarge(size);
         return;
       }
       this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
@@ -359,12 +354,7 @@ class SessionCall implements FrameWire {
         return;
       }
       if (len > this.maxBytes) {
-        this.fail(
-          new ConnectError(
-            `message size ${len} is larger than ${this.maxBytes}`,
-            Code.ResourceExhausted,
-          ),
-        );
+        this.tooLarge(len);
         return;
       }
       if (buf.length < envelopeHeader + len) break;
@@ -404,6 +394,15 @@ class SessionCall implements FrameWire {
     this.request = undefined;
     if (request.data) request.take(request.data);
     else this.fail(fail.invalid("missing request message"));
+  }
+
+  private tooLarge(size: number) {
+    this.fail(
+      new ConnectError(
+        `message size ${size} is larger than ${this.maxBytes}`,
+        Code.ResourceExhausted,
+      ),
+    );
   }
 
   /** Ends the call for bad input: through the session once there is one. */
