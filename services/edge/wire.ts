@@ -295,6 +295,6 @@ function plainSend(): SessionRequest {
   if (pos !== end) throw notPlain;
   const send: SendRequest = content
     ? { $typeName: "chat.v1.SendRequest", conversationId, clientMsgId, content }
-    : ({ $typeName: "chat.v1.SendRequest", conversationId, clientMsgId } as SendRequest);
+    : { $typeName: "chat.v1.SendRequest", conversationId, clientMsgId };
   return { $typeName: "chat.v1.SessionRequest", frameId, action: { case: "send", value: send } };
 }
