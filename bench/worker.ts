@@ -11,8 +11,9 @@ import { ChatService, HistoryDirection } from "../gen/chat/v1/chat_service_pb.js
 import { connectOurs } from "./clients/ours-client.js";
 import {
   connectHttp2,
+  heartbeatFailures,
   openSessionStream,
-  takeHeartbeatFailures,
+  resetHeartbeatFailures,
 } from "./clients/ours-grpc-client.js";
 import { connectRelay } from "./clients/relay-client.js";
 import { connectXmpp } from "./clients/xmpp-client.js";
@@ -70,8 +71,6 @@ const shared: http2.ClientHttp2Session[] = [];
 const steps = new Map<number, StepState>();
 let routes: Route[] = [];
 let heartbeatTimer: NodeJS.Timeout | undefined;
-/** Unary heartbeat calls of the clients held now that were answered with an error. */
-let heartbeatFailures = 0;
 let seq = 0;
 
 function stepState(step: number): StepState {
@@ -322,10 +321,9 @@ serveRpc({
   },
 
   status() {
-    heartbeatFailures += takeHeartbeatFailures();
     let alive = 0;
     for (const c of conns.values()) if (c.alive) alive++;
-    return { alive, total: conns.size, heartbeatFailures };
+    return { alive, total: conns.size, heartbeatFailures: heartbeatFailures() };
   },
 
   async closeAll() {
@@ -337,8 +335,7 @@ serveRpc({
     shared.length = 0;
     conns.clear();
     steps.clear();
-    takeHeartbeatFailures();
-    heartbeatFailures = 0;
+    resetHeartbeatFailures();
     routes = [];
     target = undefined;
     return true;

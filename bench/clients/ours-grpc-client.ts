@@ -117,11 +117,10 @@ function fireUnary(
 }
 
 let unaryFailures = 0;
-/** Heartbeat calls answered with an error since the last call; counting starts over. */
-export function takeHeartbeatFailures(): number {
-  const n = unaryFailures;
+/** Heartbeat calls answered with an error since the last reset. */
+export const heartbeatFailures = () => unaryFailures;
+export function resetHeartbeatFailures() {
   unaryFailures = 0;
-  return n;
 }
 
 /**

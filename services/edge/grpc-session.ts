@@ -1,5 +1,13 @@
 import type http2 from "node:http2";
-import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescMessage,
+  fromBinary,
+  fromJsonString,
+  type MessageShape,
+  toBinary,
+  toJsonString,
+} from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
@@ -141,9 +149,7 @@ export function createGrpcSessionEndpoint(
   function heartbeat(call: SessionCall, who: Caller, data: Uint8Array) {
     const json = call.dialect === "connect-json";
     try {
-      if (json)
-        fromJsonString(HeartbeatRequestSchema, Buffer.from(data).toString("utf8"), jsonRead);
-      else fromBinary(HeartbeatRequestSchema, data);
+      decodeRequest(HeartbeatRequestSchema, call, data);
     } catch (err) {
       call.finish(fail.invalid("malformed request message", err));
       return;
@@ -166,10 +172,7 @@ export function createGrpcSessionEndpoint(
   function subscribe(call: SessionCall, who: Caller, data: Uint8Array) {
     let cursors: ConversationCursor[];
     try {
-      const req: SubscribeRequest =
-        call.dialect === "connect-json"
-          ? fromJsonString(SubscribeRequestSchema, Buffer.from(data).toString("utf8"), jsonRead)
-          : fromBinary(SubscribeRequestSchema, data);
+      const req: SubscribeRequest = decodeRequest(SubscribeRequestSchema, call, data);
       cursors = checkCursors(req.cursors);
     } catch (err) {
       call.finish(
@@ -230,6 +233,17 @@ export function createGrpcSessionEndpoint(
       );
     },
   };
+}
+
+/** A call's one request message, in its dialect's encoding (JSON read as Connect reads it). */
+function decodeRequest<Desc extends DescMessage>(
+  schema: Desc,
+  call: SessionCall,
+  data: Uint8Array,
+): MessageShape<Desc> {
+  return call.dialect === "connect-json"
+    ? fromJsonString(schema, Buffer.from(data).toString("utf8"), jsonRead)
+    : fromBinary(schema, data);
 }
 
 // Listeners shared by every call (the emitter is `this`), so an idle stream
@@ -463,11 +477,11 @@ class SessionCall implements FrameWire {
   finish(err: ConnectError | undefined) {
     if (!this.writable) return;
     if (this.bare) {
-      // Connect's unary protocol: the code as an HTTP status, the error as JSON.
-      if (err)
-        this.answer(codeToHttpStatus(err.code), "application/json", errorToJsonBytes(err, {}));
-      else this.answer(200, this.answerType, new Uint8Array(0));
-      this.end(err);
+      // Connect's unary protocol: the code as an HTTP status, the error as JSON. Its
+      // answer goes through reply, so ending without an error is a missing answer.
+      const e = err ?? new ConnectError("the call ended without an answer", Code.Internal);
+      this.answer(codeToHttpStatus(e.code), "application/json", errorToJsonBytes(e, {}));
+      this.end(e);
       return;
     }
     if (this.dialect === "grpc") {
