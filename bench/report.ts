@@ -654,7 +654,10 @@ function renderBounds(run: BenchRun): string[] {
       "And the event loop holding writes while a commit is in flight, so that the writer " +
       "thread is woken once per commit instead of once per batch the log hands over (about " +
       "1,500 a second at 6,000 msgs/s, one per event-loop turn): server CPU the same within " +
-      "1–3 points in two alternating runs, and p50 about 1 ms higher.",
+      "1–3 points in two alternating runs, and p50 about 1 ms higher. Nor did running the " +
+      "writer thread under SCHED_BATCH, so that waking it cannot preempt the event loop, " +
+      "change server CPU or p99 in two ramps each, alternating with the kept code (one of " +
+      "its ramps stopped at 5,000 msgs/s, the other three reached 7,000).",
     "",
     "Next design steps, in order of expected gain: run several edge processes against one " +
       "router and store (the scale-out split; the edge's per-connection work is what fills the " +
