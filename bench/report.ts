@@ -641,23 +641,25 @@ function renderBounds(run: BenchRun): string[] {
       "at 6,000 msgs/s over three runs, and the same sustained rate as the default, 7,000 " +
       "msgs/s, in two ramps each; 64 MB was no better).",
     "",
-    "Two more were tried on a calm day and not kept. With checkpoints switched off for a " +
-      "whole ramp (the WAL left to grow), p99 at 5,000–7,000 msgs/s read 23–51 ms against " +
-      "18–51 ms with them, and both ramps sustained 7,000 msgs/s: on a disk that fast, " +
-      "checkpoints were not what broke the ramp, and no single stage was; at 6,000 msgs/s the " +
-      "event loop was about half busy, its delay 4–5 ms at p99 with single stalls up to 20–46 " +
-      "ms (young-generation collections of up to 13 ms, a full collection of 18 ms), and a " +
-      "commit took under 6 ms at p99 and up to 26 ms at worst. One stall of about 80 ms " +
-      "anywhere on the path, or shorter ones that stack (a collection during a slow commit), " +
-      "puts a step's p99 past 50 ms: the messages sent in its first 30 ms are 1% of a " +
-      "3-second step, and each of them waits over 50 ms. " +
-      "And the event loop holding writes while a commit is in flight, so that the writer " +
-      "thread is woken once per commit instead of once per batch the log hands over (about " +
-      "1,500 a second at 6,000 msgs/s, one per event-loop turn): server CPU the same within " +
-      "1–3 points in two alternating runs, and p50 about 1 ms higher. Nor did running the " +
-      "writer thread under SCHED_BATCH, so that waking it cannot preempt the event loop, " +
-      "change server CPU or p99 in two ramps each, alternating with the kept code (one of " +
-      "its ramps stopped at 5,000 msgs/s, the other three reached 7,000).",
+    "Three more changes were tried on a calm day and not kept. Checkpoints switched off " +
+      "for a whole ramp (the WAL left to grow): p99 at 5,000–7,000 msgs/s read 23–51 ms " +
+      "against 18–51 ms with them, and both ramps sustained 7,000 msgs/s. On a disk that " +
+      "fast, checkpoints were not what broke the ramp, and no single stage was: at 6,000 " +
+      "msgs/s the event loop was about half busy, its delay 4–5 ms at p99 with single stalls " +
+      "up to 20–46 ms (young-generation collections of up to 13 ms, a full collection of 18 " +
+      "ms), and a commit took under 6 ms at p99 and up to 26 ms at worst. One stall of about " +
+      "80 ms anywhere on the path, or shorter ones that stack (a collection during a slow " +
+      "commit), puts a step's p99 past 50 ms: the messages sent in its first 30 ms are 1% of " +
+      "a 3-second step, and each of them waits over 50 ms.",
+    "",
+    "The other two aimed at handing writes to the writer thread, about a tenth of the event " +
+      "loop's busy time at 6,000 msgs/s (postMessage, about 1,500 a second, one per " +
+      "event-loop turn). Holding writes on the event loop while a commit is in flight, so " +
+      "that the writer is woken once per commit: server CPU the same within 1–3 points in " +
+      "two alternating runs, and p50 about 1 ms higher. Running the writer thread under " +
+      "SCHED_BATCH, so that waking it cannot preempt the event loop: no change in server CPU " +
+      "or p99 in two ramps each, alternating with the kept code (one of its ramps stopped at " +
+      "5,000 msgs/s, the other three reached 7,000).",
     "",
     "Next design steps, in order of expected gain: run several edge processes against one " +
       "router and store (the scale-out split; the edge's per-connection work is what fills the " +
