@@ -101,6 +101,11 @@ export async function idle(
     const notes: string[] = [];
     if (opened.failed) notes.push(`${opened.failed} sessions failed to open: ${opened.errors[0]}`);
     if (failedBeats > 0) notes.push(`${failedBeats} unary heartbeat calls failed`);
+    if (rssHeld < rssBase) {
+      notes.push(
+        "RSS fell while the sessions were held (the runtime returned more memory than they took): too few sessions to measure memory per connection",
+      );
+    }
     if (notes.length > 0) result.notes = notes;
     ctx.log(
       `${name} idle: held ${held}/${n}, ${(result.rssPerConnBytes / 1024).toFixed(1)} KB/conn, connect ${result.connectPerSec}/s`,
