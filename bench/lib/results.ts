@@ -84,6 +84,9 @@ export interface IdleResult {
   transport?: "grpc-streams" | "grpc-subscribe-streams" | "connect-subscribe-streams";
   /** HTTP/2 connections carrying the streams. */
   connections?: number;
+  /** Sessions that failed to open, and unary heartbeat calls that failed during the hold. */
+  openFailures?: number;
+  heartbeatFailures?: number;
   notes?: string[];
 }
 

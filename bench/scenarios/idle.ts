@@ -86,6 +86,8 @@ export async function idle(
       holdMs: ctx.scale.idleHoldMs,
       connectPerSec: Math.round(opened.opened / (opened.ms / 1000)),
       holdCpuPct,
+      openFailures: opened.failed,
+      heartbeatFailures: failedBeats,
       ...(streams
         ? {
             transport:
