@@ -1074,8 +1074,6 @@ function profileChange(m: ProfileMeasure): string {
 function renderRuns(runs: readonly RunDigest[]): string[] {
   if (runs.length < 2) return [];
   const n = (v: number | undefined) => (v === undefined ? "—" : fmtNum(v));
-  const ratio = (a: number | undefined, b: number | undefined) =>
-    a === undefined || !b ? "—" : `${(a / b).toFixed(2)}×`;
   const rows = runs.map((r) => [
     fmtDate(r.startedAt),
     code(r.gitCommit),
@@ -1084,8 +1082,8 @@ function renderRuns(runs: readonly RunDigest[]): string[] {
     n(r.oneToOne.relay),
     n(r.oneToOne["ejabberd-routing"]),
     n(r.oneToOne["ejabberd-archive"]),
-    ratio(r.oneToOne.ours, r.oneToOne["ejabberd-routing"]),
-    ratio(r.oneToOne.ours, r.oneToOne.relay),
+    fmtRatio(r.oneToOne.ours, r.oneToOne["ejabberd-routing"]),
+    fmtRatio(r.oneToOne.ours, r.oneToOne.relay),
     n(r.group.ours),
     n(r.group["ejabberd-routing"]),
     n(r.stormMs),

@@ -184,17 +184,15 @@ export interface RunDigest {
 }
 
 export function digestOf(run: BenchRun): RunDigest {
-  const sustained = (results: RampResult[]) =>
-    Object.fromEntries(results.map((r) => [r.target, r.sustainedPerSec]));
-  const deliveries = (results: RampResult[]) =>
-    Object.fromEntries(results.map((r) => [r.target, r.sustainedDeliveriesPerSec]));
+  const bySystem = (results: RampResult[], key: "sustainedPerSec" | "sustainedDeliveriesPerSec") =>
+    Object.fromEntries(results.map((r) => [r.target, r[key]]));
   const storm = run.reconnect[0];
   return {
     startedAt: run.startedAt,
     gitCommit: run.gitCommit,
     durationMs: run.durationMs,
-    oneToOne: sustained(run.oneToOne),
-    group: deliveries(run.groupFanout.results),
+    oneToOne: bySystem(run.oneToOne, "sustainedPerSec"),
+    group: bySystem(run.groupFanout.results, "sustainedDeliveriesPerSec"),
     ...(storm ? { stormMs: storm.catchUpMs } : {}),
   };
 }
