@@ -661,13 +661,25 @@ function renderBounds(run: BenchRun): string[] {
       "or p99 in two ramps each, alternating with the kept code (one of its ramps stopped at " +
       "5,000 msgs/s, the other three reached 7,000).",
     "",
+    "Two more writer-side measurements, ramps alternating with the kept code on one day. " +
+      "Leaving out the sender's read mark and device cursor (two of the five pages an " +
+      "event touches): server CPU at 6,000 msgs/s 67–71% against 73–77%, and sustained rates " +
+      'of 6,000–8,000 msgs/s in two ramps against 5,000–8,000 in three. Not kept: those marks make "writing ' +
+      "implies having read\" and the device's resume point exact when the send is acked, " +
+      "and writing them later needs the replay on restart that the append-only log below " +
+      "brings anyway. Commits at least 3, 4 or 6 ms apart instead of 2: server CPU at " +
+      "5,000 msgs/s 65, 63 and 61% against 67% (three runs each, each spread over 10 " +
+      "points or more), with p50 at 500–2,000 msgs/s about 0.5, 1.3 and 3 ms higher.",
+    "",
     "Next design steps. On this machine, where the ramp breaks both cores are full but no " +
       "single thread is, so the gain has to come from less CPU per message. First, make the embedded " +
       "log its own append-only, preallocated file with group fsync, so that an ack waits for " +
       "one sequential write of the batch instead of about five scattered pages per event, while " +
       "SQLite applies events (and checkpoints) in batches of hundreds behind it, where events " +
       "of one conversation share pages: the writer thread's 40% of a core at 6,000 msgs/s is " +
-      "mostly those page writes. Then build the send path's messages (internal call inputs, " +
+      "mostly those page writes. It would not reach ejabberd's routing-only rate alone: the " +
+      "event loop, about half busy at 6,000 msgs/s, projects linearly to full near 11,000, " +
+      "and its stalls break the ramp before that. Then build the send path's messages (internal call inputs, " +
       "events, frames) without protobuf-es's reflective create(), about 6% of the event loop. " +
       "Running several edge processes against one router and store (the scale-out split; the " +
       "reference designs separate gateways from chat services) is the step for machines with " +

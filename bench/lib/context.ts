@@ -93,8 +93,8 @@ export const quickScale: Scale = {
   pairs: 40,
   rates: [300, 900],
   strideHeadroom: 0.25,
-  stepMs: 1500,
-  graceMs: 600,
+  stepMs: 1000,
+  graceMs: 400,
   groupSize: 50,
   groups: 1,
   groupSendersPerGroup: 4,
@@ -103,7 +103,7 @@ export const quickScale: Scale = {
   idleStreams: 400,
   idleSubscribeStreams: 400,
   idleStreamsPerConnection: 100,
-  idleHoldMs: 1000,
+  idleHoldMs: 500,
   stormClients: 400,
   stormGroupSize: 200,
   stormMissed: 3,
@@ -111,7 +111,7 @@ export const quickScale: Scale = {
   historyGroups: 3,
   historyGroupSize: 20,
   historyRecent: 20,
-  historySeconds: 2,
+  historySeconds: 1,
 };
 
 export interface BenchContext {

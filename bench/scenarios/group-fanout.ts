@@ -11,14 +11,14 @@ import type { RampResult, TargetName } from "../lib/results.js";
 import type { ClientSpec, Route } from "../worker.js";
 import { clientSpec, startTarget } from "./targets.js";
 
-/** Waits until the process uses under 10% of a core for a second; returns how long it took. */
-async function quiesce(pid: number, maxMs: number): Promise<number> {
+/** Waits until the process uses under 10% of a core for `windowMs`; returns how long it took. */
+async function quiesce(pid: number, maxMs: number, windowMs: number): Promise<number> {
   const start = Date.now();
   let last = cpuUsOf(pid);
   while (Date.now() - start < maxMs) {
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, windowMs));
     const now = cpuUsOf(pid);
-    if (now - last < 100_000) break;
+    if (now - last < windowMs * 100) break;
     last = now;
   }
   return Date.now() - start;
@@ -71,7 +71,7 @@ export async function groupFanout(
     // Let join and membership traffic settle before measuring: a MUC join
     // broadcasts presence to every occupant, O(n²) stanzas for the room.
     ctx.progress(`${name}: waiting for join traffic to settle`);
-    const busyMs = await quiesce(t.pid, ctx.quick ? 5000 : 60_000);
+    const busyMs = await quiesce(t.pid, ctx.quick ? 5000 : 60_000, ctx.quick ? 500 : 1000);
     ctx.log(`${name}: joins settled after ${busyMs} ms`);
     const result: RampResult = await ramp(
       ctx,

@@ -40,7 +40,11 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
       await setRoutes(ctx, routes);
       const rate = 2000;
       const saved = ctx.scale;
-      ctx.scale = { ...saved, stepMs: Math.ceil((count / rate) * 1000), graceMs: 2000 };
+      ctx.scale = {
+        ...saved,
+        stepMs: Math.ceil((count / rate) * 1000),
+        graceMs: 2 * saved.graceMs,
+      };
       try {
         await rateStep(ctx, step, rate * ctx.workers.length, 1, true, Number.POSITIVE_INFINITY);
       } finally {
