@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { connectXmpp, type XmppConn } from "../../bench/clients/xmpp-client.js";
 import {
@@ -10,20 +11,31 @@ import {
 const available = ejabberdAvailable();
 const TIMEOUT = 60_000;
 
-/** Pids of running processes whose command line contains `needle`. */
-function pidsMatching(needle: string): number[] {
+/** Pids of running processes whose /proc/<pid>/`file` passes `test`. */
+function pidsWhere(
+  file: "cmdline" | "comm" | "environ",
+  test: (text: string) => boolean,
+): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const cmd = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      if (cmd.includes(needle)) pids.push(Number(entry));
+      if (test(readFileSync(`/proc/${entry}/${file}`, "utf8"))) pids.push(Number(entry));
     } catch {
       // exited while we looked
     }
   }
   return pids;
 }
+
+/** Running epmd daemons; other software on the machine (RabbitMQ) may run its own. */
+const epmdPids = () => pidsWhere("comm", (c) => c.trim() === "epmd");
+
+/** Processes that inherited this target's environment: its node and anything the node started. */
+const startedBy = (t: EjabberdTarget) =>
+  pidsWhere("environ", (e) =>
+    e.split("\0").includes(`EJABBERD_LOG_PATH=${join(t.logDir, "ejabberd.log")}`),
+  );
 
 async function waitFor(cond: () => boolean, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
@@ -50,9 +62,13 @@ describe("ejabberd target and XMPP client", () => {
     it(
       `${mode}: delivers 1:1 and group messages exactly, and stops cleanly`,
       async () => {
-        const epmdBefore = pidsMatching("epmd").sort();
+        const epmdBefore = epmdPids();
         const target = await startEjabberd({ mode, users: 5 });
         started.push(target);
+        expect(startedBy(target)).toContain(target.pid);
+        // -start_epmd false: the node registers with no epmd, so it must not have started one.
+        const own = new Set(startedBy(target));
+        expect(epmdPids().filter((p) => own.has(p))).toEqual([]);
         expect(target.name).toBe(`ejabberd-${mode}`);
         expect(target.version).toMatch(/^\d+\.\d+/);
         expect(await target.rssBytes()).toBeGreaterThan(10_000_000);
@@ -121,9 +137,12 @@ describe("ejabberd target and XMPP client", () => {
         const pid = target.pid;
         await target.stop();
         started.splice(started.indexOf(target), 1);
-        expect(pidsMatching(target.node.split("@")[0]!)).toEqual([]);
+        const name = target.node.split("@")[0]!;
+        expect(pidsWhere("cmdline", (c) => c.includes(name))).toEqual([]);
+        expect(startedBy(target)).toEqual([]);
         expect(() => process.kill(pid, 0)).toThrow();
-        expect(pidsMatching("epmd").sort()).toEqual(epmdBefore);
+        // An epmd that was already running (another Erlang application's) is left alone.
+        for (const p of epmdBefore) expect(() => process.kill(p, 0), `epmd ${p}`).not.toThrow();
       },
       TIMEOUT * 2,
     );
