@@ -636,13 +636,16 @@ function renderBounds(run: BenchRun): string[] {
       "SQLite applying events behind it in large batches; a prototype of that is measured " +
       "below, and it did not pay on this machine.",
     "",
-    "Three settings were also measured and left as they are, since their differences " +
+    "Four settings were also measured and left as they are, since their differences " +
       "stayed within run-to-run noise: 1 or 2 KB database pages instead of 4 KB (p99 at " +
       "6,000 msgs/s no better, and 1 KB raised the server's CPU); checkpoints every 20,000 or " +
       "40,000 WAL pages instead of 10,000 (p99 at 6,000 msgs/s 41–51 ms, against 35–65 ms); " +
       "and a 32 MB young generation for V8 (--max-semi-space-size: about 4% less server CPU " +
       "at 6,000 msgs/s over three runs, and the same sustained rate as the default, 7,000 " +
-      "msgs/s, in two ramps each; 64 MB was no better).",
+      "msgs/s, in two ramps each; 64 MB was no better); and V8's collector without helper " +
+      "threads (--single-threaded-gc or --no-parallel-scavenge, in case pauses waited for " +
+      "helpers descheduled on the two shared cores): sustained 6,000–7,000 msgs/s in two " +
+      "ramps each, against 5,000–8,000 with the default.",
     "",
     "Three more changes were tried on a calm day and not kept. Checkpoints switched off " +
       "for a whole ramp (the WAL left to grow): p99 at 5,000–7,000 msgs/s read 23–51 ms " +
