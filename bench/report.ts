@@ -560,6 +560,16 @@ function renderBounds(run: BenchRun): string[] {
         "generator shares, so the ratio of sustained rates follows the ratio of CPU per message.",
     );
   }
+  const ejabberdRate = byTarget(run.oneToOne, "ejabberd-routing")?.sustainedPerSec ?? 0;
+  if (ejabberd && ejabberd.serverUs > 0 && ejabberdRate > 0) {
+    out.push(
+      "",
+      `At this rate ejabberd's routing-only server spent ${fmtNum(ejabberd.serverUs)} µs of ` +
+        `CPU per message against ours' ${fmtNum(ours.serverUs)}, and it sustained ` +
+        `${fmtNum(ejabberdRate)} msgs/s. Its schedulers run that work on both cores; most of ` +
+        "ours runs on one event loop (below).",
+    );
+  }
   out.push(
     "",
     "Where ours spends it (per-thread CPU from `/proc`, V8 CPU profiles of the server, " +
@@ -567,14 +577,17 @@ function renderBounds(run: BenchRun): string[] {
       "separate runs between 4,500 and 8,500 msgs/s; this VM's speed varies between runs " +
       "and days for every system alike, so their totals differ from the table above: over " +
       "two days, full runs put ejabberd's routing-only ceiling at 10,000–20,000 msgs/s and " +
-      "ours at 6,000–7,000, and the relay, whose top steps hit latency spikes while its CPU " +
+      "ours at 6,000–8,500, and the relay, whose top steps hit latency spikes while its CPU " +
       "is far from full, at 48,000–96,000; see Earlier full runs): where the ramp " +
-      "breaks, both cores are full and no thread is at 100%. At 6,000 msgs/s the server's " +
+      "breaks, no thread is at 100% and the machine still has idle CPU (the server and the " +
+      "load generator together use about 120–160% of the two cores' 200%). At 6,000 msgs/s the server's " +
       "event loop takes 50–58% of a core, its SQLite writer thread about 40% (about 48% " +
       "before the two writer fixes in the profiling table), V8's garbage-collection helper " +
-      "threads a few percent, and the two load-generator processes about 15% each. The bound is the work per message " +
-      "summed over those threads: ejabberd does less per message and its schedulers spread it " +
-      "over both cores. Of the event loop's busy time about a seventh goes to socket writes on " +
+      "threads a few percent, and the two load-generator processes about 15% each. What " +
+      "breaks first is the event loop, the one thread that does most of the server's work: " +
+      "60–75% busy at the break, where its queueing and its stalls (below) push p99 past " +
+      "50 ms. ejabberd spends about as much CPU per message (see above) but spreads it over " +
+      "two schedulers. Of the event loop's busy time about a seventh goes to socket writes on " +
       "loopback TCP (each message is one read and two writes, as for the relay; under normal " +
       "scheduling each write that woke the load generator also let it preempt the server, " +
       "which about tripled that share, hence SCHED_BATCH above), about a tenth to handing " +
@@ -690,19 +703,21 @@ function renderBounds(run: BenchRun): string[] {
       "60 at the 11 of a commit at 6,000 msgs/s) is SQLite executing the statements, and " +
       "the log's own append, sync and duplicate lookups took back what the batching saved.",
     "",
-    "Next design steps. Where the ramp breaks, the server's two threads and the load " +
-      "generator fill most of both cores with no single thread full, so a higher rate needs " +
-      "less CPU per message, and what is left is spread thin: fewer statements per event " +
-      "on the writer (the sender's two marks, given a replay on restart), the send path's " +
-      "messages built without protobuf-es's reflective create() (about 6% of the event " +
-      "loop), and fewer structured clones to the writer thread (about a tenth). Each is " +
-      "worth a few percent, and together they would not reach ejabberd's routing-only rate: " +
-      "the event loop alone, about half busy at 6,000 msgs/s, projects linearly to full near " +
-      "11,000, and its stalls break the ramp before that. The step that changes the bound is " +
-      "spreading the work over more cores: several edge processes against one router and " +
-      "store (the scale-out split; the reference designs separate gateways from chat " +
-      "services). It needs a machine with more cores than this one: here it would add a hop " +
-      "per message to cores that are already full.",
+    "Next design steps. Where the ramp breaks, the machine still has idle CPU and no " +
+      "thread is full; what breaks is the tail of the event loop, one thread doing most of " +
+      "the server's work. Less CPU per message helps a little, and what is left is spread " +
+      "thin: fewer statements per event on the writer (the sender's two marks, given a " +
+      "replay on restart), the send path's messages built without protobuf-es's reflective " +
+      "create() (about 6% of the event loop), and fewer structured clones to the writer " +
+      "thread (about a tenth). Each is worth a few percent, and together they would not " +
+      "reach ejabberd's routing-only rate: the event loop alone, about half busy at 6,000 " +
+      "msgs/s, projects linearly to full near 11,000, and its stalls break the ramp before " +
+      "that. The step that changes the bound is running the event loop's work on more than " +
+      "one thread, as ejabberd's schedulers do: several edge processes (sessions, framing, " +
+      "fan-out to sockets) against one router and store, the scale-out split (the reference " +
+      "designs separate gateways from chat services). Each message would then cross a " +
+      "process boundary once more, so whether that pays on two cores is the first thing to " +
+      "measure when the split is built; on more cores it is the way up.",
     "",
   );
   return out;
