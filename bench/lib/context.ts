@@ -70,7 +70,7 @@ export const fullScale: Scale = {
   groupSize: 500,
   groups: 1,
   groupSendersPerGroup: 10,
-  groupRates: [2, 5, 10, 20, 40, 80, 120, 160, 240, 320, 400, 560],
+  groupRates: [2, 5, 10, 20, 40, 60, 80, 100, 120, 140, 160, 200, 240, 280, 320, 400, 560],
   // One process may hold 20,000 descriptors here (hard limit); leave room for files and the store.
   idleSessions: 19_000,
   idleStreams: 100_000,
