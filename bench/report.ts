@@ -586,8 +586,9 @@ function renderBounds(run: BenchRun): string[] {
       "threads a few percent, and the two load-generator processes about 15% each. What " +
       "breaks first is the event loop, the one thread that does most of the server's work: " +
       "60–75% busy at the break, where its queueing and its stalls (below) push p99 past " +
-      "50 ms. ejabberd spends about as much CPU per message (see above) but spreads it over " +
-      "two schedulers. Of the event loop's busy time about a seventh goes to socket writes on " +
+      "50 ms. ejabberd spends about a fifth less CPU per message at ours' ceiling (0.72–0.92× " +
+      "ours' in five full runs; see above for this one), less than the gap between the two " +
+      "ceilings: the rest is that it spreads its work over two schedulers. Of the event loop's busy time about a seventh goes to socket writes on " +
       "loopback TCP (each message is one read and two writes, as for the relay; under normal " +
       "scheduling each write that woke the load generator also let it preempt the server, " +
       "which about tripled that share, hence SCHED_BATCH above), about a tenth to handing " +
