@@ -9,7 +9,8 @@ import {
 } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event, MessageContent } from "../../gen/chat/v1/event_pb.js";
 import type { SyncBatch } from "../../gen/chat/v1/model_pb.js";
-import { eventBytes, hasUnknown } from "../../lib/event-bytes.js";
+import { eventBytes, hasUnknown, readPlainContent } from "../../lib/event-bytes.js";
+import { notPlain, PlainReader } from "../../lib/plain-reader.js";
 
 // Field numbers from chat/v1/chat_service.proto and model.proto.
 const responseFrame = 1;
@@ -127,19 +128,12 @@ function writeSync(w: BinaryWriter, b: SyncBatch) {
 }
 
 // Field numbers of what clients send most: SessionRequest.frame_id and .send,
-// SendRequest, MessageContent (chat/v1/chat_service.proto, event.proto).
+// and SendRequest (chat/v1/chat_service.proto).
 const requestFrameId = 1;
 const requestSend = 11;
 const sendConversationId = 1;
 const sendClientMsgId = 2;
 const sendContent = 3;
-const contentText = 1;
-const contentReplyTo = 2;
-
-/** Proto3 strings are UTF-8 checked, as fromBinary checks them: bad bytes throw. */
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-/** Thrown inside the fast path for anything it does not lay out itself. */
-const notPlain = Symbol("not a plain send");
 
 /**
  * Decodes a client's SessionRequest exactly as fromBinary does. A send of a
@@ -152,104 +146,28 @@ export function decodeSessionRequest(bytes: Uint8Array): SessionRequest {
   return decodePlainSend(bytes) ?? fromBinary(SessionRequestSchema, bytes);
 }
 
+const r = new PlainReader();
+
 /**
  * The fast path of decodeSessionRequest: the request if it is a plain send,
  * else undefined (another action, an attachment, an unknown or repeated
  * field, invalid UTF-8, or malformed bytes).
  */
 export function decodePlainSend(bytes: Uint8Array): SessionRequest | undefined {
-  buf = bytes;
-  pos = 0;
-  try {
-    return plainSend();
-  } catch (err) {
-    if (err !== notPlain) throw err;
-    return undefined;
-  } finally {
-    buf = empty;
-  }
-}
-
-// The fast path's cursor: module state rather than an object per frame, since
-// decoding is synchronous and never re-entered.
-const empty = new Uint8Array(0);
-let buf: Uint8Array = empty;
-let pos = 0;
-
-/** A varint of at most 32 bits (tags and lengths). */
-function uint32(end: number): number {
-  let v = 0;
-  for (let shift = 0; shift < 35; shift += 7) {
-    if (pos >= end) throw notPlain;
-    const b = buf[pos++]!;
-    v += (b & 0x7f) * 2 ** shift;
-    if (b < 0x80) {
-      if (v > 0xffffffff) throw notPlain;
-      return v;
-    }
-  }
-  throw notPlain;
-}
-
-/** A uint64 varint as a bigint. */
-function uint64(end: number): bigint {
-  let v = 0n;
-  for (let shift = 0n; shift < 70n; shift += 7n) {
-    if (pos >= end) throw notPlain;
-    const b = buf[pos++]!;
-    v |= BigInt(b & 0x7f) << shift;
-    if (b < 0x80) {
-      if (v > 0xffffffffffffffffn) throw notPlain;
-      return v;
-    }
-  }
-  throw notPlain;
-}
-
-/** Reads a length-delimited field's length; returns where its contents end. */
-function delimited(end: number): number {
-  const len = uint32(end);
-  if (pos + len > end) throw notPlain;
-  return pos + len;
-}
-
-function string(end: number): string {
-  const stop = delimited(end);
-  const start = pos;
-  pos = stop;
-  // Buffer's decoder is the fastest here but replaces bad bytes with U+FFFD,
-  // so a string containing one is checked again strictly.
-  const text = Buffer.isBuffer(buf)
-    ? buf.toString("utf8", start, stop)
-    : Buffer.from(buf.buffer, buf.byteOffset + start, stop - start).toString("utf8");
-  if (text.includes("\ufffd")) {
-    try {
-      strictUtf8.decode(buf.subarray(start, stop));
-    } catch {
-      throw notPlain;
-    }
-  }
-  return text;
-}
-
-/** The field number of a length-delimited field, once per message (`seen` has a bit per field). */
-function lengthField(tag: number, seen: number): number {
-  const no = tag >>> 3;
-  if ((tag & 7) !== WireType.LengthDelimited || no > 30 || seen & (1 << no)) throw notPlain;
-  return no;
+  return r.attempt(bytes, plainSend);
 }
 
 function plainSend(): SessionRequest {
-  const end = buf.length;
+  const end = r.buf.length;
   let frameId = "";
   let sendEnd = -1;
   let seen = 0;
-  while (pos < end) {
-    const no = lengthField(uint32(end), seen);
+  while (r.pos < end) {
+    const no = r.field(r.uint32(end), WireType.LengthDelimited, seen);
     seen |= 1 << no;
-    if (no === requestFrameId) frameId = string(end);
+    if (no === requestFrameId) frameId = r.string(end);
     else if (no === requestSend) {
-      sendEnd = delimited(end);
+      sendEnd = r.delimited(end);
       break;
     } else throw notPlain;
   }
@@ -260,39 +178,26 @@ function plainSend(): SessionRequest {
   let contentEnd = -1;
   let contentStart = -1;
   seen = 0;
-  while (pos < sendEnd) {
-    const no = lengthField(uint32(sendEnd), seen);
+  while (r.pos < sendEnd) {
+    const no = r.field(r.uint32(sendEnd), WireType.LengthDelimited, seen);
     seen |= 1 << no;
-    if (no === sendConversationId) conversationId = string(sendEnd);
-    else if (no === sendClientMsgId) clientMsgId = string(sendEnd);
+    if (no === sendConversationId) conversationId = r.string(sendEnd);
+    else if (no === sendClientMsgId) clientMsgId = r.string(sendEnd);
     else if (no === sendContent) {
-      contentEnd = delimited(sendEnd);
-      contentStart = pos;
-      pos = contentEnd;
+      contentEnd = r.delimited(sendEnd);
+      contentStart = r.pos;
+      r.pos = contentEnd;
     } else throw notPlain;
   }
 
   let content: MessageContent | undefined;
   if (contentEnd >= 0) {
-    pos = contentStart;
-    let text = "";
-    let replyToSeq = 0n;
-    seen = 0;
-    while (pos < contentEnd) {
-      const tag = uint32(contentEnd);
-      if (tag === ((contentReplyTo << 3) | WireType.Varint) && !(seen & (1 << contentReplyTo))) {
-        seen |= 1 << contentReplyTo;
-        replyToSeq = uint64(contentEnd);
-      } else if (lengthField(tag, seen) === contentText) {
-        seen |= 1 << contentText;
-        text = string(contentEnd);
-      } else throw notPlain;
-    }
-    pos = sendEnd;
-    content = { $typeName: "chat.v1.MessageContent", text, replyToSeq, attachments: [] };
+    r.pos = contentStart;
+    content = readPlainContent(r, contentEnd);
+    r.pos = sendEnd;
   }
   // The send is the last field: anything after it (a repeat, an unknown field) is fromBinary's.
-  if (pos !== end) throw notPlain;
+  if (r.pos !== end) throw notPlain;
   const send: SendRequest = content
     ? { $typeName: "chat.v1.SendRequest", conversationId, clientMsgId, content }
     : { $typeName: "chat.v1.SendRequest", conversationId, clientMsgId };

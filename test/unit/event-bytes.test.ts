@@ -9,16 +9,8 @@ import {
   MessageKind,
   MessagePostedSchema,
 } from "../../gen/chat/v1/event_pb.js";
-import { encodeEvent } from "../../lib/event-bytes.js";
-
-/** A small deterministic generator, so a failure names the case that broke. */
-function rng(seed: number) {
-  let x = seed;
-  return () => {
-    x = (x * 1_103_515_245 + 12_345) % 2_147_483_648;
-    return x / 2_147_483_648;
-  };
-}
+import { decodeEvent, decodePlainEvent, encodeEvent } from "../../lib/event-bytes.js";
+import { expectLeavesRestToFromBinary, expectReadsPlain, rng } from "../helpers/fast-decode.js";
 
 const pieces = [
   "",
@@ -63,6 +55,27 @@ function posted(r: () => number): Event {
   return ev;
 }
 
+/** Events the hand-written encoder and decoder leave to protobuf-es. */
+const notPlain = (base: Event): Event[] => [
+  create(EventSchema, {
+    conversationId: "c_1",
+    seq: 2n,
+    kind: { case: "messageDeleted", value: { targetSeq: 1n } },
+  }),
+  {
+    ...base,
+    kind: {
+      case: "messagePosted",
+      value: create(MessagePostedSchema, {
+        content: { text: "with a file", attachments: [{ mediaRef: "s3://x", sizeBytes: 9n }] },
+      }),
+    },
+  },
+  { ...base, createdAt: { ...timestampFromMs(-5_000), nanos: 0 } },
+  { ...base, createdAt: { ...timestampFromMs(5_000), nanos: -1 } },
+  { ...base, $unknown: [{ no: 99, wireType: 0, data: new Uint8Array([1]) }] },
+];
+
 describe("encodeEvent", () => {
   it("writes what toBinary writes, byte for byte, for posted messages", () => {
     const r = rng(7);
@@ -78,27 +91,37 @@ describe("encodeEvent", () => {
   });
 
   it("matches toBinary for other kinds, attachments, unknown fields and values past 2^53", () => {
-    const r = rng(11);
-    const base = posted(r);
-    const cases: Event[] = [
-      create(EventSchema, {
-        conversationId: "c_1",
-        seq: 2n,
-        kind: { case: "messageDeleted", value: { targetSeq: 1n } },
-      }),
-      { ...base, seq: 2n ** 64n - 1n },
-      {
-        ...base,
-        kind: {
-          case: "messagePosted",
-          value: create(MessagePostedSchema, {
-            content: { text: "with a file", attachments: [{ mediaRef: "s3://x", sizeBytes: 9n }] },
-          }),
-        },
-      },
-      { ...base, createdAt: { ...timestampFromMs(-5_000), nanos: 0 } },
-      { ...base, $unknown: [{ no: 99, wireType: 0, data: new Uint8Array([1]) }] },
-    ];
-    for (const ev of cases) expect(encodeEvent(ev)).toEqual(toBinary(EventSchema, ev));
+    const base = posted(rng(11));
+    for (const ev of [...notPlain(base), { ...base, seq: 2n ** 64n - 1n }]) {
+      expect(encodeEvent(ev)).toEqual(toBinary(EventSchema, ev));
+    }
+  });
+});
+
+describe("decodeEvent", () => {
+  it("reads a posted message itself, into exactly what fromBinary returns, from a Buffer or a Uint8Array", () => {
+    const r = rng(7);
+    const plain = Array.from({ length: 3000 }, () => toBinary(EventSchema, posted(r)));
+    expectReadsPlain(EventSchema, decodePlainEvent, plain);
+  });
+
+  it("leaves everything else to fromBinary, with the same result or the same error", () => {
+    const r = rng(13);
+    expectLeavesRestToFromBinary({
+      schema: EventSchema,
+      decode: decodeEvent,
+      fast: decodePlainEvent,
+      plain: Array.from({ length: 400 }, () => toBinary(EventSchema, posted(r))),
+      others: [
+        ...notPlain(posted(r)),
+        create(EventSchema, { conversationId: "c_1", seq: 3n }),
+        create(EventSchema, {
+          conversationId: "c_1",
+          kind: { case: "conversationCreated", value: { title: "t", memberUserIds: ["u1"] } },
+        }),
+      ].map((ev) => toBinary(EventSchema, ev)),
+      suffixes: [Buffer.from([0x40, 0x02])], // redacted = 2, which fromBinary reads as true
+      seed: 11,
+    });
   });
 });

@@ -15,6 +15,7 @@ import {
   decodeSessionRequest,
   encodeSessionResponse,
 } from "../../services/edge/wire.js";
+import { expectLeavesRestToFromBinary, expectReadsPlain, rng } from "../helpers/fast-decode.js";
 
 const ev = (seq: bigint, text = "hi ✓"): Event =>
   create(EventSchema, {
@@ -82,15 +83,6 @@ describe("encodeSessionResponse", () => {
   });
 });
 
-/** A small deterministic generator, so a failure names the case that broke. */
-function rng(seed: number) {
-  let x = seed;
-  return () => {
-    x = (x * 1_103_515_245 + 12_345) % 2_147_483_648;
-    return x / 2_147_483_648;
-  };
-}
-
 describe("decodeSessionRequest", () => {
   const pieces = [
     "",
@@ -137,34 +129,12 @@ describe("decodeSessionRequest", () => {
       }),
     );
   };
-  /** fromBinary's outcome for `bytes`: its message, or the message it throws. */
-  const reference = (bytes: Uint8Array) => {
-    try {
-      return { ok: fromBinary(SessionRequestSchema, bytes) };
-    } catch (err) {
-      return { error: (err as Error).message };
-    }
-  };
-  const same = (bytes: Uint8Array) => {
-    const want = reference(bytes);
-    if (want.ok) expect(decodeSessionRequest(bytes)).toStrictEqual(want.ok);
-    else expect(() => decodeSessionRequest(bytes)).toThrow(want.error);
-  };
-
   it("reads a plain send itself, into exactly what fromBinary returns, from a Buffer or a Uint8Array", () => {
-    for (const req of sends(7, 3000)) {
-      const bytes = toBinary(SessionRequestSchema, req);
-      const want = fromBinary(SessionRequestSchema, bytes);
-      expect(decodePlainSend(bytes)).toStrictEqual(want);
-      // A frame as the transports hand it over: a view into a larger Buffer.
-      const framed = Buffer.concat([Buffer.from([9, 9]), bytes, Buffer.from([9])]);
-      expect(decodePlainSend(framed.subarray(2, 2 + bytes.length))).toStrictEqual(want);
-    }
+    const plain = sends(7, 3000).map((req) => toBinary(SessionRequestSchema, req));
+    expectReadsPlain(SessionRequestSchema, decodePlainSend, plain);
   });
 
   it("leaves everything else to fromBinary, with the same result or the same error", () => {
-    const r = rng(11);
-    const plain = sends(13, 400).map((req) => toBinary(SessionRequestSchema, req));
     const others = [
       create(SessionRequestSchema, { action: { case: "subscribe", value: { cursors: [] } } }),
       create(SessionRequestSchema, { frameId: "f", action: { case: "heartbeat", value: {} } }),
@@ -179,29 +149,14 @@ describe("decodeSessionRequest", () => {
           },
         },
       }),
-    ].map((req) => toBinary(SessionRequestSchema, req));
-    const unknownField = Buffer.from([0xa0, 0x06, 0x01]); // field 100, varint 1
-    const badUtf8 = Buffer.from([0x0a, 0x02, 0xc3, 0x28]); // frame_id: an invalid 2-byte sequence
-    let fastOnes = 0;
-    for (const bytes of plain) {
-      const mutated = [
-        Buffer.concat([bytes, bytes]), // every field twice: messages merge, strings take the last
-        Buffer.concat([bytes, unknownField]),
-        Buffer.concat([unknownField, bytes]),
-        Buffer.concat([badUtf8, bytes]),
-        bytes.subarray(0, Math.floor(r() * bytes.length)), // truncated
-        Buffer.from(bytes).fill(0xff, Math.floor(r() * bytes.length), bytes.length),
-      ];
-      for (const m of mutated) {
-        if (decodePlainSend(m)) fastOnes++;
-        same(m);
-      }
-    }
-    for (const bytes of others) {
-      expect(decodePlainSend(bytes)).toBeUndefined();
-      same(bytes);
-    }
-    // Cutting at a field boundary can leave a plain send; nothing else may pass as one.
-    expect(fastOnes).toBeLessThan(plain.length);
+    ];
+    expectLeavesRestToFromBinary({
+      schema: SessionRequestSchema,
+      decode: decodeSessionRequest,
+      fast: decodePlainSend,
+      plain: sends(13, 400).map((req) => toBinary(SessionRequestSchema, req)),
+      others: others.map((req) => toBinary(SessionRequestSchema, req)),
+      seed: 11,
+    });
   });
 });
