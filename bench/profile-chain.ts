@@ -67,6 +67,7 @@ interface Numbers {
   stormMs: number;
   groupDeliveriesPerSec: number;
   historyEventsPerSec: number;
+  resumeEventsPerSec: number;
 }
 
 function measure(rev: string): Numbers {
@@ -125,6 +126,7 @@ function measure(rev: string): Numbers {
       stormMs: run.reconnect[0]?.catchUpMs ?? 0,
       groupDeliveriesPerSec: run.groupFanout.results[0]?.sustainedDeliveriesPerSec ?? 0,
       historyEventsPerSec: run.history[0]?.paging.eventsPerSec ?? 0,
+      resumeEventsPerSec: run.history[0]?.resume.eventsPerSec ?? 0,
     };
   } finally {
     spawnSync("git", ["-C", repo, "worktree", "remove", "--force", tree], { stdio: "ignore" });
@@ -176,6 +178,7 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
     ),
     m("reconnect storm, 3,000 clients", "ms to all caught up", "stormMs", true),
     m("history paging", "events/s", "historyEventsPerSec"),
+    m("resume (sync)", "events/s", "resumeEventsPerSec"),
   ];
 }
 
