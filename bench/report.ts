@@ -570,6 +570,18 @@ function renderBounds(run: BenchRun): string[] {
         "ours runs on one event loop (below).",
     );
   }
+  const disk = run.disk?.find((d) => d.before === "one-to-one/ours");
+  if (disk) {
+    out.push(
+      "",
+      `Just before ours' ramp the disk took ${fmtMs(disk.p50Us)} ms at p50 and ` +
+        `${fmtMs(disk.p99Us)} ms at p99 (${fmtMs(disk.maxUs)} at most) for a 4 KiB write ` +
+        "and fdatasync; every ack of ours waits for one such commit, shared by the events " +
+        "batched into it. On a calm day this VM's disk reads about 0.1 ms at p50 and " +
+        "0.2–0.5 ms at p99; in runs where it read 1 ms or more at p99, ours' ramp broke at " +
+        "lower rates with its CPU far from full (see the disk column under Earlier full runs).",
+    );
+  }
   out.push(
     "",
     "Where ours spends it (per-thread CPU from `/proc`, V8 CPU profiles of the server, " +
@@ -1147,6 +1159,7 @@ function renderRuns(runs: readonly RunDigest[]): string[] {
     n(r.group.ours),
     n(r.group["ejabberd-routing"]),
     n(r.stormMs),
+    r.fsyncP99UsBeforeOurs === undefined ? "—" : fmtMs(r.fsyncP99UsBeforeOurs),
   ]);
   return [
     "## Earlier full runs",
@@ -1154,7 +1167,9 @@ function renderRuns(runs: readonly RunDigest[]): string[] {
     `The headline numbers of the last ${fmtNum(runs.length)} full runs of this bench on this ` +
       "machine, this one last (kept in `bench/runs-full.json` next to the results). Every " +
       "system's absolute rates move with the VM's speed from run to run and day to day, and " +
-      "the commit column shows which revision of ours ran; compare systems within a row.",
+      "the commit column shows which revision of ours ran; compare systems within a row. " +
+      "The last column is the disk's commit latency (p99 of a 4 KiB write and fdatasync) just " +
+      "before ours' 1:1 ramp, where every ack waits for one; runs before it was recorded show —.",
     "",
     table(
       [
@@ -1170,9 +1185,10 @@ function renderRuns(runs: readonly RunDigest[]): string[] {
         "Group ours",
         "Group ejabberd MUC",
         "Storm ms",
+        "Disk fsync p99 ms",
       ],
       rows,
-      ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
+      ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
     ),
     "",
   ];
@@ -1234,6 +1250,25 @@ function renderSkipped(run: BenchRun): string[] {
   return out;
 }
 
+/** The spread of the disk probes over the run, and the one before ours' 1:1 ramp. */
+function diskRow(run: BenchRun): string[][] {
+  const probes = run.disk ?? [];
+  if (probes.length === 0) return [];
+  const p99s = probes.map((d) => d.p99Us);
+  const ours = probes.find((d) => d.before === "one-to-one/ours");
+  return [
+    [
+      "Disk commit latency",
+      `4 KiB write + fdatasync in the temp dir, p99 ${fmtMs(Math.min(...p99s))}–` +
+        `${fmtMs(Math.max(...p99s))} ms over ${fmtNum(probes.length)} probes (one before each ` +
+        "scenario and system)" +
+        (ours
+          ? `; before ours' 1:1 ramp p50 ${fmtMs(ours.p50Us)} ms, p99 ${fmtMs(ours.p99Us)} ms`
+          : ""),
+    ],
+  ];
+}
+
 function renderMachine(run: BenchRun): string[] {
   const m = run.machine;
   return [
@@ -1247,6 +1282,7 @@ function renderMachine(run: BenchRun): string[] {
         ["OS", m.os],
         ["Node", m.node],
         ["Open-file limit", fmtNum(m.fdLimit)],
+        ...diskRow(run),
         ["ejabberd", m.ejabberdVersion ?? "not available"],
         ["PostgreSQL", m.postgresVersion ?? "not available"],
       ],

@@ -22,9 +22,11 @@ import {
   quickScale,
   startWorkers,
 } from "./lib/context.js";
+import { probeDisk } from "./lib/disk.js";
 import { killAll } from "./lib/procs.js";
 import {
   type BenchRun,
+  type DiskProbe,
   digestOf,
   type ProfileFix,
   readRunDigests,
@@ -116,6 +118,7 @@ const changed = sh("git", [
   ":!docs",
 ]);
 
+const diskProbes: DiskProbe[] = [];
 const run: BenchRun = {
   startedAt: new Date(startedAt).toISOString(),
   durationMs: 0,
@@ -129,6 +132,7 @@ const run: BenchRun = {
     node: process.version,
     fdLimit: fdLimit(),
   },
+  disk: diskProbes,
   settings: {
     ...benchSettings,
     "load generator":
@@ -189,7 +193,11 @@ async function each<T>(
 ) {
   if (!wants(scenario)) return;
   for (const name of pick(names)) {
-    log(`${scenario}: ${name}`);
+    const disk = probeDisk(`${scenario}/${name}`);
+    diskProbes.push(disk);
+    log(
+      `${scenario}: ${name} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms)`,
+    );
     try {
       const r = await fn(name);
       if (r) out.push(r);

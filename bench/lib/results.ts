@@ -131,6 +131,15 @@ export interface MachineInfo {
   postgresVersion?: string;
 }
 
+/** Latency of a 4 KiB append plus fdatasync in the temp dir, taken just before `before` ran. */
+export interface DiskProbe {
+  /** "scenario/target", e.g. "one-to-one/ours". */
+  before: string;
+  p50Us: number;
+  p99Us: number;
+  maxUs: number;
+}
+
 /** One number measured before and after a profiling fix, with the same scenario and sizes. */
 export interface ProfileMeasure {
   metric: string;
@@ -156,6 +165,8 @@ export interface BenchRun {
   mode: "full" | "quick";
   gitCommit: string;
   machine: MachineInfo;
+  /** The disk's commit latency before each scenario and system (absent in older results). */
+  disk?: DiskProbe[];
   /** Bench-only server settings that differ from production defaults, and why. */
   settings: Record<string, string>;
   /** How long each ramp step sends, and then waits for late acks and deliveries. */
@@ -181,12 +192,15 @@ export interface RunDigest {
   group: Partial<Record<TargetName, number>>;
   /** Reconnect storm: ms until every client caught up. */
   stormMs?: number;
+  /** p99 of the disk probe just before ours' 1:1 ramp, in µs. */
+  fsyncP99UsBeforeOurs?: number;
 }
 
 export function digestOf(run: BenchRun): RunDigest {
   const bySystem = (results: RampResult[], key: "sustainedPerSec" | "sustainedDeliveriesPerSec") =>
     Object.fromEntries(results.map((r) => [r.target, r[key]]));
   const storm = run.reconnect[0];
+  const disk = run.disk?.find((d) => d.before === "one-to-one/ours");
   return {
     startedAt: run.startedAt,
     gitCommit: run.gitCommit,
@@ -194,6 +208,7 @@ export function digestOf(run: BenchRun): RunDigest {
     oneToOne: bySystem(run.oneToOne, "sustainedPerSec"),
     group: bySystem(run.groupFanout.results, "sustainedDeliveriesPerSec"),
     ...(storm ? { stormMs: storm.catchUpMs } : {}),
+    ...(disk ? { fsyncP99UsBeforeOurs: disk.p99Us } : {}),
   };
 }
 

@@ -540,7 +540,8 @@ describe("earlier full runs", () => {
     expect(md).toContain("## Earlier full runs");
     const first = md.split("\n").find((l) => l.includes("`rev1`"));
     const cells = first!.slice(2, -2).split(" | ");
-    // ours, relay (absent), routing, archive, ours/routing, ours/relay, group ours, MUC, storm
+    // ours, relay (absent), routing, archive, ours/routing, ours/relay, group ours, MUC,
+    // storm, disk (not probed in this run)
     expect(cells.slice(3)).toEqual([
       "6,000",
       "—",
@@ -551,10 +552,30 @@ describe("earlier full runs", () => {
       "20,000",
       "12,000",
       "4,200",
+      "—",
     ]);
     expect(md.split("\n").find((l) => l.includes("`rev2`"))).toContain("| — | — | — | — | — | — |");
     // One run is no record of how runs vary.
     expect(renderMarkdown(run, [], {}, { runs: [at(1)] })).not.toContain("Earlier full runs");
+  });
+
+  it("carry the disk's commit latency before ours' 1:1 ramp, and the report shows the probes", () => {
+    const run = fakeRun();
+    run.disk = [
+      { before: "one-to-one/ours", p50Us: 120, p99Us: 1_480, maxUs: 3_100 },
+      { before: "one-to-one/relay", p50Us: 100, p99Us: 210, maxUs: 900 },
+    ];
+    // CPU readings at ours' sustained step, so the report explains what bounds 1:1.
+    run.oneToOne[0]!.steps[0]!.targetCpuPct = 120;
+    run.oneToOne[0]!.steps[0]!.loadGenCpuPct = 60;
+    const d = digestOf(run);
+    expect(d.fsyncP99UsBeforeOurs).toBe(1_480);
+    const md = renderMarkdown(run, [], {}, { runs: [{ ...d, gitCommit: "old" }, d] });
+    expect(md).toContain("p99 0.21–1.48 ms over 2 probes");
+    expect(md).toContain("before ours' 1:1 ramp p50 0.12 ms, p99 1.48 ms");
+    expect(md).toContain("the disk took 0.12 ms at p50 and 1.48 ms at p99 (3.10 at most)");
+    const row = md.split("\n").find((l) => l.includes("`old`"));
+    expect(row?.slice(2, -2).split(" | ").at(-1)).toBe("1.48");
   });
 
   it("read the kept record: none before the first run, and a clear error for another file", async () => {
