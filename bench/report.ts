@@ -589,8 +589,12 @@ function renderBounds(run: BenchRun): string[] {
       "separate runs between 4,500 and 8,500 msgs/s; this VM's speed varies between runs " +
       "and days for every system alike, so their totals differ from the table above: over " +
       "two days, full runs put ejabberd's routing-only ceiling at 10,000–20,000 msgs/s and " +
-      "ours at 6,000–8,500, and the relay, whose top steps hit latency spikes while its CPU " +
-      "is far from full, at 48,000–96,000; see Earlier full runs): where the ramp " +
+      "ours at 6,000–8,500 while the disk was calm (1,000–5,000 in three runs on 2026-12-06 " +
+      "when its commits had slowed: a probe after one of them read about 1 ms at p99, and " +
+      "the last, probed before ours' ramp, 5.4 ms; ejabberd's archive on PostgreSQL, which " +
+      "commits to the same disk, fell to 0–1,000 in them), and the relay, whose top steps " +
+      "hit latency spikes while its CPU is far from full, at 33,000–96,000; see Earlier " +
+      "full runs): where the ramp " +
       "breaks, no thread is at 100% and the machine still has idle CPU (the server and the " +
       "load generator together use about 120–160% of the two cores' 200%). At 6,000 msgs/s the server's " +
       "event loop takes 50–58% of a core, its SQLite writer thread about 40% (about 48% " +
