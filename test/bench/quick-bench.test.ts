@@ -109,6 +109,16 @@ describe("npm run bench -- --quick", () => {
     }
     expect(run.history[0]!.paging.eventsPerSec).toBeGreaterThan(0);
     expect(run.history[0]!.resume.eventsPerResume).toBeGreaterThan(0);
+    // The disk was probed before every scenario and system that ran.
+    const ran = [
+      ...run.oneToOne.map((r) => `one-to-one/${r.target}`),
+      ...run.groupFanout.results.map((r) => `group-fanout/${r.target}`),
+      "reconnect/ours",
+      "history/ours",
+    ];
+    const probed = new Set(run.disk?.map((d) => d.before));
+    for (const name of ran) expect(probed.has(name), name).toBe(true);
+    for (const d of run.disk ?? []) expect(d.p99Us, d.before).toBeGreaterThan(0);
   });
 
   it("the reconnect storm loses nothing and duplicates nothing", () => {
