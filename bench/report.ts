@@ -521,15 +521,39 @@ function reconnectGoal(run: BenchRun): TargetRow {
 }
 
 /** CPU per message in a target's 1:1 step at `rate`, for the system under test and the load generator. */
+/**
+ * A system's CPU at `rate` msgs/s: its step at that rate, or else a straight
+ * line between its steps either side (ramps skip rates well under a system's
+ * ceiling), with the rates it was read between.
+ */
 function costAt(run: BenchRun, name: TargetName, rate: number) {
-  const step = byTarget(run.oneToOne, name)?.steps.find((s) => s.offeredPerSec === rate);
-  if (!step?.targetCpuPct) return undefined;
-  const perMsg = (pct: number | undefined) => ((pct ?? 0) * 10_000) / rate;
+  const steps = (byTarget(run.oneToOne, name)?.steps ?? []).filter((s) => s.targetCpuPct);
+  const exact = steps.find((s) => s.offeredPerSec === rate);
+  const below = steps.filter((s) => s.offeredPerSec < rate).at(-1);
+  const above = steps.find((s) => s.offeredPerSec > rate);
+  let serverPct: number;
+  let loadGenPct: number;
+  let between: [number, number] | undefined;
+  if (exact) {
+    serverPct = exact.targetCpuPct ?? 0;
+    loadGenPct = exact.loadGenCpuPct ?? 0;
+  } else if (below && above) {
+    const f = (rate - below.offeredPerSec) / (above.offeredPerSec - below.offeredPerSec);
+    const mix = (a: number | undefined, b: number | undefined) =>
+      (a ?? 0) + f * ((b ?? 0) - (a ?? 0));
+    serverPct = mix(below.targetCpuPct, above.targetCpuPct);
+    loadGenPct = mix(below.loadGenCpuPct, above.loadGenCpuPct);
+    between = [below.offeredPerSec, above.offeredPerSec];
+  } else {
+    return undefined;
+  }
+  const perMsg = (pct: number) => (pct * 10_000) / rate;
   return {
-    serverPct: step.targetCpuPct,
-    loadGenPct: step.loadGenCpuPct ?? 0,
-    serverUs: perMsg(step.targetCpuPct),
-    loadGenUs: perMsg(step.loadGenCpuPct),
+    serverPct,
+    loadGenPct,
+    serverUs: perMsg(serverPct),
+    loadGenUs: perMsg(loadGenPct),
+    between,
   };
 }
 
@@ -543,7 +567,11 @@ function renderBounds(run: BenchRun): string[] {
   const line = (name: string, c: NonNullable<typeof ours>) =>
     `- ${code(name)}: the server used ${fmtNum(c.serverPct)}% of a core ` +
     `(${fmtNum(c.serverUs)} µs of CPU per message), the load generator ` +
-    `${fmtNum(c.loadGenPct)}% (${fmtNum(c.loadGenUs)} µs per message).`;
+    `${fmtNum(c.loadGenPct)}% (${fmtNum(c.loadGenUs)} µs per message)` +
+    (c.between
+      ? `, read off a straight line between its ${fmtNum(c.between[0])} and ` +
+        `${fmtNum(c.between[1])} msgs/s steps.`
+      : ".");
   out.push(
     `At ${fmtNum(rate)} msgs/s, the highest rate ours sustained, on ${fmtNum(run.machine.cores)} cores:`,
     "",
@@ -602,8 +630,8 @@ function renderBounds(run: BenchRun): string[] {
       "threads a few percent, and the two load-generator processes about 15% each. What " +
       "breaks first is the event loop, the one thread that does most of the server's work: " +
       "60–75% busy at the break, where its queueing and its stalls (below) push p99 past " +
-      "50 ms. ejabberd spends about a fifth less CPU per message at ours' ceiling (0.72–0.92× " +
-      "ours' in five full runs; see above for this one), less than the gap between the two " +
+      "50 ms. ejabberd spends about a fifth less CPU per message at ours' ceiling (0.71–0.92× " +
+      "ours' in six full runs; see above for this one), less than the gap between the two " +
       "ceilings: the rest is that it spreads its work over two schedulers. Of the event loop's busy time about a seventh goes to socket writes on " +
       "loopback TCP (each message is one read and two writes, as for the relay; under normal " +
       "scheduling each write that woke the load generator also let it preempt the server, " +

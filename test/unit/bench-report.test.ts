@@ -334,6 +334,18 @@ describe("renderMarkdown", () => {
     expect(md).toContain("the server used 120% of a core (200 µs of CPU per message)");
     expect(md).toContain("the server used 30% of a core (50 µs of CPU per message)");
     expect(md).toContain("costs ours 4.00× the CPU of a bare relay message");
+    // A system without a step at ours' rate is read off the line between its steps either side.
+    const routing = ramp("ejabberd-routing", 4000);
+    routing.steps[0]!.targetCpuPct = 40;
+    routing.steps[0]!.loadGenCpuPct = 20;
+    routing.steps[1]!.targetCpuPct = 80;
+    routing.steps[1]!.loadGenCpuPct = 40;
+    run.oneToOne = run.oneToOne.map((r) => (r.target === "ejabberd-routing" ? routing : r));
+    expect(renderMarkdown(run, [], {})).toContain(
+      "- `ejabberd-routing`: the server used 60% of a core (100 µs of CPU per message), the " +
+        "load generator 30% (50 µs per message), read off a straight line between its 4,000 " +
+        "and 8,000 msgs/s steps.",
+    );
     // Without CPU readings there is nothing to explain.
     expect(renderMarkdown(fakeRun(), [], {})).not.toContain("What bounds 1:1");
   });
