@@ -94,6 +94,17 @@ export class PlainReader {
     const buf = this.buf;
     this.pos = stop;
     if (start === stop) return "";
+    if (stop - start <= 16) {
+      // Short ASCII (ids, most names) is cheaper built here than through a call into C++.
+      let text = "";
+      let i = start;
+      for (; i < stop; i++) {
+        const b = buf[i]!;
+        if (b >= 0x80) break;
+        text += String.fromCharCode(b);
+      }
+      if (i === stop) return text;
+    }
     // Buffer's decoder is the fastest here but replaces bad bytes with U+FFFD,
     // so a string containing one is checked again strictly.
     const text = Buffer.isBuffer(buf)

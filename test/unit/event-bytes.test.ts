@@ -3,8 +3,10 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import {
+  ConversationCreatedSchema,
   type Event,
   EventSchema,
+  MembersAddedSchema,
   MessageContentSchema,
   MessageKind,
   MessagePostedSchema,
@@ -98,10 +100,36 @@ describe("encodeEvent", () => {
   });
 });
 
+/** A conversation's creation or members added: the kinds that carry lists of user ids. */
+function membership(r: () => number): Event {
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)]!;
+  const str = () => Array.from({ length: Math.floor(r() * 3) }, () => pick(pieces)).join("");
+  const ids = () => Array.from({ length: Math.floor(r() * r() * 120) }, str);
+  const ev = posted(r);
+  ev.kind =
+    r() < 0.5
+      ? {
+          case: "conversationCreated",
+          value: create(ConversationCreatedSchema, {
+            kind: pick([0, 1, 2, 7]),
+            title: str(),
+            memberUserIds: ids(),
+          }),
+        }
+      : {
+          case: "membersAdded",
+          value: create(MembersAddedSchema, { userIds: ids(), role: pick([0, 1, 3, 9]) }),
+        };
+  return ev;
+}
+
+/** Posted messages, and one in five a creation or members added. */
+const readByHand = (r: () => number) => (r() < 0.8 ? posted(r) : membership(r));
+
 describe("decodeEvent", () => {
-  it("reads a posted message itself, into exactly what fromBinary returns, from a Buffer or a Uint8Array", () => {
+  it("reads the common kinds itself, into exactly what fromBinary returns, from a Buffer or a Uint8Array", () => {
     const r = rng(7);
-    const plain = Array.from({ length: 3000 }, () => toBinary(EventSchema, posted(r)));
+    const plain = Array.from({ length: 3000 }, () => toBinary(EventSchema, readByHand(r)));
     expectReadsPlain(EventSchema, decodePlainEvent, plain);
   });
 
@@ -111,16 +139,23 @@ describe("decodeEvent", () => {
       schema: EventSchema,
       decode: decodeEvent,
       fast: decodePlainEvent,
-      plain: Array.from({ length: 400 }, () => toBinary(EventSchema, posted(r))),
+      plain: Array.from({ length: 400 }, () => toBinary(EventSchema, readByHand(r))),
       others: [
         ...notPlain(posted(r)),
         create(EventSchema, { conversationId: "c_1", seq: 3n }),
         create(EventSchema, {
           conversationId: "c_1",
-          kind: { case: "conversationCreated", value: { title: "t", memberUserIds: ["u1"] } },
+          kind: { case: "memberRemoved", value: { userId: "u1", reason: 2 } },
+        }),
+        create(EventSchema, {
+          conversationId: "c_1",
+          kind: { case: "reactionAdded", value: { targetSeq: 1n, emoji: "👍" } },
         }),
       ].map((ev) => toBinary(EventSchema, ev)),
-      suffixes: [Buffer.from([0x40, 0x02])], // redacted = 2, which fromBinary reads as true
+      suffixes: [
+        Buffer.from([0x40, 0x02]), // redacted = 2, which fromBinary reads as true
+        Buffer.from([0x82, 0x01, 0x02, 0x10, 0x01]), // members_added { role = 1 }: a second kind
+      ],
       seed: 11,
     });
   });
