@@ -605,9 +605,12 @@ function renderBounds(run: BenchRun): string[] {
       `Just before ours' ramp the disk took ${fmtMs(disk.p50Us)} ms at p50 and ` +
         `${fmtMs(disk.p99Us)} ms at p99 (${fmtMs(disk.maxUs)} at most) for a 4 KiB write ` +
         "and fdatasync; every ack of ours waits for one such commit, shared by the events " +
-        "batched into it. On a calm day this VM's disk reads about 0.1 ms at p50 and " +
-        "0.2–0.5 ms at p99; in runs where it read 1 ms or more at p99, ours' ramp broke at " +
-        "lower rates with its CPU far from full (see the disk column under Earlier full runs).",
+        "batched into it. A probe is a snapshot: this VM's disk moves within minutes (about " +
+        "0.2 ms at p99 when calm, spikes of several ms between probes of one run), and a " +
+        "short spike costs a step at most. In two runs on 2026-12-06 ours sustained only " +
+        "1,000 and 3,000 msgs/s with its CPU far from full while ejabberd's archive on " +
+        "PostgreSQL, which commits to the same disk, fell to 0 and 2,000: a disk slow for " +
+        "minutes (see the disk column under Earlier full runs).",
     );
   }
   out.push(
@@ -617,10 +620,10 @@ function renderBounds(run: BenchRun): string[] {
       "separate runs between 4,500 and 8,500 msgs/s; this VM's speed varies between runs " +
       "and days for every system alike, so their totals differ from the table above: over " +
       "two days, full runs put ejabberd's routing-only ceiling at 10,000–20,000 msgs/s and " +
-      "ours at 6,000–8,500 while the disk was calm (1,000–5,000 in three runs on 2026-12-06 " +
-      "when its commits had slowed: a probe after one of them read about 1 ms at p99, and " +
-      "the last, probed before ours' ramp, 5.4 ms; ejabberd's archive on PostgreSQL, which " +
-      "commits to the same disk, fell to 0–1,000 in them), and the relay, whose top steps " +
+      "ours at 5,000–8,500 (1,000 and 3,000 in two runs on 2026-12-06 while the disk's " +
+      "commits were slow for minutes: a probe after one of them read about 1 ms at p99, and " +
+      "ejabberd's archive on PostgreSQL, which commits to the same disk, fell to 0 and 2,000 " +
+      "in them), and the relay, whose top steps " +
       "hit latency spikes while its CPU is far from full, at 33,000–96,000; see Earlier " +
       "full runs): where the ramp " +
       "breaks, no thread is at 100% and the machine still has idle CPU (the server and the " +
@@ -631,7 +634,7 @@ function renderBounds(run: BenchRun): string[] {
       "breaks first is the event loop, the one thread that does most of the server's work: " +
       "60–75% busy at the break, where its queueing and its stalls (below) push p99 past " +
       "50 ms. ejabberd spends about a fifth less CPU per message at ours' ceiling (0.71–0.92× " +
-      "ours' in six full runs; see above for this one), less than the gap between the two " +
+      "ours' in seven full runs; see above for this one), less than the gap between the two " +
       "ceilings: the rest is that it spreads its work over two schedulers. Of the event loop's busy time about a seventh goes to socket writes on " +
       "loopback TCP (each message is one read and two writes, as for the relay; under normal " +
       "scheduling each write that woke the load generator also let it preempt the server, " +
