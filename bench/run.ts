@@ -1,5 +1,5 @@
 /**
- * `npm run bench` (about 10 minutes) and `npm run bench -- --quick` (about
+ * `npm run bench` (about 11 minutes) and `npm run bench -- --quick` (about
  * one): every scenario against ours, the raw relay and ejabberd, in one run
  * on this machine. Writes the results JSON and docs/BENCHMARKS.md.
  *
