@@ -239,7 +239,7 @@ export function readPlainContent(reader: PlainReader, end: number): MessageConte
   let seen = 0;
   while (reader.pos < end) {
     const tag = reader.uint32(end);
-    if (tag === ((contentReplyTo << 3) | varintType) && !(seen & (1 << contentReplyTo))) {
+    if (tag === ((contentReplyTo << 3) | WireType.Varint) && !(seen & (1 << contentReplyTo))) {
       seen |= 1 << contentReplyTo;
       replyToSeq = reader.uint64(end);
     } else if (reader.field(tag, WireType.LengthDelimited, seen) === contentText) {
@@ -275,8 +275,8 @@ function plainTimestamp(end: number): Timestamp {
 }
 
 /**
- * A message of a string field and an int32 enum field, plus for `listNo` a
- * repeated string field (each at most once but the list): the shape of the
+ * A message of an int32 enum field, an optional string field and a repeated
+ * string field `listNo` (each at most once but the list): the shape of the
  * kinds that carry user ids.
  */
 function plainIdsKind(
@@ -291,18 +291,16 @@ function plainIdsKind(
   let seen = 0;
   while (r.pos < end) {
     const tag = r.uint32(end);
-    if (tag === ((listNo << 3) | lengthDelimited)) {
+    if (tag === ((listNo << 3) | WireType.LengthDelimited)) {
       list.push(r.string(end));
       continue;
     }
-    const no = r.field(
-      tag,
-      (tag & 7) === varintType ? WireType.Varint : WireType.LengthDelimited,
-      seen,
-    );
+    // Any other wire type fails the check as length-delimited.
+    const varint = (tag & 7) === WireType.Varint;
+    const no = r.field(tag, varint ? WireType.Varint : WireType.LengthDelimited, seen);
     seen |= 1 << no;
-    if (no === enumNo && (tag & 7) === varintType) num = nonNegativeInt32(end);
-    else if (no === stringNo && (tag & 7) === lengthDelimited) str = r.string(end);
+    if (varint && no === enumNo) num = nonNegativeInt32(end);
+    else if (!varint && no === stringNo) str = r.string(end);
     else throw notPlain;
   }
   return { num, str, list };
@@ -314,7 +312,7 @@ function plainPosted(end: number): MessagePosted {
   let seen = 0;
   while (r.pos < end) {
     const t = r.uint32(end);
-    if (t === ((postedKind << 3) | varintType) && !(seen & (1 << postedKind))) {
+    if (t === ((postedKind << 3) | WireType.Varint) && !(seen & (1 << postedKind))) {
       seen |= 1 << postedKind;
       messageKind = nonNegativeInt32(end);
     } else if (r.field(t, WireType.LengthDelimited, seen) === postedContent) {
@@ -370,7 +368,8 @@ function plainEvent(): Event {
   let seen = 0;
   while (r.pos < end) {
     const tag = r.uint32(end);
-    const varint = (tag & 7) === varintType;
+    // Any other wire type fails the check as length-delimited.
+    const varint = (tag & 7) === WireType.Varint;
     const no = r.field(tag, varint ? WireType.Varint : WireType.LengthDelimited, seen);
     seen |= 1 << no;
     if (varint) {

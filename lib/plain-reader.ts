@@ -58,12 +58,13 @@ export class PlainReader {
 
   /** A uint64 varint as a bigint. */
   uint64(end: number): bigint {
-    // Values below 2^28 (seqs, times in seconds until 1978) skip bigint arithmetic.
+    // Up to seven bytes (below 2^49: seqs, times in seconds) are summed as an
+    // exact number, which skips bigint arithmetic for every value in practice.
     const start = this.pos;
     let small = 0;
-    for (let shift = 0; shift < 28 && this.pos < end; shift += 7) {
+    for (let shift = 0; shift < 49 && this.pos < end; shift += 7) {
       const b = this.buf[this.pos++]!;
-      small |= (b & 0x7f) << shift;
+      small += (b & 0x7f) * 2 ** shift;
       if (b < 0x80) return BigInt(small);
     }
     this.pos = start;

@@ -31,7 +31,19 @@ function posted(r: () => number): Event {
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)]!;
   const str = () => Array.from({ length: Math.floor(r() * 3) }, () => pick(pieces)).join("");
   const big = () =>
-    pick([0n, 1n, 127n, 128n, 16_383n, 16_384n, 2n ** 31n, 2n ** 32n + 5n, 2n ** 53n - 1n]);
+    pick([
+      0n,
+      1n,
+      127n,
+      128n,
+      16_383n,
+      16_384n,
+      2n ** 31n,
+      2n ** 32n + 5n,
+      2n ** 49n - 1n,
+      2n ** 49n,
+      2n ** 53n - 1n,
+    ]);
   const ev = create(EventSchema, {
     conversationId: str(),
     seq: big(),
