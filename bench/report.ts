@@ -4,18 +4,19 @@
  */
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import type {
-  BenchRun,
-  HistoryResult,
-  IdleResult,
-  LatencySummary,
-  ProfileFix,
-  ProfileMeasure,
-  RampResult,
-  RateStep,
-  ReconnectResult,
-  RunDigest,
-  TargetName,
+import {
+  type BenchRun,
+  type HistoryResult,
+  type IdleResult,
+  type LatencySummary,
+  oursDiskProbe,
+  type ProfileFix,
+  type ProfileMeasure,
+  type RampResult,
+  type RateStep,
+  type ReconnectResult,
+  type RunDigest,
+  type TargetName,
 } from "./lib/results.js";
 
 /** Display order of the systems; the summary columns follow it. */
@@ -598,7 +599,7 @@ function renderBounds(run: BenchRun): string[] {
         "ours runs on one event loop (below).",
     );
   }
-  const disk = run.disk?.find((d) => d.before === "one-to-one/ours");
+  const disk = oursDiskProbe(run);
   if (disk) {
     out.push(
       "",
@@ -1290,7 +1291,7 @@ function diskRow(run: BenchRun): string[][] {
   const probes = run.disk ?? [];
   if (probes.length === 0) return [];
   const p99s = probes.map((d) => d.p99Us);
-  const ours = probes.find((d) => d.before === "one-to-one/ours");
+  const ours = oursDiskProbe(run);
   return [
     [
       "Disk commit latency",

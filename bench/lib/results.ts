@@ -140,6 +140,10 @@ export interface DiskProbe {
   maxUs: number;
 }
 
+/** The disk probe taken just before ours' 1:1 ramp, where every ack waits for a commit. */
+export const oursDiskProbe = (run: BenchRun): DiskProbe | undefined =>
+  run.disk?.find((d) => d.before === "one-to-one/ours");
+
 /** One number measured before and after a profiling fix, with the same scenario and sizes. */
 export interface ProfileMeasure {
   metric: string;
@@ -200,7 +204,7 @@ export function digestOf(run: BenchRun): RunDigest {
   const bySystem = (results: RampResult[], key: "sustainedPerSec" | "sustainedDeliveriesPerSec") =>
     Object.fromEntries(results.map((r) => [r.target, r[key]]));
   const storm = run.reconnect[0];
-  const disk = run.disk?.find((d) => d.before === "one-to-one/ours");
+  const disk = oursDiskProbe(run);
   return {
     startedAt: run.startedAt,
     gitCommit: run.gitCommit,
