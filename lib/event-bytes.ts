@@ -1,5 +1,5 @@
 import { Buffer } from "node:buffer";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary, toBinary, type UnknownField } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import {
@@ -45,6 +45,35 @@ export function decodeEvent(bytes: Uint8Array): Event {
  */
 export function rememberEventBytes(event: Event, bytes: Uint8Array): void {
   cache.set(event, bytes);
+}
+
+/**
+ * A repeated Event field as unknown fields that hold each event's encoding
+ * (see eventBytes): toBinary writes unknown fields verbatim after the known
+ * ones, and a decoder that knows the field reads them as its elements, in
+ * order. A page of stored events is then written out as it was stored
+ * instead of field by field. Binary encodings only: JSON has no unknown fields.
+ */
+export function storedEventFields(fieldNo: number, events: readonly Event[]): UnknownField[] {
+  const encoded = events.map(eventBytes);
+  let size = 0;
+  for (const b of encoded) size += varintSize(b.length) + b.length;
+  // One buffer for the page: each field's data is its length prefix and the event's bytes.
+  const out = new Uint8Array(size);
+  const fields: UnknownField[] = [];
+  let pos = 0;
+  for (const b of encoded) {
+    const start = pos;
+    pos = putVarint(out, pos, b.length);
+    out.set(b, pos);
+    pos += b.length;
+    fields.push({
+      no: fieldNo,
+      wireType: WireType.LengthDelimited,
+      data: out.subarray(start, pos),
+    });
+  }
+  return fields;
 }
 
 // Field numbers from chat/v1/event.proto and google/protobuf/timestamp.proto.

@@ -1,4 +1,13 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescField,
+  fromBinary,
+  type Message,
+  type MessageInitShape,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
   type SendRequest,
@@ -9,7 +18,12 @@ import {
 } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event, MessageContent } from "../../gen/chat/v1/event_pb.js";
 import type { SyncBatch } from "../../gen/chat/v1/model_pb.js";
-import { eventBytes, hasUnknown, readPlainContent } from "../../lib/event-bytes.js";
+import {
+  eventBytes,
+  hasUnknown,
+  readPlainContent,
+  storedEventFields,
+} from "../../lib/event-bytes.js";
 import { notPlain, PlainReader } from "../../lib/plain-reader.js";
 
 // Field numbers from chat/v1/chat_service.proto and model.proto.
@@ -87,6 +101,45 @@ export function encodeSessionResponse(f: ServerFrame): Uint8Array {
     out[at] = 1;
   }
   return out;
+}
+
+/** Content types (without parameters) whose messages are binary protobuf, in every protocol Connect serves. */
+const binaryContentTypes = new Set([
+  "application/proto",
+  "application/connect+proto",
+  "application/grpc",
+  "application/grpc+proto",
+  "application/grpc-web",
+  "application/grpc-web+proto",
+]);
+
+/** Whether a call with this request content type is answered in binary protobuf. */
+export function answersInBinary(contentType: string | null): boolean {
+  if (!contentType) return false;
+  const bare = contentType.split(";", 1)[0]!.trim().toLowerCase();
+  return binaryContentTypes.has(bare);
+}
+
+/**
+ * A response message with `events` in its repeated `events` field. In a
+ * binary response they ride as unknown fields holding each event's stored
+ * encoding (see storedEventFields), so Connect's toBinary copies a page of
+ * history instead of walking every event by reflection; clients decode the
+ * same message either way. A JSON response (or any content type not known to
+ * be binary) gets the events themselves.
+ */
+export function withEvents<
+  Desc extends GenMessage<Message & { events: Event[] }> & { field: { events: DescField } },
+>(
+  schema: Desc,
+  init: MessageInitShape<Desc>,
+  events: Event[],
+  binary: boolean,
+): MessageShape<Desc> {
+  const msg = create(schema, init);
+  if (binary) msg.$unknown = storedEventFields(schema.field.events.number, events);
+  else msg.events = events;
+  return msg;
 }
 
 const utf8 = new TextEncoder();

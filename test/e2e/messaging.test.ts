@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   cursor,
   direct,
+  group,
   login,
   openSession,
   openSubscribe,
@@ -338,6 +339,54 @@ describe("history", () => {
     await expect(
       b.chat.getHistory({ conversationId: id, anchorSeq: 99n, direction: 1 }),
     ).rejects.toMatchObject({ code: Code.InvalidArgument });
+  });
+
+  it("serves the same events in every protocol and encoding, stored bytes or JSON", async () => {
+    server = await startServer();
+    const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
+    const id = await group(a, [b]);
+    await a.chat.send({ conversationId: id, clientMsgId: "p1", content: text("plain ✓") });
+    await b.chat.send({
+      conversationId: id,
+      clientMsgId: "p2",
+      content: {
+        text: "x".repeat(300),
+        replyToSeq: 2n,
+        attachments: [{ mediaRef: "m/1", mimeType: "image/png", sizeBytes: 5n, fileName: "a" }],
+      },
+    });
+    await a.chat.editMessage({ conversationId: id, clientMsgId: "p3", targetSeq: 2n, text: "e" });
+    await b.chat.addReaction({ conversationId: id, clientMsgId: "p4", targetSeq: 2n, emoji: "👍" });
+    await a.chat.addMembers({ conversationId: id, userIds: [c.userId] });
+    await a.chat.deleteMessage({ conversationId: id, clientMsgId: "p5", targetSeq: 3n });
+    const protocols: Protocol[] = ["grpc", "connect", "grpc-web", "connect-json"];
+    const pages = await Promise.all(
+      protocols.map((p) => b.via(p).getHistory({ conversationId: id, limit: 100 })),
+    );
+    const syncs = await Promise.all(
+      protocols.map((p) => b.via(p).sync({ cursors: [cursor(id, 1n)] })),
+    );
+    const json = pages[3]!;
+    expect(seqs(json.events)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(json.events.map((e) => e.kind.case)).toEqual([
+      "conversationCreated",
+      "messagePosted",
+      "messagePosted",
+      "messageEdited",
+      "reactionAdded",
+      "membersAdded",
+      "messageDeleted",
+    ]);
+    for (const page of pages) {
+      expect(page.events).toStrictEqual(json.events);
+      expect(page.headSeq).toBe(7n);
+      expect(page.hasMore).toBe(false);
+    }
+    for (const res of syncs) {
+      expect(res.batches).toStrictEqual(syncs[3]!.batches);
+      expect(res.batches[0]!.events).toStrictEqual(json.events.slice(1));
+      expect(res.batches[0]!.headSeq).toBe(7n);
+    }
   });
 
   it("lets only members read", async () => {

@@ -25,7 +25,7 @@ import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
 import { Pushable } from "../../lib/pushable.js";
 import { partner, type TestServer } from "./server.js";
 
-export type Protocol = "grpc" | "connect" | "grpc-web";
+export type Protocol = "grpc" | "connect" | "connect-json" | "grpc-web";
 
 /** A transport for each wire protocol the edge serves. */
 export function transport(
@@ -38,6 +38,13 @@ export function transport(
       return createGrpcTransport({ baseUrl: url, interceptors });
     case "connect":
       return createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors });
+    case "connect-json":
+      return createConnectTransport({
+        baseUrl: url,
+        httpVersion: "1.1",
+        useBinaryFormat: false,
+        interceptors,
+      });
     case "grpc-web":
       return createGrpcWebTransport({ baseUrl: url, httpVersion: "1.1", interceptors });
   }

@@ -1,7 +1,8 @@
 import { Buffer } from "node:buffer";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
+import { GetHistoryResponseSchema } from "../../gen/chat/v1/chat_service_pb.js";
 import {
   ConversationCreatedSchema,
   type Event,
@@ -11,7 +12,13 @@ import {
   MessageKind,
   MessagePostedSchema,
 } from "../../gen/chat/v1/event_pb.js";
-import { decodeEvent, decodePlainEvent, encodeEvent } from "../../lib/event-bytes.js";
+import {
+  decodeEvent,
+  decodePlainEvent,
+  encodeEvent,
+  rememberEventBytes,
+  storedEventFields,
+} from "../../lib/event-bytes.js";
 import { expectLeavesRestToFromBinary, expectReadsPlain, rng } from "../helpers/fast-decode.js";
 
 const pieces = [
@@ -170,5 +177,41 @@ describe("decodeEvent", () => {
       ],
       seed: 11,
     });
+  });
+});
+
+describe("storedEventFields", () => {
+  const eventsField = GetHistoryResponseSchema.field.events.number;
+  /** A response carrying `events` as stored bytes, decoded as a client decodes it. */
+  const viaStoredBytes = (events: Event[]) => {
+    const res = create(GetHistoryResponseSchema, { hasMore: true, headSeq: 9n });
+    res.$unknown = storedEventFields(eventsField, events);
+    return fromBinary(GetHistoryResponseSchema, toBinary(GetHistoryResponseSchema, res));
+  };
+  const viaReflection = (events: Event[]) =>
+    fromBinary(
+      GetHistoryResponseSchema,
+      toBinary(
+        GetHistoryResponseSchema,
+        create(GetHistoryResponseSchema, { events, hasMore: true, headSeq: 9n }),
+      ),
+    );
+
+  it("decodes as the repeated field itself, in order, for pages of every size and kind", () => {
+    const r = rng(17);
+    const events = Array.from({ length: 400 }, () => posted(r));
+    events.push(...notPlain(events[0]!));
+    // Lengths of one, two and three varint bytes (a 70,000-character text among the generated).
+    expect(events.some((e) => encodeEvent(e).length > 16_384)).toBe(true);
+    for (const page of [[], events.slice(0, 1), events.slice(0, 50), events]) {
+      expect(viaStoredBytes(page)).toStrictEqual(viaReflection(page));
+    }
+  });
+
+  it("writes each event's remembered bytes verbatim", () => {
+    const r = rng(5);
+    const [shown, stored] = [posted(r), posted(r)];
+    rememberEventBytes(shown, toBinary(EventSchema, stored));
+    expect(viaStoredBytes([shown]).events).toStrictEqual(viaReflection([stored]).events);
   });
 });

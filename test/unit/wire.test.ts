@@ -2,6 +2,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import {
+  GetHistoryResponseSchema,
   ServerFrameSchema,
   type SessionRequest,
   SessionRequestSchema,
@@ -11,9 +12,11 @@ import { type Event, EventSchema } from "../../gen/chat/v1/event_pb.js";
 import { SyncBatchSchema } from "../../gen/chat/v1/model_pb.js";
 import { decodeEvent, eventBytes } from "../../lib/event-bytes.js";
 import {
+  answersInBinary,
   decodePlainSend,
   decodeSessionRequest,
   encodeSessionResponse,
+  withEvents,
 } from "../../services/edge/wire.js";
 import { expectLeavesRestToFromBinary, expectReadsPlain, rng } from "../helpers/fast-decode.js";
 
@@ -80,6 +83,58 @@ describe("encodeSessionResponse", () => {
     const f = create(ServerFrameSchema, { frame: { case: "event", value: decoded } });
     const back = fromBinary(SessionResponseSchema, encodeSessionResponse(f));
     expect(back.frame?.frame.value).toEqual(ev(5n));
+  });
+});
+
+describe("withEvents", () => {
+  it("tells binary content types of every protocol from JSON and unknown ones", () => {
+    for (const t of [
+      "application/proto",
+      "application/connect+proto",
+      "application/grpc",
+      "application/grpc+proto",
+      "application/grpc-web",
+      "Application/GRPC-Web+Proto; charset=utf-8",
+    ]) {
+      expect(answersInBinary(t), t).toBe(true);
+    }
+    for (const t of [
+      null,
+      "",
+      "application/json",
+      "application/connect+json",
+      "application/grpc+json",
+      "application/grpc-web+json",
+      "application/grpc-web-text",
+      "text/plain",
+    ]) {
+      expect(answersInBinary(t), String(t)).toBe(false);
+    }
+  });
+
+  it("carries stored bytes in a binary response and the events themselves in any other", () => {
+    const events = [ev(3n), ev(4n, "x".repeat(300))];
+    const init = { hasMore: true, headSeq: 4n };
+    const binary = withEvents(GetHistoryResponseSchema, init, events, true);
+    expect(binary.events).toEqual([]);
+    expect(binary.$unknown).toHaveLength(2);
+    const decoded = fromBinary(
+      GetHistoryResponseSchema,
+      toBinary(GetHistoryResponseSchema, binary),
+    );
+    expect(decoded).toStrictEqual(
+      fromBinary(
+        GetHistoryResponseSchema,
+        toBinary(GetHistoryResponseSchema, create(GetHistoryResponseSchema, { ...init, events })),
+      ),
+    );
+    const json = withEvents(GetHistoryResponseSchema, init, events, false);
+    expect(json.events).toBe(events);
+    expect(json.$unknown).toBeUndefined();
+    const batch = withEvents(SyncBatchSchema, { conversationId: "c_1", headSeq: 4n }, events, true);
+    expect(fromBinary(SyncBatchSchema, toBinary(SyncBatchSchema, batch)).events).toStrictEqual(
+      decoded.events,
+    );
   });
 });
 

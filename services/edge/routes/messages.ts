@@ -1,7 +1,12 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { type ChatService, HistoryDirection } from "../../../gen/chat/v1/chat_service_pb.js";
+import {
+  type ChatService,
+  GetHistoryResponseSchema,
+  HistoryDirection,
+} from "../../../gen/chat/v1/chat_service_pb.js";
 import type { EventSchema } from "../../../gen/chat/v1/event_pb.js";
+import { SyncBatchSchema } from "../../../gen/chat/v1/model_pb.js";
 import { fail } from "../../../lib/errors.js";
 import {
   checkClientKey,
@@ -13,6 +18,7 @@ import { actorOf } from "../actions.js";
 import { type Caller, caller } from "../auth.js";
 import type { EdgeContext } from "../context.js";
 import { checkCursors, checkHistory, checkSeq } from "../validate.js";
+import { answersInBinary, withEvents } from "../wire.js";
 
 /** Most events one Sync response carries before it sets has_more. */
 const syncMaxEvents = 5000;
@@ -92,7 +98,12 @@ export const messageRoutes = (
         backward: req.direction !== HistoryDirection.FORWARD,
         limit: req.limit || 50,
       });
-      return { events: res.events, hasMore: res.hasMore, headSeq: res.headSeq };
+      return withEvents(
+        GetHistoryResponseSchema,
+        { hasMore: res.hasMore, headSeq: res.headSeq },
+        res.events,
+        answersInBinary(hctx.requestHeader.get("content-type")),
+      );
     },
 
     async sync(req, hctx) {
@@ -108,7 +119,21 @@ export const messageRoutes = (
         limitPerConversation: req.limitPerConversation,
         maxEvents: syncMaxEvents,
       });
-      return { batches: res.batches, hasMore: res.hasMore };
+      const binary = answersInBinary(hctx.requestHeader.get("content-type"));
+      const batches = res.batches.map((b) =>
+        withEvents(
+          SyncBatchSchema,
+          {
+            conversationId: b.conversationId,
+            gap: b.gap,
+            gapAfterSeq: b.gapAfterSeq,
+            headSeq: b.headSeq,
+          },
+          b.events,
+          binary,
+        ),
+      );
+      return { batches, hasMore: res.hasMore };
     },
   };
 };
