@@ -15,7 +15,12 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import type { BenchRun, ProfileFix, ProfileMeasure } from "./lib/results.js";
+import {
+  type BenchRun,
+  cpuUsPerEvent,
+  type ProfileFix,
+  type ProfileMeasure,
+} from "./lib/results.js";
 
 interface Chain {
   baseline: string;
@@ -68,6 +73,8 @@ interface Numbers {
   groupDeliveriesPerSec: number;
   historyEventsPerSec: number;
   resumeEventsPerSec: number;
+  historyCpuUsPerEvent: number;
+  resumeCpuUsPerEvent: number;
 }
 
 function measure(rev: string): Numbers {
@@ -105,6 +112,7 @@ function measure(rev: string): Numbers {
       return pct ? (pct * 10_000) / rate : 0;
     };
     const idle = run.idle.find((r) => !r.transport);
+    const history = run.history[0];
     const streams = run.idle.find((r) => r.transport === "grpc-streams");
     const subscribes = run.idle.find((r) => r.transport === "grpc-subscribe-streams");
     const connectSubscribes = run.idle.find((r) => r.transport === "connect-subscribe-streams");
@@ -127,6 +135,8 @@ function measure(rev: string): Numbers {
       groupDeliveriesPerSec: run.groupFanout.results[0]?.sustainedDeliveriesPerSec ?? 0,
       historyEventsPerSec: run.history[0]?.paging.eventsPerSec ?? 0,
       resumeEventsPerSec: run.history[0]?.resume.eventsPerSec ?? 0,
+      historyCpuUsPerEvent: history ? (cpuUsPerEvent(history.paging) ?? 0) : 0,
+      resumeCpuUsPerEvent: history ? (cpuUsPerEvent(history.resume) ?? 0) : 0,
     };
   } finally {
     spawnSync("git", ["-C", repo, "worktree", "remove", "--force", tree], { stdio: "ignore" });
@@ -179,6 +189,8 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
     m("reconnect storm, 3,000 clients", "ms to all caught up", "stormMs", true),
     m("history paging", "events/s", "historyEventsPerSec"),
     m("resume (sync)", "events/s", "resumeEventsPerSec"),
+    m("server CPU per event, history paging", "µs", "historyCpuUsPerEvent", true),
+    m("server CPU per event, resume (sync)", "µs", "resumeCpuUsPerEvent", true),
   ];
 }
 

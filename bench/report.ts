@@ -6,6 +6,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import {
   type BenchRun,
+  cpuUsPerEvent,
   type HistoryResult,
   type IdleResult,
   type LatencySummary,
@@ -1105,8 +1106,17 @@ function historyTables(results: readonly HistoryResult[]): string[] {
     const r = byTarget(results, t);
     return r ? [r] : [];
   });
+  const cpuHeads = ["Server CPU %", "Load gen CPU %", "Server CPU µs / event"];
+  const cpuCells = (phase: HistoryResult["paging"] | HistoryResult["resume"]) => {
+    const perEvent = cpuUsPerEvent(phase);
+    return [
+      phase.targetCpuPct === undefined ? "—" : fmtNum(phase.targetCpuPct),
+      phase.loadGenCpuPct === undefined ? "—" : fmtNum(phase.loadGenCpuPct),
+      perEvent === undefined ? "—" : fmtNum(perEvent, 1),
+    ];
+  };
   const paging = table(
-    ["Target", "Page size", "Pages/s", "Events/s", "p50 ms", "p99 ms"],
+    ["Target", "Page size", "Pages/s", "Events/s", "p50 ms", "p99 ms", ...cpuHeads],
     present.map((r) => [
       code(r.target),
       fmtNum(r.paging.pageSize),
@@ -1114,8 +1124,9 @@ function historyTables(results: readonly HistoryResult[]): string[] {
       fmtNum(r.paging.eventsPerSec),
       fmtMs(r.paging.latency.p50),
       fmtMs(r.paging.latency.p99),
+      ...cpuCells(r.paging),
     ]),
-    ["l", "r", "r", "r", "r", "r"],
+    ["l", "r", "r", "r", "r", "r", "r", "r", "r"],
   );
   const resume = table(
     [
@@ -1126,6 +1137,7 @@ function historyTables(results: readonly HistoryResult[]): string[] {
       "Events/s",
       "p50 ms",
       "p99 ms",
+      ...cpuHeads,
     ],
     present.map((r) => [
       code(r.target),
@@ -1135,8 +1147,9 @@ function historyTables(results: readonly HistoryResult[]): string[] {
       fmtNum(r.resume.eventsPerSec),
       fmtMs(r.resume.latency.p50),
       fmtMs(r.resume.latency.p99),
+      ...cpuCells(r.resume),
     ]),
-    ["l", "r", "r", "r", "r", "r", "r"],
+    ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
   );
   return [
     "**Paging**: GetHistory pages walked backwards over one long conversation.",
@@ -1148,15 +1161,17 @@ function historyTables(results: readonly HistoryResult[]): string[] {
     "",
     resume,
     "",
-    "What bounds paging (a V8 CPU profile of the server over an 8-second paging window at " +
-      "about 210 pages/s, taken on this machine on 2026-12-06 at e428782): the server was about " +
-      "80% busy, and of its busy time about 30% went to Connect encoding each GetHistory " +
-      "response with protobuf-es's reflective toBinary, 12% to the SQLite reads, 7% to gzip " +
-      "(Connect compresses responses over 1 KB for clients that accept it) and 6% to decoding " +
-      "the stored events; the two load-generator processes used about half a core decoding the " +
-      "pages. Resume is cheaper per event because Subscribe's sync batches are written from each " +
-      "event's stored bytes. The next step for paging is the same for GetHistory: serving it on " +
-      "the bare HTTP/2 stream, as Subscribe and Heartbeat are, with the stored bytes.",
+    "What bounds paging (a V8 CPU profile of the server over a 5-second paging window at " +
+      "about 330 pages/s, taken on this machine on 2026-12-06 at a8b3040): the server was about " +
+      "80% busy, and of its busy time about 16% went to gzip (Connect compresses responses over " +
+      "1 KB for clients that accept it), 10% to the SQLite reads, 9% to decoding the stored " +
+      "events, 6% to the token check and 2% to encoding the responses, the rest mostly to " +
+      "Connect's handler and HTTP/2. Encoding took about 30% before GetHistory answers in " +
+      "binary protocols carried each event's stored bytes (see the profiling table); the load " +
+      "generator, on the same two cores, still decodes every page with protobuf-es's reflective " +
+      "fromBinary. Next steps for paging: let the edge write a binary answer from the stored " +
+      "bytes without decoding the events first, and a cheaper gzip level for history pages (a " +
+      "trade of bandwidth for CPU).",
     "",
   ];
 }

@@ -227,6 +227,27 @@ export async function closeClients(ctx: BenchContext) {
 }
 
 /**
+ * Runs `work` and measures the CPU the target process (`targetPid`; 0 for
+ * none, which reads 0) and the load-generator processes used meanwhile, in %
+ * of one core over the wall time.
+ */
+export async function cpuDuring<T>(
+  ctx: BenchContext,
+  targetPid: number,
+  work: () => Promise<T>,
+): Promise<{ value: T; targetCpuPct: number; loadGenCpuPct: number }> {
+  const genCpu = () => ctx.workers.reduce((a, w) => a + cpuUsOf(w.pid), 0);
+  const cpu0 = targetPid ? cpuUsOf(targetPid) : 0;
+  const gen0 = genCpu();
+  const t0 = Date.now();
+  const value = await work();
+  const wallUs = Math.max(1, (Date.now() - t0) * 1000);
+  const targetCpuPct = targetPid ? Math.round(((cpuUsOf(targetPid) - cpu0) / wallUs) * 100) : 0;
+  const loadGenCpuPct = Math.round(((genCpu() - gen0) / wallUs) * 100);
+  return { value, targetCpuPct, loadGenCpuPct };
+}
+
+/**
  * One open-loop step on every worker at once. `fanout` is deliveries per
  * message; the SLO is p99 send→deliver ≤ sloUs with ≥ 95% delivered.
  */
@@ -240,21 +261,21 @@ export async function rateStep(
   targetPid = 0,
 ): Promise<RateStep> {
   const { stepMs, graceMs } = ctx.scale;
-  const cpu0 = cpuUsOf(targetPid);
-  const gen0 = ctx.workers.reduce((a, w) => a + cpuUsOf(w.pid), 0);
-  const t0 = Date.now();
   const share = ratePerSec / ctx.workers.length;
-  const runs = await Promise.all(
-    ctx.workers.map((w) =>
-      w.rpc<StepStats>("run", { step, ratePerSec: share, durationMs: stepMs, graceMs }),
-    ),
-  );
-  // Deliveries to members held by other workers keep landing there; collect after everyone's grace.
-  const all = await Promise.all(ctx.workers.map((w) => w.rpc<StepStats>("collect", { step })));
-  const wallUs = (Date.now() - t0) * 1000;
-  const targetCpuPct = targetPid ? Math.round(((cpuUsOf(targetPid) - cpu0) / wallUs) * 100) : 0;
-  const gen = ctx.workers.reduce((a, w) => a + cpuUsOf(w.pid), 0);
-  const loadGenCpuPct = Math.round(((gen - gen0) / wallUs) * 100);
+  const {
+    value: [runs, all],
+    targetCpuPct,
+    loadGenCpuPct,
+  } = await cpuDuring(ctx, targetPid, async () => {
+    const runs = await Promise.all(
+      ctx.workers.map((w) =>
+        w.rpc<StepStats>("run", { step, ratePerSec: share, durationMs: stepMs, graceMs }),
+      ),
+    );
+    // Deliveries to members held by other workers keep landing there; collect after everyone's grace.
+    const all = await Promise.all(ctx.workers.map((w) => w.rpc<StepStats>("collect", { step })));
+    return [runs, all] as const;
+  });
   const sent = runs.reduce((a, r) => a + r.sent, 0);
   const acked = all.reduce((a, r) => a + r.acked, 0);
   const delivered = all.reduce((a, r) => a + r.delivered, 0);

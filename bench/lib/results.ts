@@ -105,10 +105,21 @@ export interface ReconnectResult {
   perClient: LatencySummary;
 }
 
+/** CPU in % of one core while a history phase ran; absent in results from before it was measured. */
+export interface PhaseCpu {
+  targetCpuPct?: number;
+  loadGenCpuPct?: number;
+}
+
 export interface HistoryResult {
   target: TargetName;
   /** GetHistory pages of `pageSize` events, walked backwards over one long conversation. */
-  paging: { pageSize: number; pagesPerSec: number; eventsPerSec: number; latency: LatencySummary };
+  paging: {
+    pageSize: number;
+    pagesPerSec: number;
+    eventsPerSec: number;
+    latency: LatencySummary;
+  } & PhaseCpu;
   /** Subscribe with cursors → sync batches → sync_complete, per resuming device. */
   resume: {
     conversationsPerClient: number;
@@ -116,7 +127,13 @@ export interface HistoryResult {
     resumesPerSec: number;
     eventsPerSec: number;
     latency: LatencySummary;
-  };
+  } & PhaseCpu;
+}
+
+/** The target's CPU time per event of a history phase, in µs; undefined when not measured. */
+export function cpuUsPerEvent(phase: { eventsPerSec: number } & PhaseCpu): number | undefined {
+  if (phase.targetCpuPct === undefined || phase.eventsPerSec <= 0) return undefined;
+  return (phase.targetCpuPct * 10_000) / phase.eventsPerSec;
 }
 
 export interface MachineInfo {

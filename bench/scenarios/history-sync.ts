@@ -2,6 +2,7 @@ import { HistoryDirection } from "../../gen/chat/v1/chat_service_pb.js";
 import {
   type BenchContext,
   closeClients,
+  cpuDuring,
   openClients,
   rateStep,
   setRoutes,
@@ -69,18 +70,24 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
 
     ctx.progress("history: paging");
     const token1 = await ours.token(1);
-    const paging = await Promise.all(
-      ctx.workers.map((w) =>
-        w.rpc<{ pages: number; events: number; latency: string }>("historyPaging", {
-          host: t.spec.host,
-          port: t.spec.port,
-          token: token1,
-          conversationId: convs[0],
-          headSeq: heads[0],
-          pageSize,
-          concurrency: 4,
-          durationMs: s.historySeconds * 1000,
-        }),
+    const {
+      value: paging,
+      targetCpuPct: pagingCpu,
+      loadGenCpuPct: pagingGenCpu,
+    } = await cpuDuring(ctx, t.pid, () =>
+      Promise.all(
+        ctx.workers.map((w) =>
+          w.rpc<{ pages: number; events: number; latency: string }>("historyPaging", {
+            host: t.spec.host,
+            port: t.spec.port,
+            token: token1,
+            conversationId: convs[0],
+            headSeq: heads[0],
+            pageSize,
+            concurrency: 4,
+            durationMs: s.historySeconds * 1000,
+          }),
+        ),
       ),
     );
     const pages = paging.reduce((a, p) => a + p.pages, 0);
@@ -93,15 +100,21 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
       for (const [g, c] of convs.entries()) cursors[c] = Math.max(0, heads[g]! - s.historyRecent);
       resumeClients.push({ index: i, token: await ours.token(i), cursors });
     }
-    const resume = await Promise.all(
-      ctx.workers.map((w, k) =>
-        w.rpc<{ resumes: number; events: number; latency: string }>("resumeLoop", {
-          host: t.spec.host,
-          port: t.spec.port,
-          clients: resumeClients.filter((_, i) => i % ctx.workers.length === k),
-          concurrency: 4,
-          durationMs: s.historySeconds * 1000,
-        }),
+    const {
+      value: resume,
+      targetCpuPct: resumeCpu,
+      loadGenCpuPct: resumeGenCpu,
+    } = await cpuDuring(ctx, t.pid, () =>
+      Promise.all(
+        ctx.workers.map((w, k) =>
+          w.rpc<{ resumes: number; events: number; latency: string }>("resumeLoop", {
+            host: t.spec.host,
+            port: t.spec.port,
+            clients: resumeClients.filter((_, i) => i % ctx.workers.length === k),
+            concurrency: 4,
+            durationMs: s.historySeconds * 1000,
+          }),
+        ),
       ),
     );
     const resumes = resume.reduce((a, r) => a + r.resumes, 0);
@@ -113,6 +126,8 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
         pagesPerSec: Math.round(pages / s.historySeconds),
         eventsPerSec: Math.round(pagedEvents / s.historySeconds),
         latency: summarize(mergeEncoded(paging.map((p) => p.latency))),
+        targetCpuPct: pagingCpu,
+        loadGenCpuPct: pagingGenCpu,
       },
       resume: {
         conversationsPerClient: s.historyGroups,
@@ -120,10 +135,13 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
         resumesPerSec: Math.round(resumes / s.historySeconds),
         eventsPerSec: Math.round(resumedEvents / s.historySeconds),
         latency: summarize(mergeEncoded(resume.map((r) => r.latency))),
+        targetCpuPct: resumeCpu,
+        loadGenCpuPct: resumeGenCpu,
       },
     };
     ctx.log(
-      `history: ${result.paging.pagesPerSec} pages/s (${result.paging.eventsPerSec} events/s); resume ${result.resume.resumesPerSec}/s, ${result.resume.eventsPerResume} events each`,
+      `history: ${result.paging.pagesPerSec} pages/s (${result.paging.eventsPerSec} events/s, cpu target ${pagingCpu}% loadgen ${pagingGenCpu}%); ` +
+        `resume ${result.resume.resumesPerSec}/s, ${result.resume.eventsPerResume} events each (cpu target ${resumeCpu}% loadgen ${resumeGenCpu}%)`,
     );
     return result;
   } finally {

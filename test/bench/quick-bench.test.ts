@@ -109,6 +109,8 @@ describe("npm run bench -- --quick", () => {
     }
     expect(run.history[0]!.paging.eventsPerSec).toBeGreaterThan(0);
     expect(run.history[0]!.resume.eventsPerResume).toBeGreaterThan(0);
+    expect(run.history[0]!.paging.targetCpuPct).toBeGreaterThan(0);
+    expect(run.history[0]!.resume.loadGenCpuPct).toBeGreaterThan(0);
     // The disk was probed before every scenario and system that ran.
     const ran = [
       ...run.oneToOne.map((r) => `one-to-one/${r.target}`),

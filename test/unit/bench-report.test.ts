@@ -107,7 +107,14 @@ const fakeRun = (): BenchRun => ({
   history: [
     {
       target: "ours",
-      paging: { pageSize: 50, pagesPerSec: 800, eventsPerSec: 40_000, latency: lat(5000) },
+      paging: {
+        pageSize: 50,
+        pagesPerSec: 800,
+        eventsPerSec: 40_000,
+        latency: lat(5000),
+        targetCpuPct: 80,
+        loadGenCpuPct: 70,
+      },
       resume: {
         conversationsPerClient: 20,
         eventsPerResume: 200,
@@ -387,6 +394,15 @@ describe("renderMarkdown", () => {
         .slice(2, 6),
     ).toEqual(["CPU per message (µs)", "90.0", "45.0", "2.00× less"]);
     expect(md).not.toContain("No profiling fixes recorded");
+  });
+
+  it("shows the server's CPU per history event, and — where a phase was not measured", () => {
+    const md = renderMarkdown(fakeRun(), [], {});
+    const paging = row(md, "`ours` | 50 | 800 |");
+    const resume = row(md, "`ours` | 20 | 200 |");
+    // 80% of a core over 40,000 events/s: 20 µs per event.
+    expect(paging.slice(-3)).toEqual(["80", "70", "20.0"]);
+    expect(resume.slice(-3)).toEqual(["—", "—", "—"]);
   });
 
   it("renders a run with no results at all", () => {
