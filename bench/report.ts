@@ -1161,15 +1161,21 @@ function historyTables(results: readonly HistoryResult[]): string[] {
     "",
     resume,
     "",
+    "CPU is in % of one core over each phase: the server's process, and the two " +
+      "load-generator processes together, which decode every page and sync batch on the same " +
+      "two cores. The server's CPU per event does not depend on how much of the cores the load " +
+      "generator took, so it compares runs and revisions better than events/s.",
+    "",
     "What bounds paging (a V8 CPU profile of the server over a 5-second paging window at " +
       "about 330 pages/s, taken on this machine on 2026-12-06 at a8b3040): the server was about " +
       "80% busy, and of its busy time about 16% went to gzip (Connect compresses responses over " +
       "1 KB for clients that accept it), 10% to the SQLite reads, 9% to decoding the stored " +
       "events, 6% to the token check and 2% to encoding the responses, the rest mostly to " +
       "Connect's handler and HTTP/2. Encoding took about 30% before GetHistory answers in " +
-      "binary protocols carried each event's stored bytes (see the profiling table); the load " +
-      "generator, on the same two cores, still decodes every page with protobuf-es's reflective " +
-      "fromBinary. Next steps for paging: let the edge write a binary answer from the stored " +
+      "binary protocols carried each event's stored bytes (see the profiling table). The load " +
+      "generator, which decodes every page with protobuf-es's reflective fromBinary, used about " +
+      "as much CPU as the server, and the two cores were about four-fifths busy (vmstat), so " +
+      "paging here is bound by the machine as much as by the server. Next steps for paging: let the edge write a binary answer from the stored " +
       "bytes without decoding the events first, and a cheaper gzip level for history pages (a " +
       "trade of bandwidth for CPU).",
     "",
