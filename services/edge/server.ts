@@ -5,6 +5,7 @@ import { type ConnectRouter, cors as connectCors, type Interceptor } from "@conn
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "../../lib/config.js";
 import type { Logger } from "../../lib/logger.js";
+import { edgeCompressions } from "./compression.js";
 
 export interface HttpServerOptions {
   config: Config;
@@ -41,6 +42,7 @@ export function createHttpServer(opts: HttpServerOptions) {
     routes: opts.routes,
     interceptors: opts.interceptors,
     readMaxBytes: limits.frameMaxBytes,
+    acceptCompression: edgeCompressions,
     shutdownSignal: opts.shutdownSignal,
     maxTimeoutMs: 24 * 3600 * 1000,
   });

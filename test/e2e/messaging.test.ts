@@ -1,5 +1,6 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
+import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import {
   cursor,
   direct,
@@ -10,6 +11,7 @@ import {
   type Protocol,
   seqs,
   settle,
+  transport,
 } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
@@ -386,6 +388,34 @@ describe("history", () => {
       expect(res.batches).toStrictEqual(syncs[3]!.batches);
       expect(res.batches[0]!.events).toStrictEqual(json.events.slice(1));
       expect(res.batches[0]!.headSeq).toBe(7n);
+    }
+  });
+
+  it("gzips answers for clients that accept it, small pages and large ones alike", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    for (let i = 0; i < 40; i++) {
+      const body = `m${i} ${"lorem ipsum ".repeat(90)}`;
+      await a.chat.send({ conversationId: id, clientMsgId: `z${i}`, content: text(body) });
+    }
+    const all = await b.chat.getHistory({ conversationId: id, limit: 100 });
+    for (const protocol of ["grpc", "connect"] as const) {
+      const encodings: (string | null)[] = [];
+      const seen: Interceptor = (next) => async (req) => {
+        req.header.set("authorization", `Bearer ${b.token}`);
+        const res = await next(req);
+        encodings.push(res.header.get("grpc-encoding") ?? res.header.get("content-encoding"));
+        return res;
+      };
+      const chat = createClient(ChatService, transport(server.url, protocol, [seen]));
+      // About 5 KB (compressed in one synchronous call) and about 45 KB (the async way).
+      const small = await chat.getHistory({ conversationId: id, limit: 5 });
+      const large = await chat.getHistory({ conversationId: id, limit: 100 });
+      expect(encodings, protocol).toEqual(["gzip", "gzip"]);
+      expect(small.events).toStrictEqual(all.events.slice(-5));
+      expect(large.events).toStrictEqual(all.events);
+      expect(seqs(large.events)).toEqual(Array.from({ length: 41 }, (_, i) => i + 1));
     }
   });
 
