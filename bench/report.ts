@@ -1167,17 +1167,19 @@ function historyTables(results: readonly HistoryResult[]): string[] {
       "generator took, so it compares runs and revisions better than events/s.",
     "",
     "What bounds paging (a V8 CPU profile of the server over a 5-second paging window at " +
-      "about 330 pages/s, taken on this machine on 2026-12-06 at a8b3040): the server was about " +
-      "80% busy, and of its busy time about 16% went to gzip (Connect compresses responses over " +
-      "1 KB for clients that accept it), 10% to the SQLite reads, 9% to decoding the stored " +
-      "events, 6% to the token check and 2% to encoding the responses, the rest mostly to " +
-      "Connect's handler and HTTP/2. Encoding took about 30% before GetHistory answers in " +
-      "binary protocols carried each event's stored bytes (see the profiling table). The load " +
-      "generator, which decodes every page with protobuf-es's reflective fromBinary, used about " +
-      "as much CPU as the server, and the two cores were about four-fifths busy (vmstat), so " +
-      "paging here is bound by the machine as much as by the server. Next steps for paging: let the edge write a binary answer from the stored " +
-      "bytes without decoding the events first, and a cheaper gzip level for history pages (a " +
-      "trade of bandwidth for CPU).",
+      "about 400 pages/s, taken on this machine on 2026-12-06 at 075e22a): the server's event " +
+      "loop was about three-quarters busy, and of its busy time about 12% went to gzip " +
+      "(Connect compresses answers over 1 KB for clients that accept it; pages up to 32 KiB " +
+      "are compressed in one synchronous call, see the profiling table), 12% to the SQLite " +
+      "reads, 11% to decoding the stored events, 6% to garbage collection, 5% to the token " +
+      "check and 2% to encoding the answers, the rest mostly to Connect's handler and HTTP/2 " +
+      "(3% to a DOMException for each call's aborted signal). Encoding took about 30% before " +
+      "answers in binary protocols carried each event's stored bytes. The load generator, " +
+      "which decodes every page with protobuf-es's reflective fromBinary, used about as much " +
+      "CPU as the server, and the two cores were about four-fifths busy (vmstat), so paging " +
+      "here is bound by the machine as much as by the server. Next step for paging: let the " +
+      "edge write a binary answer from the stored bytes without decoding the events first " +
+      "(about a tenth of the server's time).",
     "",
   ];
 }
