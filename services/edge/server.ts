@@ -38,6 +38,8 @@ const destroySocket = (socket: net.Socket) => socket.destroy();
  */
 export function createHttpServer(opts: HttpServerOptions) {
   const { limits, corsOrigins } = opts.config;
+  // binaryOptions stay at their defaults: toBinary must write unknown fields,
+  // which carry the stored events of GetHistory and Sync answers (see withEvents).
   const connect = connectNodeAdapter({
     routes: opts.routes,
     interceptors: opts.interceptors,
