@@ -39,6 +39,7 @@ import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
 import { corsResponseHeaders, type StreamEndpoint } from "./server.js";
 import { checkCursors } from "./validate.js";
+import { type Dialect, dialects } from "./wire.js";
 
 /** "package.Service/Method", as metrics and logs label the call. */
 const sessionProcedure = `${ChatService.typeName}/${ChatService.method.session.name}`;
@@ -48,24 +49,6 @@ const procedures = new Map([
   [`/${sessionProcedure}`, sessionProcedure],
   [`/${subscribeProcedure}`, subscribeProcedure],
   [`/${heartbeatProcedure}`, heartbeatProcedure],
-]);
-/**
- * How a call frames its messages and ends: gRPC (status in HTTP trailers),
- * gRPC-Web (status in a last message), the Connect streaming protocol
- * (status in an end-stream message; JSON or binary messages) or Connect's
- * unary protocol (one bare message each way; an error is an HTTP status and
- * a JSON body).
- */
-type Dialect = "grpc" | "grpc-web" | "connect-proto" | "connect-json";
-const dialects = new Map<string, Dialect>([
-  ["application/grpc", "grpc"],
-  ["application/grpc+proto", "grpc"],
-  ["application/grpc-web", "grpc-web"],
-  ["application/grpc-web+proto", "grpc-web"],
-  ["application/connect+proto", "connect-proto"],
-  ["application/connect+json", "connect-json"],
-  ["application/proto", "connect-proto"],
-  ["application/json", "connect-json"],
 ]);
 /** Content types of Connect's unary protocol: messages are not enveloped. */
 const unaryContentTypes = new Set(["application/proto", "application/json"]);

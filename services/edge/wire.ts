@@ -103,21 +103,32 @@ export function encodeSessionResponse(f: ServerFrame): Uint8Array {
   return out;
 }
 
-/** Content types (without parameters) whose messages are binary protobuf, in every protocol Connect serves. */
-const binaryContentTypes = new Set([
-  "application/proto",
-  "application/connect+proto",
-  "application/grpc",
-  "application/grpc+proto",
-  "application/grpc-web",
-  "application/grpc-web+proto",
+/**
+ * How a call frames its messages and ends: gRPC (status in HTTP trailers),
+ * gRPC-Web (status in a last message), the Connect streaming protocol
+ * (status in an end-stream message; JSON or binary messages) or Connect's
+ * unary protocol (one bare message each way; an error is an HTTP status and
+ * a JSON body).
+ */
+export type Dialect = "grpc" | "grpc-web" | "connect-proto" | "connect-json";
+
+/** The dialect of each content type (without parameters) the edge serves. */
+export const dialects: ReadonlyMap<string, Dialect> = new Map<string, Dialect>([
+  ["application/grpc", "grpc"],
+  ["application/grpc+proto", "grpc"],
+  ["application/grpc-web", "grpc-web"],
+  ["application/grpc-web+proto", "grpc-web"],
+  ["application/connect+proto", "connect-proto"],
+  ["application/connect+json", "connect-json"],
+  ["application/proto", "connect-proto"],
+  ["application/json", "connect-json"],
 ]);
 
 /** Whether a call with this request content type is answered in binary protobuf. */
 export function answersInBinary(contentType: string | null): boolean {
   if (!contentType) return false;
-  const bare = contentType.split(";", 1)[0]!.trim().toLowerCase();
-  return binaryContentTypes.has(bare);
+  const dialect = dialects.get(contentType.split(";", 1)[0]!.trim().toLowerCase());
+  return dialect !== undefined && dialect !== "connect-json";
 }
 
 /**
