@@ -1,5 +1,3 @@
-import { create } from "@bufbuild/protobuf";
-import { EdgeMessageSchema } from "../gen/chat/internal/v1/edge_pb.js";
 import type { ServerFrame } from "../gen/chat/v1/chat_service_pb.js";
 import type { SoftState } from "./backends/soft-state.js";
 
@@ -27,10 +25,14 @@ export async function deliverToUsers(
   }
   await Promise.all(
     [...byEdge].map(([edgeId, deviceIds]) =>
-      soft.bus.publish(
-        edgeId,
-        create(EdgeMessageSchema, { kind: { case: "delivery", value: { deviceIds, frame } } }),
-      ),
+      // A literal, not create(): one per event and edge (see "The send path" in docs/ARCHITECTURE.md).
+      soft.bus.publish(edgeId, {
+        $typeName: "chat.internal.v1.EdgeMessage",
+        kind: {
+          case: "delivery",
+          value: { $typeName: "chat.internal.v1.Delivery", deviceIds, frame },
+        },
+      }),
     ),
   );
   return connected;

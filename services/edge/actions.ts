@@ -1,18 +1,13 @@
-import { create } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
-import {
-  type Actor,
-  ActorSchema,
-  type RouterService,
-} from "../../gen/chat/internal/v1/router_service_pb.js";
-import {
-  type MarkDeliveredRequest,
-  type MarkReadRequest,
-  type SendRequest,
-  type SendResponse,
-  SendResponseSchema,
-  type SetTypingRequest,
+import type { Actor, RouterService } from "../../gen/chat/internal/v1/router_service_pb.js";
+import type {
+  MarkDeliveredRequest,
+  MarkReadRequest,
+  SendRequest,
+  SendResponse,
+  SetTypingRequest,
 } from "../../gen/chat/v1/chat_service_pb.js";
+import { MessageKind, type MessagePosted } from "../../gen/chat/v1/event_pb.js";
 import type { Receipt } from "../../gen/chat/v1/model_pb.js";
 import type { SoftState } from "../../lib/backends/soft-state.js";
 import type { Limits } from "../../lib/config.js";
@@ -25,8 +20,13 @@ import { checkSend, checkSeq } from "./validate.js";
 
 export type RouterClient = Client<typeof RouterService>;
 
-export const actorOf = (who: Caller): Actor =>
-  create(ActorSchema, { userId: who.userId, deviceId: who.deviceId });
+/** The caller as the router's actor (a literal with every field: see "The send path"). */
+export const actorOf = (who: Caller): Actor => ({
+  $typeName: "chat.internal.v1.Actor",
+  userId: who.userId,
+  deviceId: who.deviceId,
+  partner: false,
+});
 
 /**
  * The client actions that exist both as unary calls and as Session frames.
@@ -49,18 +49,32 @@ export function createActions(deps: {
         limits.sendBurst,
       );
       if (!allowed) throw fail.exhausted("send rate limit exceeded, retry later");
+      // Literals, not create(): built for every send (see "The send path" in docs/ARCHITECTURE.md).
+      const posted: MessagePosted = {
+        $typeName: "chat.v1.MessagePosted",
+        ...(req.content ? { content: req.content } : {}),
+        messageKind: MessageKind.UNSPECIFIED,
+      };
       const res = await deps.router.apply({
+        $typeName: "chat.internal.v1.ApplyRequest",
         actor: actorOf(who),
         proposal: {
+          $typeName: "chat.v1.Event",
           conversationId: req.conversationId,
+          seq: 0n,
+          eventId: "",
+          actorUserId: "",
+          actorDeviceId: "",
           clientMsgId: req.clientMsgId,
-          kind: { case: "messagePosted", value: { content: req.content } },
+          redacted: false,
+          kind: { case: "messagePosted", value: posted },
         },
       });
-      return create(SendResponseSchema, {
-        duplicate: res.duplicate,
+      return {
+        $typeName: "chat.v1.SendResponse",
         ...(res.event ? { event: res.event } : {}),
-      });
+        duplicate: res.duplicate,
+      };
     },
     async markDelivered(who: Caller, req: MarkDeliveredRequest): Promise<Receipt | undefined> {
       checkConversationId(req.conversationId);

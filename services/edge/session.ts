@@ -68,6 +68,16 @@ export const frame = (
 ) => create(ServerFrameSchema, { frame: f, replyToFrameId });
 
 /**
+ * The frame of one event, built for each stream it reaches: a literal with
+ * every field instead of create() (see "The send path" in docs/ARCHITECTURE.md).
+ */
+const eventFrame = (event: Event): ServerFrame => ({
+  $typeName: "chat.v1.ServerFrame",
+  replyToFrameId: "",
+  frame: { case: "event", value: event },
+});
+
+/**
  * One client stream. It owns the stream's outbox and guarantees that the
  * client sees each conversation's events once and in seq order:
  *
@@ -182,7 +192,11 @@ export class Session {
     const pending = this.pendingSends?.get(key);
     if (res.duplicate || !res.event) {
       if (pending?.frameId === frameId) this.pendingSends?.delete(key);
-      this.push(frame({ case: "sendAck", value: res }, frameId));
+      this.push({
+        $typeName: "chat.v1.ServerFrame",
+        replyToFrameId: frameId,
+        frame: { case: "sendAck", value: res },
+      });
       return;
     }
     // Fan-out failures must not leave a durable send unacknowledged: the
@@ -316,8 +330,12 @@ export class Session {
     }
   }
 
-  private ackFrame(event: Event, frameId: string, duplicate: boolean) {
-    return frame({ case: "sendAck", value: { event, duplicate } }, frameId);
+  private ackFrame(event: Event, frameId: string, duplicate: boolean): ServerFrame {
+    return {
+      $typeName: "chat.v1.ServerFrame",
+      replyToFrameId: frameId,
+      frame: { case: "sendAck", value: { $typeName: "chat.v1.SendResponse", event, duplicate } },
+    };
   }
 
   private takePendingSend(event: Event): string | undefined {
@@ -389,9 +407,7 @@ export class Session {
     }
     const frameId = this.takePendingSend(event);
     this.outbox.push(
-      frameId !== undefined
-        ? this.ackFrame(event, frameId, false)
-        : frame({ case: "event", value: event }),
+      frameId !== undefined ? this.ackFrame(event, frameId, false) : eventFrame(event),
     );
     g.sent = event.seq;
     this.notify();
@@ -496,9 +512,7 @@ export class Session {
           if (ev.seq <= g.sent) continue;
           const frameId = this.takePendingSend(ev);
           this.outbox.push(
-            frameId !== undefined
-              ? this.ackFrame(ev, frameId, false)
-              : frame({ case: "event", value: ev }),
+            frameId !== undefined ? this.ackFrame(ev, frameId, false) : eventFrame(ev),
           );
           g.sent = ev.seq;
         }

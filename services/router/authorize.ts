@@ -7,7 +7,6 @@ import {
   MemberRemovedSchema,
   MembersAddedSchema,
   MessageKind,
-  MessagePostedSchema,
   Role,
 } from "../../gen/chat/v1/event_pb.js";
 import { fail } from "../../lib/errors.js";
@@ -94,7 +93,12 @@ export async function authorize(
       return {
         kind: {
           case: "messagePosted",
-          value: create(MessagePostedSchema, { content: k.value.content, messageKind }),
+          // A literal, not create(): one per send (see "The send path" in docs/ARCHITECTURE.md).
+          value: {
+            $typeName: "chat.v1.MessagePosted",
+            ...(k.value.content ? { content: k.value.content } : {}),
+            messageKind,
+          },
         },
         recipients: everyone(),
       };

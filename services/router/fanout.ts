@@ -1,5 +1,4 @@
-import { create } from "@bufbuild/protobuf";
-import { type ServerFrame, ServerFrameSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import type { ServerFrame } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import type { PushNotifier } from "../../lib/backends/push.js";
 import type { SoftState } from "../../lib/backends/soft-state.js";
@@ -27,7 +26,12 @@ export function createFanout(deps: {
   };
 
   async function deliverEvent(event: Event, recipients: string[]) {
-    const frame = create(ServerFrameSchema, { frame: { case: "event", value: event } });
+    // A literal, not create(): one per event (see "The send path" in docs/ARCHITECTURE.md).
+    const frame: ServerFrame = {
+      $typeName: "chat.v1.ServerFrame",
+      replyToFrameId: "",
+      frame: { case: "event", value: event },
+    };
     const connected = await deliver(frame, recipients);
     if (deps.push && event.kind.case === "messagePosted") {
       const others = recipients.filter((u) => u !== event.actorUserId);

@@ -1,16 +1,16 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
-import type { EdgeMessage } from "../../gen/chat/internal/v1/edge_pb.js";
+import { type EdgeMessage, EdgeMessageSchema } from "../../gen/chat/internal/v1/edge_pb.js";
 import { RouterService } from "../../gen/chat/internal/v1/router_service_pb.js";
 import {
   FindEventResponseSchema,
   StoreService,
 } from "../../gen/chat/internal/v1/store_service_pb.js";
-import { ConversationKind, type Event } from "../../gen/chat/v1/event_pb.js";
+import { ConversationKind, type Event, EventSchema } from "../../gen/chat/v1/event_pb.js";
 import { createInProcessLog } from "../../lib/backends/memory/in-process-log.js";
 import { createMemorySoftState } from "../../lib/backends/memory/memory-soft-state.js";
 import { openSqliteStore } from "../../lib/backends/sqlite/sqlite-store.js";
@@ -40,10 +40,13 @@ async function startCore(opts: { laggingDedupReads?: boolean; logJudges?: boolea
   // Verdicts the durability point handed out, so tests can tell a race really happened.
   const refused: Error[] = [];
   const hooks: { beforeCommit?: (batch: Event[]) => Promise<void> } = {};
+  // Every event handed to the store, as the router built it.
+  const committed: Event[] = [];
   const events = {
     ...sqlite,
     async commit(batch: Event[]) {
       await hooks.beforeCommit?.(batch);
+      committed.push(...batch);
       const verdicts = await sqlite.commit(batch);
       for (const v of verdicts) if (v) refused.push(v);
       return verdicts;
@@ -72,6 +75,7 @@ async function startCore(opts: { laggingDedupReads?: boolean; logJudges?: boolea
     sqlite,
     refused,
     hooks,
+    committed,
     store: storeClient,
     router,
     addRouter,
@@ -379,6 +383,28 @@ describe("send path: fan-out", () => {
     expect(delivered.map((d) => d.eventId)).toEqual(stored.slice(1).map((e) => e.eventId));
     expect(delivered.every((d) => d.deviceIds.join() === "ben-tab")).toBe(true);
     await unsubscribe();
+  });
+
+  it("builds the events and bus messages of a send with every field set, as decoding them does", async () => {
+    core = await startCore();
+    const c = core;
+    const conv = await group(c, "ann", ["ben"]);
+    await c.soft.registry.attach({ userId: "ben", deviceId: "ben-tab", edgeId: "g_fake" });
+    const got: EdgeMessage[] = [];
+    const unsubscribe = await c.soft.bus.subscribe("g_fake", (m: EdgeMessage) => got.push(m));
+    await post(c, "ann", conv, "m1", "hello");
+    const deadline = Date.now() + 5000;
+    while (got.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    await unsubscribe();
+    const m = got[0];
+    expect(m?.kind.case === "delivery" && m.kind.value.frame?.frame.case).toBe("event");
+    // The router builds these as object literals (no create()): a field left
+    // out would be missing here and present in the decoded copy.
+    expect(m).toStrictEqual(fromBinary(EdgeMessageSchema, toBinary(EdgeMessageSchema, m!)));
+    expect(c.committed.length).toBeGreaterThan(0);
+    for (const ev of c.committed) {
+      expect(ev).toStrictEqual(fromBinary(EventSchema, toBinary(EventSchema, ev)));
+    }
   });
 
   it("sends nothing for a change that was refused", async () => {

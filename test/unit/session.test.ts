@@ -1,6 +1,10 @@
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { SendResponseSchema, type ServerFrame } from "../../gen/chat/v1/chat_service_pb.js";
+import {
+  SendResponseSchema,
+  type ServerFrame,
+  ServerFrameSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
 import { type Event, EventSchema } from "../../gen/chat/v1/event_pb.js";
 import { createRootLogger } from "../../lib/logger.js";
 import { Session } from "../../services/edge/session.js";
@@ -50,6 +54,24 @@ describe("session send acks", () => {
     s.ackOverdue(Date.now() + 10_000);
     const frames = await drain(s);
     expect(frames.map((f) => [f.frame.case, f.replyToFrameId])).toEqual([["sendAck", "f1"]]);
+  });
+
+  it("builds ack frames with every field set, as decoding them does", async () => {
+    const s = session();
+    s.sendStarted("c_1", "m1", "f1");
+    s.offer(posted(2n, "m1"));
+    s.sendStarted("c_1", "m0", "f0");
+    s.sendFinished("c_1", "m0", "f0", create(SendResponseSchema, { duplicate: true }));
+    const frames = await drain(s);
+    expect(frames.map((f) => [f.frame.case, f.replyToFrameId])).toEqual([
+      ["sendAck", "f1"],
+      ["sendAck", "f0"],
+    ]);
+    // Frames on the send path are object literals (no create()): a field left
+    // out would be missing here and present in the decoded copy.
+    for (const f of frames) {
+      expect(f).toStrictEqual(fromBinary(ServerFrameSchema, toBinary(ServerFrameSchema, f)));
+    }
   });
 
   it("acks directly once due when fan-out never brings the event back", async () => {
