@@ -643,8 +643,9 @@ function renderBounds(run: BenchRun): string[] {
       "which about tripled that share, hence SCHED_BATCH above), about a tenth to handing " +
       "events to the writer thread (structured clones), a tenth to garbage collection, an " +
       "eighth to creating and decoding protobuf messages (since then client send frames are " +
-      "decoded by hand, about 1 µs instead of 7 a frame; reflective create() calls on the send " +
-      "path remain, about 6% in a later profile at 5,000 msgs/s), and the rest spreads thinly " +
+      "decoded by hand, about 1 µs instead of 7 a frame, and the send path's messages are " +
+      "built as literals instead of with reflective create() calls, which took about 7% in a " +
+      "later profile at 5,000 msgs/s), and the rest spreads thinly " +
       "over WebSocket framing, the router call, authorization, sequencing and fan-out.",
     "",
     "The writer thread's time goes to SQLite commits rather than to waiting for the " +
@@ -728,7 +729,16 @@ function renderBounds(run: BenchRun): string[] {
       "two alternating runs, and p50 about 1 ms higher. Running the writer thread under " +
       "SCHED_BATCH, so that waking it cannot preempt the event loop: no change in server CPU " +
       "or p99 in two ramps each, alternating with the kept code (one of its ramps stopped at " +
-      "5,000 msgs/s, the other three reached 7,000).",
+      "5,000 msgs/s, the other three reached 7,000). Later, with the send path's messages " +
+      "built as literals, events were handed to the writer as their encodings instead of " +
+      "structured clones (encoded by hand on the event loop, where fan-out needs the bytes " +
+      "anyway, decoded by hand on the writer, only verdicts sent back): server CPU at 5,000 " +
+      "msgs/s 57–75% against 54–73%, about 67% against 66% on average, in six alternating " +
+      "runs of two steps each, so not kept. The profiles charge the posting about 8% of the " +
+      "event loop, several times what a structured clone of a few events costs in isolation " +
+      "(about 2 µs an event), and neither fewer posts nor cheaper ones changed the server's " +
+      "CPU: what the samples there catch is likely the wake-up of the writer thread rather " +
+      "than the copying.",
     "",
     "Two more writer-side measurements, ramps alternating with the kept code on one day. " +
       "Leaving out the sender's read mark and device cursor (two of the five pages an " +
@@ -757,9 +767,9 @@ function renderBounds(run: BenchRun): string[] {
       "thread is full; what breaks is the tail of the event loop, one thread doing most of " +
       "the server's work. Less CPU per message helps a little, and what is left is spread " +
       "thin: fewer statements per event on the writer (the sender's two marks, given a " +
-      "replay on restart), the send path's messages built without protobuf-es's reflective " +
-      "create() (about 6% of the event loop), and fewer structured clones to the writer " +
-      "thread (about a tenth). Each is worth a few percent, and together they would not " +
+      "replay on restart), and fewer wake-ups of the writer thread (the hand-over is charged " +
+      "about 8% of the event loop, though neither fewer nor cheaper posts changed the CPU, " +
+      "above). Each is worth a few percent, and together they would not " +
       "reach ejabberd's routing-only rate: the event loop alone, about half busy at 6,000 " +
       "msgs/s, projects linearly to full near 11,000, and its stalls break the ramp before " +
       "that. The step that changes the bound is running the event loop's work on more than " +
