@@ -48,14 +48,14 @@ export function rememberEventBytes(event: Event, bytes: Uint8Array): void {
 }
 
 /**
- * A repeated Event field as unknown fields that hold each event's encoding
- * (see eventBytes): toBinary writes unknown fields verbatim after the known
- * ones, and a decoder that knows the field reads them as its elements, in
- * order. A page of stored events is then written out as it was stored
- * instead of field by field. Binary encodings only: JSON has no unknown fields.
+ * A repeated Event field as unknown fields that hold the events' encodings
+ * (eventBytes of each, or the bytes they were stored as): toBinary writes
+ * unknown fields verbatim after the known ones, and a decoder that knows the
+ * field reads them as its elements, in order. A page of stored events is then
+ * written out as it was stored instead of field by field. Binary encodings
+ * only: JSON has no unknown fields.
  */
-export function storedEventFields(fieldNo: number, events: readonly Event[]): UnknownField[] {
-  const encoded = events.map(eventBytes);
+export function storedEventFields(fieldNo: number, encoded: readonly Uint8Array[]): UnknownField[] {
   let size = 0;
   for (const b of encoded) size += varintSize(b.length) + b.length;
   // One buffer for the page: each field's data is its length prefix and the event's bytes.

@@ -35,6 +35,19 @@ export interface EventStore {
     minSeq: bigint,
     limit: number,
   ): Promise<Event[]>;
+  /**
+   * readAfter, with each event as it is stored: its binary encoding, exactly
+   * toBinary(EventSchema, event) of what readAfter returns (redactions
+   * included). For callers that pass events on without reading them.
+   */
+  readAfterEncoded(conversationId: string, afterSeq: bigint, limit: number): Promise<Uint8Array[]>;
+  /** readBefore, with each event as it is stored (see readAfterEncoded). */
+  readBeforeEncoded(
+    conversationId: string,
+    beforeSeq: bigint,
+    minSeq: bigint,
+    limit: number,
+  ): Promise<Uint8Array[]>;
   readEvent(conversationId: string, seq: bigint): Promise<Event | undefined>;
   findByClientMsgId(
     conversationId: string,

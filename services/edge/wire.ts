@@ -147,9 +147,21 @@ export function withEvents<
   events: Event[],
   binary: boolean,
 ): MessageShape<Desc> {
+  if (binary) return withEncodedEvents(schema, init, events.map(eventBytes));
   const msg = create(schema, init);
-  if (binary) msg.$unknown = storedEventFields(schema.field.events.number, events);
-  else msg.events = events;
+  msg.events = events;
+  return msg;
+}
+
+/**
+ * withEvents for a binary response whose events are at hand only as their
+ * encodings (as the store read them), which need not be decoded at all.
+ */
+export function withEncodedEvents<
+  Desc extends GenMessage<Message & { events: Event[] }> & { field: { events: DescField } },
+>(schema: Desc, init: MessageInitShape<Desc>, encoded: readonly Uint8Array[]): MessageShape<Desc> {
+  const msg = create(schema, init);
+  msg.$unknown = storedEventFields(schema.field.events.number, encoded);
   return msg;
 }
 

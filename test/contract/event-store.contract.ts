@@ -1,5 +1,6 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { MessageKind } from "../../gen/chat/v1/event_pb.js";
+import { type Event, EventSchema, MessageKind } from "../../gen/chat/v1/event_pb.js";
 import type { EventStore } from "../../lib/backends/event-store.js";
 import type { MetadataStore } from "../../lib/backends/metadata-store.js";
 import {
@@ -20,6 +21,11 @@ import {
 } from "./fixtures.js";
 
 export type { StoreFactory, StoreHandle } from "./fixtures.js";
+
+/** An event decoded from bytes by the reference decoder. */
+const decoded = (bytes: Uint8Array) => fromBinary(EventSchema, bytes);
+/** An event as the reference decoder builds it (a store may hand out its own objects). */
+const copy = (event: Event) => decoded(toBinary(EventSchema, event));
 
 /** Commits a batch and fails the test unless every event committed. */
 async function commitAll(events: EventStore, batch: Parameters<EventStore["commit"]>[0]) {
@@ -248,6 +254,36 @@ export function eventStoreContract(name: string, factory: StoreFactory) {
         expect(await events.readBefore(newConversationId(), 0n, 1n, 5)).toEqual([]);
       });
 
+      it("reads the same windows as stored, each event as its encoding", async () => {
+        await open();
+        const conv = await groupWithMessages(events, 10);
+        const windows: [bigint, number][] = [
+          [0n, 100],
+          [5n, 3],
+          [9n, 10],
+          [11n, 10],
+        ];
+        for (const [after, limit] of windows) {
+          const want = (await events.readAfter(conv, after, limit)).map(copy);
+          const got = await events.readAfterEncoded(conv, after, limit);
+          expect(got.map(decoded), `after ${after}`).toStrictEqual(want);
+        }
+        const backward: [bigint, bigint, number][] = [
+          [0n, 1n, 3],
+          [0n, 1n, 100],
+          [5n, 1n, 10],
+          [8n, 4n, 2],
+          [4n, 4n, 5],
+        ];
+        for (const [before, min, limit] of backward) {
+          const want = (await events.readBefore(conv, before, min, limit)).map(copy);
+          const got = await events.readBeforeEncoded(conv, before, min, limit);
+          expect(got.map(decoded), `before ${before} from ${min}`).toStrictEqual(want);
+        }
+        expect(await events.readAfterEncoded(newConversationId(), 0n, 10)).toEqual([]);
+        expect(await events.readBeforeEncoded(newConversationId(), 0n, 1n, 5)).toEqual([]);
+      });
+
       it("reads one event with every field as committed", async () => {
         await open();
         const conv = await groupWithMessages(events, 0);
@@ -355,11 +391,18 @@ export function eventStoreContract(name: string, factory: StoreFactory) {
         const tombstone = await events.readEvent(conv, 7n);
         expect(tombstone?.kind.case).toBe("messageDeleted");
 
-        // Range reads see the redacted versions too.
+        // Range reads see the redacted versions too, decoded or as stored.
         const all = await events.readAfter(conv, 0n, 10);
         expect(seqsOf(all)).toEqual(range(1, 7));
         expect(all[1]?.redacted).toBe(true);
         expect(textOf(all[1])).toBe("");
+        const stored = (await events.readAfterEncoded(conv, 0n, 10)).map(decoded);
+        expect(stored).toStrictEqual(all.map(copy));
+        expect(stored[1]?.redacted).toBe(true);
+        expect(textOf(stored[1])).toBe("");
+        const storedEdit = stored[3];
+        expect(storedEdit?.redacted).toBe(true);
+        expect(storedEdit?.kind.case === "messageEdited" && storedEdit.kind.value.text).toBe("");
       });
 
       it("keeps the message kind of a redacted message", async () => {

@@ -16,6 +16,7 @@ import {
   decodeEvent,
   decodePlainEvent,
   encodeEvent,
+  eventBytes,
   rememberEventBytes,
   storedEventFields,
 } from "../../lib/event-bytes.js";
@@ -185,7 +186,7 @@ describe("storedEventFields", () => {
   /** A response carrying `events` as stored bytes, decoded as a client decodes it. */
   const viaStoredBytes = (events: Event[]) => {
     const res = create(GetHistoryResponseSchema, { hasMore: true, headSeq: 9n });
-    res.$unknown = storedEventFields(eventsField, events);
+    res.$unknown = storedEventFields(eventsField, events.map(eventBytes));
     return fromBinary(GetHistoryResponseSchema, toBinary(GetHistoryResponseSchema, res));
   };
   const viaReflection = (events: Event[]) =>
@@ -206,6 +207,21 @@ describe("storedEventFields", () => {
     for (const page of [[], events.slice(0, 1), events.slice(0, 50), events]) {
       expect(viaStoredBytes(page)).toStrictEqual(viaReflection(page));
     }
+  });
+
+  it("writes the encodings it is given verbatim, as the store read them", () => {
+    const r = rng(9);
+    const events = Array.from({ length: 60 }, () => posted(r));
+    const res = create(GetHistoryResponseSchema, { hasMore: false, headSeq: 60n });
+    res.$unknown = storedEventFields(
+      eventsField,
+      events.map((e) => toBinary(EventSchema, e)),
+    );
+    const decoded = fromBinary(GetHistoryResponseSchema, toBinary(GetHistoryResponseSchema, res));
+    const reference = create(GetHistoryResponseSchema, { events, hasMore: false, headSeq: 60n });
+    expect(decoded).toStrictEqual(
+      fromBinary(GetHistoryResponseSchema, toBinary(GetHistoryResponseSchema, reference)),
+    );
   });
 
   it("writes each event's remembered bytes verbatim", () => {

@@ -84,8 +84,17 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
     ),
   };
 
+  const body = (row: unknown) => (row as { body: Uint8Array }).body;
   /** For events handed out read-only: their stored bytes are kept for re-encoding. */
-  const decode = (row: unknown) => decodeEvent((row as { body: Uint8Array }).body);
+  const decode = (row: unknown) => decodeEvent(body(row));
+  /** The newest `limit` rows below beforeSeq (0: after the head), newest first. */
+  const rowsBefore = (conversationId: string, beforeSeq: bigint, minSeq: bigint, limit: number) =>
+    q.before.all(
+      conversationId,
+      beforeSeq === 0n ? BigInt(Number.MAX_SAFE_INTEGER) : beforeSeq,
+      minSeq,
+      limit,
+    );
 
   return {
     async commit(events) {
@@ -105,8 +114,13 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
       return q.after.all(conversationId, afterSeq, limit).map(decode);
     },
     async readBefore(conversationId, beforeSeq, minSeq, limit) {
-      const before = beforeSeq === 0n ? BigInt(Number.MAX_SAFE_INTEGER) : beforeSeq;
-      return q.before.all(conversationId, before, minSeq, limit).map(decode).reverse();
+      return rowsBefore(conversationId, beforeSeq, minSeq, limit).map(decode).reverse();
+    },
+    async readAfterEncoded(conversationId, afterSeq, limit) {
+      return q.after.all(conversationId, afterSeq, limit).map(body);
+    },
+    async readBeforeEncoded(conversationId, beforeSeq, minSeq, limit) {
+      return rowsBefore(conversationId, beforeSeq, minSeq, limit).map(body).reverse();
     },
     async readEvent(conversationId, seq) {
       const row = q.eventBody.get(conversationId, seq);

@@ -18,7 +18,7 @@ import { actorOf } from "../actions.js";
 import { type Caller, caller } from "../auth.js";
 import type { EdgeContext } from "../context.js";
 import { checkCursors, checkHistory, checkSeq } from "../validate.js";
-import { answersInBinary, withEvents } from "../wire.js";
+import { answersInBinary, withEncodedEvents, withEvents } from "../wire.js";
 
 /** Most events one Sync response carries before it sets has_more. */
 const syncMaxEvents = 5000;
@@ -91,19 +91,21 @@ export const messageRoutes = (
 
     async getHistory(req, hctx) {
       checkHistory(req);
+      // A binary answer carries the events as the store holds them, so they
+      // are neither decoded nor encoded on the way (see withEncodedEvents).
+      const binary = answersInBinary(hctx.requestHeader.get("content-type"));
       const res = await ctx.store.readHistory({
         viewerUserId: caller(hctx).userId,
         conversationId: req.conversationId,
         anchorSeq: req.anchorSeq,
         backward: req.direction !== HistoryDirection.FORWARD,
         limit: req.limit || 50,
+        encoded: binary,
       });
-      return withEvents(
-        GetHistoryResponseSchema,
-        { hasMore: res.hasMore, headSeq: res.headSeq },
-        res.events,
-        answersInBinary(hctx.requestHeader.get("content-type")),
-      );
+      const init = { hasMore: res.hasMore, headSeq: res.headSeq };
+      return binary
+        ? withEncodedEvents(GetHistoryResponseSchema, init, res.encodedEvents)
+        : withEvents(GetHistoryResponseSchema, init, res.events, false);
     },
 
     async sync(req, hctx) {

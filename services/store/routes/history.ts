@@ -1,6 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { StoreService } from "../../../gen/chat/internal/v1/store_service_pb.js";
+import type {
+  ReadHistoryRequest,
+  StoreService,
+} from "../../../gen/chat/internal/v1/store_service_pb.js";
 import {
   type ConversationCursor,
   ConversationCursorSchema,
@@ -9,6 +12,40 @@ import {
 } from "../../../gen/chat/v1/model_pb.js";
 import { CursorRangeError } from "../../../lib/errors.js";
 import { requireMember, type StoreDeps } from "../views.js";
+
+/** Reads of a conversation's events in one form: decoded, or as stored. */
+interface PageReads<T> {
+  after(conversationId: string, afterSeq: bigint, limit: number): Promise<T[]>;
+  before(conversationId: string, beforeSeq: bigint, minSeq: bigint, limit: number): Promise<T[]>;
+}
+
+/**
+ * One page of history from the request's anchor, never below the viewer's
+ * `floor` (the seq that made them a member), ascending by seq.
+ */
+async function readPage<T>(
+  req: ReadHistoryRequest,
+  floor: bigint,
+  headSeq: bigint,
+  reads: PageReads<T>,
+): Promise<{ page: T[]; hasMore: boolean }> {
+  const limit = req.limit;
+  if (req.backward) {
+    if (req.anchorSeq > headSeq + 1n) {
+      throw new CursorRangeError("anchor_seq is beyond the conversation's head");
+    }
+    const page = await reads.before(req.conversationId, req.anchorSeq, floor, limit + 1);
+    const hasMore = page.length > limit;
+    return { page: hasMore ? page.slice(1) : page, hasMore };
+  }
+  if (req.anchorSeq > headSeq) {
+    throw new CursorRangeError("anchor_seq is beyond the conversation's head");
+  }
+  const after = req.anchorSeq >= floor ? req.anchorSeq : floor - 1n;
+  const page = await reads.after(req.conversationId, after, limit + 1);
+  const hasMore = page.length > limit;
+  return { page: hasMore ? page.slice(0, limit) : page, hasMore };
+}
 
 /** History paging, catch-up sync and single-event reads. */
 export const historyRoutes = (
@@ -23,27 +60,19 @@ export const historyRoutes = (
       req.viewerUserId,
       req.conversationId,
     );
-    const floor = member.joinedSeq;
-    const limit = req.limit;
-    let events: Awaited<ReturnType<typeof deps.events.readAfter>>;
-    let hasMore: boolean;
-    if (req.backward) {
-      if (req.anchorSeq > conversation.headSeq + 1n) {
-        throw new CursorRangeError("anchor_seq is beyond the conversation's head");
-      }
-      events = await deps.events.readBefore(req.conversationId, req.anchorSeq, floor, limit + 1);
-      hasMore = events.length > limit;
-      if (hasMore) events = events.slice(1);
-    } else {
-      if (req.anchorSeq > conversation.headSeq) {
-        throw new CursorRangeError("anchor_seq is beyond the conversation's head");
-      }
-      const after = req.anchorSeq >= floor ? req.anchorSeq : floor - 1n;
-      events = await deps.events.readAfter(req.conversationId, after, limit + 1);
-      hasMore = events.length > limit;
-      if (hasMore) events = events.slice(0, limit);
+    const headSeq = conversation.headSeq;
+    if (req.encoded) {
+      const { page, hasMore } = await readPage(req, member.joinedSeq, headSeq, {
+        after: (...a) => deps.events.readAfterEncoded(...a),
+        before: (...a) => deps.events.readBeforeEncoded(...a),
+      });
+      return { encodedEvents: page, hasMore, headSeq };
     }
-    return { events, hasMore, headSeq: conversation.headSeq };
+    const { page, hasMore } = await readPage(req, member.joinedSeq, headSeq, {
+      after: (...a) => deps.events.readAfter(...a),
+      before: (...a) => deps.events.readBefore(...a),
+    });
+    return { events: page, hasMore, headSeq };
   },
 
   async readSync(req) {
