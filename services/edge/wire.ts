@@ -9,7 +9,10 @@ import {
 } from "@bufbuild/protobuf";
 import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import type { ReadHistoryResponse } from "../../gen/chat/internal/v1/store_service_pb.js";
 import {
+  type GetHistoryResponse,
+  GetHistoryResponseSchema,
   type SendRequest,
   type ServerFrame,
   type SessionRequest,
@@ -147,21 +150,26 @@ export function withEvents<
   events: Event[],
   binary: boolean,
 ): MessageShape<Desc> {
-  if (binary) return withEncodedEvents(schema, init, events.map(eventBytes));
   const msg = create(schema, init);
-  msg.events = events;
+  if (binary) msg.$unknown = storedEventFields(schema.field.events.number, events.map(eventBytes));
+  else msg.events = events;
   return msg;
 }
 
 /**
- * withEvents for a binary response whose events are at hand only as their
- * encodings (as the store read them), which need not be decoded at all.
+ * The GetHistory answer to a page the store read with `encoded` set when the
+ * answer is binary: its events go out as the store holds them, neither
+ * decoded nor encoded on the way. A store that predates `encoded` (during a
+ * rolling upgrade of a split deployment) answers with decoded events, which
+ * are then written out as withEvents does.
  */
-export function withEncodedEvents<
-  Desc extends GenMessage<Message & { events: Event[] }> & { field: { events: DescField } },
->(schema: Desc, init: MessageInitShape<Desc>, encoded: readonly Uint8Array[]): MessageShape<Desc> {
-  const msg = create(schema, init);
-  msg.$unknown = storedEventFields(schema.field.events.number, encoded);
+export function historyAnswer(res: ReadHistoryResponse, binary: boolean): GetHistoryResponse {
+  const init = { hasMore: res.hasMore, headSeq: res.headSeq };
+  if (!binary || res.encodedEvents.length === 0) {
+    return withEvents(GetHistoryResponseSchema, init, res.events, binary);
+  }
+  const msg = create(GetHistoryResponseSchema, init);
+  msg.$unknown = storedEventFields(GetHistoryResponseSchema.field.events.number, res.encodedEvents);
   return msg;
 }
 

@@ -1,6 +1,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
+import { ReadHistoryResponseSchema } from "../../gen/chat/internal/v1/store_service_pb.js";
 import {
   GetHistoryResponseSchema,
   ServerFrameSchema,
@@ -16,6 +17,7 @@ import {
   decodePlainSend,
   decodeSessionRequest,
   encodeSessionResponse,
+  historyAnswer,
   withEvents,
 } from "../../services/edge/wire.js";
 import { expectLeavesRestToFromBinary, expectReadsPlain, rng } from "../helpers/fast-decode.js";
@@ -135,6 +137,42 @@ describe("withEvents", () => {
     expect(fromBinary(SyncBatchSchema, toBinary(SyncBatchSchema, batch)).events).toStrictEqual(
       decoded.events,
     );
+  });
+});
+
+describe("historyAnswer", () => {
+  const events = [ev(5n), ev(6n, "é".repeat(200)), ev(7n)];
+  const reference = create(GetHistoryResponseSchema, { events, hasMore: true, headSeq: 9n });
+  const asClientReads = (msg: typeof reference) =>
+    fromBinary(GetHistoryResponseSchema, toBinary(GetHistoryResponseSchema, msg));
+
+  it("writes a page read as stored into a binary answer as it is", () => {
+    const res = create(ReadHistoryResponseSchema, {
+      encodedEvents: events.map((e) => toBinary(EventSchema, e)),
+      hasMore: true,
+      headSeq: 9n,
+    });
+    const answer = historyAnswer(res, true);
+    expect(answer.events).toEqual([]);
+    expect(answer.$unknown).toHaveLength(3);
+    expect(asClientReads(answer)).toStrictEqual(asClientReads(reference));
+  });
+
+  it("answers from decoded events for JSON and for a store that predates encoded reads", () => {
+    const res = create(ReadHistoryResponseSchema, { events, hasMore: true, headSeq: 9n });
+    expect(asClientReads(historyAnswer(res, true))).toStrictEqual(asClientReads(reference));
+    const json = historyAnswer(res, false);
+    expect(json.events).toBe(res.events);
+    expect(json.$unknown).toBeUndefined();
+  });
+
+  it("answers an empty page either way", () => {
+    const res = create(ReadHistoryResponseSchema, { hasMore: false, headSeq: 1n });
+    for (const binary of [true, false]) {
+      const answer = asClientReads(historyAnswer(res, binary));
+      expect(answer.events).toEqual([]);
+      expect(answer.headSeq).toBe(1n);
+    }
   });
 });
 

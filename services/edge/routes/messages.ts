@@ -1,10 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import {
-  type ChatService,
-  GetHistoryResponseSchema,
-  HistoryDirection,
-} from "../../../gen/chat/v1/chat_service_pb.js";
+import { type ChatService, HistoryDirection } from "../../../gen/chat/v1/chat_service_pb.js";
 import type { EventSchema } from "../../../gen/chat/v1/event_pb.js";
 import { SyncBatchSchema } from "../../../gen/chat/v1/model_pb.js";
 import { fail } from "../../../lib/errors.js";
@@ -18,7 +14,7 @@ import { actorOf } from "../actions.js";
 import { type Caller, caller } from "../auth.js";
 import type { EdgeContext } from "../context.js";
 import { checkCursors, checkHistory, checkSeq } from "../validate.js";
-import { answersInBinary, withEncodedEvents, withEvents } from "../wire.js";
+import { answersInBinary, historyAnswer, withEvents } from "../wire.js";
 
 /** Most events one Sync response carries before it sets has_more. */
 const syncMaxEvents = 5000;
@@ -91,8 +87,7 @@ export const messageRoutes = (
 
     async getHistory(req, hctx) {
       checkHistory(req);
-      // A binary answer carries the events as the store holds them, so they
-      // are neither decoded nor encoded on the way (see withEncodedEvents).
+      // A binary answer carries the events as the store holds them (see historyAnswer).
       const binary = answersInBinary(hctx.requestHeader.get("content-type"));
       const res = await ctx.store.readHistory({
         viewerUserId: caller(hctx).userId,
@@ -102,10 +97,7 @@ export const messageRoutes = (
         limit: req.limit || 50,
         encoded: binary,
       });
-      const init = { hasMore: res.hasMore, headSeq: res.headSeq };
-      return binary
-        ? withEncodedEvents(GetHistoryResponseSchema, init, res.encodedEvents)
-        : withEvents(GetHistoryResponseSchema, init, res.events, false);
+      return historyAnswer(res, binary);
     },
 
     async sync(req, hctx) {
