@@ -622,7 +622,8 @@ function renderBounds(run: BenchRun): string[] {
       "separate runs between 4,500 and 8,500 msgs/s; this VM's speed varies between runs " +
       "and days for every system alike, so their totals differ from the table above: over " +
       "two days, full runs put ejabberd's routing-only ceiling at 10,000–20,000 msgs/s and " +
-      "ours at 5,000–8,500 (1,000 and 3,000 in two runs on 2026-12-06 while the disk's " +
+      "ours at 5,000–8,500, then 8,500 and 10,000 in the two runs after the send path's " +
+      "messages were built as literals (1,000 and 3,000 in two runs on 2026-12-06 while the disk's " +
       "commits were slow for minutes: a probe after one of them read about 1 ms at p99, and " +
       "ejabberd's archive on PostgreSQL, which commits to the same disk, fell to 0 and 2,000 " +
       "in them), and the relay, whose top steps " +
@@ -635,9 +636,11 @@ function renderBounds(run: BenchRun): string[] {
       "threads a few percent, and the two load-generator processes about 15% each. What " +
       "breaks first is the event loop, the one thread that does most of the server's work: " +
       "60–75% busy at the break, where its queueing and its stalls (below) push p99 past " +
-      "50 ms. ejabberd spends about a fifth less CPU per message at ours' ceiling (0.71–0.92× " +
-      "ours' in seven full runs; see above for this one), less than the gap between the two " +
-      "ceilings: the rest is that it spreads its work over two schedulers. Of the event loop's busy time about a seventh goes to socket writes on " +
+      "50 ms. ejabberd spent about a fifth less CPU per message than ours at ours' ceiling " +
+      "(0.71–0.92× ours' in seven full runs) until the send path's messages were built as " +
+      "literals, and about as much since (0.94× and 0.96× in the two full runs after; see " +
+      "above for this one), so the gap between the two ceilings that remains is that it " +
+      "spreads its work over two schedulers. Of the event loop's busy time about a seventh goes to socket writes on " +
       "loopback TCP (each message is one read and two writes, as for the relay; under normal " +
       "scheduling each write that woke the load generator also let it preempt the server, " +
       "which about tripled that share, hence SCHED_BATCH above), about a tenth to handing " +
@@ -769,10 +772,11 @@ function renderBounds(run: BenchRun): string[] {
       "thin: fewer statements per event on the writer (the sender's two marks, given a " +
       "replay on restart), and fewer wake-ups of the writer thread (the hand-over is charged " +
       "about 8% of the event loop, though neither fewer nor cheaper posts changed the CPU, " +
-      "above). Each is worth a few percent, and together they would not " +
-      "reach ejabberd's routing-only rate: the event loop alone, about half busy at 6,000 " +
-      "msgs/s, projects linearly to full near 11,000, and its stalls break the ramp before " +
-      "that. The step that changes the bound is running the event loop's work on more than " +
+      "above). Each is worth a few percent, and with ejabberd spending about as much CPU " +
+      "per message as ours, a few percent do not carry ours past a system that spreads the " +
+      "same work over both cores: most of ours' CPU per message is spent on one event loop, " +
+      "whose queueing and stalls break the ramp before that thread is full. The step that " +
+      "changes the bound is running the event loop's work on more than " +
       "one thread, as ejabberd's schedulers do: several edge processes (sessions, framing, " +
       "fan-out to sockets) against one router and store, the scale-out split (the reference " +
       "designs separate gateways from chat services). On this machine it would not pay: as " +
