@@ -28,8 +28,20 @@ function pidsWhere(
   return pids;
 }
 
-/** Running epmd daemons; other software on the machine (RabbitMQ) may run its own. */
-const epmdPids = () => pidsWhere("comm", (c) => c.trim() === "epmd");
+/**
+ * Running epmd daemons; other software on the machine (RabbitMQ) may run its
+ * own. Exited ones waiting to be reaped (zombies, whose state is Z) are left
+ * out: they vanish whenever init gets to them.
+ */
+const epmdPids = () =>
+  pidsWhere("comm", (c) => c.trim() === "epmd").filter((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+    } catch {
+      return false;
+    }
+  });
 
 /** Processes that inherited this target's environment: its node and anything the node started. */
 const startedBy = (t: EjabberdTarget) =>
