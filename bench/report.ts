@@ -1209,9 +1209,13 @@ function renderHistory(run: BenchRun): string[] {
   return out;
 }
 
-/** "1.50×" for rates; "2.00× less" or "1.10× more" where lower is better; — without both. */
+/**
+ * "1.50×" for rates; "2.00× less" or "1.10× more" where lower is better; —
+ * without both, or where one is not positive (a memory delta that a
+ * collection turned negative has no ratio).
+ */
 function profileChange(m: ProfileMeasure): string {
-  if (!m.before || !m.after) return "—";
+  if (!m.before || !m.after || m.before < 0 || m.after < 0) return "—";
   if (!m.lowerIsBetter) return fmtRatio(m.after, m.before);
   return m.after <= m.before
     ? `${fmtRatio(m.before, m.after)} less`

@@ -377,6 +377,7 @@ describe("renderMarkdown", () => {
       measures: [
         { metric: "sustained 1:1", unit: "msgs/s", before: 4000, after: 6000 },
         { metric: "CPU per message", unit: "µs", before: 90, after: 45, lowerIsBetter: true },
+        { metric: "RSS per session", unit: "KB", before: -0.9, after: 2.1, lowerIsBetter: true },
       ],
     };
     const md = renderMarkdown(fakeRun(), [fix], {});
@@ -393,6 +394,14 @@ describe("renderMarkdown", () => {
         .map((c) => c.trim())
         .slice(2, 6),
     ).toEqual(["CPU per message (µs)", "90.0", "45.0", "2.00× less"]);
+    // A negative reading (a collection during the hold) has no ratio.
+    const rss = md.split("\n").find((l) => l.includes("| RSS per session (KB) |"));
+    expect(
+      rss
+        ?.split("|")
+        .map((c) => c.trim())
+        .slice(2, 6),
+    ).toEqual(["RSS per session (KB)", "-0.9", "2.1", "—"]);
     expect(md).not.toContain("No profiling fixes recorded");
   });
 
