@@ -70,11 +70,7 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
 
     ctx.progress("history: paging");
     const token1 = await ours.token(1);
-    const {
-      value: paging,
-      targetCpuPct: pagingCpu,
-      loadGenCpuPct: pagingGenCpu,
-    } = await cpuDuring(ctx, t.pid, () =>
+    const paged = await cpuDuring(ctx, t.pid, () =>
       Promise.all(
         ctx.workers.map((w) =>
           w.rpc<{ pages: number; events: number; latency: string }>("historyPaging", {
@@ -90,6 +86,7 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
         ),
       ),
     );
+    const paging = paged.value;
     const pages = paging.reduce((a, p) => a + p.pages, 0);
     const pagedEvents = paging.reduce((a, p) => a + p.events, 0);
 
@@ -100,11 +97,7 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
       for (const [g, c] of convs.entries()) cursors[c] = Math.max(0, heads[g]! - s.historyRecent);
       resumeClients.push({ index: i, token: await ours.token(i), cursors });
     }
-    const {
-      value: resume,
-      targetCpuPct: resumeCpu,
-      loadGenCpuPct: resumeGenCpu,
-    } = await cpuDuring(ctx, t.pid, () =>
+    const resumed = await cpuDuring(ctx, t.pid, () =>
       Promise.all(
         ctx.workers.map((w, k) =>
           w.rpc<{ resumes: number; events: number; latency: string }>("resumeLoop", {
@@ -117,6 +110,7 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
         ),
       ),
     );
+    const resume = resumed.value;
     const resumes = resume.reduce((a, r) => a + r.resumes, 0);
     const resumedEvents = resume.reduce((a, r) => a + r.events, 0);
     const result: HistoryResult = {
@@ -126,8 +120,8 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
         pagesPerSec: Math.round(pages / s.historySeconds),
         eventsPerSec: Math.round(pagedEvents / s.historySeconds),
         latency: summarize(mergeEncoded(paging.map((p) => p.latency))),
-        targetCpuPct: pagingCpu,
-        loadGenCpuPct: pagingGenCpu,
+        targetCpuPct: paged.targetCpuPct,
+        loadGenCpuPct: paged.loadGenCpuPct,
       },
       resume: {
         conversationsPerClient: s.historyGroups,
@@ -135,13 +129,13 @@ export async function historySync(ctx: BenchContext): Promise<HistoryResult | un
         resumesPerSec: Math.round(resumes / s.historySeconds),
         eventsPerSec: Math.round(resumedEvents / s.historySeconds),
         latency: summarize(mergeEncoded(resume.map((r) => r.latency))),
-        targetCpuPct: resumeCpu,
-        loadGenCpuPct: resumeGenCpu,
+        targetCpuPct: resumed.targetCpuPct,
+        loadGenCpuPct: resumed.loadGenCpuPct,
       },
     };
     ctx.log(
-      `history: ${result.paging.pagesPerSec} pages/s (${result.paging.eventsPerSec} events/s, cpu target ${pagingCpu}% loadgen ${pagingGenCpu}%); ` +
-        `resume ${result.resume.resumesPerSec}/s, ${result.resume.eventsPerResume} events each (cpu target ${resumeCpu}% loadgen ${resumeGenCpu}%)`,
+      `history: ${result.paging.pagesPerSec} pages/s (${result.paging.eventsPerSec} events/s, cpu target ${paged.targetCpuPct}% loadgen ${paged.loadGenCpuPct}%); ` +
+        `resume ${result.resume.resumesPerSec}/s, ${result.resume.eventsPerResume} events each (cpu target ${resumed.targetCpuPct}% loadgen ${resumed.loadGenCpuPct}%)`,
     );
     return result;
   } finally {

@@ -120,6 +120,21 @@ async function group(c: Core, owner: string, others: string[]) {
   return res.conversationId;
 }
 
+/**
+ * An edge "g_fake" where `userId`'s tablet is connected: the bus messages it
+ * receives, and a wait (up to 5 s) until it holds `n` of them.
+ */
+async function fakeEdge(c: Core, userId: string) {
+  await c.soft.registry.attach({ userId, deviceId: `${userId}-tab`, edgeId: "g_fake" });
+  const got: EdgeMessage[] = [];
+  const unsubscribe = await c.soft.bus.subscribe("g_fake", (m: EdgeMessage) => got.push(m));
+  const until = async (n: number) => {
+    const deadline = Date.now() + 5000;
+    while (got.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  };
+  return { got, until, unsubscribe };
+}
+
 /** Every stored event of the conversation, read through the StoreService. */
 async function history(c: Core, viewer: string, conversationId: string) {
   const res = await c.store.readHistory({ viewerUserId: viewer, conversationId, limit: 1000 });
@@ -389,14 +404,11 @@ describe("send path: fan-out", () => {
     core = await startCore();
     const c = core;
     const conv = await group(c, "ann", ["ben"]);
-    await c.soft.registry.attach({ userId: "ben", deviceId: "ben-tab", edgeId: "g_fake" });
-    const got: EdgeMessage[] = [];
-    const unsubscribe = await c.soft.bus.subscribe("g_fake", (m: EdgeMessage) => got.push(m));
+    const edge = await fakeEdge(c, "ben");
     await post(c, "ann", conv, "m1", "hello");
-    const deadline = Date.now() + 5000;
-    while (got.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    await unsubscribe();
-    const m = got[0];
+    await edge.until(1);
+    await edge.unsubscribe();
+    const m = edge.got[0];
     expect(m?.kind.case === "delivery" && m.kind.value.frame?.frame.case).toBe("event");
     // The router builds these as object literals (no create()): a field left
     // out would be missing here and present in the decoded copy.
@@ -411,14 +423,11 @@ describe("send path: fan-out", () => {
     core = await startCore();
     const c = core;
     const conv = await group(c, "ann", ["ben"]);
-    await c.soft.registry.attach({ userId: "ann", deviceId: "ann-tab", edgeId: "g_fake" });
-    const got: EdgeMessage[] = [];
-    await c.soft.bus.subscribe("g_fake", (m) => got.push(m));
+    const { got, until } = await fakeEdge(c, "ann");
     const err = await post(c, "cat", conv, "intruder").catch((e: unknown) => e);
     expect(ConnectError.from(err).code).toBe(Code.PermissionDenied);
     await post(c, "ann", conv, "legit");
-    const deadline = Date.now() + 5000;
-    while (got.length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    await until(1);
     await new Promise((r) => setTimeout(r, 50));
     expect(got).toHaveLength(1);
     const f = got[0]!.kind.case === "delivery" ? got[0]!.kind.value.frame?.frame : undefined;

@@ -387,21 +387,19 @@ describe("renderMarkdown", () => {
       "6,000",
       "1.50×",
     ]);
-    const cpu = md.split("\n").find((l) => l.includes("| CPU per message (µs) |"));
-    expect(
-      cpu
-        ?.split("|")
-        .map((c) => c.trim())
-        .slice(2, 6),
-    ).toEqual(["CPU per message (µs)", "90.0", "45.0", "2.00× less"]);
+    expect(row(md, " | CPU per message (µs)").slice(1)).toEqual([
+      "CPU per message (µs)",
+      "90.0",
+      "45.0",
+      "2.00× less",
+    ]);
     // A negative reading (a collection during the hold) has no ratio.
-    const rss = md.split("\n").find((l) => l.includes("| RSS per session (KB) |"));
-    expect(
-      rss
-        ?.split("|")
-        .map((c) => c.trim())
-        .slice(2, 6),
-    ).toEqual(["RSS per session (KB)", "-0.9", "2.1", "—"]);
+    expect(row(md, " | RSS per session (KB)").slice(1)).toEqual([
+      "RSS per session (KB)",
+      "-0.9",
+      "2.1",
+      "—",
+    ]);
     expect(md).not.toContain("No profiling fixes recorded");
   });
 
