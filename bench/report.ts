@@ -1330,6 +1330,45 @@ function renderSkipped(run: BenchRun): string[] {
   return out;
 }
 
+/** Where the run's wall-clock time went: each scenario on each system, then the rest. */
+function renderTimings(run: BenchRun): string[] {
+  const timings = run.timings ?? [];
+  if (timings.length === 0) return [];
+  const title = (scenario: string) => {
+    const key = scenarioOf(scenario);
+    return key ? SCENARIO_TITLES[key] : scenario;
+  };
+  const rows = timings.map((t) => [
+    title(t.scenario),
+    code(t.target) + (t.variant ? ` (${t.variant})` : ""),
+    fmtDuration(t.ms),
+  ]);
+  const spent = timings.reduce((a, t) => a + t.ms, 0);
+  const rest = run.durationMs - spent;
+  if (rest > 0) {
+    rows.push([
+      "",
+      "starting the load generator, writing results and this page",
+      fmtDuration(rest),
+    ]);
+  }
+  rows.push(["**Total**", "", `**${fmtDuration(run.durationMs)}**`]);
+  const byScenario = new Map<string, number>();
+  for (const t of timings) {
+    const name = title(t.scenario);
+    byScenario.set(name, (byScenario.get(name) ?? 0) + t.ms);
+  }
+  const summary = [...byScenario].map(([name, ms]) => `${name} ${fmtDuration(ms)}`).join(", ");
+  return [
+    "## Where the run's time went",
+    "",
+    `Wall-clock time of each scenario on each system, its servers' start and stop included (${summary}).`,
+    "",
+    table(["Scenario", "System", "Time"], rows, ["l", "l", "r"]),
+    "",
+  ];
+}
+
 /** The spread of the disk probes over the run, and the one before ours' 1:1 ramp. */
 function diskRow(run: BenchRun): string[][] {
   const probes = run.disk ?? [];
@@ -1455,6 +1494,7 @@ export function renderMarkdown(
     ...renderRuns(options.runs ?? []),
     ...renderProfile(profile),
     ...renderSkipped(run),
+    ...renderTimings(run),
   );
   out.push(
     "## How to read and reproduce",

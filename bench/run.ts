@@ -144,6 +144,7 @@ const run: BenchRun = {
   idle: [],
   reconnect: [],
   history: [],
+  timings: [],
   skipped: [],
 };
 const pg = sh("psql", ["-h", "127.0.0.1", "-U", "postgres", "-tAc", "show server_version"]);
@@ -190,6 +191,7 @@ async function each<T>(
   names: TargetName[],
   fn: (n: TargetName) => Promise<T | undefined>,
   out: T[],
+  variant?: string,
 ) {
   if (!wants(scenario)) return;
   for (const name of pick(names)) {
@@ -198,6 +200,7 @@ async function each<T>(
     log(
       `${scenario}: ${name} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms)`,
     );
+    const began = Date.now();
     try {
       const r = await fn(name);
       if (r) out.push(r);
@@ -208,6 +211,12 @@ async function each<T>(
       log(`ERROR ${scenario} on ${name}: ${err instanceof Error ? err.stack : reason}`);
       await Promise.all(workers.map((w) => w.rpc("closeAll").catch(() => undefined)));
     }
+    run.timings?.push({
+      scenario,
+      target: name,
+      ...(variant ? { variant } : {}),
+      ms: Date.now() - began,
+    });
   }
 }
 
@@ -220,9 +229,21 @@ await each(
   run.groupFanout.results,
 );
 await each("idle", ["ours", "relay", "ejabberd-routing"], (n) => idle(ctx, n), run.idle);
-await each("idle", ["ours"], (n) => idle(ctx, n, "streams"), run.idle);
-await each("idle", ["ours"], (n) => idle(ctx, n, "subscribe-streams"), run.idle);
-await each("idle", ["ours"], (n) => idle(ctx, n, "connect-subscribe-streams"), run.idle);
+await each("idle", ["ours"], (n) => idle(ctx, n, "streams"), run.idle, "gRPC Session streams");
+await each(
+  "idle",
+  ["ours"],
+  (n) => idle(ctx, n, "subscribe-streams"),
+  run.idle,
+  "gRPC Subscribe streams",
+);
+await each(
+  "idle",
+  ["ours"],
+  (n) => idle(ctx, n, "connect-subscribe-streams"),
+  run.idle,
+  "Connect Subscribe streams",
+);
 await each("reconnect", ["ours"], () => reconnectStorm(ctx), run.reconnect);
 await each("history", ["ours"], () => historySync(ctx), run.history);
 

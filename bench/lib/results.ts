@@ -157,6 +157,15 @@ export interface DiskProbe {
   maxUs: number;
 }
 
+/** Wall-clock time one scenario took on one system, its set-up and tear-down included. */
+export interface ScenarioTiming {
+  scenario: string;
+  target: TargetName;
+  /** Which form of the scenario, when it runs more than once on a system (e.g. "gRPC streams"). */
+  variant?: string;
+  ms: number;
+}
+
 /** The disk probe taken just before ours' 1:1 ramp, where every ack waits for a commit. */
 export const oursDiskProbe = (run: BenchRun): DiskProbe | undefined =>
   run.disk?.find((d) => d.before === "one-to-one/ours");
@@ -198,6 +207,8 @@ export interface BenchRun {
   idle: IdleResult[];
   reconnect: ReconnectResult[];
   history: HistoryResult[];
+  /** How long each scenario took on each system, in the order they ran (absent in older results). */
+  timings?: ScenarioTiming[];
   /** Scenario/target pairs that could not run, with the reason. */
   skipped: { scenario: string; target: TargetName; reason: string }[];
 }

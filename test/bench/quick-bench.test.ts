@@ -121,6 +121,13 @@ describe("npm run bench -- --quick", () => {
     const probed = new Set(run.disk?.map((d) => d.before));
     for (const name of ran) expect(probed.has(name), name).toBe(true);
     for (const d of run.disk ?? []) expect(d.p99Us, d.before).toBeGreaterThan(0);
+    // Each scenario on each system was timed, in the order they ran, within the run's duration.
+    const timed = run.timings?.map((t) => `${t.scenario}/${t.target}`) ?? [];
+    for (const name of ran) expect(timed, name).toContain(name);
+    expect(run.timings).toHaveLength(run.disk?.length ?? 0);
+    const spent = run.timings?.reduce((a, t) => a + t.ms, 0) ?? 0;
+    expect(spent).toBeGreaterThan(0);
+    expect(spent).toBeLessThanOrEqual(run.durationMs);
   });
 
   it("the reconnect storm loses nothing and duplicates nothing", () => {

@@ -187,6 +187,25 @@ describe("renderMarkdown", () => {
     );
   });
 
+  it("shows where the run's time went, per scenario and system, and the rest", () => {
+    const run = fakeRun();
+    expect(renderMarkdown(run, [], {})).not.toContain("## Where the run's time went");
+    run.durationMs = 100_000;
+    run.timings = [
+      { scenario: "one-to-one", target: "ours", ms: 40_000 },
+      { scenario: "one-to-one", target: "relay", ms: 20_000 },
+      { scenario: "idle", target: "ours", ms: 15_000 },
+      { scenario: "idle", target: "ours", variant: "gRPC Session streams", ms: 20_000 },
+    ];
+    const md = renderMarkdown(run, [], {});
+    expect(md).toContain("(1:1 chat 1 min 0 s, idle connections 35.0 s)");
+    expect(md).toContain("| idle connections | `ours` (gRPC Session streams) | 20.0 s |");
+    expect(md).toContain(
+      "|  | starting the load generator, writing results and this page | 5.00 s |",
+    );
+    expect(md).toContain("| **Total** |  | **1 min 40 s** |");
+  });
+
   it("marks each target ✓ or ✗ from the numbers", () => {
     const md = renderMarkdown(fakeRun(), [], {});
     expect(status(md, "(1) 1:1 sustained ≥ ejabberd routing-only")).toBe("✓");
