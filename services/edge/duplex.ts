@@ -89,8 +89,10 @@ export class FrameRunner {
     const run = prev
       ? prev.then(() => handle(this.ctx, this.s, req))
       : handle(this.ctx, this.s, req);
-    const done = () => this.finished(key, tail);
-    const tail: Promise<void> = run.then(done, done);
+    const tail: Promise<void> = run.then(
+      () => this.finished(key, tail),
+      () => this.finished(key, tail),
+    );
     chains.set(key, tail);
     return this.inflight >= maxInflight;
   }
@@ -117,6 +119,11 @@ export class FrameRunner {
   }
 }
 
+/** Answers a frame that has no other reply, when the client numbered it. */
+function accepted(s: Session, frameId: string) {
+  if (frameId) s.push(frame({ case: "accepted", value: {} }, frameId));
+}
+
 function conversationOf(req: SessionRequest): string {
   const a = req.action;
   switch (a.case) {
@@ -134,14 +141,11 @@ async function handle(ctx: EdgeContext, s: Session, req: SessionRequest): Promis
   const who = s.caller;
   const a = req.action;
   const frameId = req.frameId;
-  const accepted = () => {
-    if (frameId) s.push(frame({ case: "accepted", value: {} }, frameId));
-  };
   try {
     switch (a.case) {
       case "subscribe":
         checkCursors(a.value.cursors);
-        accepted();
+        accepted(s, frameId);
         await s.subscribe(a.value.cursors);
         return;
       case "send": {
@@ -158,25 +162,25 @@ async function handle(ctx: EdgeContext, s: Session, req: SessionRequest): Promis
       }
       case "markDelivered":
         await ctx.actions.markDelivered(who, a.value);
-        accepted();
+        accepted(s, frameId);
         return;
       case "markRead":
         await ctx.actions.markRead(who, a.value);
-        accepted();
+        accepted(s, frameId);
         return;
       case "setTyping":
         await ctx.actions.setTyping(who, a.value);
-        accepted();
+        accepted(s, frameId);
         return;
       case "watchPresence":
         for (const p of await ctx.actions.watchPresence(who, a.value.userIds)) {
           s.push(frame({ case: "presence", value: p }, frameId));
         }
-        accepted();
+        accepted(s, frameId);
         return;
       case "unwatchPresence":
         await ctx.actions.unwatchPresence(who, a.value.userIds);
-        accepted();
+        accepted(s, frameId);
         return;
       case "heartbeat":
         await ctx.actions.heartbeat(who);

@@ -43,6 +43,8 @@ const requireGroup = (state: ConversationState) => {
   }
 };
 
+const everyone = (state: ConversationState) => [...state.members.keys()];
+
 const owners = (state: ConversationState) =>
   [...state.members.values()].filter((m) => m.role === Role.OWNER).length;
 
@@ -77,7 +79,6 @@ export async function authorize(
   state: ConversationState,
   proposal: Event,
 ): Promise<Decision> {
-  const everyone = () => [...state.members.keys()];
   const k = proposal.kind;
   switch (k.case) {
     case "messagePosted": {
@@ -100,7 +101,7 @@ export async function authorize(
             messageKind,
           },
         },
-        recipients: everyone(),
+        recipients: everyone(state),
       };
     }
     case "messageEdited": {
@@ -109,7 +110,7 @@ export async function authorize(
       if (target.actorUserId !== actor.userId) {
         throw fail.denied("only the sender can edit a message");
       }
-      return { kind: k, recipients: everyone() };
+      return { kind: k, recipients: everyone(state) };
     }
     case "messageDeleted": {
       const me = requireMember(state, actor.userId);
@@ -121,7 +122,7 @@ export async function authorize(
       const targetSeq = k.value.targetSeq;
       return {
         kind: k,
-        recipients: everyone(),
+        recipients: everyone(state),
         // Later changes must see the delete before the store does.
         mutate: (s) => {
           s.deleted ??= new Set();
@@ -133,7 +134,7 @@ export async function authorize(
     case "reactionRemoved": {
       const me = requireMember(state, actor.userId);
       await targetMessage(deps, state, me.joinedSeq, k.value.targetSeq);
-      return { kind: k, recipients: everyone() };
+      return { kind: k, recipients: everyone(state) };
     }
     case "membersAdded": {
       requireGroup(state);
@@ -154,7 +155,7 @@ export async function authorize(
           case: "membersAdded",
           value: create(MembersAddedSchema, { userIds: fresh, role: Role.MEMBER }),
         },
-        recipients: [...everyone(), ...fresh],
+        recipients: [...everyone(state), ...fresh],
         mutate: (s, seq) => {
           for (const u of fresh) s.members.set(u, { role: Role.MEMBER, joinedSeq: seq });
         },
@@ -174,7 +175,7 @@ export async function authorize(
       } else if (me.role < Role.ADMIN || (me.role === Role.ADMIN && target.role >= Role.ADMIN)) {
         throw fail.denied("not allowed to remove this member");
       }
-      const recipients = everyone();
+      const recipients = everyone(state);
       return {
         kind: {
           case: "memberRemoved",
@@ -202,7 +203,7 @@ export async function authorize(
       }
       return {
         kind: k,
-        recipients: everyone(),
+        recipients: everyone(state),
         mutate: (s) => {
           const m = s.members.get(userId);
           if (m) m.role = role;
@@ -213,7 +214,7 @@ export async function authorize(
       requireGroup(state);
       const me = requireMember(state, actor.userId);
       if (me.role < Role.ADMIN) throw fail.denied("only admins can rename a group");
-      return { kind: k, recipients: everyone() };
+      return { kind: k, recipients: everyone(state) };
     }
     case "conversationCreated":
     case undefined:
