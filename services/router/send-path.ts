@@ -81,11 +81,14 @@ export function createSendPath(deps: SendPathDeps) {
     const set = unsettled.get(conversationId) ?? new Set<Promise<void>>();
     unsettled.set(conversationId, set);
     set.add(durable);
-    const done = () => {
-      set.delete(durable);
-      if (set.size === 0 && unsettled.get(conversationId) === set) unsettled.delete(conversationId);
-    };
-    durable.then(done, done);
+    durable.then(
+      () => untrack(conversationId, set, durable),
+      () => untrack(conversationId, set, durable),
+    );
+  };
+  const untrack = (conversationId: string, set: Set<Promise<void>>, durable: Promise<void>) => {
+    set.delete(durable);
+    if (set.size === 0 && unsettled.get(conversationId) === set) unsettled.delete(conversationId);
   };
 
   const durableHead = async (conversationId: string) => {
