@@ -10,6 +10,7 @@ import {
   type HistoryResult,
   type IdleResult,
   type LatencySummary,
+  oursCpuProbe,
   oursDiskProbe,
   type ProfileFix,
   type ProfileMeasure,
@@ -1240,6 +1241,7 @@ function renderRuns(runs: readonly RunDigest[]): string[] {
     n(r.group["ejabberd-routing"]),
     n(r.stormMs),
     r.fsyncP99UsBeforeOurs === undefined ? "—" : fmtMs(r.fsyncP99UsBeforeOurs),
+    r.cpuProbeMsBeforeOurs === undefined ? "—" : fmtNum(r.cpuProbeMsBeforeOurs, 1),
   ]);
   return [
     "## Earlier full runs",
@@ -1248,8 +1250,9 @@ function renderRuns(runs: readonly RunDigest[]): string[] {
       "machine, this one last (kept in `bench/runs-full.json` next to the results). Every " +
       "system's absolute rates move with the VM's speed from run to run and day to day, and " +
       "the commit column shows which revision of ours ran; compare systems within a row. " +
-      "The last column is the disk's commit latency (p99 of a 4 KiB write and fdatasync) just " +
-      "before ours' 1:1 ramp, where every ack waits for one; runs before it was recorded show —.",
+      "The last two columns are the disk's commit latency (p99 of a 4 KiB write and fdatasync) " +
+      "just before ours' 1:1 ramp, where every ack waits for one, and the CPU probe's time at " +
+      "that point (lower is a faster CPU); runs before they were recorded show —.",
     "",
     table(
       [
@@ -1266,9 +1269,10 @@ function renderRuns(runs: readonly RunDigest[]): string[] {
         "Group ejabberd MUC",
         "Storm ms",
         "Disk fsync p99 ms",
+        "CPU probe ms",
       ],
       rows,
-      ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
+      ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
     ),
     "",
   ];
@@ -1388,6 +1392,23 @@ function diskRow(run: BenchRun): string[][] {
   ];
 }
 
+/** The spread of the CPU probes over the run, and the one before ours' 1:1 ramp. */
+function cpuRow(run: BenchRun): string[][] {
+  const probes = run.cpu ?? [];
+  if (probes.length === 0) return [];
+  const medians = probes.map((p) => p.medianMs);
+  const ours = oursCpuProbe(run);
+  return [
+    [
+      "CPU speed probe",
+      `a fixed single-thread workload (bench/lib/cpu.ts; lower is faster) took ` +
+        `${fmtNum(Math.min(...medians), 1)}–${fmtNum(Math.max(...medians), 1)} ms at the median ` +
+        `over ${fmtNum(probes.length)} probes (one before each scenario and system)` +
+        (ours ? `; before ours' 1:1 ramp ${fmtNum(ours.medianMs, 1)} ms` : ""),
+    ],
+  ];
+}
+
 function renderMachine(run: BenchRun): string[] {
   const m = run.machine;
   return [
@@ -1402,6 +1423,7 @@ function renderMachine(run: BenchRun): string[] {
         ["Node", m.node],
         ["Open-file limit", fmtNum(m.fdLimit)],
         ...diskRow(run),
+        ...cpuRow(run),
         ["ejabberd", m.ejabberdVersion ?? "not available"],
         ["PostgreSQL", m.postgresVersion ?? "not available"],
       ],

@@ -22,6 +22,7 @@ import {
   quickScale,
   startWorkers,
 } from "./lib/context.js";
+import { probeCpu } from "./lib/cpu.js";
 import { probeDisk } from "./lib/disk.js";
 import { killAll } from "./lib/procs.js";
 import {
@@ -133,6 +134,7 @@ const run: BenchRun = {
     fdLimit: fdLimit(),
   },
   disk: diskProbes,
+  cpu: [],
   settings: {
     ...benchSettings,
     "load generator":
@@ -197,8 +199,10 @@ async function each<T>(
   for (const name of pick(names)) {
     const disk = probeDisk(`${scenario}/${name}`);
     diskProbes.push(disk);
+    const cpu = probeCpu(`${scenario}/${name}`);
+    run.cpu?.push(cpu);
     log(
-      `${scenario}: ${name} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms)`,
+      `${scenario}: ${name} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms; cpu probe ${cpu.medianMs} ms)`,
     );
     const began = Date.now();
     try {

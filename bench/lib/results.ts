@@ -166,6 +166,19 @@ export interface ScenarioTiming {
   ms: number;
 }
 
+/** Wall time of a fixed single-thread workload (bench/lib/cpu.ts), taken just before `before` ran. */
+export interface CpuProbe {
+  /** "scenario/target", e.g. "one-to-one/ours". */
+  before: string;
+  /** Median of the rounds, ms: lower is a faster CPU. */
+  medianMs: number;
+  maxMs: number;
+}
+
+/** The CPU probe taken just before ours' 1:1 ramp. */
+export const oursCpuProbe = (run: BenchRun): CpuProbe | undefined =>
+  run.cpu?.find((d) => d.before === "one-to-one/ours");
+
 /** The disk probe taken just before ours' 1:1 ramp, where every ack waits for a commit. */
 export const oursDiskProbe = (run: BenchRun): DiskProbe | undefined =>
   run.disk?.find((d) => d.before === "one-to-one/ours");
@@ -197,6 +210,8 @@ export interface BenchRun {
   machine: MachineInfo;
   /** The disk's commit latency before each scenario and system (absent in older results). */
   disk?: DiskProbe[];
+  /** The CPU's speed before each scenario and system (absent in older results). */
+  cpu?: CpuProbe[];
   /** Bench-only server settings that differ from production defaults, and why. */
   settings: Record<string, string>;
   /** How long each ramp step sends, and then waits for late acks and deliveries. */
@@ -226,6 +241,8 @@ export interface RunDigest {
   stormMs?: number;
   /** p99 of the disk probe just before ours' 1:1 ramp, in µs. */
   fsyncP99UsBeforeOurs?: number;
+  /** The CPU probe's median just before ours' 1:1 ramp, in ms. */
+  cpuProbeMsBeforeOurs?: number;
 }
 
 export function digestOf(run: BenchRun): RunDigest {
@@ -233,6 +250,7 @@ export function digestOf(run: BenchRun): RunDigest {
     Object.fromEntries(results.map((r) => [r.target, r[key]]));
   const storm = run.reconnect[0];
   const disk = oursDiskProbe(run);
+  const cpu = oursCpuProbe(run);
   return {
     startedAt: run.startedAt,
     gitCommit: run.gitCommit,
@@ -241,6 +259,7 @@ export function digestOf(run: BenchRun): RunDigest {
     group: bySystem(run.groupFanout.results, "sustainedDeliveriesPerSec"),
     ...(storm ? { stormMs: storm.catchUpMs } : {}),
     ...(disk ? { fsyncP99UsBeforeOurs: disk.p99Us } : {}),
+    ...(cpu ? { cpuProbeMsBeforeOurs: cpu.medianMs } : {}),
   };
 }
 

@@ -121,6 +121,9 @@ describe("npm run bench -- --quick", () => {
     const probed = new Set(run.disk?.map((d) => d.before));
     for (const name of ran) expect(probed.has(name), name).toBe(true);
     for (const d of run.disk ?? []) expect(d.p99Us, d.before).toBeGreaterThan(0);
+    // And the CPU's speed, at the same points.
+    expect(run.cpu?.map((c) => c.before)).toEqual(run.disk?.map((d) => d.before));
+    for (const c of run.cpu ?? []) expect(c.medianMs, c.before).toBeGreaterThan(0);
     // Each scenario on each system was timed, in the order they ran, within the run's duration.
     const timed = run.timings?.map((t) => `${t.scenario}/${t.target}`) ?? [];
     for (const name of ran) expect(timed, name).toContain(name);

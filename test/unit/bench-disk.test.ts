@@ -1,6 +1,7 @@
 import { readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { describe, expect, it } from "vitest";
+import { probeCpu } from "../../bench/lib/cpu.js";
 import { probeDisk } from "../../bench/lib/disk.js";
 
 const probeDirs = () => readdirSync(tmpdir()).filter((f) => f.startsWith("relaychat-disk-"));
@@ -14,5 +15,19 @@ describe("probeDisk", () => {
     expect(p.p99Us).toBeGreaterThanOrEqual(p.p50Us);
     expect(p.maxUs).toBeGreaterThanOrEqual(p.p99Us);
     expect(probeDirs()).toHaveLength(before);
+  });
+});
+
+describe("probeCpu", () => {
+  it("times real rounds of its work: the median fits the wall time they took together", () => {
+    const t = performance.now();
+    const p = probeCpu("one-to-one/ours", 5);
+    const wall = performance.now() - t;
+    expect(p.before).toBe("one-to-one/ours");
+    expect(p.medianMs).toBeGreaterThan(0);
+    expect(p.maxMs).toBeGreaterThanOrEqual(p.medianMs);
+    // Three of five rounds took at least the median, and the max is one of them.
+    expect(3 * p.medianMs).toBeLessThanOrEqual(wall + 1);
+    expect(p.maxMs + 2 * p.medianMs).toBeLessThanOrEqual(wall + 1);
   });
 });

@@ -595,7 +595,7 @@ describe("earlier full runs", () => {
     const first = md.split("\n").find((l) => l.includes("`rev1`"));
     const cells = first!.slice(2, -2).split(" | ");
     // ours, relay (absent), routing, archive, ours/routing, ours/relay, group ours, MUC,
-    // storm, disk (not probed in this run)
+    // storm, disk and CPU (not probed in this run)
     expect(cells.slice(3)).toEqual([
       "6,000",
       "—",
@@ -606,6 +606,7 @@ describe("earlier full runs", () => {
       "20,000",
       "12,000",
       "4,200",
+      "—",
       "—",
     ]);
     expect(md.split("\n").find((l) => l.includes("`rev2`"))).toContain("| — | — | — | — | — | — |");
@@ -629,7 +630,23 @@ describe("earlier full runs", () => {
     expect(md).toContain("before ours' 1:1 ramp p50 0.12 ms, p99 1.48 ms");
     expect(md).toContain("the disk took 0.12 ms at p50 and 1.48 ms at p99 (3.10 at most)");
     const row = md.split("\n").find((l) => l.includes("`old`"));
-    expect(row?.slice(2, -2).split(" | ").at(-1)).toBe("1.48");
+    expect(row?.slice(2, -2).split(" | ").at(-2)).toBe("1.48");
+  });
+
+  it("carry the CPU probe before ours' 1:1 ramp, and the report shows the probes' spread", () => {
+    const run = fakeRun();
+    expect(renderMarkdown(run, [], {})).not.toContain("CPU speed probe");
+    run.cpu = [
+      { before: "one-to-one/ours", medianMs: 31.4, maxMs: 40 },
+      { before: "one-to-one/relay", medianMs: 24.2, maxMs: 30 },
+    ];
+    const d = digestOf(run);
+    expect(d.cpuProbeMsBeforeOurs).toBe(31.4);
+    const md = renderMarkdown(run, [], {}, { runs: [{ ...d, gitCommit: "old" }, d] });
+    expect(md).toContain("took 24.2–31.4 ms at the median over 2 probes");
+    expect(md).toContain("before ours' 1:1 ramp 31.4 ms");
+    const row = md.split("\n").find((l) => l.includes("`old`"));
+    expect(row?.slice(2, -2).split(" | ").at(-1)).toBe("31.4");
   });
 
   it("read the kept record: none before the first run, and a clear error for another file", async () => {
