@@ -613,7 +613,7 @@ function renderBounds(run: BenchRun): string[] {
         "short spike costs a step at most. In two runs on 2026-12-06 ours sustained only " +
         "1,000 and 3,000 msgs/s with its CPU far from full while ejabberd's archive on " +
         "PostgreSQL, which commits to the same disk, fell to 0 and 2,000: a disk slow for " +
-        "minutes (see the disk column under Earlier full runs).",
+        "minutes.",
     );
   }
   out.push(
@@ -1252,7 +1252,13 @@ function renderRuns(runs: readonly RunDigest[]): string[] {
       "the commit column shows which revision of ours ran; compare systems within a row. " +
       "The last two columns are the disk's commit latency (p99 of a 4 KiB write and fdatasync) " +
       "just before ours' 1:1 ramp, where every ack waits for one, and the CPU probe's time at " +
-      "that point (lower is a faster CPU); runs before they were recorded show —.",
+      "that point (lower is a faster CPU); runs before they were recorded show —. Until the " +
+      "bench waited for its load generator to load (and for a quiet machine) before each " +
+      "scenario, the probe before ours' ramp, the run's first, ran while the generator's two " +
+      "processes were still loading their code: it read 5–11 ms at p99 where the run's later " +
+      "probes read about 1 ms or less, and the one run with a CPU probe read 30 ms there " +
+      "against 16–21 ms later. Those disk readings tell of the start-up, not of the disk; " +
+      "the ramp's measured steps began seconds after the loading had finished.",
     "",
     table(
       [
@@ -1352,7 +1358,7 @@ function renderTimings(run: BenchRun): string[] {
   if (rest > 0) {
     rows.push([
       "",
-      "starting the load generator, writing results and this page",
+      "starting the load generator, writing the results and this page",
       fmtDuration(rest),
     ]);
   }
@@ -1366,7 +1372,9 @@ function renderTimings(run: BenchRun): string[] {
   return [
     "## Where the run's time went",
     "",
-    `Wall-clock time of each scenario on each system, its servers' start and stop included (${summary}).`,
+    "Wall-clock time of each scenario on each system, including the wait for a quiet " +
+      "machine and the disk and CPU probes before it and its servers' start and stop " +
+      `(${summary}).`,
     "",
     table(["Scenario", "System", "Time"], rows, ["l", "l", "r"]),
     "",

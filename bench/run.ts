@@ -24,7 +24,7 @@ import {
 } from "./lib/context.js";
 import { probeCpu } from "./lib/cpu.js";
 import { probeDisk } from "./lib/disk.js";
-import { killAll } from "./lib/procs.js";
+import { killAll, machineQuiet } from "./lib/procs.js";
 import {
   type BenchRun,
   type DiskProbe,
@@ -197,14 +197,15 @@ async function each<T>(
 ) {
   if (!wants(scenario)) return;
   for (const name of pick(names)) {
+    const began = Date.now();
+    const waited = await machineQuiet(15, quick ? 250 : 1000);
     const disk = probeDisk(`${scenario}/${name}`);
     diskProbes.push(disk);
     const cpu = probeCpu(`${scenario}/${name}`);
     run.cpu?.push(cpu);
     log(
-      `${scenario}: ${name} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms; cpu probe ${cpu.medianMs} ms)`,
+      `${scenario}: ${name} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms; cpu probe ${cpu.medianMs} ms; waited ${(waited / 1000).toFixed(1)} s for a quiet machine)`,
     );
-    const began = Date.now();
     try {
       const r = await fn(name);
       if (r) out.push(r);

@@ -151,6 +151,8 @@ export async function startWorkers(n: number): Promise<LoadWorker[]> {
       const child = forkTs(join(import.meta.dirname, "../worker.ts"));
       const rpc = makeRpc(child);
       await new Promise<void>((r) => child.once("spawn", () => r()));
+      // Answered once the worker has loaded: its start-up must not overlap the first scenario.
+      await rpc("status");
       return {
         pid: child.pid ?? 0,
         batch: child.pid !== undefined && batchPolicy(child.pid),

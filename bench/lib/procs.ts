@@ -110,6 +110,33 @@ export function cpuUsOf(pid: number): number {
   }
 }
 
+/** Busy and total CPU time of the whole machine so far, in clock ticks (from /proc/stat). */
+function machineTicks(): { busy: number; total: number } {
+  const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!;
+  // user nice system idle iowait irq softirq steal ...; idle and iowait are not busy.
+  const t = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = t.reduce((a, b) => a + b, 0);
+  return { busy: total - t[3]! - t[4]!, total };
+}
+
+/**
+ * Waits until the whole machine has been quiet (under `busyPct` of all its
+ * cores busy) for one `windowMs`, and at most `maxMs`; resolves with the time
+ * it waited. Before each scenario, so that what the previous one left running
+ * (a server's shutdown, a database's background writes, processes starting)
+ * does not land on the next system's measurements.
+ */
+export async function machineQuiet(busyPct = 15, windowMs = 1000, maxMs = 20_000): Promise<number> {
+  const start = Date.now();
+  for (;;) {
+    const a = machineTicks();
+    await new Promise((r) => setTimeout(r, windowMs));
+    const b = machineTicks();
+    const pct = ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * 100;
+    if (pct < busyPct || Date.now() - start >= maxMs) return Date.now() - start;
+  }
+}
+
 /** Sends one IPC request and waits for the reply with the same id. */
 export function makeRpc(child: ChildProcess) {
   let next = 1;

@@ -157,7 +157,10 @@ export interface DiskProbe {
   maxUs: number;
 }
 
-/** Wall-clock time one scenario took on one system, its set-up and tear-down included. */
+/**
+ * Wall-clock time one scenario took on one system: the wait for a quiet
+ * machine, the probes, set-up and tear-down included.
+ */
 export interface ScenarioTiming {
   scenario: string;
   target: TargetName;

@@ -201,7 +201,7 @@ describe("renderMarkdown", () => {
     expect(md).toContain("(1:1 chat 1 min 0 s, idle connections 35.0 s)");
     expect(md).toContain("| idle connections | `ours` (gRPC Session streams) | 20.0 s |");
     expect(md).toContain(
-      "|  | starting the load generator, writing results and this page | 5.00 s |",
+      "|  | starting the load generator, writing the results and this page | 5.00 s |",
     );
     expect(md).toContain("| **Total** |  | **1 min 40 s** |");
   });

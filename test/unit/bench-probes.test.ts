@@ -1,8 +1,10 @@
+import { spawn } from "node:child_process";
 import { readdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { describe, expect, it } from "vitest";
 import { probeCpu } from "../../bench/lib/cpu.js";
 import { probeDisk } from "../../bench/lib/disk.js";
+import { machineQuiet } from "../../bench/lib/procs.js";
 
 const probeDirs = () => readdirSync(tmpdir()).filter((f) => f.startsWith("relaychat-disk-"));
 
@@ -29,5 +31,23 @@ describe("probeCpu", () => {
     // Three of five rounds took at least the median, and the max is one of them.
     expect(3 * p.medianMs).toBeLessThanOrEqual(wall + 1);
     expect(p.maxMs + 2 * p.medianMs).toBeLessThanOrEqual(wall + 1);
+  });
+});
+
+describe("machineQuiet", () => {
+  it("waits while the machine is busy, up to its limit, and no longer once it is quiet", async () => {
+    // One core spinning keeps the machine busier than just under one core's share of it.
+    const spinner = spawn(process.execPath, ["-e", "for (;;) {}"], { stdio: "ignore" });
+    try {
+      const busyPct = Math.floor(100 / cpus().length) - 10;
+      const waited = await machineQuiet(busyPct, 200, 1000);
+      expect(waited).toBeGreaterThanOrEqual(1000);
+    } finally {
+      spinner.kill("SIGKILL");
+    }
+    // Over 100% is never reached: quiet after the first window.
+    const quiet = await machineQuiet(101, 200, 5000);
+    expect(quiet).toBeGreaterThanOrEqual(190);
+    expect(quiet).toBeLessThan(1000);
   });
 });
