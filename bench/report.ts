@@ -609,7 +609,7 @@ function renderBounds(run: BenchRun): string[] {
         `${fmtMs(disk.p99Us)} ms at p99 (${fmtMs(disk.maxUs)} at most) for a 4 KiB write ` +
         "and fdatasync; every ack of ours waits for one such commit, shared by the events " +
         "batched into it. A probe is a snapshot: this VM's disk moves within minutes (about " +
-        "0.2 ms at p99 when calm, spikes of several ms between probes of one run), and a " +
+        "0.2–0.5 ms at p99 when calm, spikes of a few ms between probes of one run), and a " +
         "short spike costs a step at most. In two runs on 2026-12-06 ours sustained only " +
         "1,000 and 3,000 msgs/s with its CPU far from full while ejabberd's archive on " +
         "PostgreSQL, which commits to the same disk, fell to 0 and 2,000: a disk slow for " +
