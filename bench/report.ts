@@ -250,6 +250,8 @@ interface SummaryRow {
   format: (n: number) => string;
   /** Why targets other than ours have no value in this row, when the row is ours only. */
   oursOnly?: string;
+  /** What the "—" footnote calls an ours-only row (default: idle sessions as gRPC streams). */
+  oursOnlyTitle?: string;
 }
 
 function valuesOf<T extends { target: TargetName }>(
@@ -264,6 +266,9 @@ function valuesOf<T extends { target: TargetName }>(
 const streamsOnlyOurs =
   "ours only: many sessions on one HTTP/2 connection is our gRPC transport; the others are compared with one socket per session";
 
+const grpcOnlyOurs =
+  "ours only: gRPC is our native clients' transport; the row above compares every system over WebSocket or XMPP, one socket per client";
+
 function summaryRows(run: BenchRun): SummaryRow[] {
   const int = (n: number) => fmtNum(n);
   const streamIdles = run.idle.filter(isStreams);
@@ -276,6 +281,19 @@ function summaryRows(run: BenchRun): SummaryRow[] {
       values: valuesOf(run.oneToOne, (r) => r.sustainedPerSec),
       format: int,
     },
+    ...(run.oneToOneGrpc?.length
+      ? [
+          {
+            scenario: "oneToOne" as const,
+            label:
+              "1:1 sustained msgs/s, ours over gRPC Session streams (one HTTP/2 connection each)",
+            values: valuesOf(run.oneToOneGrpc, (r) => r.sustainedPerSec),
+            format: int,
+            oursOnly: grpcOnlyOurs,
+            oursOnlyTitle: "1:1 over gRPC",
+          },
+        ]
+      : []),
     {
       scenario: "groupFanout",
       label: `Group fan-out sustained deliveries/s (p99 ≤ ${fmtNum((run.groupFanout.sloP99Us ?? SLO_P99_US) / 1000)} ms)`,
@@ -367,7 +385,9 @@ function renderSummary(run: BenchRun): string {
       const reason = row.oursOnly && t !== "ours" ? row.oursOnly : skipReason(run, row.scenario, t);
       const key = `${t}\u0000${reason}`;
       const entry = missing.get(key) ?? { target: t, reason, scenarios: [] };
-      const title = row.oursOnly ? "idle sessions as gRPC streams" : SCENARIO_TITLES[row.scenario];
+      const title = row.oursOnly
+        ? (row.oursOnlyTitle ?? "idle sessions as gRPC streams")
+        : SCENARIO_TITLES[row.scenario];
       if (!entry.scenarios.includes(title)) entry.scenarios.push(title);
       missing.set(key, entry);
     }
@@ -858,7 +878,11 @@ function stepsTable(steps: readonly RateStep[], withDeliveries: boolean): string
   ].join("\n");
 }
 
-function rampTables(results: readonly RampResult[], unit: "msgs" | "deliveries"): string[] {
+function rampTables(
+  results: readonly RampResult[],
+  unit: "msgs" | "deliveries",
+  headingSuffix = "",
+): string[] {
   const out: string[] = [];
   for (const t of TARGETS) {
     const r = byTarget(results, t);
@@ -871,7 +895,7 @@ function rampTables(results: readonly RampResult[], unit: "msgs" | "deliveries")
     const more = ranOutOfSteps(r)
       ? " The ramp ran out of steps before this system went over the SLO: its ceiling is at least this."
       : "";
-    out.push(`#### ${code(t)}`, "", `Sustained: **${sustained}**.${more}`, "");
+    out.push(`#### ${code(t)}${headingSuffix}`, "", `Sustained: **${sustained}**.${more}`, "");
     out.push(r.steps.length > 0 ? stepsTable(r.steps, unit === "deliveries") : "No steps ran.");
     out.push("");
   }
@@ -921,8 +945,43 @@ function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): stri
   out.push(...rampTables(run.oneToOne, "msgs"));
   const notes = notesList(run.oneToOne);
   if (notes.length > 0) out.push(...notes, "");
+  out.push(...grpcOneToOne(run));
   withAbsent(out, run, "oneToOne");
   return out;
+}
+
+/** Ours' 1:1 ramp again with native clients' transport, beside its WebSocket ramp. */
+function grpcOneToOne(run: BenchRun): string[] {
+  const grpc = byTarget(run.oneToOneGrpc ?? [], "ours");
+  if (!grpc) return [];
+  const ws = byTarget(run.oneToOne, "ours");
+  const cpuAt = (r: RampResult) =>
+    r.steps.find((s) => s.withinSlo && s.offeredPerSec === r.sustainedPerSec)?.targetCpuPct;
+  const grpcCpu = cpuAt(grpc);
+  const wsCpu = ws ? cpuAt(ws) : undefined;
+  const compare =
+    ws === undefined
+      ? ""
+      : ` Over WebSocket the same server sustained ${fmtNum(ws.sustainedPerSec)} msgs/s` +
+        (wsCpu !== undefined && ws.sustainedPerSec > 0
+          ? ` at ${fmtNum((wsCpu * 10_000) / ws.sustainedPerSec)} µs of server CPU per message`
+          : "") +
+        (grpcCpu !== undefined && grpc.sustainedPerSec > 0
+          ? `; over gRPC ${fmtNum(grpc.sustainedPerSec)} msgs/s at ` +
+            `${fmtNum((grpcCpu * 10_000) / grpc.sustainedPerSec)} µs`
+          : "") +
+        ".";
+  return [
+    "### Ours over gRPC",
+    "",
+    "The same ramp for ours with every client holding a gRPC `ChatService/Session` stream " +
+      "on an HTTP/2 connection of its own, as a native app built on the generated gRPC " +
+      "client connects (one socket per client, as above; the relay and ejabberd have no " +
+      `gRPC transport, so this run is ours only).${compare}`,
+    "",
+    ...rampTables([grpc], "msgs", " over gRPC Session streams"),
+    ...(notesList([grpc]).length > 0 ? [...notesList([grpc]), ""] : []),
+  ];
 }
 
 function renderGroup(run: BenchRun, chartFiles: Record<string, string>): string[] {

@@ -30,6 +30,7 @@ import {
   type DiskProbe,
   digestOf,
   type ProfileFix,
+  type RampResult,
   readRunDigests,
   type TargetName,
   withDigest,
@@ -120,6 +121,7 @@ const changed = sh("git", [
 ]);
 
 const diskProbes: DiskProbe[] = [];
+const oneToOneGrpc: RampResult[] = [];
 const run: BenchRun = {
   startedAt: new Date(startedAt).toISOString(),
   durationMs: 0,
@@ -142,6 +144,7 @@ const run: BenchRun = {
     ...(serverRoot ? { "server checkout": serverRoot } : {}),
   },
   oneToOne: [],
+  oneToOneGrpc,
   groupFanout: { groupSize: 0, groups: 0, sloP99Us: groupSloUs, results: [] },
   idle: [],
   reconnect: [],
@@ -204,7 +207,7 @@ async function each<T>(
     const cpu = probeCpu(`${scenario}/${name}`);
     run.cpu?.push(cpu);
     log(
-      `${scenario}: ${name} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms; cpu probe ${cpu.medianMs} ms; waited ${(waited / 1000).toFixed(1)} s for a quiet machine)`,
+      `${scenario}: ${name}${variant ? ` (${variant})` : ""} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms; cpu probe ${cpu.medianMs} ms; waited ${(waited / 1000).toFixed(1)} s for a quiet machine)`,
     );
     try {
       const r = await fn(name);
@@ -227,6 +230,13 @@ async function each<T>(
 
 const all: TargetName[] = ["ours", "relay", "ejabberd-routing", "ejabberd-archive"];
 await each("one-to-one", all, (n) => oneToOne(ctx, n), run.oneToOne);
+await each(
+  "one-to-one",
+  ["ours"],
+  (n) => oneToOne(ctx, n, "grpc"),
+  oneToOneGrpc,
+  "gRPC Session streams",
+);
 await each(
   "group-fanout",
   ["ours", "relay", "ejabberd-routing"],

@@ -108,8 +108,39 @@ function onAck(body: string) {
   record(s.ack, nowUs() - p.intendedUs);
 }
 
-async function openOne(spec: ClientSpec, t: TargetSpec): Promise<Conn> {
+/** Ours' clients talk WebSocket, or gRPC Session streams each on an HTTP/2 connection of its own. */
+export type OursTransport = "websocket" | "grpc";
+
+async function openOne(
+  spec: ClientSpec,
+  t: TargetSpec,
+  transport: OursTransport = "websocket",
+): Promise<Conn> {
   const localAddress = sourceAddress(spec.index);
+  if (t.kind === "ours" && transport === "grpc") {
+    const session = await connectHttp2({ host: t.host, port: t.port, localAddress });
+    try {
+      const s = await openSessionStream(session, spec.token ?? "", undefined, "session", {
+        onEvent: onDeliver,
+        onAck,
+      });
+      return {
+        send: (dest, body) => s.send(dest, `c${seq++}`, body),
+        heartbeat: () => s.heartbeat(),
+        drop: () => session.destroy(),
+        close: () => {
+          s.close();
+          session.close();
+        },
+        get alive() {
+          return s.alive;
+        },
+      };
+    } catch (err) {
+      session.destroy();
+      throw err;
+    }
+  }
   if (t.kind === "ours") {
     const c = await connectOurs({
       host: t.host,
@@ -190,14 +221,19 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 serveRpc({
   /** Opens the clients against the target; failures are counted, not thrown. */
-  async open(args: { target: TargetSpec; clients: ClientSpec[]; concurrency: number }) {
+  async open(args: {
+    target: TargetSpec;
+    clients: ClientSpec[];
+    concurrency: number;
+    transport?: OursTransport;
+  }) {
     target = args.target;
     const t0 = nowUs();
     let failed = 0;
     const errors: string[] = [];
     await pool(args.clients, args.concurrency, async (spec) => {
       try {
-        conns.set(spec.index, await openOne(spec, args.target));
+        conns.set(spec.index, await openOne(spec, args.target, args.transport));
       } catch (err) {
         failed++;
         if (errors.length < 5) errors.push(err instanceof Error ? err.message : String(err));

@@ -5,7 +5,7 @@ import {
   SessionRequestSchema,
   SubscribeRequestSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
-import { decodeFrame } from "./ours-wire.js";
+import { decodeFrame, encodeSend } from "./ours-wire.js";
 
 /**
  * A bench client's session as a gRPC `ChatService/Session` stream (or a
@@ -16,9 +16,19 @@ import { decodeFrame } from "./ours-wire.js";
  * process holds far more sessions than sockets.
  */
 export interface OursStream {
+  /** Posts `body` as a text message on a Session stream; the durable ack arrives through onAck. */
+  send(conversationId: string, clientMsgId: string, body: string): void;
   heartbeat(): void;
   close(): void;
   readonly alive: boolean;
+}
+
+/** What a Session stream that carries messages reports (the idle ones report nothing). */
+export interface StreamHandlers {
+  /** An event delivered live (not from the subscribe's catch-up), with the message text. */
+  onEvent?: (text: string) => void;
+  /** The durable ack of one of this stream's sends, with the message text. */
+  onAck?: (text: string) => void;
 }
 
 const sessionPath = "/chat.v1.ChatService/Session";
@@ -135,6 +145,7 @@ export function openSessionStream(
   token: string,
   timeoutMs = 30_000,
   method: "session" | "subscribe" | "connect-subscribe" = "session",
+  handlers: StreamHandlers = {},
 ): Promise<OursStream> {
   const subscribe = method !== "session";
   return new Promise((resolve, reject) => {
@@ -157,6 +168,10 @@ export function openSessionStream(
     };
     const timer = setTimeout(() => fail(new Error("session setup timed out")), timeoutMs);
     const conn: OursStream = {
+      send(conversationId, clientMsgId, body) {
+        if (closed || subscribe) return;
+        stream.write(grpcFrame(encodeSend(conversationId, clientMsgId, body)));
+      },
       heartbeat() {
         if (closed) return;
         if (subscribe) fireUnary(session, heartbeatPath, token, method === "connect-subscribe");
@@ -184,7 +199,10 @@ export function openSessionStream(
         // A Connect end-stream message (flag 2) carries the status as JSON, not a frame.
         if (flags !== 0) continue;
         const f = decodeFrame(message);
-        if (f.case === "syncComplete" && !ready) {
+        if (f.case === "event") handlers.onEvent?.(f.event.text);
+        else if (f.case === "sendAck") {
+          if (f.event) handlers.onAck?.(f.event.text);
+        } else if (f.case === "syncComplete" && !ready) {
           ready = true;
           clearTimeout(timer);
           resolve(conn);

@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import type { ClientSpec, Route, StepStats, TargetSpec } from "../worker.js";
+import type { ClientSpec, OursTransport, Route, StepStats, TargetSpec } from "../worker.js";
 import { mergeEncoded, summarize } from "./histogram.js";
 import { cpuUsOf, forkTs, makeRpc, waitExit } from "./procs.js";
 import type { BenchRun, RampResult, RateStep, TargetName } from "./results.js";
@@ -198,10 +198,11 @@ export async function openClients(
   clients: ClientSpec[],
   place: (c: ClientSpec) => number = (c) => c.index % ctx.workers.length,
   concurrency = 64,
+  transport: OursTransport = "websocket",
 ) {
   const per = ctx.workers.map(() => [] as ClientSpec[]);
   for (const c of clients) per[place(c) % ctx.workers.length]!.push(c);
-  return openAcross(ctx, "open", per, { target, concurrency });
+  return openAcross(ctx, "open", per, { target, concurrency, transport });
 }
 
 /**

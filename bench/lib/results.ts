@@ -220,6 +220,11 @@ export interface BenchRun {
   /** How long each ramp step sends, and then waits for late acks and deliveries. */
   rampStep?: { sendMs: number; graceMs: number };
   oneToOne: RampResult[];
+  /**
+   * 1:1 for ours again with every client on a gRPC Session stream over an
+   * HTTP/2 connection of its own, as a native app connects (absent in older results).
+   */
+  oneToOneGrpc?: RampResult[];
   /** sloP99Us: the p99 send→deliver bound that "sustained" uses for fan-out. */
   groupFanout: { groupSize: number; groups: number; sloP99Us: number; results: RampResult[] };
   idle: IdleResult[];

@@ -1,16 +1,19 @@
 import { type BenchContext, closeClients, openClients, ramp, setRoutes } from "../lib/context.js";
 import type { RampResult, TargetName } from "../lib/results.js";
-import type { ClientSpec, Route } from "../worker.js";
+import type { ClientSpec, OursTransport, Route } from "../worker.js";
 import { clientSpec, directDest, startTarget } from "./targets.js";
 
 /**
  * 1:1 chat: `pairs` conversations, both members online, each sending to the
  * other. Open-loop steps ramp the rate until p99 send→deliver passes 50 ms.
- * Both members of a pair live in one worker.
+ * Both members of a pair live in one worker. Ours' clients talk WebSocket,
+ * the relay's transport, unless `transport` is "grpc": a Session stream on
+ * an HTTP/2 connection of each client's own, as a native app's.
  */
 export async function oneToOne(
   ctx: BenchContext,
   name: TargetName,
+  transport: OursTransport = "websocket",
 ): Promise<RampResult | undefined> {
   const { pairs, rates } = ctx.scale;
   const users = pairs * 2;
@@ -37,8 +40,15 @@ export async function oneToOne(
         );
       }
     }
-    ctx.progress(`${name}: opening ${users} sessions`);
-    const opened = await openClients(ctx, t.spec, clients, (c) => Math.floor(c.index / 2));
+    ctx.progress(`${name}: opening ${users} sessions${transport === "grpc" ? " (gRPC)" : ""}`);
+    const opened = await openClients(
+      ctx,
+      t.spec,
+      clients,
+      (c) => Math.floor(c.index / 2),
+      64,
+      transport,
+    );
     if (opened.failed > 0) throw new Error(`${opened.failed} sessions failed: ${opened.errors[0]}`);
     await setRoutes(ctx, routes);
     const result: RampResult = await ramp(

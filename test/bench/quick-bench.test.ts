@@ -55,6 +55,8 @@ describe("npm run bench -- --quick", () => {
     expect(run.oneToOne.map((r) => r.target).sort()).toEqual(
       ["ejabberd-archive", "ejabberd-routing", "ours", "relay"].sort(),
     );
+    // Ours once more with native clients' transport: gRPC Session streams.
+    expect(run.oneToOneGrpc?.map((r) => r.target)).toEqual(["ours"]);
     expect(run.groupFanout.results.map((r) => r.target).sort()).toEqual(
       ["ejabberd-routing", "ours", "relay"].sort(),
     );
@@ -98,6 +100,11 @@ describe("npm run bench -- --quick", () => {
     const ours = run.oneToOne.find((r) => r.target === "ours")!;
     // Our acks are durable commits: every sent message was acknowledged.
     expect(ours.steps[0]!.ack!.count).toBeGreaterThan(0);
+    // Over gRPC too: every message sent on a Session stream was acked and delivered.
+    const grpc = run.oneToOneGrpc![0]!.steps[0]!;
+    expect(grpc.ack!.count).toBeGreaterThan(0);
+    expect(grpc.missing).toBe(0);
+    expect(grpc.deliver.count).toBe(grpc.ack!.count);
     for (const i of run.idle) {
       expect(i.held, `${i.target} ${i.transport ?? "sockets"}`).toBe(i.attempted);
       expect(i.rssHeldBytes, i.target).toBeGreaterThan(0);

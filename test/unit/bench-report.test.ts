@@ -187,6 +187,29 @@ describe("renderMarkdown", () => {
     );
   });
 
+  it("shows ours' 1:1 over gRPC beside its WebSocket ramp, ours only, without touching the ratios", () => {
+    const run = fakeRun();
+    expect(renderMarkdown(run, [], {})).not.toContain("### Ours over gRPC");
+    const grpc = ramp("ours", 4000);
+    grpc.steps[0]!.targetCpuPct = 60;
+    run.oneToOne[0]!.steps[0]!.targetCpuPct = 72;
+    run.oneToOneGrpc = [grpc];
+    const md = renderMarkdown(run, [], {});
+    // 72% of a core at 6,000 msgs/s is 120 µs a message; 60% at 4,000 is 150.
+    expect(md).toContain(
+      "Over WebSocket the same server sustained 6,000 msgs/s at 120 µs of server CPU per message; over gRPC 4,000 msgs/s at 150 µs.",
+    );
+    expect(md).toContain("#### `ours` over gRPC Session streams");
+    expect(md).toContain(
+      "| 1:1 sustained msgs/s, ours over gRPC Session streams (one HTTP/2 connection each) | 4,000 | — | — | — | — | — | — |",
+    );
+    expect(md).toContain(
+      "- `relay` (1:1 over gRPC): ours only: gRPC is our native clients' transport",
+    );
+    // The targets still compare the WebSocket ramp: 6,000 against routing's 3,000.
+    expect(md).toContain("ours 6,000 vs ejabberd-routing 3,000 msgs/s (2.00×)");
+  });
+
   it("shows where the run's time went, per scenario and system, and the rest", () => {
     const run = fakeRun();
     expect(renderMarkdown(run, [], {})).not.toContain("## Where the run's time went");
