@@ -644,8 +644,8 @@ function renderBounds(run: BenchRun): string[] {
       "and days for every system alike, so their totals differ from the table above: over " +
       "two days, full runs put ejabberd's routing-only ceiling at 6,000–20,000 msgs/s, " +
       "ours at 5,000–10,000 (8,500 and 10,000 in the two runs after the send path's messages " +
-      "were built as literals, 5,000 in the two after those while the VM was slower for " +
-      "every system, with ejabberd at 6,000 and 8,500; 1,000 and 3,000 in two runs on " +
+      "were built as literals, 5,000 in the three after those while the VM was slower for " +
+      "every system, with ejabberd at 6,000–8,500; 1,000 and 3,000 in two runs on " +
       "2026-12-06 while the disk's commits were slow for minutes: a probe after one of them " +
       "read about 1 ms at p99, and ejabberd's archive on PostgreSQL, which commits to the " +
       "same disk, fell to 0 and 2,000 in them), and the relay, whose top steps hit latency " +
@@ -661,8 +661,8 @@ function renderBounds(run: BenchRun): string[] {
       "50 ms. ejabberd spent about a fifth less CPU per message than ours at ours' ceiling " +
       "(0.71–0.92× ours' in seven full runs) until the send path's messages were built as " +
       "literals, and about as much since (0.94× and 0.96× in the two full runs after) or " +
-      "more (1.21× and 1.17× in the two slower runs after those, while sustaining 6,000 " +
-      "and 8,500 msgs/s against ours' 5,000; see above for this one), so the gap between " +
+      "more (1.17–1.24× in the three slower runs after those, while sustaining 6,000–8,500 " +
+      "msgs/s against ours' 5,000; see above for this one), so the gap between " +
       "the two ceilings that remains is that it spreads its work over two schedulers. Of the event loop's busy time about a seventh goes to socket writes on " +
       "loopback TCP (each message is one read and two writes, as for the relay; under normal " +
       "scheduling each write that woke the load generator also let it preempt the server, " +
