@@ -122,9 +122,9 @@ function machineTicks(): { busy: number; total: number } {
 /**
  * Waits until the whole machine has been quiet (under `busyPct` of all its
  * cores busy) for one `windowMs`, and at most `maxMs`; resolves with the time
- * it waited. Before each scenario, so that what the previous one left running
- * (a server's shutdown, a database's background writes, processes starting)
- * does not land on the next system's measurements.
+ * it waited. Before each scenario, so that CPU work the previous one left
+ * running (a server's shutdown, processes still loading) does not land on the
+ * next system's measurements. Waiting on the disk (iowait) counts as quiet.
  */
 export async function machineQuiet(busyPct = 15, windowMs = 1000, maxMs = 20_000): Promise<number> {
   const start = Date.now();
