@@ -1,7 +1,7 @@
 /**
- * `npm run bench` (about 11 minutes) and `npm run bench -- --quick` (about
- * one): every scenario against ours, the raw relay and ejabberd, in one run
- * on this machine. Writes the results JSON and docs/BENCHMARKS.md.
+ * `npm run bench` (11 to 13 minutes here) and `npm run bench -- --quick`
+ * (about 1.5): every scenario against ours, the raw relay and ejabberd, in one
+ * run on this machine; 1:1 runs ours once more over gRPC. Writes the results JSON and docs/BENCHMARKS.md.
  *
  * Flags: --quick, --only=<scenario,...> (one-to-one, group-fanout, idle,
  * reconnect, history), --targets=<name,...>, --out=<dir> (where
@@ -47,8 +47,9 @@ const repo = resolve(import.meta.dirname, "..");
 const args = process.argv.slice(2);
 if (args.includes("--help")) {
   process.stdout.write(`usage: npm run bench -- [flags]
-  --quick                 smoke run of about a minute (writes .tmp/bench/ unless --out)
-  --only=a,b              scenarios: one-to-one, group-fanout, idle, reconnect, history
+  --quick                 smoke run of about a minute and a half (writes .tmp/bench/ unless --out)
+  --only=a,b              scenarios: one-to-one (ours over WebSocket, then gRPC), group-fanout,
+                          idle, reconnect, history
   --targets=a,b           systems: ours, relay, ejabberd-routing, ejabberd-archive
   --out=<dir>             where results (bench/results-*.json) and BENCHMARKS.md go
   --server-root=<dir>     measure another checkout of the server (before/after a fix)
