@@ -1317,8 +1317,8 @@ function renderRuns(runs: readonly RunDigest[]): string[] {
       "bench waited for its load generator to load (and for a quiet machine) before each " +
       "scenario, the probe before ours' ramp, the run's first, ran while the generator's two " +
       "processes were still loading their code: it read 5–11 ms at p99 where the run's later " +
-      "probes read about 1 ms or less, and the one run with a CPU probe read 30 ms there " +
-      "against 16–21 ms later. Those disk readings tell of the start-up, not of the disk; " +
+      "probes read about 0.4–0.7 ms at the median (1–5 ms at most), and the one run with a " +
+      "CPU probe read 30 ms there against 16–21 ms later. Those disk readings tell of the start-up, not of the disk; " +
       "the ramp's measured steps began seconds after the loading had finished.",
     "",
     table(
