@@ -48,6 +48,22 @@ export function summarize(h: Histogram): LatencySummary {
   };
 }
 
+/**
+ * The latency at `percentile` of `expected` messages of which `h` holds the
+ * delivered ones, the rest ranked later than any of them (never delivered is
+ * later than every bound): Infinity when too few were delivered to reach it.
+ */
+export function percentileCountingMissing(
+  h: Histogram,
+  expected: number,
+  percentile: number,
+): number {
+  const delivered = h.totalCount;
+  if (delivered === 0 || expected <= 0) return Number.POSITIVE_INFINITY;
+  const within = (percentile * Math.max(expected, delivered)) / delivered;
+  return within > 100 ? Number.POSITIVE_INFINITY : h.getValueAtPercentile(within);
+}
+
 /** A monotonic clock in microseconds that every process on this machine shares. */
 export function nowUs(): number {
   return Number(process.hrtime.bigint() / 1000n);

@@ -33,7 +33,7 @@ export interface RateStep {
   deliver: LatencySummary;
   /** Messages (or deliveries) still missing when the step's grace period ended. */
   missing: number;
-  /** Whether the step met the SLO (p99 deliver ≤ limit and ≥ 95% delivered). */
+  /** Whether the step met the SLO: p99 deliver ≤ limit, messages still missing counting as later. */
   withinSlo: boolean;
   /**
    * Set when this is a second attempt at the rate: the first went over the SLO with this

@@ -1,7 +1,12 @@
 import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { type BenchContext, type LoadWorker, quickScale, ramp } from "../../bench/lib/context.js";
-import { encode, newHistogram, record } from "../../bench/lib/histogram.js";
+import {
+  encode,
+  newHistogram,
+  percentileCountingMissing,
+  record,
+} from "../../bench/lib/histogram.js";
 import type { BenchRun } from "../../bench/lib/results.js";
 import type { StepStats } from "../../bench/worker.js";
 
@@ -9,7 +14,11 @@ import type { StepStats } from "../../bench/worker.js";
  * A load worker whose steps report the latency `latencyMs(rate, attempt)`
  * gives, attempt counting from 1 per rate; it records the step ids it ran.
  */
-function scriptedWorker(latencyMs: (rate: number, attempt: number) => number) {
+function scriptedWorker(
+  latencyMs: (rate: number, attempt: number) => number,
+  /** Fraction of a step's messages that never arrive. */
+  lost: (rate: number) => number = () => 0,
+) {
   const ran: { step: number; rate: number; at: number }[] = [];
   const attempts = new Map<number, number>();
   const byStep = new Map<number, StepStats>();
@@ -25,8 +34,9 @@ function scriptedWorker(latencyMs: (rate: number, attempt: number) => number) {
         attempts.set(a.ratePerSec, attempt);
         const sent = Math.round((a.ratePerSec * a.durationMs) / 1000);
         const h = newHistogram();
-        for (let i = 0; i < sent; i++) record(h, latencyMs(a.ratePerSec, attempt) * 1000);
-        const stats = { sent, acked: sent, delivered: sent, ack: encode(h), deliver: encode(h) };
+        const delivered = sent - Math.round(sent * lost(a.ratePerSec));
+        for (let i = 0; i < delivered; i++) record(h, latencyMs(a.ratePerSec, attempt) * 1000);
+        const stats = { sent, acked: sent, delivered, ack: encode(h), deliver: encode(h) };
         byStep.set(a.step, stats);
         return stats as T;
       }
@@ -96,6 +106,23 @@ describe("ramp", () => {
     expect(every.steps.map((s) => s.offeredPerSec)).toEqual([100, 200, 300, 400]);
   });
 
+  it("counts messages never delivered as later than the SLO, however fast the rest were", async () => {
+    // Every delivered message takes 5 ms; 0.5% go missing at 200/s, 2% from 300/s.
+    const { worker } = scriptedWorker(
+      () => 5,
+      (rate) => (rate === 200 ? 0.005 : rate >= 300 ? 0.02 : 0),
+    );
+    const ctx = contextWith(worker);
+    ctx.scale = { ...ctx.scale, strideHeadroom: 0, stepMs: 1000 };
+    const result = await ramp(ctx, "ours", [100, 200, 300, 400], 1, true, 100, 0);
+    expect(result.steps.map((s) => [s.offeredPerSec, s.missing, s.withinSlo])).toEqual([
+      [100, 0, true],
+      [200, 1, true],
+      [300, 6, false],
+    ]);
+    expect(result.sustainedPerSec).toBe(200);
+  });
+
   it("ends at the skipped rate when it misses too", async () => {
     const { worker } = scriptedWorker((rate) => (rate >= 200 ? 120 : 5));
     const result = await ramp(contextWith(worker), "ours", [100, 200, 300, 400], 1, true, 100, 0);
@@ -130,5 +157,18 @@ describe("ramp", () => {
     } finally {
       target.kill();
     }
+  });
+});
+
+describe("percentileCountingMissing", () => {
+  it("ranks the messages not delivered after every delivered one", () => {
+    const h = newHistogram();
+    for (let ms = 1; ms <= 995; ms++) record(h, ms * 1000);
+    // The 990th of 1,000 is the 990th delivered; of 995 it is the 985th (p99 of 995 delivered).
+    expect(percentileCountingMissing(h, 1000, 99) / 1000).toBeCloseTo(990, -1);
+    expect(percentileCountingMissing(h, 995, 99) / 1000).toBeCloseTo(985, -1);
+    // With more than 1% missing, p99 is never reached.
+    expect(percentileCountingMissing(h, 1010, 99)).toBe(Number.POSITIVE_INFINITY);
+    expect(percentileCountingMissing(newHistogram(), 10, 50)).toBe(Number.POSITIVE_INFINITY);
   });
 });
