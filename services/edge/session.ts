@@ -192,11 +192,7 @@ export class Session {
     const pending = this.pendingSends?.get(key);
     if (res.duplicate || !res.event) {
       if (pending?.frameId === frameId) this.pendingSends?.delete(key);
-      this.push({
-        $typeName: "chat.v1.ServerFrame",
-        replyToFrameId: frameId,
-        frame: { case: "sendAck", value: res },
-      });
+      this.push(frame({ case: "sendAck", value: res }, frameId));
       return;
     }
     // Fan-out failures must not leave a durable send unacknowledged: the
