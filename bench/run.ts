@@ -245,21 +245,15 @@ await each(
   run.groupFanout.results,
 );
 await each("idle", ["ours", "relay", "ejabberd-routing"], (n) => idle(ctx, n), run.idle);
-await each("idle", ["ours"], (n) => idle(ctx, n, "streams"), run.idle, "gRPC Session streams");
-await each(
-  "idle",
-  ["ours"],
-  (n) => idle(ctx, n, "subscribe-streams"),
-  run.idle,
-  "gRPC Subscribe streams",
-);
-await each(
-  "idle",
-  ["ours"],
-  (n) => idle(ctx, n, "connect-subscribe-streams"),
-  run.idle,
-  "Connect Subscribe streams",
-);
+// Ours once more with its sessions as streams on shared HTTP/2 connections, in each form.
+const streamForms = [
+  ["streams", "gRPC Session streams"],
+  ["subscribe-streams", "gRPC Subscribe streams"],
+  ["connect-subscribe-streams", "Connect Subscribe streams"],
+] as const;
+for (const [transport, variant] of streamForms) {
+  await each("idle", ["ours"], (n) => idle(ctx, n, transport), run.idle, variant);
+}
 await each("reconnect", ["ours"], () => reconnectStorm(ctx), run.reconnect);
 await each("history", ["ours"], () => historySync(ctx), run.history);
 
