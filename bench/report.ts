@@ -913,9 +913,17 @@ function withAbsent(out: string[], run: BenchRun, scenario: ScenarioKey): void {
 }
 
 function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): string[] {
-  const step = run.rampStep
-    ? ` Each step sends for ${fmtDuration(run.rampStep.sendMs)}, then waits ${fmtDuration(run.rampStep.graceMs)} for late acks and deliveries.`
+  const rs = run.rampStep;
+  const step = rs
+    ? ` Each step sends for ${fmtDuration(rs.sendMs)}, then waits for late acks and deliveries` +
+      (rs.earlyEnd
+        ? ` until every message is in, at most ${fmtDuration(rs.graceMs)}.`
+        : ` for ${fmtDuration(rs.graceMs)}.`)
     : "";
+  const cpuWindow = rs?.earlyEnd
+    ? "while the step sends (not over its wait, so it is the load the rate puts on each)"
+    : "over the step, its sending and its wait together (results from before CPU was read " +
+      "over the sending alone: the same load reads lower the longer the wait)";
   const out = [
     "## 1:1 chat",
     "",
@@ -937,7 +945,7 @@ function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): stri
     "*Ack* is intended send → the server's durable acknowledgement (absent for targets " +
       "without one); *deliver* is intended send → arrival on the recipient's socket; " +
       "*missing* counts messages not delivered when the step's grace period ended. CPU is " +
-      "in % of one core during the step: the system under test's process, and the two " +
+      `in % of one core ${cpuWindow}: the system under test's process, and the two ` +
       "load-generator processes together (above ~100% the generator is the bottleneck).",
     "",
   ];

@@ -169,7 +169,7 @@ for (const kv of flag("set")?.split(",") ?? []) {
     : Number(v);
   Object.assign(scale, { [k]: value });
 }
-run.rampStep = { sendMs: scale.stepMs, graceMs: scale.graceMs };
+run.rampStep = { sendMs: scale.stepMs, graceMs: scale.graceMs, earlyEnd: true };
 run.groupFanout.groupSize = scale.groupSize;
 run.groupFanout.groups = scale.groups;
 const workers = await startWorkers(2);

@@ -312,9 +312,10 @@ serveRpc({
 
   /**
    * One open-loop step: sends at `ratePerSec` for `durationMs`, round-robin
-   * over the routes, then waits `graceMs` for late acks and deliveries.
+   * over the routes, and answers when the last message is out; the caller
+   * waits for late acks and deliveries (`counts`, then `collect`).
    */
-  async run(args: { step: number; ratePerSec: number; durationMs: number; graceMs: number }) {
+  async run(args: { step: number; ratePerSec: number; durationMs: number }) {
     const s = stepState(args.step);
     const start = nowUs() + 1000;
     const total = Math.floor((args.ratePerSec * args.durationMs) / 1000);
@@ -334,8 +335,13 @@ serveRpc({
       // A timer tick, not a spin: the generator shares the cores with the server under test.
       await sleep(1);
     }
-    await sleep(args.graceMs);
-    return stats(args.step);
+    return { sent: s.sent };
+  },
+
+  /** A step's counts so far, without its histograms: cheap enough to poll while it drains. */
+  counts(args: { step: number }) {
+    const s = stepState(args.step);
+    return { sent: s.sent, acked: s.acked, delivered: s.delivered };
   },
 
   /** Stats of a step so far (for deliveries that landed in this worker from elsewhere). */

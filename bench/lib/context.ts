@@ -254,7 +254,9 @@ export async function cpuDuring<T>(
  * One open-loop step on every worker at once. `fanout` is deliveries per
  * message; the SLO is p99 send→deliver ≤ sloUs over every message the step
  * should have delivered, one not delivered by the end of its grace counting
- * as later than that.
+ * as later than that. The grace (`scale.graceMs`) ends early once every
+ * message is acked (when `hasAck`) and delivered. CPU is read over the
+ * sending alone, so it is the load the step's rate puts on each process.
  */
 export async function rateStep(
   ctx: BenchContext,
@@ -268,26 +270,35 @@ export async function rateStep(
   const { stepMs, graceMs } = ctx.scale;
   const share = ratePerSec / ctx.workers.length;
   const {
-    value: [runs, all],
+    value: runs,
     targetCpuPct,
     loadGenCpuPct,
-  } = await cpuDuring(ctx, targetPid, async () => {
-    const runs = await Promise.all(
+  } = await cpuDuring(ctx, targetPid, () =>
+    Promise.all(
       ctx.workers.map((w) =>
-        w.rpc<StepStats>("run", { step, ratePerSec: share, durationMs: stepMs, graceMs }),
+        w.rpc<{ sent: number }>("run", { step, ratePerSec: share, durationMs: stepMs }),
       ),
-    );
-    // Deliveries to members held by other workers keep landing there; collect after everyone's grace.
-    const all = await Promise.all(ctx.workers.map((w) => w.rpc<StepStats>("collect", { step })));
-    return [runs, all] as const;
-  });
+    ),
+  );
   const sent = runs.reduce((a, r) => a + r.sent, 0);
+  const expected = sent * fanout;
+  // Deliveries to members held by other workers land there: poll every worker's counts.
+  const graceEnd = Date.now() + graceMs;
+  while (Date.now() < graceEnd) {
+    const counts = await Promise.all(
+      ctx.workers.map((w) => w.rpc<{ acked: number; delivered: number }>("counts", { step })),
+    );
+    const acked = counts.reduce((a, c) => a + c.acked, 0);
+    const delivered = counts.reduce((a, c) => a + c.delivered, 0);
+    if (delivered >= expected && (!hasAck || acked >= sent)) break;
+    await new Promise((r) => setTimeout(r, Math.min(graceDrainPollMs, graceEnd - Date.now())));
+  }
+  const all = await Promise.all(ctx.workers.map((w) => w.rpc<StepStats>("collect", { step })));
   const acked = all.reduce((a, r) => a + r.acked, 0);
   const delivered = all.reduce((a, r) => a + r.delivered, 0);
   const deliverHistogram = mergeEncoded(all.map((r) => r.deliver));
   const deliver = summarize(deliverHistogram);
   const ack = summarize(mergeEncoded(all.map((r) => r.ack)));
-  const expected = sent * fanout;
   const seconds = stepMs / 1000;
   const result: RateStep = {
     offeredPerSec: ratePerSec,
@@ -303,6 +314,9 @@ export async function rateStep(
   if (hasAck) result.ack = ack;
   return result;
 }
+
+/** How often a step's grace checks whether everything arrived. */
+const graceDrainPollMs = 20;
 
 /** CPU (% of a core) under which a target counts as idle again after a missed step. */
 const idleCpuPct = 20;

@@ -217,8 +217,13 @@ export interface BenchRun {
   cpu?: CpuProbe[];
   /** Bench-only server settings that differ from production defaults, and why. */
   settings: Record<string, string>;
-  /** How long each ramp step sends, and then waits for late acks and deliveries. */
-  rampStep?: { sendMs: number; graceMs: number };
+  /**
+   * How long each ramp step sends, and then waits at most for late acks and
+   * deliveries. `earlyEnd`: the wait ended once everything was in, and CPU
+   * was read over the sending alone; older results waited the whole grace and
+   * read CPU over sending and wait together (the same load about a quarter lower).
+   */
+  rampStep?: { sendMs: number; graceMs: number; earlyEnd?: boolean };
   oneToOne: RampResult[];
   /**
    * 1:1 for ours again with every client on a gRPC Session stream over an

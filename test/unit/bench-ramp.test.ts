@@ -1,6 +1,12 @@
 import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { type BenchContext, type LoadWorker, quickScale, ramp } from "../../bench/lib/context.js";
+import {
+  type BenchContext,
+  type LoadWorker,
+  quickScale,
+  ramp,
+  rateStep,
+} from "../../bench/lib/context.js";
 import {
   encode,
   newHistogram,
@@ -20,6 +26,7 @@ function scriptedWorker(
   lost: (rate: number) => number = () => 0,
 ) {
   const ran: { step: number; rate: number; at: number }[] = [];
+  const ops: string[] = [];
   const attempts = new Map<number, number>();
   const byStep = new Map<number, StepStats>();
   const worker: LoadWorker = {
@@ -28,6 +35,7 @@ function scriptedWorker(
     stop: async () => undefined,
     rpc: async <T>(op: string, args?: unknown): Promise<T> => {
       const a = args as { step: number; ratePerSec: number; durationMs: number };
+      ops.push(op);
       if (op === "run") {
         ran.push({ step: a.step, rate: a.ratePerSec, at: Date.now() });
         const attempt = (attempts.get(a.ratePerSec) ?? 0) + 1;
@@ -43,7 +51,7 @@ function scriptedWorker(
       return byStep.get(a.step) as T;
     },
   };
-  return { worker, ran };
+  return { worker, ran, ops };
 }
 
 const contextWith = (worker: LoadWorker): BenchContext => ({
@@ -121,6 +129,29 @@ describe("ramp", () => {
       [300, 6, false],
     ]);
     expect(result.sustainedPerSec).toBe(200);
+  });
+
+  it("ends a step's wait once every message is acked and delivered, and waits it out otherwise", async () => {
+    const complete = scriptedWorker(() => 5);
+    const ctx = contextWith(complete.worker);
+    ctx.scale = { ...ctx.scale, graceMs: 60_000 };
+    const done = await rateStep(ctx, 1, 100, 1, true);
+    expect(done.missing).toBe(0);
+    // One look at the counts, then the histograms: no wait for the rest of the minute.
+    expect(complete.ops).toEqual(["run", "counts", "collect"]);
+
+    const lossy = scriptedWorker(
+      () => 5,
+      () => 0.05,
+    );
+    const lossyCtx = contextWith(lossy.worker);
+    lossyCtx.scale = { ...lossyCtx.scale, graceMs: 300 };
+    const t0 = Date.now();
+    const short = await rateStep(lossyCtx, 1, 100, 1, true);
+    expect(short.missing).toBe(1);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    expect(lossy.ops.filter((op) => op === "counts").length).toBeGreaterThan(1);
+    expect(lossy.ops.at(-1)).toBe("collect");
   });
 
   it("ends at the skipped rate when it misses too", async () => {

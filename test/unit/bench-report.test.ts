@@ -178,13 +178,21 @@ describe("renderMarkdown", () => {
     expect(renderMarkdown(run, [], {})).not.toContain("Keeping sessions alive costs CPU");
   });
 
-  it("states how long each ramp step runs when the results record it", () => {
+  it("states how long each ramp step runs and what its CPU covers when the results record it", () => {
     const run = fakeRun();
     expect(renderMarkdown(run, [], {})).not.toContain("Each step sends for");
     run.rampStep = { sendMs: 3000, graceMs: 1000 };
-    expect(renderMarkdown(run, [], {})).toContain(
-      "Each step sends for 3.00 s, then waits 1.00 s for late acks and deliveries.",
+    const older = renderMarkdown(run, [], {});
+    expect(older).toContain(
+      "Each step sends for 3.00 s, then waits for late acks and deliveries for 1.00 s.",
     );
+    expect(older).toContain("CPU is in % of one core over the step, its sending and its wait");
+    run.rampStep = { sendMs: 3000, graceMs: 1000, earlyEnd: true };
+    const now = renderMarkdown(run, [], {});
+    expect(now).toContain(
+      "Each step sends for 3.00 s, then waits for late acks and deliveries until every message is in, at most 1.00 s.",
+    );
+    expect(now).toContain("CPU is in % of one core while the step sends");
   });
 
   it("shows ours' 1:1 over gRPC beside its WebSocket ramp, ours only, without touching the ratios", () => {
