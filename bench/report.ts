@@ -1604,6 +1604,15 @@ export function renderMarkdown(
       "intended send time. p99.9 needs ≥ 1,000 samples per step to mean much.",
     "- A ✗ in *Within SLO* marks the step where the system saturated; steps past it show " +
       "queueing, not steady state.",
+    ...(run.rampStep?.earlyEnd
+      ? [
+          "- A ramp step's CPU is read over its sending alone. Full runs before b3c0a33 " +
+            "averaged it over the sending and the step's 1 s wait, which reads the same load " +
+            "about a quarter lower (3 s of about 4). CPU figures that the text above and the " +
+            "profiling notes quote from ramp steps of those runs compare like with like within " +
+            "each note, and are low by that much beside this run's tables.",
+        ]
+      : []),
     "- Reproduce with `npm run bench` (full) or `npm run bench -- --quick` (smoke). A full " +
       "run's results land in `docs/bench/results-full.json` (`--out=<dir>` moves them and this " +
       "page); a full run at the standard sizes, with every scenario and system, also adds its " +

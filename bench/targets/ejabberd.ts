@@ -485,26 +485,16 @@ export async function startEjabberd(opts: StartEjabberdOptions): Promise<Ejabber
       async stop() {
         if (stopped) return;
         stopped = true;
-        if (!exited) {
-          const gone = new Promise<void>((r) => proc.once("exit", () => r()));
-          // SIGTERM makes the VM run init:stop(); fall back to SIGKILL on the group.
-          proc.kill("SIGTERM");
-          const t = setTimeout(() => {
-            try {
-              process.kill(-pid, "SIGKILL");
-            } catch {
-              // already gone
-            }
-          }, 5000);
-          await gone;
-          clearTimeout(t);
-        }
-        // erl_child_setup and any port programs share the process group.
+        // Its spool and database are thrown away below, so there is nothing for a graceful
+        // init:stop() to save (it takes 1–2 s); erl_child_setup and any port programs share
+        // the process group.
+        const gone = exited ? undefined : new Promise<void>((r) => proc.once("exit", () => r()));
         try {
           process.kill(-pid, "SIGKILL");
         } catch {
-          // nothing left
+          // already gone
         }
+        await gone;
         await psql("postgres", ["-c", `drop database if exists ${db} with (force)`]);
         rmSync(dir, { recursive: true, force: true });
         process.off("exit", cleanupSync);
