@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SignJWT } from "jose";
+import { jwtVerify, SignJWT } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTokenService, loadOrCreateDevKey, TokenError } from "../../lib/auth/tokens.js";
 import type { SigningKey } from "../../lib/config.js";
@@ -58,6 +58,23 @@ describe("token service", () => {
     });
     const header = JSON.parse(Buffer.from(minted.token.split(".")[0]!, "base64url").toString());
     expect(header).toMatchObject({ alg: "HS256", kid: "k1" });
+  });
+
+  it("mints tokens that an independent JWT library verifies, dev marks included", async () => {
+    const tokens = service([k1], "k1");
+    for (const dev of [false, true]) {
+      const minted = await tokens.mint({ userId: "ann", deviceId: "phone", ttlSeconds: 600, dev });
+      const { payload, protectedHeader } = await jwtVerify(minted.token, k1.secret, {
+        algorithms: ["HS256"],
+        issuer: "relaychat",
+        audience: "chat.v1",
+      });
+      expect(protectedHeader).toEqual({ alg: "HS256", kid: "k1", typ: "JWT" });
+      expect(payload).toMatchObject({ sub: "ann", did: "phone", exp: minted.expiresAtMs / 1000 });
+      expect(payload.dev).toBe(dev ? true : undefined);
+      // Signed with another secret, the same library refuses it.
+      await expect(jwtVerify(minted.token, k2.secret)).rejects.toThrow(/signature/);
+    }
   });
 
   it("keeps accepting tokens of an older key while a new key is active", async () => {
