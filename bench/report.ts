@@ -662,8 +662,11 @@ function renderBounds(run: BenchRun): string[] {
       "(0.71–0.92× ours' in seven full runs) until the send path's messages were built as " +
       "literals, and about as much since (0.94× and 0.96× in the two full runs after) or " +
       "more (1.17–1.24× in the three slower runs after those, while sustaining 6,000–8,500 " +
-      "msgs/s against ours' 5,000; see above for this one), so the gap between " +
-      "the two ceilings that remains is that it spreads its work over two schedulers. Of the event loop's busy time about a seventh goes to socket writes on " +
+      "msgs/s against ours' 5,000), and 0.80× in the first run that read CPU over each " +
+      "step's sending alone (bd9024c, a faster day: 12,000 msgs/s against ours' 6,000; see " +
+      "above for this one). ejabberd's cost per message falls further as its load rises " +
+      "(in that run 143 µs at 6,000 msgs/s, 100 at 12,000), and its schedulers spread it over " +
+      "both cores: those two are the gap between the ceilings. Of the event loop's busy time about a seventh goes to socket writes on " +
       "loopback TCP (each message is one read and two writes, as for the relay; under normal " +
       "scheduling each write that woke the load generator also let it preempt the server, " +
       "which about tripled that share, hence SCHED_BATCH above), about a tenth to handing " +
@@ -795,9 +798,9 @@ function renderBounds(run: BenchRun): string[] {
       "thin: fewer statements per event on the writer (the sender's two marks, given a " +
       "replay on restart), and fewer wake-ups of the writer thread (the hand-over is charged " +
       "about 8% of the event loop, though neither fewer nor cheaper posts changed the CPU, " +
-      "above). Each is worth a few percent, and with ejabberd spending about as much CPU " +
-      "per message as ours, a few percent do not carry ours past a system that spreads the " +
-      "same work over both cores: most of ours' CPU per message is spent on one event loop, " +
+      "above). Each is worth a few percent, and with ejabberd spending 0.8–1.2× ours' CPU " +
+      "per message at ours' ceiling, a few percent do not carry ours past a system that " +
+      "spreads its work over both cores: most of ours' CPU per message is spent on one event loop, " +
       "whose queueing and stalls break the ramp before that thread is full. The step that " +
       "changes the bound is running the event loop's work on more than " +
       "one thread, as ejabberd's schedulers do: several edge processes (sessions, framing, " +
