@@ -556,16 +556,21 @@ function costAt(run: BenchRun, name: TargetName, rate: number) {
   const above = steps.find((s) => s.offeredPerSec > rate);
   let serverPct: number;
   let loadGenPct: number;
+  let eventLoopPct: number | undefined;
   let between: [number, number] | undefined;
   if (exact) {
     serverPct = exact.targetCpuPct ?? 0;
     loadGenPct = exact.loadGenCpuPct ?? 0;
+    eventLoopPct = exact.eventLoopCpuPct;
   } else if (below && above) {
     const f = (rate - below.offeredPerSec) / (above.offeredPerSec - below.offeredPerSec);
     const mix = (a: number | undefined, b: number | undefined) =>
       (a ?? 0) + f * ((b ?? 0) - (a ?? 0));
     serverPct = mix(below.targetCpuPct, above.targetCpuPct);
     loadGenPct = mix(below.loadGenCpuPct, above.loadGenCpuPct);
+    if (below.eventLoopCpuPct !== undefined && above.eventLoopCpuPct !== undefined) {
+      eventLoopPct = mix(below.eventLoopCpuPct, above.eventLoopCpuPct);
+    }
     between = [below.offeredPerSec, above.offeredPerSec];
   } else {
     return undefined;
@@ -574,6 +579,7 @@ function costAt(run: BenchRun, name: TargetName, rate: number) {
   return {
     serverPct,
     loadGenPct,
+    eventLoopPct,
     serverUs: perMsg(serverPct),
     loadGenUs: perMsg(loadGenPct),
     between,
@@ -589,7 +595,11 @@ function renderBounds(run: BenchRun): string[] {
   const out = ["### What bounds 1:1 throughput", ""];
   const line = (name: string, c: NonNullable<typeof ours>) =>
     `- ${code(name)}: the server used ${fmtNum(c.serverPct)}% of a core ` +
-    `(${fmtNum(c.serverUs)} µs of CPU per message), the load generator ` +
+    `(${fmtNum(c.serverUs)} µs of CPU per message` +
+    (c.eventLoopPct === undefined
+      ? ""
+      : `; its event loop, the main thread, ${fmtNum(c.eventLoopPct)}% of a core`) +
+    "), the load generator " +
     `${fmtNum(c.loadGenPct)}% (${fmtNum(c.loadGenUs)} µs per message)` +
     (c.between
       ? `, read off a straight line between its ${fmtNum(c.between[0])} and ` +
@@ -619,6 +629,29 @@ function renderBounds(run: BenchRun): string[] {
         `CPU per message against ours' ${fmtNum(ours.serverUs)}, and it sustained ` +
         `${fmtNum(ejabberdRate)} msgs/s. Its schedulers run that work on both cores; most of ` +
         "ours runs on one event loop (below).",
+    );
+  }
+  const over = byTarget(run.oneToOne, "ours")?.steps.find(
+    (s) => !s.withinSlo && s.offeredPerSec > rate && s.eventLoopCpuPct !== undefined,
+  );
+  if (over && ours.eventLoopPct !== undefined) {
+    out.push(
+      "",
+      `At ${fmtNum(over.offeredPerSec)} msgs/s, the step over the SLO that ended ours' ramp, ` +
+        `its event loop used ${fmtNum(over.eventLoopCpuPct ?? 0)}% of a core (` +
+        `${fmtNum(ours.eventLoopPct)}% at ${fmtNum(rate)})` +
+        (over.eventLoopWaitPct === undefined
+          ? ""
+          : ` and waited for a CPU, runnable, ${fmtNum(over.eventLoopWaitPct)}% of the time`) +
+        `; the whole server used ${fmtNum(over.targetCpuPct ?? 0)}% and the load generator ` +
+        `${fmtNum(over.loadGenCpuPct ?? 0)}%` +
+        (over.loadGenWaitPct === undefined
+          ? ""
+          : ` (each of its event loops, under the scheduler's batch class, waited ` +
+            `${fmtNum(over.loadGenWaitPct)}% of the time)`) +
+        `, of the machine's ${fmtNum(run.machine.cores * 100)}%. Shares are read from each ` +
+        "thread's CPU time over the step's sending, waits from the scheduler's run-queue " +
+        "time (/proc schedstat).",
     );
   }
   const disk = oursDiskProbe(run);
@@ -655,10 +688,16 @@ function renderBounds(run: BenchRun): string[] {
       "load generator together use about 120–160% of the two cores' 200%). At 6,000 msgs/s the server's " +
       "event loop takes 50–58% of a core, its SQLite writer thread about 40% (about 48% " +
       "before the two writer fixes in the profiling table), V8's garbage-collection helper " +
-      "threads a few percent, and the two load-generator processes about 15% each. What " +
-      "breaks first is the event loop, the one thread that does most of the server's work: " +
-      "60–75% busy at the break, where its queueing and its stalls (below) push p99 past " +
-      "50 ms. ejabberd spent about a fifth less CPU per message than ours at ours' ceiling " +
+      "threads a few percent, and the two load-generator processes about 15% each. No " +
+      "one thread breaks first. Read with the scheduler's run-queue times (2026-12-06, " +
+      "steps of 5 and 6 s at 7,000–8,500 msgs/s, where ramps broke): the event loop ran " +
+      "55–72% of the time and waited for a CPU, runnable, another 10–22%; the writer thread " +
+      "ran 33–38% and waited 3–8%; each load generator's event loop, in the scheduler's " +
+      "batch class, ran about 23% and waited 31–40%; the machine was 160–175% busy. About " +
+      "six busy threads share two cores and their bursts collide, so delays pile up in run " +
+      "queues and in the stalls below, not in a saturated thread. Taking the fsync out " +
+      "(synchronous=NORMAL) did not move the break either (7,000 msgs/s failed in both " +
+      "attempts of one such ramp). ejabberd spent about a fifth less CPU per message than ours at ours' ceiling " +
       "(0.71–0.92× ours' in seven full runs) until the send path's messages were built as " +
       "literals, and about as much since (0.94× and 0.96× in the two full runs after) or " +
       "more (1.17–1.24× in the three slower runs after those, while sustaining 6,000–8,500 " +
@@ -792,9 +831,10 @@ function renderBounds(run: BenchRun): string[] {
       "60 at the 11 of a commit at 6,000 msgs/s) is SQLite executing the statements, and " +
       "the log's own append, sync and duplicate lookups took back what the batching saved.",
     "",
-    "Next design steps. Where the ramp breaks, the machine still has idle CPU and no " +
-      "thread is full; what breaks is the tail of the event loop, one thread doing most of " +
-      "the server's work. Less CPU per message helps a little, and what is left is spread " +
+    "Next design steps. Where the ramp breaks, the machine still has some idle CPU and " +
+      "no thread is full; what breaks is the tail, as the server's threads and the load " +
+      "generator contend for two cores and the event loop, which does most of the server's " +
+      "work, waits for one. Less CPU per message helps a little, and what is left is spread " +
       "thin: fewer statements per event on the writer (the sender's two marks, given a " +
       "replay on restart), and fewer wake-ups of the writer thread (the hand-over is charged " +
       "about 8% of the event loop, though neither fewer nor cheaper posts changed the CPU, " +
@@ -841,6 +881,8 @@ function latencyCells(l: LatencySummary | undefined): string[] {
 }
 
 function stepsTable(steps: readonly RateStep[], withDeliveries: boolean): string {
+  // Node systems (ours, the relay) also show their main thread: the event loop.
+  const withEventLoop = steps.some((s) => s.eventLoopCpuPct !== undefined);
   const headers = [
     "Offered/s",
     "Achieved/s",
@@ -853,6 +895,7 @@ function stepsTable(steps: readonly RateStep[], withDeliveries: boolean): string
     "Deliver p99.9 ms",
     "Missing",
     "Server CPU %",
+    ...(withEventLoop ? ["Event loop CPU %"] : []),
     "Load gen CPU %",
     "Within SLO",
   ];
@@ -864,6 +907,7 @@ function stepsTable(steps: readonly RateStep[], withDeliveries: boolean): string
     ...latencyCells(s.deliver),
     fmtNum(s.missing),
     s.targetCpuPct === undefined ? "—" : fmtNum(s.targetCpuPct),
+    ...(withEventLoop ? [s.eventLoopCpuPct === undefined ? "—" : fmtNum(s.eventLoopCpuPct)] : []),
     s.loadGenCpuPct === undefined ? "—" : fmtNum(s.loadGenCpuPct),
     s.withinSlo ? "✓" : "✗",
   ]);
@@ -923,6 +967,9 @@ function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): stri
         ? ` until every message is in, at most ${fmtDuration(rs.graceMs)}.`
         : ` for ${fmtDuration(rs.graceMs)}.`)
     : "";
+  const eventLoopRead = run.oneToOne.some((r) =>
+    r.steps.some((s) => s.eventLoopCpuPct !== undefined),
+  );
   const cpuWindow = rs?.earlyEnd
     ? "while the step sends (not over its wait, so it is the load the rate puts on each)"
     : "over the step, its sending and its wait together (results from before CPU was read " +
@@ -948,8 +995,13 @@ function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): stri
     "*Ack* is intended send → the server's durable acknowledgement (absent for targets " +
       "without one); *deliver* is intended send → arrival on the recipient's socket; " +
       "*missing* counts messages not delivered when the step's grace period ended. CPU is " +
-      `in % of one core ${cpuWindow}: the system under test's process, and the two ` +
-      "load-generator processes together (above ~100% the generator is the bottleneck).",
+      `in % of one core ${cpuWindow}: the system under test's process, ` +
+      (eventLoopRead
+        ? "for ours and the relay also its main thread (the event loop; the rest is ours' " +
+          "SQLite writer thread, the garbage collector's helpers and libuv's pool), "
+        : "") +
+      "and the two load-generator processes together (above ~100% the generator is the " +
+      "bottleneck).",
     "",
   ];
   out.push(...chartRef(chartFiles, "oneToOne", "1:1 p99 send→deliver by offered rate"));

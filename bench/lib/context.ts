@@ -2,7 +2,14 @@ import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import type { ClientSpec, OursTransport, Route, StepStats, TargetSpec } from "../worker.js";
 import { mergeEncoded, percentileCountingMissing, summarize } from "./histogram.js";
-import { cpuUsOf, forkTs, makeRpc, waitExit } from "./procs.js";
+import {
+  cpuUsOf,
+  forkTs,
+  mainThreadCpuUsOf,
+  mainThreadWaitUsOf,
+  makeRpc,
+  waitExit,
+} from "./procs.js";
 import type { BenchRun, RampResult, RateStep, TargetName } from "./results.js";
 
 export type Rpc = <T>(op: string, args?: unknown) => Promise<T>;
@@ -231,23 +238,44 @@ export async function closeClients(ctx: BenchContext) {
 
 /**
  * Runs `work` and measures the CPU the target process (`targetPid`; 0 for
- * none, which reads 0) and the load-generator processes used meanwhile, in %
- * of one core over the wall time.
+ * none, which reads 0), its main thread, and the load-generator processes
+ * used meanwhile, in % of one core over the wall time; and how long the
+ * target's main thread, and each generator's on average, waited for a CPU
+ * while runnable, in % of the wall time.
  */
 export async function cpuDuring<T>(
   ctx: BenchContext,
   targetPid: number,
   work: () => Promise<T>,
-): Promise<{ value: T; targetCpuPct: number; loadGenCpuPct: number }> {
+): Promise<{
+  value: T;
+  targetCpuPct: number;
+  mainThreadCpuPct: number;
+  mainThreadWaitPct: number;
+  loadGenCpuPct: number;
+  loadGenWaitPct: number;
+}> {
   const genCpu = () => ctx.workers.reduce((a, w) => a + cpuUsOf(w.pid), 0);
+  const genWait = () =>
+    ctx.workers.reduce((a, w) => a + mainThreadWaitUsOf(w.pid), 0) /
+    Math.max(1, ctx.workers.length);
   const cpu0 = targetPid ? cpuUsOf(targetPid) : 0;
+  const main0 = targetPid ? mainThreadCpuUsOf(targetPid) : 0;
+  const mainWait0 = targetPid ? mainThreadWaitUsOf(targetPid) : 0;
   const gen0 = genCpu();
+  const genWait0 = genWait();
   const t0 = Date.now();
   const value = await work();
   const wallUs = Math.max(1, (Date.now() - t0) * 1000);
-  const targetCpuPct = targetPid ? Math.round(((cpuUsOf(targetPid) - cpu0) / wallUs) * 100) : 0;
-  const loadGenCpuPct = Math.round(((genCpu() - gen0) / wallUs) * 100);
-  return { value, targetCpuPct, loadGenCpuPct };
+  const pct = (us: number) => Math.round((us / wallUs) * 100);
+  return {
+    value,
+    targetCpuPct: targetPid ? pct(cpuUsOf(targetPid) - cpu0) : 0,
+    mainThreadCpuPct: targetPid ? pct(mainThreadCpuUsOf(targetPid) - main0) : 0,
+    mainThreadWaitPct: targetPid ? pct(mainThreadWaitUsOf(targetPid) - mainWait0) : 0,
+    loadGenCpuPct: pct(genCpu() - gen0),
+    loadGenWaitPct: pct(genWait() - genWait0),
+  };
 }
 
 /**
@@ -256,7 +284,8 @@ export async function cpuDuring<T>(
  * should have delivered, one not delivered by the end of its grace counting
  * as later than that. The grace (`scale.graceMs`) ends early once every
  * message is acked (when `hasAck`) and delivered. CPU is read over the
- * sending alone, so it is the load the step's rate puts on each process.
+ * sending alone, so it is the load the step's rate puts on each process;
+ * `eventLoop` (a Node target) reads its main thread's share too.
  */
 export async function rateStep(
   ctx: BenchContext,
@@ -266,13 +295,17 @@ export async function rateStep(
   hasAck: boolean,
   sloUs = 50_000,
   targetPid = 0,
+  eventLoop = false,
 ): Promise<RateStep> {
   const { stepMs, graceMs } = ctx.scale;
   const share = ratePerSec / ctx.workers.length;
   const {
     value: runs,
     targetCpuPct,
+    mainThreadCpuPct,
+    mainThreadWaitPct,
     loadGenCpuPct,
+    loadGenWaitPct,
   } = await cpuDuring(ctx, targetPid, () =>
     Promise.all(
       ctx.workers.map((w) =>
@@ -311,6 +344,11 @@ export async function rateStep(
     loadGenCpuPct,
   };
   if (targetPid) result.targetCpuPct = targetCpuPct;
+  if (targetPid && eventLoop) {
+    result.eventLoopCpuPct = mainThreadCpuPct;
+    result.eventLoopWaitPct = mainThreadWaitPct;
+  }
+  result.loadGenWaitPct = loadGenWaitPct;
   if (hasAck) result.ack = ack;
   return result;
 }
@@ -348,12 +386,23 @@ export async function ramp(
   sloUs = oneToOneSloUs,
 ) {
   if (rates.length > retryOffset) throw new Error(`ramp: at most ${retryOffset} rates`);
+  // Ours and the relay are Node processes: their main thread is the event loop.
+  const eventLoop = name === "ours" || name === "relay";
   const steps: RateStep[] = [];
   // A short unrecorded warm-up: JIT, connection buffers and caches, as on a server that has run a while.
   const saved = ctx.scale;
   ctx.scale = { ...saved, stepMs: ctx.quick ? 500 : 2000, graceMs: ctx.quick ? 200 : 500 };
   ctx.progress(`${name}: warm-up`);
-  await rateStep(ctx, stepBase - 1, rates[0]! / 2, fanout, hasAck, sloUs, targetPid).finally(() => {
+  await rateStep(
+    ctx,
+    stepBase - 1,
+    rates[0]! / 2,
+    fanout,
+    hasAck,
+    sloUs,
+    targetPid,
+    eventLoop,
+  ).finally(() => {
     ctx.scale = saved;
   });
   const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -379,7 +428,7 @@ export async function ramp(
   const runRate = async (i: number) => {
     const rate = rates[i]!;
     ctx.progress(`${name}: ${rate.toLocaleString()} msgs/s …`);
-    let s = await rateStep(ctx, stepBase + i, rate, fanout, hasAck, sloUs, targetPid);
+    let s = await rateStep(ctx, stepBase + i, rate, fanout, hasAck, sloUs, targetPid, eventLoop);
     logStep(s);
     if (!s.withinSlo) {
       // One stall on a shared machine should not end the ramp: a step over the SLO runs once
@@ -387,7 +436,16 @@ export async function ramp(
       const firstP99 = s.deliver.p99;
       await settle();
       ctx.progress(`${name}: ${rate.toLocaleString()} msgs/s again …`);
-      s = await rateStep(ctx, stepBase + retryOffset + i, rate, fanout, hasAck, sloUs, targetPid);
+      s = await rateStep(
+        ctx,
+        stepBase + retryOffset + i,
+        rate,
+        fanout,
+        hasAck,
+        sloUs,
+        targetPid,
+        eventLoop,
+      );
       s.retriedAfterP99 = firstP99;
       logStep(s);
     }

@@ -100,8 +100,33 @@ export function rssOf(pid: number): number {
 
 /** User + system CPU time of a process so far, in microseconds (from /proc/<pid>/stat). */
 export function cpuUsOf(pid: number): number {
+  return statCpuUs(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU time of a process's main thread alone so far, in microseconds: for a
+ * Node process, its event loop (the writer, GC and libuv threads are others).
+ */
+export function mainThreadCpuUsOf(pid: number): number {
+  return statCpuUs(`/proc/${pid}/task/${pid}/stat`);
+}
+
+/**
+ * How long a process's main thread has waited for a CPU so far while
+ * runnable, in microseconds (/proc/<pid>/task/<pid>/schedstat; 0 if absent).
+ */
+export function mainThreadWaitUsOf(pid: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ");
+    return Number(fields[1]) / 1000 || 0;
+  } catch {
+    return 0;
+  }
+}
+
+function statCpuUs(path: string): number {
+  try {
+    const stat = readFileSync(path, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     // utime and stime are fields 14 and 15 of the whole line, in clock ticks (100/s on Linux).
     return (Number(fields[11]) + Number(fields[12])) * 10_000;

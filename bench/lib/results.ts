@@ -42,7 +42,13 @@ export interface RateStep {
   retriedAfterP99?: number;
   /** CPU the system under test and the load generator used during the step, in % of one core. */
   targetCpuPct?: number;
+  /** Of targetCpuPct, the main thread's: a Node system's event loop (ours and the relay only). */
+  eventLoopCpuPct?: number;
+  /** How long that event loop waited for a CPU while runnable, in % of the sending. */
+  eventLoopWaitPct?: number;
   loadGenCpuPct?: number;
+  /** How long each load generator's event loop waited for a CPU while runnable, on average. */
+  loadGenWaitPct?: number;
 }
 
 export interface RampResult {

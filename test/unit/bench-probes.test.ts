@@ -4,7 +4,12 @@ import { cpus, tmpdir } from "node:os";
 import { describe, expect, it } from "vitest";
 import { probeCpu } from "../../bench/lib/cpu.js";
 import { probeDisk } from "../../bench/lib/disk.js";
-import { machineQuiet } from "../../bench/lib/procs.js";
+import {
+  cpuUsOf,
+  machineQuiet,
+  mainThreadCpuUsOf,
+  mainThreadWaitUsOf,
+} from "../../bench/lib/procs.js";
 
 const probeDirs = () => readdirSync(tmpdir()).filter((f) => f.startsWith("relaychat-disk-"));
 
@@ -49,5 +54,52 @@ describe("machineQuiet", () => {
     const quiet = await machineQuiet(101, 200, 5000);
     expect(quiet).toBeGreaterThanOrEqual(190);
     expect(quiet).toBeLessThan(1000);
+  });
+});
+
+describe("mainThreadCpuUsOf", () => {
+  const spinFor = async (code: string) => {
+    const child = spawn(process.execPath, ["-e", code], { stdio: "ignore" });
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      return { main: mainThreadCpuUsOf(child.pid!), all: cpuUsOf(child.pid!) };
+    } finally {
+      child.kill("SIGKILL");
+    }
+  };
+
+  it("reads the main thread alone: a busy worker thread counts for the process, not for it", async () => {
+    const worker = await spinFor(
+      "const { Worker } = require('node:worker_threads'); new Worker('for (;;) {}', { eval: true }); setInterval(() => {}, 1000);",
+    );
+    expect(worker.all).toBeGreaterThan(500_000);
+    expect(worker.main).toBeLessThan(worker.all / 2);
+    const main = await spinFor("for (;;) {}");
+    expect(main.main).toBeGreaterThan(500_000);
+    expect(main.main).toBeLessThanOrEqual(main.all);
+    expect(main.main).toBeGreaterThan(main.all / 2);
+  });
+});
+
+describe("mainThreadWaitUsOf", () => {
+  it("counts time runnable without a CPU, not time asleep", async () => {
+    // Twice as many spinning processes as cores: each waits for a CPU about half the time.
+    const spinners = Array.from({ length: cpus().length * 2 }, () =>
+      spawn(process.execPath, ["-e", "for (;;) {}"], { stdio: "ignore" }),
+    );
+    const sleeper = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
+      stdio: "ignore",
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const spin0 = mainThreadWaitUsOf(spinners[0]!.pid!);
+      const sleep0 = mainThreadWaitUsOf(sleeper.pid!);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(mainThreadWaitUsOf(spinners[0]!.pid!) - spin0).toBeGreaterThan(200_000);
+      expect(mainThreadWaitUsOf(sleeper.pid!) - sleep0).toBeLessThan(100_000);
+    } finally {
+      for (const s of spinners) s.kill("SIGKILL");
+      sleeper.kill("SIGKILL");
+    }
   });
 });

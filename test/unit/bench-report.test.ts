@@ -8,6 +8,7 @@ import {
   type LatencySummary,
   type ProfileFix,
   type RampResult,
+  type RateStep,
   readRunDigests,
   type TargetName,
   withDigest,
@@ -405,6 +406,43 @@ describe("renderMarkdown", () => {
     );
     // Without CPU readings there is nothing to explain.
     expect(renderMarkdown(fakeRun(), [], {})).not.toContain("What bounds 1:1");
+  });
+
+  it("shows a Node system's event loop beside its whole CPU, and where ours' ramp broke", () => {
+    const run = fakeRun();
+    const [ok, over] = run.oneToOne[0]!.steps as [RateStep, RateStep];
+    Object.assign(ok, { targetCpuPct: 120, eventLoopCpuPct: 70, loadGenCpuPct: 60 });
+    Object.assign(over, { targetCpuPct: 150, eventLoopCpuPct: 97, loadGenCpuPct: 80 });
+    run.oneToOne[1]!.steps[0]!.targetCpuPct = 60;
+    const md = renderMarkdown(run, [], {});
+    expect(md).toContain(
+      "- `ours`: the server used 120% of a core (200 µs of CPU per message; its event loop, " +
+        "the main thread, 70% of a core), the load generator 60% (100 µs per message).",
+    );
+    expect(md).toContain(
+      "At 12,000 msgs/s, the step over the SLO that ended ours' ramp, its event loop used " +
+        "97% of a core (70% at 6,000); the whole server used 150% and the load generator 80%, " +
+        "of the machine's 800%.",
+    );
+    Object.assign(over, { eventLoopWaitPct: 18, loadGenWaitPct: 35 });
+    expect(renderMarkdown(run, [], {})).toContain(
+      "its event loop used 97% of a core (70% at 6,000) and waited for a CPU, runnable, 18% " +
+        "of the time; the whole server used 150% and the load generator 80% (each of its " +
+        "event loops, under the scheduler's batch class, waited 35% of the time), of the " +
+        "machine's 800%.",
+    );
+    // Ours' step table gains the column; ejabberd's, with no event loop read, does not.
+    expect(md).toContain("| Server CPU % | Event loop CPU % | Load gen CPU % |");
+    expect(md.match(/Event loop CPU %/g)).toHaveLength(1);
+    expect(row(md, "6,000 |").slice(-4)).toEqual(["120", "70", "60", "✓"]);
+    expect(md).toContain("for ours and the relay also its main thread");
+    // Results without event-loop readings read as before.
+    const before = fakeRun();
+    before.oneToOne[0]!.steps[0]!.targetCpuPct = 120;
+    const old = renderMarkdown(before, [], {});
+    expect(old).not.toContain("Event loop CPU %");
+    expect(old).not.toContain("its event loop");
+    expect(old).not.toContain("for ours and the relay also its main thread");
   });
 
   it("formats latencies in ms and references only the charts it is given", () => {
