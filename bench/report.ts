@@ -627,8 +627,11 @@ function renderBounds(run: BenchRun): string[] {
       "",
       `At this rate ejabberd's routing-only server spent ${fmtNum(ejabberd.serverUs)} µs of ` +
         `CPU per message against ours' ${fmtNum(ours.serverUs)}, and it sustained ` +
-        `${fmtNum(ejabberdRate)} msgs/s. Its schedulers run that work on both cores; most of ` +
-        "ours runs on one event loop (below).",
+        `${fmtNum(ejabberdRate)} msgs/s. Its schedulers run that work on both cores; ` +
+        (ours.eventLoopPct === undefined
+          ? "most of ours runs on one event loop (below)."
+          : `of ours' ${fmtNum(ours.serverPct)}%, ${fmtNum(ours.eventLoopPct)}% runs on its ` +
+            "one event loop (below)."),
     );
   }
   const over = byTarget(run.oneToOne, "ours")?.steps.find(
@@ -833,15 +836,16 @@ function renderBounds(run: BenchRun): string[] {
     "",
     "Next design steps. Where the ramp breaks, the machine still has some idle CPU and " +
       "no thread is full; what breaks is the tail, as the server's threads and the load " +
-      "generator contend for two cores and the event loop, which does most of the server's " +
-      "work, waits for one. Less CPU per message helps a little, and what is left is spread " +
+      "generator contend for two cores and the event loop, through which every message " +
+      "passes, waits for one. Less CPU per message helps a little, and what is left is spread " +
       "thin: fewer statements per event on the writer (the sender's two marks, given a " +
       "replay on restart), and fewer wake-ups of the writer thread (the hand-over is charged " +
       "about 8% of the event loop, though neither fewer nor cheaper posts changed the CPU, " +
       "above). Each is worth a few percent, and with ejabberd spending 0.8–1.2× ours' CPU " +
       "per message at ours' ceiling, a few percent do not carry ours past a system that " +
-      "spreads its work over both cores: most of ours' CPU per message is spent on one event loop, " +
-      "whose queueing and stalls break the ramp before that thread is full. The step that " +
+      "spreads its work over both cores: about half of ours' CPU per message is spent on one " +
+      "event loop (the rest on its writer thread and the collector's helpers), whose " +
+      "queueing and stalls break the ramp before that thread is full. The step that " +
       "changes the bound is running the event loop's work on more than " +
       "one thread, as ejabberd's schedulers do: several edge processes (sessions, framing, " +
       "fan-out to sockets) against one router and store, the scale-out split (the reference " +

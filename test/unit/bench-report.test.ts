@@ -414,7 +414,12 @@ describe("renderMarkdown", () => {
     Object.assign(ok, { targetCpuPct: 120, eventLoopCpuPct: 70, loadGenCpuPct: 60 });
     Object.assign(over, { targetCpuPct: 150, eventLoopCpuPct: 97, loadGenCpuPct: 80 });
     run.oneToOne[1]!.steps[0]!.targetCpuPct = 60;
+    run.oneToOne[1]!.steps[1]!.targetCpuPct = 90;
     const md = renderMarkdown(run, [], {});
+    expect(md).toContain(
+      "Its schedulers run that work on both cores; of ours' 120%, 70% runs on its one event " +
+        "loop (below).",
+    );
     expect(md).toContain(
       "- `ours`: the server used 120% of a core (200 µs of CPU per message; its event loop, " +
         "the main thread, 70% of a core), the load generator 60% (100 µs per message).",
