@@ -650,8 +650,7 @@ function renderBounds(run: BenchRun): string[] {
         `${fmtNum(over.loadGenCpuPct ?? 0)}%` +
         (over.loadGenWaitPct === undefined
           ? ""
-          : ` (each of its event loops, under the scheduler's batch class, waited ` +
-            `${fmtNum(over.loadGenWaitPct)}% of the time)`) +
+          : ` (each of its event loops waited ${fmtNum(over.loadGenWaitPct)}% of the time)`) +
         `, of the machine's ${fmtNum(run.machine.cores * 100)}%. Shares are read from each ` +
         "thread's CPU time over the step's sending, waits from the scheduler's run-queue " +
         "time (/proc schedstat).",
