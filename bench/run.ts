@@ -41,6 +41,7 @@ import { historySync } from "./scenarios/history-sync.js";
 import { idle } from "./scenarios/idle.js";
 import { oneToOne } from "./scenarios/one-to-one.js";
 import { reconnectStorm } from "./scenarios/reconnect-storm.js";
+import { ensureEjabberd } from "./targets/ejabberd.js";
 import { benchSettings } from "./targets/ours.js";
 
 const repo = resolve(import.meta.dirname, "..");
@@ -153,6 +154,19 @@ const run: BenchRun = {
   timings: [],
   skipped: [],
 };
+const wants = (scenario: string) => !only || only.includes(scenario);
+const pick = (names: TargetName[]) =>
+  targetFilter ? names.filter((n) => targetFilter.includes(n)) : names;
+// ejabberd is set up here, once per machine, when a scenario that runs it is chosen.
+if (
+  pick(["ejabberd-routing", "ejabberd-archive"]).length > 0 &&
+  ["one-to-one", "group-fanout", "idle"].some(wants)
+) {
+  const ejabberd = ensureEjabberd();
+  if (ejabberd.installed)
+    log("ejabberd: installed Debian's packages (scripts/install-ejabberd.sh)");
+  else if (!ejabberd.ok) log(`ejabberd: ${ejabberd.reason}; its targets will be skipped`);
+}
 const pg = sh("psql", ["-h", "127.0.0.1", "-U", "postgres", "-tAc", "show server_version"]);
 if (pg) run.machine.postgresVersion = pg;
 const ej = sh("dpkg-query", ["-W", "-f", "$" + "{Version}", "ejabberd"]);
@@ -188,9 +202,6 @@ const ctx: BenchContext = {
 };
 
 let errors = 0;
-const wants = (scenario: string) => !only || only.includes(scenario);
-const pick = (names: TargetName[]) =>
-  targetFilter ? names.filter((n) => targetFilter.includes(n)) : names;
 
 async function each<T>(
   scenario: string,

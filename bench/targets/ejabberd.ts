@@ -121,19 +121,69 @@ function psql(db: string, args: string[], input?: string): Promise<string> {
   });
 }
 
-/** Whether this machine can run the ejabberd target (package, driver, schema, PostgreSQL). */
-export function ejabberdAvailable(): { ok: true } | { ok: false; reason: string } {
-  if (!existsSync(ERL)) return { ok: false, reason: "Erlang (/usr/bin/erl) is not installed" };
+/**
+ * Whether this machine can run the ejabberd target (package, driver, schema,
+ * PostgreSQL). `installable` marks what scripts/install-ejabberd.sh provides.
+ */
+export type EjabberdAvailability =
+  | { ok: true }
+  | { ok: false; reason: string; installable: boolean };
+
+export function ejabberdAvailable(): EjabberdAvailability {
+  const missing = (reason: string) => ({ ok: false as const, reason, installable: true });
+  if (!existsSync(ERL)) return missing("Erlang (/usr/bin/erl) is not installed");
   if (findEjabberdApp() === undefined) {
-    return { ok: false, reason: "ejabberd is not installed: run scripts/install-ejabberd.sh" };
+    return missing("ejabberd is not installed: run scripts/install-ejabberd.sh");
   }
   if (!readdirSync(LIB_ROOT).some((e) => e.startsWith("p1_pgsql")) && !pgsqlInErlangLib()) {
-    return { ok: false, reason: "erlang-p1-pgsql is not installed" };
+    return missing("erlang-p1-pgsql is not installed");
   }
-  if (!existsSync(PG_SCHEMA)) return { ok: false, reason: `${PG_SCHEMA} is missing` };
+  if (!existsSync(PG_SCHEMA)) return missing(`${PG_SCHEMA} is missing`);
   const probe = psqlSync("postgres", "select 1");
-  if (!probe.ok) return { ok: false, reason: `PostgreSQL at 127.0.0.1:5432: ${probe.out}` };
+  if (!probe.ok) {
+    return {
+      ok: false,
+      reason: `PostgreSQL at 127.0.0.1:5432: ${probe.out}`,
+      installable: false,
+    };
+  }
   return { ok: true };
+}
+
+/** Runs scripts/install-ejabberd.sh (Debian's packages, once per machine), its messages to stderr. */
+export function runEjabberdInstall(): { ok: boolean; detail: string } {
+  const script = join(import.meta.dirname, "../../scripts/install-ejabberd.sh");
+  const r = spawnSync(script, [], { stdio: ["ignore", "inherit", "pipe"], encoding: "utf8" });
+  process.stderr.write(r.stderr ?? "");
+  const lastLine = (r.stderr ?? "").trim().split("\n").at(-1) ?? "";
+  return r.status === 0
+    ? { ok: true, detail: "" }
+    : { ok: false, detail: r.error?.message ?? (lastLine || `exit status ${r.status}`) };
+}
+
+/**
+ * Sets ejabberd up for the bench when its packages are missing, so a fresh
+ * clone's `npm run bench` compares against it without a separate step. Only
+ * what the install script provides is attempted (not a PostgreSQL that is
+ * down); a failed install is named in the reason the target is skipped.
+ */
+export function ensureEjabberd(
+  deps: {
+    check?: () => EjabberdAvailability;
+    install?: () => { ok: boolean; detail: string };
+  } = {},
+): EjabberdAvailability & { installed: boolean } {
+  const check = deps.check ?? ejabberdAvailable;
+  const before = check();
+  if (before.ok || !before.installable) return { ...before, installed: false };
+  const result = (deps.install ?? runEjabberdInstall)();
+  const after = check();
+  if (after.ok || result.ok) return { ...after, installed: result.ok };
+  return {
+    ...after,
+    reason: `${after.reason} (scripts/install-ejabberd.sh failed: ${result.detail})`,
+    installed: false,
+  };
 }
 
 function pgsqlInErlangLib(): boolean {
