@@ -586,6 +586,60 @@ function costAt(run: BenchRun, name: TargetName, rate: number) {
   };
 }
 
+/**
+ * What CPU per message each missed 1:1 target leaves ours' server: the
+ * machine's cores over the target's rate, less the load generator at the
+ * cost it had at ours' ceiling, with every cycle of both cores in use.
+ */
+function renderBudget(
+  run: BenchRun,
+  ours: NonNullable<ReturnType<typeof costAt>>,
+  rate: number,
+  over: RateStep | undefined,
+): string[] {
+  const cores = run.machine.cores;
+  const ejabberdRate = byTarget(run.oneToOne, "ejabberd-routing")?.sustainedPerSec ?? 0;
+  const halfRelay = (byTarget(run.oneToOne, "relay")?.sustainedPerSec ?? 0) / 2;
+  const goals = [
+    { label: `ejabberd's routing-only rate, ${fmtNum(ejabberdRate)} msgs/s`, need: ejabberdRate },
+    { label: `half the relay's rate, ${fmtNum(halfRelay)} msgs/s`, need: halfRelay },
+  ].filter((g) => g.need > rate);
+  if (goals.length === 0 || ours.serverUs <= 0 || ours.loadGenUs <= 0) return [];
+  const parts = goals.map((g, i) => {
+    const total = (cores * 1_000_000) / g.need;
+    const left = total - ours.loadGenUs;
+    return (
+      `at ${g.label}, ${i === 0 ? "the machine has " : ""}${fmtNum(total)} µs of CPU per ` +
+      `message${i === 0 ? " in all" : ""}, which leaves ours' server ` +
+      (left <= 0
+        ? `nothing, against the ${fmtNum(ours.serverUs)} µs it spent`
+        : left >= ours.serverUs
+          ? `${fmtNum(left)} µs, no less than the ${fmtNum(ours.serverUs)} it spent`
+          : `${fmtNum(left)} µs, ${fmtNum((1 - left / ours.serverUs) * 100)}% less than the ` +
+            `${fmtNum(ours.serverUs)} it spent`)
+    );
+  });
+  let text =
+    `The budget: ${fmtNum(cores)} cores give ${fmtNum(cores * 100)}% of a core, and at ours' ` +
+    `ceiling the load generator took ${fmtNum(ours.loadGenUs)} µs per message. ` +
+    `${parts.join("; ").replace(/^at/, "At")}. Those figures take every cycle of both cores`;
+  const theirs = byTarget(run.oneToOne, "ejabberd-routing")?.steps.find(
+    (s) => s.offeredPerSec === ejabberdRate && s.withinSlo,
+  );
+  const used = (s: RateStep) => (s.targetCpuPct ?? 0) + (s.loadGenCpuPct ?? 0);
+  if (theirs?.targetCpuPct !== undefined && theirs.loadGenCpuPct !== undefined) {
+    text +=
+      `: at its ${fmtNum(ejabberdRate)} msgs/s ejabberd's server and the load generator used ` +
+      `${fmtNum(used(theirs))}% of the ${fmtNum(cores * 100)}% (${fmtNum(theirs.targetCpuPct)}% ` +
+      `and ${fmtNum(theirs.loadGenCpuPct)}%) within the SLO, ours' server and the load ` +
+      `generator ${fmtNum(ours.serverPct + ours.loadGenPct)}% at ours' ceiling` +
+      (over?.targetCpuPct === undefined
+        ? ""
+        : ` and ${fmtNum(used(over))}% at the step over the SLO`);
+  }
+  return ["", `${text}.`];
+}
+
 /** Why the 1:1 targets that were missed were missed, from this run's CPU readings. */
 function renderBounds(run: BenchRun): string[] {
   const rate = byTarget(run.oneToOne, "ours")?.sustainedPerSec ?? 0;
@@ -656,6 +710,7 @@ function renderBounds(run: BenchRun): string[] {
         "time (/proc schedstat).",
     );
   }
+  out.push(...renderBudget(run, ours, rate, over));
   const disk = oursDiskProbe(run);
   if (disk) {
     out.push(

@@ -408,6 +408,39 @@ describe("renderMarkdown", () => {
     expect(renderMarkdown(fakeRun(), [], {})).not.toContain("What bounds 1:1");
   });
 
+  it("states the CPU per message each missed 1:1 target leaves ours' server", () => {
+    const run = fakeRun();
+    run.machine.cores = 2;
+    // ours at 6,000 msgs/s: 120% of a core is 200 µs a message, the load generator's 30% 50 µs.
+    Object.assign(run.oneToOne[0]!.steps[0]!, { targetCpuPct: 120, loadGenCpuPct: 30 });
+    Object.assign(run.oneToOne[0]!.steps[1]!, {
+      targetCpuPct: 150,
+      loadGenCpuPct: 40,
+      eventLoopCpuPct: 90,
+    });
+    const routing = ramp("ejabberd-routing", 9000);
+    Object.assign(routing.steps[0]!, { targetCpuPct: 130, loadGenCpuPct: 55 });
+    run.oneToOne = [run.oneToOne[0]!, routing, ramp("relay", 40_000)];
+    const md = renderMarkdown(run, [], {});
+    // 200% over 9,000 msgs/s is 222 µs a message, less 50 leaves 172: 14% under ours' 200.
+    // Half the relay's 40,000 is 20,000: 100 µs, less 50 leaves 50, 75% under 200.
+    expect(md).toContain(
+      "The budget: 2 cores give 200% of a core, and at ours' ceiling the load generator took " +
+        "50 µs per message. At ejabberd's routing-only rate, 9,000 msgs/s, the machine has 222 " +
+        "µs of CPU per message in all, which leaves ours' server 172 µs, 14% less than the 200 " +
+        "it spent; at half the relay's rate, 20,000 msgs/s, 100 µs of CPU per message, which " +
+        "leaves ours' server 50 µs, 75% less than the 200 it spent. Those figures take every " +
+        "cycle of both cores: at its 9,000 msgs/s ejabberd's server and the load generator " +
+        "used 185% of the 200% (130% and 55%) within the SLO, ours' server and the load " +
+        "generator 150% at ours' ceiling and 190% at the step over the SLO.",
+    );
+    // A target ours met leaves no budget line; none at all when every target was met.
+    run.oneToOne = [run.oneToOne[0]!, routing, ramp("relay", 10_000)];
+    expect(renderMarkdown(run, [], {})).not.toContain("half the relay's rate");
+    run.oneToOne = [run.oneToOne[0]!, ramp("ejabberd-routing", 5000), ramp("relay", 10_000)];
+    expect(renderMarkdown(run, [], {})).not.toContain("The budget:");
+  });
+
   it("shows a Node system's event loop beside its whole CPU, and where ours' ramp broke", () => {
     const run = fakeRun();
     const [ok, over] = run.oneToOne[0]!.steps as [RateStep, RateStep];
