@@ -1143,9 +1143,15 @@ function idleTable(results: readonly IdleResult[]): string {
     "Server CPU % while held",
     "Connect rate/s",
   ];
+  // One socket per session first, then the stream forms, whatever order they ran in.
+  const rank = (r: IdleResult) =>
+    [undefined, "grpc-streams", "grpc-subscribe-streams", "connect-subscribe-streams"].indexOf(
+      r.transport,
+    );
   const rows = TARGETS.flatMap((t) =>
     results
       .filter((r) => r.target === t)
+      .sort((a, b) => rank(a) - rank(b))
       .map((r) => [
         code(t),
         r.transport === undefined
@@ -1231,10 +1237,19 @@ function renderIdle(run: BenchRun, chartFiles: Record<string, string>): string[]
       "those heartbeat with a unary `Heartbeat` call each interval, so their RSS also holds " +
       "the heap that this call traffic keeps busy. A fourth makes the same calls in the " +
       "Connect protocol (binary), as a browser behind a proxy does. Every run holds its " +
-      "sessions equally long, one run at a time: RSS depends on the hold even when live " +
+      "sessions equally long: RSS depends on the hold even when live " +
       "memory does not (10,000 of ours' WebSocket sessions held 26 s and 90 s kept 62.9 and " +
       "62.8 MB of live V8 heap, but RSS read 216 and 240 MB, as the heap's committed size " +
-      "and the allocator's free pages grew).",
+      "and the allocator's free pages grew)." +
+      (run.idleOverlapped
+        ? " To keep the run short, the next run starts its system and opens its sessions, " +
+          "on a second pair of load-generator processes, while the one before holds its own; " +
+          "each hold still ends on time, and RSS and CPU are read per process, so neither " +
+          "counts the other's. Ours' stream forms run first, then the one-socket runs of ours, " +
+          "the relay and ejabberd, in that order: ejabberd's hold runs alone, and ours' and the " +
+          "relay's each have the next system's opening beside them. Every open rate but the " +
+          "first was taken beside another run's idle sessions and heartbeats."
+        : " The runs followed one another, none overlapping."),
     "",
   ];
   out.push(...chartRef(chartFiles, "idle", "RSS per idle connection by target"));
@@ -1558,7 +1573,11 @@ function renderTimings(run: BenchRun): string[] {
     "",
     "Wall-clock time of each scenario on each system, including the wait for a quiet " +
       "machine and the disk and CPU probes before it and its servers' start and stop " +
-      `(${summary}).`,
+      `(${summary}).` +
+      (run.idleOverlapped
+        ? " Idle runs overlap (each opens while the one before holds), so an idle row " +
+          "lasts until the next began."
+        : ""),
     "",
     table(["Scenario", "System", "Time"], rows, ["l", "l", "r"]),
     "",

@@ -19,6 +19,7 @@ import {
   type BenchContext,
   fullScale,
   groupSloUs,
+  type LoadWorker,
   quickScale,
   startWorkers,
 } from "./lib/context.js";
@@ -29,6 +30,7 @@ import {
   type BenchRun,
   type DiskProbe,
   digestOf,
+  type IdleResult,
   type ProfileFix,
   type RampResult,
   readRunDigests,
@@ -38,7 +40,7 @@ import {
 import { writeReport } from "./report.js";
 import { groupFanout } from "./scenarios/group-fanout.js";
 import { historySync } from "./scenarios/history-sync.js";
-import { idle } from "./scenarios/idle.js";
+import { openIdle } from "./scenarios/idle.js";
 import { oneToOne } from "./scenarios/one-to-one.js";
 import { reconnectStorm } from "./scenarios/reconnect-storm.js";
 import { ensureEjabberd } from "./targets/ejabberd.js";
@@ -203,6 +205,27 @@ const ctx: BenchContext = {
 
 let errors = 0;
 
+/** Waits for a quiet machine, probes the disk and CPU, and says what runs next. */
+async function before(scenario: string, name: TargetName, variant?: string) {
+  const waited = await machineQuiet(15, quick ? 250 : 1000);
+  const disk = probeDisk(`${scenario}/${name}`);
+  diskProbes.push(disk);
+  const cpu = probeCpu(`${scenario}/${name}`);
+  run.cpu?.push(cpu);
+  log(
+    `${scenario}: ${name}${variant ? ` (${variant})` : ""} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms; cpu probe ${cpu.medianMs} ms; waited ${(waited / 1000).toFixed(1)} s for a quiet machine)`,
+  );
+}
+
+/** Records a scenario that failed on a system and closes what its load workers held. */
+async function failed(scenario: string, name: TargetName, err: unknown, on: LoadWorker[]) {
+  errors++;
+  const reason = err instanceof Error ? err.message : String(err);
+  run.skipped.push({ scenario, target: name, reason: `error: ${reason}` });
+  log(`ERROR ${scenario} on ${name}: ${err instanceof Error ? err.stack : reason}`);
+  await Promise.all(on.map((w) => w.rpc("closeAll").catch(() => undefined)));
+}
+
 async function each<T>(
   scenario: string,
   names: TargetName[],
@@ -213,23 +236,12 @@ async function each<T>(
   if (!wants(scenario)) return;
   for (const name of pick(names)) {
     const began = Date.now();
-    const waited = await machineQuiet(15, quick ? 250 : 1000);
-    const disk = probeDisk(`${scenario}/${name}`);
-    diskProbes.push(disk);
-    const cpu = probeCpu(`${scenario}/${name}`);
-    run.cpu?.push(cpu);
-    log(
-      `${scenario}: ${name}${variant ? ` (${variant})` : ""} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms; cpu probe ${cpu.medianMs} ms; waited ${(waited / 1000).toFixed(1)} s for a quiet machine)`,
-    );
+    await before(scenario, name, variant);
     try {
       const r = await fn(name);
       if (r) out.push(r);
     } catch (err) {
-      errors++;
-      const reason = err instanceof Error ? err.message : String(err);
-      run.skipped.push({ scenario, target: name, reason: `error: ${reason}` });
-      log(`ERROR ${scenario} on ${name}: ${err instanceof Error ? err.stack : reason}`);
-      await Promise.all(workers.map((w) => w.rpc("closeAll").catch(() => undefined)));
+      await failed(scenario, name, err, workers);
     }
     run.timings?.push({
       scenario,
@@ -238,6 +250,55 @@ async function each<T>(
       ms: Date.now() - began,
     });
   }
+}
+
+type IdleForm = NonNullable<Parameters<typeof openIdle>[2]>;
+
+/**
+ * The idle runs, overlapped: while one system holds its sessions, the next
+ * opens its own on a second set of load workers, and each hold still ends on
+ * time. RSS and CPU are read per process, so neither run counts the other's.
+ * A run's time in `timings` lasts until the next one began.
+ */
+async function eachIdle(jobs: { name: TargetName; form: IdleForm; variant?: string }[]) {
+  if (!wants("idle")) return;
+  const picked = jobs.filter((j) => pick([j.name]).length > 0);
+  run.idleOverlapped = picked.length > 1;
+  const sets = [workers, picked.length > 1 ? await startWorkers(workers.length) : workers];
+  const began: number[] = [];
+  const results: (IdleResult | undefined)[] = [];
+  let holding: Promise<void> | undefined;
+  for (const [k, job] of picked.entries()) {
+    const on = sets[k % 2] ?? workers;
+    began.push(Date.now());
+    await before("idle", job.name, job.variant);
+    let finishing: Promise<void> | undefined;
+    try {
+      const held = await openIdle({ ...ctx, workers: on }, job.name, job.form);
+      finishing = held?.finish().then(
+        (r) => {
+          results[k] = r;
+        },
+        (err) => failed("idle", job.name, err, on),
+      );
+    } catch (err) {
+      await failed("idle", job.name, err, on);
+    }
+    // The run before this one ends its hold while this one opens; the next reuses its workers.
+    await holding;
+    holding = finishing;
+  }
+  await holding;
+  for (const r of results) if (r) run.idle.push(r);
+  if (sets[1] !== workers) await Promise.all(sets[1]?.map((w) => w.stop()) ?? []);
+  picked.forEach((job, k) => {
+    run.timings?.push({
+      scenario: "idle",
+      target: job.name,
+      ...(job.variant ? { variant: job.variant } : {}),
+      ms: (began[k + 1] ?? Date.now()) - (began[k] ?? 0),
+    });
+  });
 }
 
 const all: TargetName[] = ["ours", "relay", "ejabberd-routing", "ejabberd-archive"];
@@ -255,16 +316,17 @@ await each(
   (n) => groupFanout(ctx, n),
   run.groupFanout.results,
 );
-await each("idle", ["ours", "relay", "ejabberd-routing"], (n) => idle(ctx, n), run.idle);
-// Ours once more with its sessions as streams on shared HTTP/2 connections, in each form.
-const streamForms = [
-  ["streams", "gRPC Session streams"],
-  ["subscribe-streams", "gRPC Subscribe streams"],
-  ["connect-subscribe-streams", "Connect Subscribe streams"],
-] as const;
-for (const [transport, variant] of streamForms) {
-  await each("idle", ["ours"], (n) => idle(ctx, n, transport), run.idle, variant);
-}
+// Ours with its sessions as streams on shared HTTP/2 connections, in each form; then every
+// system with one socket per session, ejabberd last: the anchor's hold runs alone, so any
+// cost of an opening beside a hold falls on ours and the relay.
+await eachIdle([
+  { name: "ours", form: "streams", variant: "gRPC Session streams" },
+  { name: "ours", form: "subscribe-streams", variant: "gRPC Subscribe streams" },
+  { name: "ours", form: "connect-subscribe-streams", variant: "Connect Subscribe streams" },
+  { name: "ours", form: "sockets" },
+  { name: "relay", form: "sockets" },
+  { name: "ejabberd-routing", form: "sockets" },
+]);
 await each("reconnect", ["ours"], () => reconnectStorm(ctx), run.reconnect);
 await each("history", ["ours"], () => historySync(ctx), run.history);
 

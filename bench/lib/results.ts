@@ -230,6 +230,12 @@ export interface BenchRun {
    * read CPU over sending and wait together (the same load about a quarter lower).
    */
   rampStep?: { sendMs: number; graceMs: number; earlyEnd?: boolean };
+  /**
+   * Whether each idle run opened its sessions while the run before held its
+   * own (on other load workers); absent in older results, whose runs
+   * followed one another.
+   */
+  idleOverlapped?: boolean;
   oneToOne: RampResult[];
   /**
    * 1:1 for ours again with every client on a gRPC Session stream over an

@@ -7,6 +7,16 @@ import { clientSpec, startTarget } from "./targets.js";
 /** The production heartbeat interval (CHAT_HEARTBEAT_INTERVAL_MS default). */
 const heartbeatIntervalMs = 25_000;
 
+/** Sessions opened and heartbeating on a started target, from `openIdle`. */
+export interface HeldIdle {
+  /**
+   * Waits out the hold (`idleHoldMs` from when the heartbeats started), then
+   * reads RSS and what the workers held, closes the sessions and stops the
+   * target, whatever else runs meanwhile.
+   */
+  finish(): Promise<IdleResult>;
+}
+
 /**
  * Idle connections: as many sessions as one process may hold here, each
  * subscribed and heartbeating at the production interval, held past one
@@ -20,12 +30,16 @@ const heartbeatIntervalMs = 25_000;
  * client that sends with unary calls holds its session;
  * `connect-subscribe-streams` makes those calls in the Connect protocol, as
  * a browser behind a proxy does.
+ *
+ * Resolves once the sessions are open and the hold has begun, so the next
+ * system can open its own on other workers meanwhile; undefined when the
+ * target cannot run here.
  */
-export async function idle(
+export async function openIdle(
   ctx: BenchContext,
   name: TargetName,
   transport: "sockets" | "streams" | "subscribe-streams" | "connect-subscribe-streams" = "sockets",
-): Promise<IdleResult | undefined> {
+): Promise<HeldIdle | undefined> {
   const streams = transport !== "sockets";
   const method =
     transport === "subscribe-streams"
@@ -42,28 +56,30 @@ export async function idle(
   const perConnection = ctx.scale.idleStreamsPerConnection;
   const t = await startTarget(ctx, name, n, "idle");
   if (!t) return undefined;
+  let opened: Awaited<ReturnType<typeof openClients>>;
+  let rssBase: number;
   try {
     const clients: ClientSpec[] = [];
     for (let i = 0; i < n; i++) clients.push(await clientSpec(t, i));
-    const rssBase = await t.rss();
+    rssBase = await t.rss();
     ctx.progress(
       `${name}: opening ${n.toLocaleString()} idle sessions${streams ? ` as gRPC ${method} streams` : ""}`,
     );
-    const opened = streams
+    opened = streams
       ? await openStreams(ctx, t.spec, clients, perConnection, 64, method)
       : await openClients(ctx, t.spec, clients, undefined, 64);
     await Promise.all(
       ctx.workers.map((w) => w.rpc("heartbeats", { intervalMs: heartbeatIntervalMs })),
     );
-    const holdStart = Date.now();
-    const holdCpu0 = cpuUsOf(t.pid);
-    const holdUntil = holdStart + ctx.scale.idleHoldMs;
-    while (Date.now() < holdUntil) {
-      ctx.progress(
-        `${name}: holding ${opened.opened.toLocaleString()} sessions, ${Math.ceil((holdUntil - Date.now()) / 1000)} s left`,
-      );
-      await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(0, holdUntil - Date.now()))));
-    }
+  } catch (err) {
+    await closeClients(ctx).catch(() => undefined);
+    await t.stop();
+    throw err;
+  }
+  const holdStart = Date.now();
+  const holdCpu0 = cpuUsOf(t.pid);
+  const holdUntil = holdStart + ctx.scale.idleHoldMs;
+  const measure = async (): Promise<IdleResult> => {
     const status = await Promise.all(
       ctx.workers.map((w) =>
         w.rpc<{ alive: number; total: number; heartbeatFailures: number }>("status"),
@@ -112,9 +128,23 @@ export async function idle(
     ctx.log(
       `${name} idle: held ${held}/${n}, ${(result.rssPerConnBytes / 1024).toFixed(1)} KB/conn, connect ${result.connectPerSec}/s`,
     );
-    await closeClients(ctx);
     return result;
-  } finally {
-    await t.stop();
-  }
+  };
+  const finish = async (): Promise<IdleResult> => {
+    try {
+      while (Date.now() < holdUntil) {
+        ctx.progress(
+          `${name}: holding ${opened.opened.toLocaleString()} sessions, ${Math.ceil((holdUntil - Date.now()) / 1000)} s left`,
+        );
+        await new Promise((r) =>
+          setTimeout(r, Math.min(1000, Math.max(0, holdUntil - Date.now()))),
+        );
+      }
+      return await measure();
+    } finally {
+      await closeClients(ctx).catch(() => undefined);
+      await t.stop();
+    }
+  };
+  return { finish };
 }

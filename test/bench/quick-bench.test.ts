@@ -78,6 +78,16 @@ describe("npm run bench -- --quick", () => {
     expect(
       run.idle.filter((r) => r.transport === "connect-subscribe-streams").map((r) => r.target),
     ).toEqual(["ours"]);
+    // The idle runs overlapped (each opened while the one before held), results in running order.
+    expect(run.idleOverlapped).toBe(true);
+    expect(run.idle.map((r) => `${r.target} ${r.transport ?? "sockets"}`)).toEqual([
+      "ours grpc-streams",
+      "ours grpc-subscribe-streams",
+      "ours connect-subscribe-streams",
+      "ours sockets",
+      "relay sockets",
+      "ejabberd-routing sockets",
+    ]);
     expect(run.reconnect.map((r) => r.target)).toEqual(["ours"]);
     expect(run.history.map((r) => r.target)).toEqual(["ours"]);
   });

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   type BenchRun,
   digestOf,
+  type IdleResult,
   type LatencySummary,
   type ProfileFix,
   type RampResult,
@@ -236,6 +237,40 @@ describe("renderMarkdown", () => {
       "|  | starting the load generator, writing the results and this page | 5.00 s |",
     );
     expect(md).toContain("| **Total** |  | **1 min 40 s** |");
+    expect(md).not.toContain("Idle runs overlap");
+    run.idleOverlapped = true;
+    expect(renderMarkdown(run, [], {})).toContain(
+      "Idle runs overlap (each opens while the one before holds), so an idle row lasts until " +
+        "the next began.",
+    );
+  });
+
+  it("says whether idle runs overlapped, and lists ours' forms sockets first", () => {
+    const run = fakeRun();
+    const sockets = run.idle[0]!;
+    const streams: IdleResult = {
+      ...sockets,
+      transport: "grpc-streams",
+      connections: 1000,
+      rssPerConnBytes: 9 * 1024,
+    };
+    // Stream forms ran first; the table still opens with one socket per session.
+    run.idle = [streams, sockets];
+    let md = renderMarkdown(run, [], {});
+    const first = md.indexOf("| `ours` | one socket each |");
+    const second = md.indexOf("| `ours` | gRPC Session streams, 1,000 HTTP/2 connections |");
+    expect(first).toBeGreaterThan(0);
+    expect(second).toBeGreaterThan(first);
+    expect(md).toContain("The runs followed one another, none overlapping.");
+    expect(md).not.toContain("second pair of load-generator processes");
+    run.idleOverlapped = true;
+    md = renderMarkdown(run, [], {});
+    expect(md).toContain(
+      "while the one before holds its own; each hold still ends on time, and RSS and CPU are " +
+        "read per process, so neither counts the other's.",
+    );
+    expect(md).toContain("ejabberd's hold runs alone");
+    expect(md).not.toContain("none overlapping");
   });
 
   it("marks each target ✓ or ✗ from the numbers", () => {
