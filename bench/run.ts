@@ -1,6 +1,6 @@
 /**
- * `npm run bench` (about 11 minutes here) and `npm run bench -- --quick`
- * (about 1.25): every scenario against ours, the raw relay and ejabberd, in one
+ * `npm run bench` (about 9 minutes here) and `npm run bench -- --quick`
+ * (about a minute): every scenario against ours, the raw relay and ejabberd, in one
  * run on this machine; 1:1 runs ours once more over gRPC. Writes the results JSON and docs/BENCHMARKS.md.
  *
  * Flags: --quick, --only=<scenario,...> (one-to-one, group-fanout, idle,
@@ -50,7 +50,7 @@ const repo = resolve(import.meta.dirname, "..");
 const args = process.argv.slice(2);
 if (args.includes("--help")) {
   process.stdout.write(`usage: npm run bench -- [flags]
-  --quick                 smoke run of about a minute and a quarter (writes .tmp/bench/ unless --out)
+  --quick                 smoke run of about a minute (writes .tmp/bench/ unless --out)
   --only=a,b              scenarios: one-to-one (ours over WebSocket, then gRPC), group-fanout,
                           idle, reconnect, history
   --targets=a,b           systems: ours, relay, ejabberd-routing, ejabberd-archive
