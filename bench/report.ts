@@ -820,6 +820,23 @@ function renderBounds(run: BenchRun): string[] {
       "router, fan-out waiting behind it); without the trace, the ramp breaks between 7,000 " +
       "and 8,500 msgs/s from run to run, with p50 rising to 8–12 ms, the sign of a queue.",
     "",
+    "Where the tail comes from at ours' ceiling, on the fast day of 2026-12-06 (ten ramps, over WebSocket " +
+      "and gRPC, of 8,500–12,000 msgs/s with timelines in 100 ms windows: the server's event-loop " +
+      "delay, read as how late a 5 ms timer fired, its garbage collections, the writer's " +
+      "longest commit, and the latest delivery of the messages sent in each window; counted " +
+      "over the windows sent at 8,500 and 10,000 msgs/s): 21 of the 23 windows with a " +
+      "delivery 45 ms late or more had the event loop 15 ms or more late in them or the " +
+      "200 ms before (7–13% of all windows had), 22 had a commit of 10 ms or more there, and " +
+      "none was late without one or the other. With SQLite's checkpoints, commits of 10 ms " +
+      "or more came in about three windows of four, late or not; with checkpoints turned off, " +
+      "in one of eight, yet late windows were not rarer (7 of 121 against 16 of 382), and " +
+      "each followed one of the long commits left (up to 64 ms). Raising the event loop's " +
+      "priority (nice −10 on the server's main thread) did not move the ceiling either: " +
+      "10,000 msgs/s passed and failed in its ramps as in the others. So a late window is a " +
+      "commit that took long, then the event loop's burst of handing out what waited behind " +
+      "it; fewer checkpoints leave fewer but longer commits, and the scheduler is not what " +
+      "delays the event loop.",
+    "",
     "Checkpoints off the commit path were tried three ways and not kept (p99 send→deliver " +
       "at 6,000 msgs/s, alternating with the kept code in the same session, where it read " +
       "29–52 ms in eight of nine runs and 105 ms in one):",
@@ -903,9 +920,11 @@ function renderBounds(run: BenchRun): string[] {
       "the log's own append, sync and duplicate lookups took back what the batching saved.",
     "",
     "Next design steps. Where the ramp breaks, the machine still has some idle CPU and " +
-      "no thread is full; what breaks is the tail, as the server's threads and the load " +
-      "generator contend for two cores and the event loop, through which every message " +
-      "passes, waits for one. Less CPU per message helps a little, and what is left is spread " +
+      "no thread is full; what breaks is the tail: a commit that takes long, then the event " +
+      "loop, through which every message passes, handing out in one burst what waited behind " +
+      "it (above), while it also waits for a core 10–22% of the time as the server's threads " +
+      "and the load generator contend for two (giving it priority did not move the ceiling). " +
+      "Less CPU per message helps a little, and what is left is spread " +
       "thin: fewer statements per event on the writer (the sender's two marks, given a " +
       "replay on restart), and fewer wake-ups of the writer thread (the hand-over is charged " +
       "about 8% of the event loop, though neither fewer nor cheaper posts changed the CPU, " +
