@@ -1052,11 +1052,19 @@ function withAbsent(out: string[], run: BenchRun, scenario: ScenarioKey): void {
 
 function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): string[] {
   const rs = run.rampStep;
+  const warm = rs?.warmUp;
   const step = rs
     ? ` Each step sends for ${fmtDuration(rs.sendMs)}, then waits for late acks and deliveries` +
       (rs.earlyEnd
         ? ` until every message is in, at most ${fmtDuration(rs.graceMs)}.`
-        : ` for ${fmtDuration(rs.graceMs)}.`)
+        : ` for ${fmtDuration(rs.graceMs)}.`) +
+      (warm
+        ? ` Before the first step an unrecorded warm-up sends for ${fmtDuration(warm.ms)} at ` +
+          `${warm.at === "second" ? "the second rate" : "half the first rate"} (the JIT, ` +
+          "buffers and caches, as on a server that has run a while)."
+        : " Before the first step an unrecorded warm-up sent for 2 s at half the first rate; " +
+          "too short, it left the first steps' CPU about half again as high as the same rate " +
+          "read later in a ramp.")
     : "";
   const eventLoopRead = run.oneToOne.some((r) =>
     r.steps.some((s) => s.eventLoopCpuPct !== undefined),

@@ -22,6 +22,7 @@ import {
   type LoadWorker,
   quickScale,
   startWorkers,
+  warmUp,
 } from "./lib/context.js";
 import { probeCpu } from "./lib/cpu.js";
 import { probeDisk } from "./lib/disk.js";
@@ -185,7 +186,13 @@ for (const kv of flag("set")?.split(",") ?? []) {
     : Number(v);
   Object.assign(scale, { [k]: value });
 }
-run.rampStep = { sendMs: scale.stepMs, graceMs: scale.graceMs, earlyEnd: true };
+const warm = warmUp(quick, scale.rates);
+run.rampStep = {
+  sendMs: scale.stepMs,
+  graceMs: scale.graceMs,
+  earlyEnd: true,
+  warmUp: { ms: warm.ms, at: warm.at },
+};
 run.groupFanout.groupSize = scale.groupSize;
 run.groupFanout.groups = scale.groups;
 const workers = await startWorkers(2);

@@ -375,6 +375,20 @@ const retryOffset = 50;
  * one a walk over every rate would find on a system whose latency rises with
  * load, in fewer steps.
  */
+/**
+ * The unrecorded warm-up before a ramp's first step (the JIT, connection
+ * buffers and caches, as on a server that has run a while): in a full run
+ * 3 s at the second rate, enough messages for the first step's CPU to read
+ * as later steps at that rate do (2 s at half the first rate left it about
+ * half again as high); in a quick run 0.5 s at half the first rate.
+ */
+export function warmUp(quick: boolean, rates: readonly number[]) {
+  const first = rates[0] ?? 0;
+  return quick
+    ? { ms: 500, graceMs: 200, rate: first / 2, at: "half-first" as const }
+    : { ms: 3000, graceMs: 500, rate: rates[1] ?? first, at: "second" as const };
+}
+
 export async function ramp(
   ctx: BenchContext,
   name: TargetName,
@@ -389,22 +403,15 @@ export async function ramp(
   // Ours and the relay are Node processes: their main thread is the event loop.
   const eventLoop = name === "ours" || name === "relay";
   const steps: RateStep[] = [];
-  // A short unrecorded warm-up: JIT, connection buffers and caches, as on a server that has run a while.
+  const warm = warmUp(ctx.quick, rates);
   const saved = ctx.scale;
-  ctx.scale = { ...saved, stepMs: ctx.quick ? 500 : 2000, graceMs: ctx.quick ? 200 : 500 };
+  ctx.scale = { ...saved, stepMs: warm.ms, graceMs: warm.graceMs };
   ctx.progress(`${name}: warm-up`);
-  await rateStep(
-    ctx,
-    stepBase - 1,
-    rates[0]! / 2,
-    fanout,
-    hasAck,
-    sloUs,
-    targetPid,
-    eventLoop,
-  ).finally(() => {
-    ctx.scale = saved;
-  });
+  await rateStep(ctx, stepBase - 1, warm.rate, fanout, hasAck, sloUs, targetPid, eventLoop).finally(
+    () => {
+      ctx.scale = saved;
+    },
+  );
   const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
   // Before the next attempt at or below a missed rate, the backlog drains: at least
   // drainMs, then until the target's CPU is back under idleCpuPct (a queue that takes

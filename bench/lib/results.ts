@@ -229,7 +229,13 @@ export interface BenchRun {
    * was read over the sending alone; older results waited the whole grace and
    * read CPU over sending and wait together (the same load about a quarter lower).
    */
-  rampStep?: { sendMs: number; graceMs: number; earlyEnd?: boolean };
+  rampStep?: {
+    sendMs: number;
+    graceMs: number;
+    earlyEnd?: boolean;
+    /** The unrecorded warm-up before each ramp; absent in older results (2 s at half the first rate). */
+    warmUp?: { ms: number; at: "second" | "half-first" };
+  };
   /**
    * Whether each idle run opened its sessions while the run before held its
    * own (on other load workers); absent in older results, whose runs

@@ -25,7 +25,7 @@ function scriptedWorker(
   /** Fraction of a step's messages that never arrive. */
   lost: (rate: number) => number = () => 0,
 ) {
-  const ran: { step: number; rate: number; at: number }[] = [];
+  const ran: { step: number; rate: number; at: number; ms: number }[] = [];
   const ops: string[] = [];
   const attempts = new Map<number, number>();
   const byStep = new Map<number, StepStats>();
@@ -37,7 +37,7 @@ function scriptedWorker(
       const a = args as { step: number; ratePerSec: number; durationMs: number };
       ops.push(op);
       if (op === "run") {
-        ran.push({ step: a.step, rate: a.ratePerSec, at: Date.now() });
+        ran.push({ step: a.step, rate: a.ratePerSec, at: Date.now(), ms: a.durationMs });
         const attempt = (attempts.get(a.ratePerSec) ?? 0) + 1;
         attempts.set(a.ratePerSec, attempt);
         const sent = Math.round((a.ratePerSec * a.durationMs) / 1000);
@@ -89,6 +89,20 @@ describe("ramp", () => {
       { step: 101, rate: 200 },
       { step: 151, rate: 200 },
     ]);
+  });
+
+  it("warms up unrecorded, in a full run at the second rate for 3 s", async () => {
+    const full = scriptedWorker(() => 5);
+    const ctx = { ...contextWith(full.worker), quick: false };
+    const result = await ramp(ctx, "ours", [100, 200, 300], 1, true, 100, 0);
+    expect(full.ran[0]).toMatchObject({ step: 99, rate: 200, ms: 3000 });
+    expect(result.steps[0]!.offeredPerSec).toBe(100);
+    // The steps themselves keep the scale's length.
+    expect(full.ran.slice(1).every((r) => r.ms === ctx.scale.stepMs)).toBe(true);
+    // A quick run warms up briefly at half the first rate.
+    const quick = scriptedWorker(() => 5);
+    await ramp(contextWith(quick.worker), "ours", [100, 200, 300], 1, true, 100, 0);
+    expect(quick.ran[0]).toMatchObject({ step: 99, rate: 50, ms: 500 });
   });
 
   it("strides over rates only while far under the SLO, and never over the last", async () => {

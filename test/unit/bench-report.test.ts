@@ -195,6 +195,18 @@ describe("renderMarkdown", () => {
       "Each step sends for 3.00 s, then waits for late acks and deliveries until every message is in, at most 1.00 s.",
     );
     expect(now).toContain("CPU is in % of one core while the step sends");
+    // Results without a recorded warm-up warmed up too briefly, and say so.
+    expect(now).toContain(
+      "Before the first step an unrecorded warm-up sent for 2 s at half the first rate; too " +
+        "short, it left the first steps' CPU about half again as high",
+    );
+    run.rampStep = { ...run.rampStep, warmUp: { ms: 3000, at: "second" } };
+    const warmed = renderMarkdown(run, [], {});
+    expect(warmed).toContain(
+      "Before the first step an unrecorded warm-up sends for 3.00 s at the second rate (the " +
+        "JIT, buffers and caches, as on a server that has run a while).",
+    );
+    expect(warmed).not.toContain("too short");
   });
 
   it("shows ours' 1:1 over gRPC beside its WebSocket ramp, ours only, without touching the ratios", () => {
