@@ -281,7 +281,7 @@ describe("renderMarkdown", () => {
       "while the one before holds its own; each hold still ends on time, and RSS and CPU are " +
         "read per process, so neither counts the other's.",
     );
-    expect(md).toContain("ejabberd's hold runs alone");
+    expect(md).toContain("ejabberd runs alone, its opening and its hold with nothing beside them");
     expect(md).not.toContain("none overlapping");
   });
 
