@@ -750,8 +750,8 @@ function renderBounds(run: BenchRun): string[] {
       "read about 1 ms at p99, and ejabberd's archive on PostgreSQL, which commits to the " +
       "same disk, fell to 0 and 2,000 in them), and the relay, whose top steps hit latency " +
       "spikes while its CPU is far from full, at 24,000 to at least 115,000, the top of its " +
-      "rates (in the fastest run, 2026-12-06 15:31 UTC, ejabberd reached 28,000 and ours " +
-      "8,500); see Earlier " +
+      "rates (in the two fast runs of 2026-12-06 from 15:31 UTC, ejabberd reached 28,000 " +
+      "and ours 8,500 and 10,000); see Earlier " +
       "full runs): where the ramp " +
       "breaks, no thread is at 100% and the machine still has idle CPU (the server and the " +
       "load generator together use about 120–160% of the two cores' 200%). At 6,000 msgs/s the server's " +
@@ -773,7 +773,7 @@ function renderBounds(run: BenchRun): string[] {
       "msgs/s against ours' 5,000), and 0.80× in the first run that read CPU over each " +
       "step's sending alone (bd9024c, a faster day: 12,000 msgs/s against ours' 6,000; see " +
       "above for this one). ejabberd's cost per message falls further as its load rises " +
-      "(in that run 143 µs at 6,000 msgs/s, 100 at 12,000; in the fastest run 113, 82 and 52 " +
+      "(in that run 143 µs at 6,000 msgs/s, 100 at 12,000; in the first fast run 113, 82 and 52 " +
       "at 6,000, 12,000 and 28,000, its server and the load generator then using 198% of " +
       "the two cores within the SLO), and its schedulers spread it over " +
       "both cores: those two are the gap between the ceilings. Of the event loop's busy time about a seventh goes to socket writes on " +
