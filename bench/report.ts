@@ -1292,8 +1292,8 @@ function renderIdle(run: BenchRun, chartFiles: Record<string, string>): string[]
           "RSS read 42.5, 47.2 and 47.9 KB per session, against 39–46 KB in twelve runs " +
           "before, not clearly an effect, but the anchor's figure should not carry the doubt; " +
           "ours' and the " +
-          "relay's holds each have the next run's opening beside them, and every open rate of " +
-          "ours but the first was taken beside another run's idle sessions and heartbeats."
+          "relay's holds each have the next run's opening beside them, and every open rate but " +
+          "the first and ejabberd's was taken beside another run's idle sessions and heartbeats."
         : " The runs followed one another, none overlapping."),
     "",
   ];

@@ -365,17 +365,6 @@ const settleMaxMs = 30_000;
 const retryOffset = 50;
 
 /**
- * Ramps the rate until a step misses the SLO twice in a row; returns the
- * step that stands at each rate that ran, in rate order.
- *
- * While a step is far under the SLO (p99 at most `scale.strideHeadroom` of
- * it, everything delivered), the ramp skips the next rate. When the step
- * after a skipped rate misses, the skipped rate runs once the target has
- * drained its backlog, and the ramp ends there; so `sustainedPerSec` is the
- * one a walk over every rate would find on a system whose latency rises with
- * load, in fewer steps.
- */
-/**
  * The unrecorded warm-up before a ramp's first step (the JIT, connection
  * buffers and caches, as on a server that has run a while): in a full run
  * 3 s at the second rate, enough messages for the first step's CPU to read
@@ -389,6 +378,17 @@ export function warmUp(quick: boolean, rates: readonly number[]) {
     : { ms: 3000, graceMs: 500, rate: rates[1] ?? first, at: "second" as const };
 }
 
+/**
+ * Ramps the rate until a step misses the SLO twice in a row; returns the
+ * step that stands at each rate that ran, in rate order.
+ *
+ * While a step is far under the SLO (p99 at most `scale.strideHeadroom` of
+ * it, everything delivered), the ramp skips the next rate. When the step
+ * after a skipped rate misses, the skipped rate runs once the target has
+ * drained its backlog, and the ramp ends there; so `sustainedPerSec` is the
+ * one a walk over every rate would find on a system whose latency rises with
+ * load, in fewer steps.
+ */
 export async function ramp(
   ctx: BenchContext,
   name: TargetName,
