@@ -1685,9 +1685,10 @@ function renderMachine(run: BenchRun): string[] {
       ],
     ),
     "",
-    "Every system ran in the same run on this same machine, one after another, with the " +
-      "load generator sharing its cores; compare the systems with each other rather than " +
-      "reading the absolute numbers as capacity on dedicated hardware.",
+    "Every system ran in the same run on this same machine, one after another" +
+      (run.idleOverlapped ? " (idle runs overlap, see Idle connections)" : "") +
+      ", with the load generator sharing its cores; compare the systems with each other " +
+      "rather than reading the absolute numbers as capacity on dedicated hardware.",
     "",
   ];
 }

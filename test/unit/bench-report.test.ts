@@ -274,6 +274,7 @@ describe("renderMarkdown", () => {
     expect(first).toBeGreaterThan(0);
     expect(second).toBeGreaterThan(first);
     expect(md).toContain("The runs followed one another, none overlapping.");
+    expect(md).toContain("on this same machine, one after another, with the load generator");
     expect(md).not.toContain("second pair of load-generator processes");
     run.idleOverlapped = true;
     md = renderMarkdown(run, [], {});
@@ -282,6 +283,9 @@ describe("renderMarkdown", () => {
         "read per process, so neither counts the other's.",
     );
     expect(md).toContain("ejabberd runs alone, its opening and its hold with nothing beside them");
+    expect(md).toContain(
+      "one after another (idle runs overlap, see Idle connections), with the load generator",
+    );
     expect(md).not.toContain("none overlapping");
   });
 
