@@ -1152,7 +1152,8 @@ function renderGroup(run: BenchRun, chartFiles: Record<string, string>): string[
   const out = [
     "## Group fan-out",
     "",
-    `${fmtNum(g.groups)} groups of ${fmtNum(g.groupSize)} members; every message is ` +
+    `${g.groups === 1 ? "One group" : `${fmtNum(g.groups)} groups`} of ` +
+      `${fmtNum(g.groupSize)} members; every message is ` +
       `delivered to the ${fmtNum(Math.max(g.groupSize - 1, 0))} other members. The ramp works ` +
       "as for 1:1, with rates counted in messages offered and deliveries made; sustained is " +
       `the highest step with p99 send→deliver ≤ ${fmtNum((g.sloP99Us ?? SLO_P99_US) / 1000)} ms ` +

@@ -289,6 +289,13 @@ describe("renderMarkdown", () => {
     expect(md).not.toContain("none overlapping");
   });
 
+  it("names the fan-out groups in words that fit their count", () => {
+    const run = fakeRun();
+    expect(renderMarkdown(run, [], {})).toContain("50 groups of 11 members; every message");
+    run.groupFanout.groups = 1;
+    expect(renderMarkdown(run, [], {})).toContain("One group of 11 members; every message");
+  });
+
   it("marks each target ✓ or ✗ from the numbers", () => {
     const md = renderMarkdown(fakeRun(), [], {});
     expect(status(md, "(1) 1:1 sustained ≥ ejabberd routing-only")).toBe("✓");
