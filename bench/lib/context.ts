@@ -403,15 +403,16 @@ export async function ramp(
   // Ours and the relay are Node processes: their main thread is the event loop.
   const eventLoop = name === "ours" || name === "relay";
   const steps: RateStep[] = [];
+  // Every step of this ramp, warm-up and retries included, measures alike.
+  const stepAt = (id: number, rate: number) =>
+    rateStep(ctx, id, rate, fanout, hasAck, sloUs, targetPid, eventLoop);
   const warm = warmUp(ctx.quick, rates);
   const saved = ctx.scale;
   ctx.scale = { ...saved, stepMs: warm.ms, graceMs: warm.graceMs };
   ctx.progress(`${name}: warm-up`);
-  await rateStep(ctx, stepBase - 1, warm.rate, fanout, hasAck, sloUs, targetPid, eventLoop).finally(
-    () => {
-      ctx.scale = saved;
-    },
-  );
+  await stepAt(stepBase - 1, warm.rate).finally(() => {
+    ctx.scale = saved;
+  });
   const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
   // Before the next attempt at or below a missed rate, the backlog drains: at least
   // drainMs, then until the target's CPU is back under idleCpuPct (a queue that takes
@@ -435,7 +436,7 @@ export async function ramp(
   const runRate = async (i: number) => {
     const rate = rates[i]!;
     ctx.progress(`${name}: ${rate.toLocaleString()} msgs/s …`);
-    let s = await rateStep(ctx, stepBase + i, rate, fanout, hasAck, sloUs, targetPid, eventLoop);
+    let s = await stepAt(stepBase + i, rate);
     logStep(s);
     if (!s.withinSlo) {
       // One stall on a shared machine should not end the ramp: a step over the SLO runs once
@@ -443,16 +444,7 @@ export async function ramp(
       const firstP99 = s.deliver.p99;
       await settle();
       ctx.progress(`${name}: ${rate.toLocaleString()} msgs/s again …`);
-      s = await rateStep(
-        ctx,
-        stepBase + retryOffset + i,
-        rate,
-        fanout,
-        hasAck,
-        sloUs,
-        targetPid,
-        eventLoop,
-      );
+      s = await stepAt(stepBase + retryOffset + i, rate);
       s.retriedAfterP99 = firstP99;
       logStep(s);
     }
