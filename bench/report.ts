@@ -20,6 +20,7 @@ import {
   type RunDigest,
   type TargetName,
 } from "./lib/results.js";
+import { boundsInShort, renderCeilingStudy } from "./report-findings.js";
 
 /** Display order of the systems; the summary columns follow it. */
 export const TARGETS: readonly TargetName[] = [
@@ -736,215 +737,7 @@ function renderBounds(run: BenchRun): string[] {
         "minutes.",
     );
   }
-  out.push(
-    "",
-    "Where ours spends it (per-thread CPU from `/proc`, V8 CPU profiles of the server, " +
-      "per-commit timings and an strace of its writer thread, taken on this machine in " +
-      "separate runs between 4,500 and 8,500 msgs/s; this VM's speed varies between runs " +
-      "and days for every system alike, so their totals differ from the table above: over " +
-      "two days, full runs put ejabberd's routing-only ceiling at 6,000–28,000 msgs/s, " +
-      "ours at 5,000–10,000 (8,500 and 10,000 in the two runs after the send path's messages " +
-      "were built as literals, 5,000 in the three after those while the VM was slower for " +
-      "every system, with ejabberd at 6,000–8,500; 1,000 and 3,000 in two runs on " +
-      "2026-12-06 while the disk's commits were slow for minutes: a probe after one of them " +
-      "read about 1 ms at p99, and ejabberd's archive on PostgreSQL, which commits to the " +
-      "same disk, fell to 0 and 2,000 in them), and the relay, whose top steps hit latency " +
-      "spikes while its CPU is far from full, at 24,000 to at least 115,000, the top of its " +
-      "rates (in the two fast runs of 2026-12-06 from 15:31 UTC, ejabberd reached 28,000 " +
-      "and ours 8,500 and 10,000); see Earlier " +
-      "full runs): where the ramp " +
-      "breaks, no thread is at 100% and the machine still has idle CPU (the server and the " +
-      "load generator together use about 120–160% of the two cores' 200%). At 6,000 msgs/s the server's " +
-      "event loop takes 50–58% of a core, its SQLite writer thread about 40% (about 48% " +
-      "before the two writer fixes in the profiling table), V8's garbage-collection helper " +
-      "threads a few percent, and the two load-generator processes about 15% each. No " +
-      "one thread breaks first. Read with the scheduler's run-queue times (2026-12-06, " +
-      "steps of 5 and 6 s at 7,000–8,500 msgs/s, where ramps broke): the event loop ran " +
-      "55–72% of the time and waited for a CPU, runnable, another 10–22%; the writer thread " +
-      "ran 33–38% and waited 3–8%; each load generator's event loop, in the scheduler's " +
-      "batch class, ran about 23% and waited 31–40%; the machine was 160–175% busy. About " +
-      "six busy threads share two cores and their bursts collide, so delays pile up in run " +
-      "queues and in the stalls below, not in a saturated thread. Taking the fsync out " +
-      "(synchronous=NORMAL) did not move the break either (7,000 msgs/s failed in both " +
-      "attempts of one such ramp). ejabberd spent about a fifth less CPU per message than ours at ours' ceiling " +
-      "(0.71–0.92× ours' in seven full runs) until the send path's messages were built as " +
-      "literals, and about as much since (0.94× and 0.96× in the two full runs after) or " +
-      "more (1.17–1.24× in the three slower runs after those, while sustaining 6,000–8,500 " +
-      "msgs/s against ours' 5,000), and 0.80× in the first run that read CPU over each " +
-      "step's sending alone (bd9024c, a faster day: 12,000 msgs/s against ours' 6,000; see " +
-      "above for this one). ejabberd's cost per message falls further as its load rises " +
-      "(in that run 143 µs at 6,000 msgs/s, 100 at 12,000; in the first fast run 113, 82 and 52 " +
-      "at 6,000, 12,000 and 28,000, its server and the load generator then using 198% of " +
-      "the two cores within the SLO), and its schedulers spread it over " +
-      "both cores: those two are the gap between the ceilings. Of the event loop's busy time about a seventh goes to socket writes on " +
-      "loopback TCP (each message is one read and two writes, as for the relay; under normal " +
-      "scheduling each write that woke the load generator also let it preempt the server, " +
-      "which about tripled that share, hence SCHED_BATCH above), about a tenth to handing " +
-      "events to the writer thread (structured clones), a tenth to garbage collection, an " +
-      "eighth to creating and decoding protobuf messages (since then client send frames are " +
-      "decoded by hand, about 1 µs instead of 7 a frame, and the send path's messages are " +
-      "built as literals instead of with reflective create() calls, which took about 7% in a " +
-      "later profile at 5,000 msgs/s), and the rest spreads thinly " +
-      "over WebSocket framing, the router call, authorization, sequencing and fan-out.",
-    "",
-    "The writer thread's time goes to SQLite commits rather than to waiting for the " +
-      "disk: synchronous=NORMAL (no fsync per commit) saves " +
-      "only a few percent. Each event touches about five B-tree pages at scattered places (its " +
-      "row, the idempotency index, the sender's read and device cursors, the conversation " +
-      "head); a commit writes every page it touched to the WAL as a frame of two pwrite calls, " +
-      "and a checkpoint copies it again. strace counted 11.5 pwrite and 2.2 pread calls per " +
-      "event at 16 events per commit, and in isolation the writes alone cost about 133 µs of " +
-      "CPU per event at one event per commit, 78 at 5, 54 at 16 and 44 at 64: what falls is " +
-      "the pages shared per commit, and the floor is SQLite executing the statements (see " +
-      "the append-only log prototype below). Commits now start at " +
-      "least 2 ms apart, so more events share each page and fsync (about 11 per commit at " +
-      "6,000 msgs/s instead of 5), and the WAL is checkpointed every 10,000 pages.",
-    "",
-    "The tail (p99 and above) comes from short stalls that stack up, not from a saturated " +
-      "thread. Measured at 6,000 msgs/s in 8-second steps: a commit on the writer thread " +
-      "takes 1.1–1.7 ms on average, but about twice a second one also runs SQLite's " +
-      "checkpoint (every 10,000 WAL pages) and takes 17–43 ms, longer as the database file " +
-      "grows (about 20–25 ms early in a run, 35–43 ms after 25 s); every ack and delivery queued " +
-      "behind it waits. The event loop's delay is 3–8 ms at p99 (single stalls mostly under " +
-      "30 ms), and young-generation garbage collection runs about 16 times a second, each " +
-      "mostly under 10 ms (about 5% of the event loop). Two 30–40 ms stalls a second hold back " +
-      "several percent of the messages by tens of milliseconds, which is why a step near the " +
-      "limit can pass in one run and fail in the next. A per-stage trace at 6,000 msgs/s " +
-      "(timestamps at the edge, the router, the log's hand-over and the writer thread, in " +
-      "2-second windows) puts the tail in the wait for durability: an ack took 2.9–3.2 ms at " +
-      "p50 and 18–25 ms at p99, of which the wait for the commit was 2.5–2.7 and 16–22 ms, while " +
-      "authorization and sequencing took at most 0.05 ms at p99. The log handed the writer " +
-      "batches of 3–4 events at p50 (30 at p99), which it merged into commits of 9–12; a " +
-      "commit took about 1 ms at p50, 4–6 ms at p99 and up to 18 ms with a checkpoint. With the " +
-      "trace's own cost on the event loop, 8,500 msgs/s saturated it (queueing before the " +
-      "router, fan-out waiting behind it); without the trace, the ramp breaks between 7,000 " +
-      "and 8,500 msgs/s from run to run, with p50 rising to 8–12 ms, the sign of a queue.",
-    "",
-    "Where the tail comes from at ours' ceiling, on the fast day of 2026-12-06 (ten ramps, over WebSocket " +
-      "and gRPC, of 8,500–12,000 msgs/s with timelines in 100 ms windows: the server's event-loop " +
-      "delay, read as how late a 5 ms timer fired, its garbage collections, the writer's " +
-      "longest commit, and the latest delivery of the messages sent in each window; counted " +
-      "over the windows sent at 8,500 and 10,000 msgs/s): 21 of the 23 windows with a " +
-      "delivery 45 ms late or more had the event loop 15 ms or more late in them or the " +
-      "200 ms before (7–13% of all windows had), 22 had a commit of 10 ms or more there, and " +
-      "none was late without one or the other. With SQLite's checkpoints, commits of 10 ms " +
-      "or more came in about three windows of four, late or not; with checkpoints turned off, " +
-      "in one of eight, yet late windows were not rarer (7 of 121 against 16 of 382), and " +
-      "each followed one of the long commits left (up to 64 ms). Raising the event loop's " +
-      "priority (nice −10 on the server's main thread) did not move the ceiling either: " +
-      "10,000 msgs/s passed and failed in its ramps as in the others. So a late window is a " +
-      "commit that took long, then the event loop's burst of handing out what waited behind " +
-      "it; fewer checkpoints leave fewer but longer commits, and the scheduler is not what " +
-      "delays the event loop.",
-    "",
-    "Checkpoints off the commit path were tried three ways and not kept (p99 send→deliver " +
-      "at 6,000 msgs/s, alternating with the kept code in the same session, where it read " +
-      "29–52 ms in eight of nine runs and 105 ms in one):",
-    "",
-    "- on the writer thread after a commit's replies are sent, every 1,000 to 8,000 changed " +
-      "rows: 33–86 ms. The checkpoint still holds the next commits back, and smaller, more " +
-      "frequent ones cost more, since each fsyncs the database file;",
-    "- on a thread of its own (PASSIVE, followed by a short checkpoint on the writer so " +
-      "that the WAL still starts over; it stayed under 30 MB): 93 and 106 ms in its two runs. The checkpoint's " +
-      "fsync of the database file slows the commits' WAL fsyncs on the same disk, so more " +
-      "commits wait;",
-    "- on a connection of its own without that restart: a WAL left to grow makes each " +
-      "commit's fsync also allocate blocks, and restarting it from the other connection " +
-      "makes the writer's next transaction fail as busy.",
-    "",
-    "What would remove this stall is less to checkpoint, e.g. an append-only log with " +
-      "SQLite applying events behind it in large batches; a prototype of that is measured " +
-      "below, and it did not pay on this machine.",
-    "",
-    "Four settings were also measured and left as they are, since their differences " +
-      "stayed within run-to-run noise: 1 or 2 KB database pages instead of 4 KB (p99 at " +
-      "6,000 msgs/s no better, and 1 KB raised the server's CPU); checkpoints every 20,000 or " +
-      "40,000 WAL pages instead of 10,000 (p99 at 6,000 msgs/s 41–51 ms, against 35–65 ms); " +
-      "and a 32 MB young generation for V8 (--max-semi-space-size: about 4% less server CPU " +
-      "at 6,000 msgs/s over three runs, and the same sustained rate as the default, 7,000 " +
-      "msgs/s, in two ramps each; 64 MB was no better); and V8's collector without helper " +
-      "threads (--single-threaded-gc or --no-parallel-scavenge, in case pauses waited for " +
-      "helpers descheduled on the two shared cores): sustained 6,000–7,000 msgs/s in two " +
-      "ramps each, against 5,000–8,000 with the default.",
-    "",
-    "Three more changes were tried on a calm day and not kept. Checkpoints switched off " +
-      "for a whole ramp (the WAL left to grow): p99 at 5,000–7,000 msgs/s read 23–51 ms " +
-      "against 18–51 ms with them, and both ramps sustained 7,000 msgs/s. On a disk that " +
-      "fast, checkpoints were not what broke the ramp, and no single stage was: at 6,000 " +
-      "msgs/s the event loop was about half busy, its delay 4–5 ms at p99 with single stalls " +
-      "up to 20–46 ms (young-generation collections of up to 13 ms, a full collection of 18 " +
-      "ms), and a commit took under 6 ms at p99 and up to 26 ms at worst. One stall of about " +
-      "80 ms anywhere on the path, or shorter ones that stack (a collection during a slow " +
-      "commit), puts a step's p99 past 50 ms: the messages sent in its first 30 ms are 1% of " +
-      "a 3-second step, and each of them waits over 50 ms.",
-    "",
-    "The other two aimed at handing writes to the writer thread, about a tenth of the event " +
-      "loop's busy time at 6,000 msgs/s (postMessage, about 1,500 a second, one per " +
-      "event-loop turn). Holding writes on the event loop while a commit is in flight, so " +
-      "that the writer is woken once per commit: server CPU the same within 1–3 points in " +
-      "two alternating runs, and p50 about 1 ms higher. Running the writer thread under " +
-      "SCHED_BATCH, so that waking it cannot preempt the event loop: no change in server CPU " +
-      "or p99 in two ramps each, alternating with the kept code (one of its ramps stopped at " +
-      "5,000 msgs/s, the other three reached 7,000). Later, with the send path's messages " +
-      "built as literals, events were handed to the writer as their encodings instead of " +
-      "structured clones (encoded by hand on the event loop, where fan-out needs the bytes " +
-      "anyway, decoded by hand on the writer, only verdicts sent back): server CPU at 5,000 " +
-      "msgs/s 57–75% against 54–73%, about 67% against 66% on average, in six alternating " +
-      "runs of two steps each, so not kept. The profiles charge the posting about 8% of the " +
-      "event loop, several times what a structured clone of a few events costs in isolation " +
-      "(about 2 µs an event), and neither fewer posts nor cheaper ones changed the server's " +
-      "CPU: what the samples there catch is likely the wake-up of the writer thread rather " +
-      "than the copying.",
-    "",
-    "Two more writer-side measurements, ramps alternating with the kept code on one day. " +
-      "Leaving out the sender's read mark and device cursor (two of the five pages an " +
-      "event touches): server CPU at 6,000 msgs/s 67–71% against 73–77%, and sustained rates " +
-      'of 6,000–8,000 msgs/s in two ramps against 5,000–8,000 in three. Not kept: those marks make "writing ' +
-      "implies having read\" and the device's resume point exact when the send is acked, " +
-      "and writing them later needs a replay on restart of what was acked but not yet " +
-      "marked. Commits at least 3, 4 or 6 ms apart instead of 2: server CPU at " +
-      "5,000 msgs/s 65, 63 and 61% against 67% (three runs each, each spread over 10 " +
-      "points or more), with p50 at 500–2,000 msgs/s about 0.5, 1.3 and 3 ms higher.",
-    "",
-    "An append-only log in front of SQLite was prototyped and not kept: each batch of " +
-      "message events appended to a preallocated file with one fdatasync before the acks, " +
-      "and SQLite applying what was appended every 10, 30 or 100 ms on the same thread " +
-      "(synchronous=NORMAL, since the log is what is durable), with duplicates checked " +
-      "against the applied rows and the waiting ones. The writer thread's CPU at 5,000 " +
-      "msgs/s read 33–38% of a core against 33–37% for the kept code (per-thread samples " +
-      "over 8-second steps), and its ramps sustained 5,000–7,000 msgs/s against 7,000–8,000 " +
-      "in four alternating ramps of the kept code, since each apply held the next acks back " +
-      "while it ran. Batching hundreds of events per transaction saves page writes, but the " +
-      "per-event floor measured in isolation (44 µs at 64 events per commit, against about " +
-      "60 at the 11 of a commit at 6,000 msgs/s) is SQLite executing the statements, and " +
-      "the log's own append, sync and duplicate lookups took back what the batching saved.",
-    "",
-    "Next design steps. Where the ramp breaks, the machine still has some idle CPU and " +
-      "no thread is full; what breaks is the tail: a commit that takes long, then the event " +
-      "loop, through which every message passes, handing out in one burst what waited behind " +
-      "it (above), while it also waits for a core 10–22% of the time as the server's threads " +
-      "and the load generator contend for two (giving it priority did not move the ceiling). " +
-      "Less CPU per message helps a little, and what is left is spread " +
-      "thin: fewer statements per event on the writer (the sender's two marks, given a " +
-      "replay on restart), and fewer wake-ups of the writer thread (the hand-over is charged " +
-      "about 8% of the event loop, though neither fewer nor cheaper posts changed the CPU, " +
-      "above). Each is worth a few percent, and with ejabberd spending 0.8–1.2× ours' CPU " +
-      "per message at ours' ceiling, a few percent do not carry ours past a system that " +
-      "spreads its work over both cores: about half of ours' CPU per message is spent on one " +
-      "event loop (the rest on its writer thread and the collector's helpers), whose " +
-      "queueing and stalls break the ramp before that thread is full. The step that " +
-      "changes the bound is running the event loop's work on more than " +
-      "one thread, as ejabberd's schedulers do: several edge processes (sessions, framing, " +
-      "fan-out to sockets) against one router and store, the scale-out split (the reference " +
-      "designs separate gateways from chat services). On this machine it would not pay: as " +
-      "an upper bound, two independent embedded servers each holding half the pairs (no hop " +
-      "between processes, no shared store) sustained 7,000 and 8,500 msgs/s against 6,000 " +
-      "and 7,000 for one server in alternating ramps, within the run-to-run spread, at about " +
-      "a quarter more server CPU per message (each process has its own writer thread, " +
-      "commits and collector), and the split would add a hop per message on top. On more " +
-      "cores it is the way up.",
-    "",
-  );
+  out.push("", ...boundsInShort());
   return out;
 }
 
@@ -1764,7 +1557,8 @@ export function renderMarkdown(
   }
   out.push(...renderMachine(run), ...renderSettings(run));
   out.push("## Summary", "", renderSummary(run), "", "### Targets", "", renderTargets(run), "");
-  out.push(...renderBounds(run));
+  const bounds = renderBounds(run);
+  out.push(...bounds);
   out.push(
     ...renderOneToOne(run, chartFiles),
     ...renderGroup(run, chartFiles),
@@ -1773,6 +1567,8 @@ export function renderMarkdown(
     ...renderHistory(run),
     ...renderRuns(options.runs ?? []),
     ...renderProfile(profile),
+    // The study explains the bounds section; without ours' 1:1 costs there is none.
+    ...(bounds.length > 0 ? renderCeilingStudy() : []),
     ...renderSkipped(run),
     ...renderTimings(run),
   );

@@ -22,6 +22,7 @@ import {
   renderMarkdown,
   writeReport,
 } from "../../bench/report.js";
+import { CEILING_STUDY_TITLE } from "../../bench/report-findings.js";
 
 const lat = (p99Us: number): LatencySummary => ({
   count: 1000,
@@ -462,8 +463,15 @@ describe("renderMarkdown", () => {
         "load generator 30% (50 µs per message), read off a straight line between its 4,000 " +
         "and 8,000 msgs/s steps.",
     );
-    // Without CPU readings there is nothing to explain.
-    expect(renderMarkdown(fakeRun(), [], {})).not.toContain("What bounds 1:1");
+    // The bounds close with a pointer to the study, which follows the profiling section.
+    expect(md).toContain(`is in *${CEILING_STUDY_TITLE}* below.`);
+    expect(md.indexOf(`## ${CEILING_STUDY_TITLE}`)).toBeGreaterThan(
+      md.indexOf("## Profiling: before and after"),
+    );
+    // Without CPU readings there is nothing to explain, and no study to point to.
+    const bare = renderMarkdown(fakeRun(), [], {});
+    expect(bare).not.toContain("What bounds 1:1");
+    expect(bare).not.toContain(CEILING_STUDY_TITLE);
   });
 
   it("adds what the relay and ejabberd spent at their own higher ceilings", () => {
