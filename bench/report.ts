@@ -270,6 +270,9 @@ const streamsOnlyOurs =
 const grpcOnlyOurs =
   "ours only: gRPC is our native clients' transport; the row above compares every system over WebSocket or XMPP, one socket per client";
 
+const connectOnlyOurs =
+  "ours only: Connect's protocol is our web clients' transport; the row above compares every system over WebSocket or XMPP, one socket per client";
+
 function summaryRows(run: BenchRun): SummaryRow[] {
   const int = (n: number) => fmtNum(n);
   const streamIdles = run.idle.filter(isStreams);
@@ -292,6 +295,19 @@ function summaryRows(run: BenchRun): SummaryRow[] {
             format: int,
             oursOnly: grpcOnlyOurs,
             oursOnlyTitle: "1:1 over gRPC",
+          },
+        ]
+      : []),
+    ...(run.oneToOneConnect?.length
+      ? [
+          {
+            scenario: "oneToOne" as const,
+            label:
+              "1:1 sustained msgs/s, ours from web apps' Connect clients (Subscribe + a unary Send per message, one HTTP/2 connection each)",
+            values: valuesOf(run.oneToOneConnect, (r) => r.sustainedPerSec),
+            format: int,
+            oursOnly: connectOnlyOurs,
+            oursOnlyTitle: "1:1 over Connect",
           },
         ]
       : []),
@@ -901,43 +917,77 @@ function renderOneToOne(run: BenchRun, chartFiles: Record<string, string>): stri
   out.push(...rampTables(run.oneToOne, "msgs"));
   const notes = notesList(run.oneToOne);
   if (notes.length > 0) out.push(...notes, "");
-  out.push(...grpcOneToOne(run));
+  out.push(...oursVariantsOneToOne(run));
   withAbsent(out, run, "oneToOne");
   return out;
 }
 
-/** Ours' 1:1 ramp again with native clients' transport, beside its WebSocket ramp. */
-function grpcOneToOne(run: BenchRun): string[] {
-  const grpc = byTarget(run.oneToOneGrpc ?? [], "ours");
-  if (!grpc) return [];
-  const ws = byTarget(run.oneToOne, "ours");
-  const cpuAt = (r: RampResult) =>
-    r.steps.find((s) => s.withinSlo && s.offeredPerSec === r.sustainedPerSec)?.targetCpuPct;
-  const grpcCpu = cpuAt(grpc);
-  const wsCpu = ws ? cpuAt(ws) : undefined;
-  const compare =
-    ws === undefined
-      ? ""
-      : ` Over WebSocket the same server sustained ${fmtNum(ws.sustainedPerSec)} msgs/s` +
-        (wsCpu !== undefined && ws.sustainedPerSec > 0
-          ? ` at ${fmtNum((wsCpu * 10_000) / ws.sustainedPerSec)} µs of server CPU per message`
-          : "") +
-        (grpcCpu !== undefined && grpc.sustainedPerSec > 0
-          ? `; over gRPC ${fmtNum(grpc.sustainedPerSec)} msgs/s at ` +
-            `${fmtNum((grpcCpu * 10_000) / grpc.sustainedPerSec)} µs`
-          : "") +
-        ".";
-  return [
-    "### Ours over gRPC",
-    "",
-    "The same ramp for ours with every client holding a gRPC `ChatService/Session` stream " +
+/** Ours' 1:1 ramps again over its other client transports, each shown beside the WebSocket ramp. */
+const oursVariants = [
+  {
+    results: (run: BenchRun) => run.oneToOneGrpc,
+    title: "Ours over gRPC",
+    tables: " over gRPC Session streams",
+    over: "over gRPC",
+    what:
+      "The same ramp for ours with every client holding a gRPC `ChatService/Session` stream " +
       "on an HTTP/2 connection of its own, as a native app built on the generated gRPC " +
       "client connects (one socket per client, as above; the relay and ejabberd have no " +
-      `gRPC transport, so this run is ours only).${compare}`,
-    "",
-    ...rampTables([grpc], "msgs", " over gRPC Session streams"),
-    ...(notesList([grpc]).length > 0 ? [...notesList([grpc]), ""] : []),
-  ];
+      "gRPC transport, so this run is ours only).",
+  },
+  {
+    results: (run: BenchRun) => run.oneToOneConnect,
+    title: "Ours from web apps' Connect clients",
+    tables: " from Connect clients",
+    over: "from Connect clients",
+    what:
+      "The same ramp for ours with every client as a web app's Connect client reaches it " +
+      "through a proxy: a Connect-protocol `ChatService/Subscribe` call for what it receives, " +
+      "and a unary Connect `Send` call for each message it sends, on an HTTP/2 connection of " +
+      "its own (fetch cannot stream a request, so each message is a call with its own HTTP/2 " +
+      "stream and headers, for the load generator as for the server; ours only).",
+  },
+] as const;
+
+function oursVariantsOneToOne(run: BenchRun): string[] {
+  const ws = byTarget(run.oneToOne, "ours");
+  const sustainedStep = (r: RampResult) =>
+    r.steps.find((s) => s.withinSlo && s.offeredPerSec === r.sustainedPerSec);
+  /** "N msgs/s at M µs of server CPU per message (the load generator K)", as far as known. */
+  const cost = (r: RampResult, long: boolean) => {
+    const step = sustainedStep(r);
+    const per = (pct: number | undefined) =>
+      pct === undefined || r.sustainedPerSec === 0
+        ? undefined
+        : fmtNum((pct * 10_000) / r.sustainedPerSec);
+    const server = per(step?.targetCpuPct);
+    const gen = per(step?.loadGenCpuPct);
+    return (
+      `${fmtNum(r.sustainedPerSec)} msgs/s` +
+      (server === undefined
+        ? ""
+        : ` at ${server} µs${long ? " of server CPU per message" : ""}` +
+          (gen === undefined ? "" : ` (the load generator ${gen})`))
+    );
+  };
+  const out: string[] = [];
+  for (const v of oursVariants) {
+    const r = byTarget(v.results(run) ?? [], "ours");
+    if (!r) continue;
+    const compare =
+      ws === undefined
+        ? ""
+        : ` Over WebSocket the same server sustained ${cost(ws, true)}; ${v.over} ${cost(r, false)}.`;
+    out.push(
+      `### ${v.title}`,
+      "",
+      `${v.what}${compare}`,
+      "",
+      ...rampTables([r], "msgs", v.tables),
+      ...(notesList([r]).length > 0 ? [...notesList([r]), ""] : []),
+    );
+  }
+  return out;
 }
 
 function renderGroup(run: BenchRun, chartFiles: Record<string, string>): string[] {

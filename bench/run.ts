@@ -52,7 +52,7 @@ const args = process.argv.slice(2);
 if (args.includes("--help")) {
   process.stdout.write(`usage: npm run bench -- [flags]
   --quick                 smoke run of about a minute (writes .tmp/bench/ unless --out)
-  --only=a,b              scenarios: one-to-one (ours over WebSocket, then gRPC), group-fanout,
+  --only=a,b              scenarios: one-to-one (ours over WebSocket, then gRPC, then Connect), group-fanout,
                           idle, reconnect, history
   --targets=a,b           systems: ours, relay, ejabberd-routing, ejabberd-archive
   --out=<dir>             where results (bench/results-*.json) and BENCHMARKS.md go
@@ -127,6 +127,7 @@ const changed = sh("git", [
 
 const diskProbes: DiskProbe[] = [];
 const oneToOneGrpc: RampResult[] = [];
+const oneToOneConnect: RampResult[] = [];
 const run: BenchRun = {
   startedAt: new Date(startedAt).toISOString(),
   durationMs: 0,
@@ -150,6 +151,7 @@ const run: BenchRun = {
   },
   oneToOne: [],
   oneToOneGrpc,
+  oneToOneConnect,
   groupFanout: { groupSize: 0, groups: 0, sloP99Us: groupSloUs, results: [] },
   idle: [],
   reconnect: [],
@@ -327,6 +329,13 @@ await each(
   (n) => oneToOne(ctx, n, "grpc"),
   oneToOneGrpc,
   "gRPC Session streams",
+);
+await each(
+  "one-to-one",
+  ["ours"],
+  (n) => oneToOne(ctx, n, "connect"),
+  oneToOneConnect,
+  "Connect Subscribe + unary Send",
 );
 await each(
   "group-fanout",

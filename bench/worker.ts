@@ -108,8 +108,13 @@ function onAck(body: string) {
   record(s.ack, nowUs() - p.intendedUs);
 }
 
-/** Ours' clients talk WebSocket, or gRPC Session streams each on an HTTP/2 connection of its own. */
-export type OursTransport = "websocket" | "grpc";
+/**
+ * How ours' clients talk, each on a connection of its own: WebSocket; a gRPC
+ * Session stream on HTTP/2 (a native app); or, as a web app's Connect client
+ * through a proxy, a Connect-protocol Subscribe call with each send a unary
+ * Connect `Send` call on the same HTTP/2 connection.
+ */
+export type OursTransport = "websocket" | "grpc" | "connect";
 
 async function openOne(
   spec: ClientSpec,
@@ -117,12 +122,14 @@ async function openOne(
   transport: OursTransport = "websocket",
 ): Promise<Conn> {
   const localAddress = sourceAddress(spec.index);
-  if (t.kind === "ours" && transport === "grpc") {
+  if (t.kind === "ours" && transport !== "websocket") {
     const session = await connectHttp2({ host: t.host, port: t.port, localAddress });
     try {
-      const s = await openSessionStream(session, spec.token ?? "", undefined, "session", {
+      const method = transport === "grpc" ? "session" : "connect-subscribe";
+      const s = await openSessionStream(session, spec.token ?? "", undefined, method, {
         onEvent: onDeliver,
         onAck,
+        self: spec.user,
       });
       return {
         send: (dest, body) => s.send(dest, `c${seq++}`, body),

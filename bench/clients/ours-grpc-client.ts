@@ -5,7 +5,7 @@ import {
   SessionRequestSchema,
   SubscribeRequestSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
-import { decodeFrame, encodeSend } from "./ours-wire.js";
+import { decodeFrame, decodeSendResponse, encodeSend, encodeSendRequest } from "./ours-wire.js";
 
 /**
  * A bench client's session as a gRPC `ChatService/Session` stream (or a
@@ -16,7 +16,11 @@ import { decodeFrame, encodeSend } from "./ours-wire.js";
  * process holds far more sessions than sockets.
  */
 export interface OursStream {
-  /** Posts `body` as a text message on a Session stream; the durable ack arrives through onAck. */
+  /**
+   * Posts `body` as a text message: a frame on a Session stream, or a unary
+   * `Send` call on the same connection beside a Subscribe call. Either way the
+   * durable ack arrives through onAck.
+   */
   send(conversationId: string, clientMsgId: string, body: string): void;
   heartbeat(): void;
   close(): void;
@@ -29,11 +33,18 @@ export interface StreamHandlers {
   onEvent?: (text: string) => void;
   /** The durable ack of one of this stream's sends, with the message text. */
   onAck?: (text: string) => void;
+  /**
+   * The stream's own user. A Subscribe call carries the events of its
+   * device's unary sends too (a Session stream acks them instead); those are
+   * not deliveries, so they are not reported.
+   */
+  self?: string;
 }
 
 const sessionPath = "/chat.v1.ChatService/Session";
 const subscribePath = "/chat.v1.ChatService/Subscribe";
 const heartbeatPath = "/chat.v1.ChatService/Heartbeat";
+const sendPath = "/chat.v1.ChatService/Send";
 
 /** A gRPC message: flag byte 0 (uncompressed), 4-byte big-endian length, the bytes. */
 function grpcFrame(msg: Uint8Array): Buffer {
@@ -126,6 +137,44 @@ function fireUnary(
   call.end(body);
 }
 
+/**
+ * A unary `Send` call, gRPC or Connect's unary protocol, as a client that
+ * cannot stream its sends makes it; its answer is the durable ack. A failed
+ * call reports nothing, so its message counts as missing.
+ */
+function unarySend(
+  session: http2.ClientHttp2Session,
+  token: string,
+  connect: boolean,
+  request: Uint8Array,
+  onAck: ((text: string) => void) | undefined,
+) {
+  if (session.closed || session.destroyed) return;
+  const call = session.request({
+    ":method": "POST",
+    ":path": sendPath,
+    ...(connect
+      ? { "content-type": "application/proto", "connect-protocol-version": "1" }
+      : { "content-type": "application/grpc+proto", te: "trailers" }),
+    authorization: `Bearer ${token}`,
+  });
+  const chunks: Buffer[] = [];
+  let ok = false;
+  call.on("response", (h) => {
+    ok = Number(h[":status"]) === 200 && (connect || h["grpc-status"] === undefined);
+  });
+  call.on("data", (chunk: Buffer) => chunks.push(chunk));
+  call.on("end", () => {
+    if (!ok || !onAck) return;
+    const body = Buffer.concat(chunks);
+    // gRPC wraps the one answer in a 5-byte envelope; Connect's unary answer is the bare message.
+    const ack = decodeSendResponse(connect ? body : body.subarray(5));
+    if (ack.case === "sendAck" && ack.event) onAck(ack.event.text);
+  });
+  call.on("error", () => undefined);
+  call.end(connect ? request : grpcFrame(request));
+}
+
 let unaryFailures = 0;
 /** Heartbeat calls answered with an error since the last reset. */
 export const heartbeatFailures = () => unaryFailures;
@@ -169,8 +218,11 @@ export function openSessionStream(
     const timer = setTimeout(() => fail(new Error("session setup timed out")), timeoutMs);
     const conn: OursStream = {
       send(conversationId, clientMsgId, body) {
-        if (closed || subscribe) return;
-        stream.write(grpcFrame(encodeSend(conversationId, clientMsgId, body)));
+        if (closed) return;
+        if (subscribe) {
+          const request = encodeSendRequest(conversationId, clientMsgId, body);
+          unarySend(session, token, method === "connect-subscribe", request, handlers.onAck);
+        } else stream.write(grpcFrame(encodeSend(conversationId, clientMsgId, body)));
       },
       heartbeat() {
         if (closed) return;
@@ -199,8 +251,9 @@ export function openSessionStream(
         // A Connect end-stream message (flag 2) carries the status as JSON, not a frame.
         if (flags !== 0) continue;
         const f = decodeFrame(message);
-        if (f.case === "event") handlers.onEvent?.(f.event.text);
-        else if (f.case === "sendAck") {
+        if (f.case === "event") {
+          if (f.event.actor !== handlers.self) handlers.onEvent?.(f.event.text);
+        } else if (f.case === "sendAck") {
           if (f.event) handlers.onAck?.(f.event.text);
         } else if (f.case === "syncComplete" && !ready) {
           ready = true;

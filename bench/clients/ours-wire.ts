@@ -11,6 +11,8 @@
 export interface LeanEvent {
   conversationId: string;
   seq: number;
+  /** Who caused it; a client that sends with unary calls gets its own events on its stream. */
+  actor: string;
   /** The text of a posted message; "" for other events. */
   text: string;
 }
@@ -36,6 +38,7 @@ const F = {
   syncEvents: 2,
   eventConversationId: 1,
   eventSeq: 2,
+  eventActor: 4,
   eventMessagePosted: 11,
   postedContent: 1,
   contentText: 1,
@@ -118,12 +121,13 @@ function readText(buf: Uint8Array, start: number, end: number, path: number[]): 
 
 function readEvent(buf: Uint8Array, start: number, end: number): LeanEvent {
   const r = new Reader(buf, start, end);
-  const ev: LeanEvent = { conversationId: "", seq: 0, text: "" };
+  const ev: LeanEvent = { conversationId: "", seq: 0, actor: "", text: "" };
   while (!r.done) {
     const tag = r.varint();
     const field = tag >>> 3;
     if (field === F.eventConversationId && (tag & 7) === LEN) ev.conversationId = r.string();
     else if (field === F.eventSeq && (tag & 7) === VARINT) ev.seq = r.varint();
+    else if (field === F.eventActor && (tag & 7) === LEN) ev.actor = r.string();
     else if (field === F.eventMessagePosted && (tag & 7) === LEN) {
       const [s, e] = r.span();
       ev.text = readText(buf, s, e, [F.postedContent, F.contentText]);
@@ -232,12 +236,25 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** A SessionRequest carrying send { conversation_id, client_msg_id, content { text } }. */
-export function encodeSend(conversationId: string, clientMsgId: string, text: string): Uint8Array {
-  const send = concat([
+/** A SendRequest { conversation_id, client_msg_id, content { text } }: a unary Send call's body. */
+export function encodeSendRequest(
+  conversationId: string,
+  clientMsgId: string,
+  text: string,
+): Uint8Array {
+  return concat([
     field(F.sendConversationId, utf8Out.encode(conversationId)),
     field(F.sendClientMsgId, utf8Out.encode(clientMsgId)),
     field(F.sendContent, field(F.contentText, utf8Out.encode(text))),
   ]);
-  return field(F.requestSend, send);
+}
+
+/** A SessionRequest carrying that SendRequest as its send. */
+export function encodeSend(conversationId: string, clientMsgId: string, text: string): Uint8Array {
+  return field(F.requestSend, encodeSendRequest(conversationId, clientMsgId, text));
+}
+
+/** A unary Send call's answer (a SendResponse), read as the send ack a stream would carry. */
+export function decodeSendResponse(buf: Uint8Array): LeanFrame {
+  return readAck(buf, 0, buf.length);
 }

@@ -248,6 +248,12 @@ export interface BenchRun {
    * HTTP/2 connection of its own, as a native app connects (absent in older results).
    */
   oneToOneGrpc?: RampResult[];
+  /**
+   * 1:1 for ours again as web apps' Connect clients send: a Connect-protocol
+   * Subscribe call and a unary Connect Send call per message, on an HTTP/2
+   * connection of each client's own (absent in older results).
+   */
+  oneToOneConnect?: RampResult[];
   /** sloP99Us: the p99 send→deliver bound that "sustained" uses for fan-out. */
   groupFanout: { groupSize: number; groups: number; sloP99Us: number; results: RampResult[] };
   idle: IdleResult[];

@@ -7,8 +7,10 @@ import { clientSpec, directDest, startTarget } from "./targets.js";
  * 1:1 chat: `pairs` conversations, both members online, each sending to the
  * other. Open-loop steps ramp the rate until p99 send→deliver passes 50 ms.
  * Both members of a pair live in one worker. Ours' clients talk WebSocket,
- * the relay's transport, unless `transport` is "grpc": a Session stream on
- * an HTTP/2 connection of each client's own, as a native app's.
+ * the relay's transport, unless `transport` says otherwise: "grpc", a
+ * Session stream on an HTTP/2 connection of each client's own, as a native
+ * app's; "connect", a web app's Connect client (a Subscribe call, and a unary
+ * Send call per message, on an HTTP/2 connection of its own).
  */
 export async function oneToOne(
   ctx: BenchContext,
@@ -40,7 +42,8 @@ export async function oneToOne(
         );
       }
     }
-    ctx.progress(`${name}: opening ${users} sessions${transport === "grpc" ? " (gRPC)" : ""}`);
+    const over = { websocket: "", grpc: " (gRPC)", connect: " (Connect)" }[transport];
+    ctx.progress(`${name}: opening ${users} sessions${over}`);
     const opened = await openClients(
       ctx,
       t.spec,

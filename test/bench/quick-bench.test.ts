@@ -57,6 +57,8 @@ describe("npm run bench -- --quick", () => {
     );
     // Ours once more with native clients' transport: gRPC Session streams.
     expect(run.oneToOneGrpc?.map((r) => r.target)).toEqual(["ours"]);
+    // And as web apps' Connect clients: a Subscribe call and a unary Send per message.
+    expect(run.oneToOneConnect?.map((r) => r.target)).toEqual(["ours"]);
     expect(run.groupFanout.results.map((r) => r.target).sort()).toEqual(
       ["ejabberd-routing", "ours", "relay"].sort(),
     );
@@ -115,6 +117,12 @@ describe("npm run bench -- --quick", () => {
     expect(grpc.ack!.count).toBeGreaterThan(0);
     expect(grpc.missing).toBe(0);
     expect(grpc.deliver.count).toBe(grpc.ack!.count);
+    // From Connect clients each send is a unary call, its answer the ack; a sender's own
+    // Subscribe call carries its events too, and those are not counted as deliveries.
+    const connect = run.oneToOneConnect![0]!.steps[0]!;
+    expect(connect.ack!.count).toBeGreaterThan(0);
+    expect(connect.missing).toBe(0);
+    expect(connect.deliver.count).toBe(connect.ack!.count);
     for (const i of run.idle) {
       expect(i.held, `${i.target} ${i.transport ?? "sockets"}`).toBe(i.attempted);
       expect(i.rssHeldBytes, i.target).toBeGreaterThan(0);

@@ -233,6 +233,30 @@ describe("renderMarkdown", () => {
     expect(md).toContain("ours 6,000 vs ejabberd-routing 3,000 msgs/s (2.00×)");
   });
 
+  it("shows ours' 1:1 from Connect clients after the gRPC ramp, with the load generator's share", () => {
+    const run = fakeRun();
+    expect(renderMarkdown(run, [], {})).not.toContain("Connect clients");
+    const connect = ramp("ours", 2000);
+    connect.steps[0]!.targetCpuPct = 60;
+    connect.steps[0]!.loadGenCpuPct = 40;
+    run.oneToOne[0]!.steps[0]!.targetCpuPct = 72;
+    run.oneToOneGrpc = [ramp("ours", 4000)];
+    run.oneToOneConnect = [connect];
+    const md = renderMarkdown(run, [], {});
+    // 60% of a core at 2,000 msgs/s is 300 µs a message; the generator's 40% is 200.
+    expect(md).toContain(
+      "Over WebSocket the same server sustained 6,000 msgs/s at 120 µs of server CPU per message; from Connect clients 2,000 msgs/s at 300 µs (the load generator 200).",
+    );
+    expect(md.indexOf("### Ours from web apps' Connect clients")).toBeGreaterThan(
+      md.indexOf("### Ours over gRPC"),
+    );
+    expect(md).toContain("#### `ours` from Connect clients");
+    expect(md).toContain(
+      "| 1:1 sustained msgs/s, ours from web apps' Connect clients (Subscribe + a unary Send per message, one HTTP/2 connection each) | 2,000 | — |",
+    );
+    expect(md).toContain("- `relay` (1:1 over Connect): ours only: Connect's protocol");
+  });
+
   it("shows where the run's time went, per scenario and system, and the rest", () => {
     const run = fakeRun();
     expect(renderMarkdown(run, [], {})).not.toContain("## Where the run's time went");

@@ -1,8 +1,15 @@
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
-import { decodeFrame, encodeSend } from "../../bench/clients/ours-wire.js";
 import {
+  decodeFrame,
+  decodeSendResponse,
+  encodeSend,
+  encodeSendRequest,
+} from "../../bench/clients/ours-wire.js";
+import {
+  SendRequestSchema,
+  SendResponseSchema,
   ServerFrameSchema,
   SessionRequestSchema,
   SessionResponseSchema,
@@ -47,11 +54,25 @@ describe("bench client codec", () => {
     expect(req.action.value.content?.text).toBe(text);
   });
 
+  it("encodes a unary Send call's body and reads its answer as protobuf-es does", () => {
+    const req = fromBinary(SendRequestSchema, encodeSendRequest("c_1", "m_9", "hé"));
+    expect([req.conversationId, req.clientMsgId, req.content?.text]).toEqual(["c_1", "m_9", "hé"]);
+    const answer = toBinary(
+      SendResponseSchema,
+      create(SendResponseSchema, { event: posted(9n, "hé"), duplicate: false }),
+    );
+    expect(decodeSendResponse(answer)).toEqual({
+      case: "sendAck",
+      event: { conversationId: "c_01kbmabcdefghjkmnpqrstvwxy", seq: 9, actor: "u_a", text: "hé" },
+      duplicate: false,
+    });
+  });
+
   it("reads events, acks, sync batches, completion and errors", () => {
     const long = "x".repeat(300);
     expect(decodeFrame(bytesOf({ case: "event", value: posted(300n, long) }))).toEqual({
       case: "event",
-      event: { conversationId: "c_01kbmabcdefghjkmnpqrstvwxy", seq: 300, text: long },
+      event: { conversationId: "c_01kbmabcdefghjkmnpqrstvwxy", seq: 300, actor: "u_a", text: long },
     });
     expect(
       decodeFrame(
@@ -59,7 +80,7 @@ describe("bench client codec", () => {
       ),
     ).toEqual({
       case: "sendAck",
-      event: { conversationId: "c_01kbmabcdefghjkmnpqrstvwxy", seq: 7, text: "hi" },
+      event: { conversationId: "c_01kbmabcdefghjkmnpqrstvwxy", seq: 7, actor: "u_a", text: "hi" },
       duplicate: true,
     });
     const renamed = create(EventSchema, {
@@ -77,8 +98,8 @@ describe("bench client codec", () => {
     ).toEqual({
       case: "sync",
       events: [
-        { conversationId: "c_2", seq: 4, text: "" },
-        { conversationId: "c_01kbmabcdefghjkmnpqrstvwxy", seq: 5, text: "a" },
+        { conversationId: "c_2", seq: 4, actor: "", text: "" },
+        { conversationId: "c_01kbmabcdefghjkmnpqrstvwxy", seq: 5, actor: "u_a", text: "a" },
       ],
     });
     expect(decodeFrame(bytesOf({ case: "syncComplete", value: {} }))).toEqual({
