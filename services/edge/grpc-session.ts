@@ -25,6 +25,9 @@ import {
   ChatService,
   HeartbeatRequestSchema,
   HeartbeatResponseSchema,
+  type SendRequest,
+  SendRequestSchema,
+  SendResponseSchema,
   type SubscribeRequest,
   SubscribeRequestSchema,
   SubscribeResponseSchema,
@@ -39,17 +42,21 @@ import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
 import { corsResponseHeaders, type StreamEndpoint } from "./server.js";
 import { checkCursors } from "./validate.js";
-import { type Dialect, dialects } from "./wire.js";
+import { type Dialect, dialects, encodeSendResponse } from "./wire.js";
 
 /** "package.Service/Method", as metrics and logs label the call. */
 const sessionProcedure = `${ChatService.typeName}/${ChatService.method.session.name}`;
 const subscribeProcedure = `${ChatService.typeName}/${ChatService.method.subscribe.name}`;
 const heartbeatProcedure = `${ChatService.typeName}/${ChatService.method.heartbeat.name}`;
+const sendProcedure = `${ChatService.typeName}/${ChatService.method.send.name}`;
 const procedures = new Map([
   [`/${sessionProcedure}`, sessionProcedure],
   [`/${subscribeProcedure}`, subscribeProcedure],
   [`/${heartbeatProcedure}`, heartbeatProcedure],
+  [`/${sendProcedure}`, sendProcedure],
 ]);
+/** The unary methods served here: one request message, one answer. */
+const unaryProcedures = new Set([heartbeatProcedure, sendProcedure]);
 /** Content types of Connect's unary protocol: messages are not enveloped. */
 const unaryContentTypes = new Set(["application/proto", "application/json"]);
 const identity = (encoding: string | string[] | undefined) =>
@@ -66,10 +73,11 @@ const envelopeHeader = 5;
  * handler stack holds about 60 KB of generators, closures and promises per
  * open stream and Node's request/response wrappers about 3 KB more, while
  * clients keep these streams open for as long as the app runs (browsers reach
- * HTTP/2 through a proxy such as envoy/). The unary Heartbeat that keeps a
- * Subscribe call's session alive is served here too, in every protocol
- * (through Connect's handler it cost several times a Session stream's
- * in-stream heartbeat). Calls it does not claim (compressed messages, a
+ * HTTP/2 through a proxy such as envoy/). The unary calls that go with a
+ * Subscribe call are served here too, in every protocol: Heartbeat, which
+ * keeps its session alive, and Send, which carries what a Session stream
+ * would send (through Connect's handler each cost several times the same
+ * frame on a Session stream). Calls it does not claim (compressed messages, a
  * deadline, gRPC-Web text or JSON, other content types, HTTP/1.1) go to
  * Connect, which serves them with the same checks: token and device, request
  * budget, stream caps, message size, CORS.
@@ -104,33 +112,37 @@ export function createGrpcSessionEndpoint(
   const sessionEnded = endedFor(sessionProcedure);
   const subscribeEnded = endedFor(subscribeProcedure);
   // Bound on first use, as the metrics interceptor binds them per method.
-  let heartbeatBound:
-    | {
-        seconds: ReturnType<Metrics["rpcSeconds"]["labels"]>;
-        ok: ReturnType<Metrics["rpcs"]["labels"]>;
-      }
-    | undefined;
-  /** A unary Heartbeat call ends: its duration and outcome, as the metrics interceptor counts them. */
-  const heartbeatEnded = (started: number) => {
-    heartbeatBound ??= {
-      seconds: metrics.rpcSeconds.labels(heartbeatProcedure),
-      ok: metrics.rpcs.labels(heartbeatProcedure, "ok"),
-    };
-    const bound = heartbeatBound;
+  const unaryBound = new Map<
+    string,
+    {
+      seconds: ReturnType<Metrics["rpcSeconds"]["labels"]>;
+      ok: ReturnType<Metrics["rpcs"]["labels"]>;
+    }
+  >();
+  /** A unary call ends: its duration and outcome, as the metrics interceptor counts them. */
+  const unaryEnded = (procedure: string, started: number) => {
+    let bound = unaryBound.get(procedure);
+    if (!bound) {
+      bound = {
+        seconds: metrics.rpcSeconds.labels(procedure),
+        ok: metrics.rpcs.labels(procedure, "ok"),
+      };
+      unaryBound.set(procedure, bound);
+    }
+    const { seconds, ok } = bound;
     return (err: ConnectError | undefined) => {
-      bound.seconds.observe((performance.now() - started) / 1000);
+      seconds.observe((performance.now() - started) / 1000);
       if (!err) {
-        bound.ok.inc();
+        ok.inc();
         return;
       }
-      metrics.rpcs.inc({ procedure: heartbeatProcedure, code: codeOf(err) });
-      logCallError(log, { procedure: heartbeatProcedure }, err);
+      metrics.rpcs.inc({ procedure, code: codeOf(err) });
+      logCallError(log, { procedure }, err);
     };
   };
 
   /** Answers a Heartbeat call once its one request message is in. */
   function heartbeat(call: SessionCall, who: Caller, data: Uint8Array) {
-    const json = call.dialect === "connect-json";
     try {
       decodeRequest(HeartbeatRequestSchema, call, data);
     } catch (err) {
@@ -142,7 +154,7 @@ export function createGrpcSessionEndpoint(
         if (!call.writable) return;
         const res = create(HeartbeatResponseSchema, { serverTime: timestampNow() });
         call.reply(
-          json
+          call.dialect === "connect-json"
             ? Buffer.from(toJsonString(HeartbeatResponseSchema, res), "utf8")
             : toBinary(HeartbeatResponseSchema, res),
         );
@@ -150,6 +162,36 @@ export function createGrpcSessionEndpoint(
       (err: unknown) => call.finish(toConnectError(err)),
     );
   }
+
+  /**
+   * Answers a Send call once its one request message is in: the same action
+   * as a Session stream's send frame, answered once the event is durable.
+   */
+  function send(call: SessionCall, who: Caller, data: Uint8Array) {
+    let req: SendRequest;
+    try {
+      req = decodeRequest(SendRequestSchema, call, data);
+    } catch (err) {
+      call.finish(fail.invalid("malformed request message", err));
+      return;
+    }
+    ctx.actions.send(who, req).then(
+      (res) => {
+        if (!call.writable) return;
+        call.reply(
+          call.dialect === "connect-json"
+            ? Buffer.from(toJsonString(SendResponseSchema, res), "utf8")
+            : encodeSendResponse(res),
+        );
+      },
+      (err: unknown) => call.finish(toConnectError(err)),
+    );
+  }
+
+  const unaryHandlers = new Map([
+    [heartbeatProcedure, heartbeat],
+    [sendProcedure, send],
+  ]);
 
   /** Starts a Subscribe call's session once its one request message is in. */
   function subscribe(call: SessionCall, who: Caller, data: Uint8Array) {
@@ -178,7 +220,7 @@ export function createGrpcSessionEndpoint(
       // Only gRPC carries Session: browsers (gRPC-Web, Connect) cannot hold a bidi stream.
       if (procedure === sessionProcedure && dialect !== "grpc") return false;
       // In the Connect protocol a unary call has a unary content type, a streaming call a streaming one.
-      if (connect && unaryContentTypes.has(contentType) !== (procedure === heartbeatProcedure)) {
+      if (connect && unaryContentTypes.has(contentType) !== unaryProcedures.has(procedure)) {
         return false;
       }
       if (unaryContentTypes.has(contentType)) {
@@ -193,7 +235,7 @@ export function createGrpcSessionEndpoint(
     serve(stream, headers) {
       const procedure = procedures.get(headers[":path"] ?? "") ?? sessionProcedure;
       const contentType = headers["content-type"] ?? "application/grpc";
-      const unary = procedure === heartbeatProcedure;
+      const unary = unaryHandlers.get(procedure);
       if (!unary) metrics.streams.inc({ procedure });
       const call = new SessionCall(
         stream,
@@ -201,7 +243,7 @@ export function createGrpcSessionEndpoint(
         unaryContentTypes.has(contentType),
         limits.frameMaxBytes,
         unary
-          ? heartbeatEnded(performance.now())
+          ? unaryEnded(procedure, performance.now())
           : procedure === subscribeProcedure
             ? subscribeEnded
             : sessionEnded,
@@ -210,7 +252,7 @@ export function createGrpcSessionEndpoint(
       admit(headers).then(
         (who) => {
           if (procedure === sessionProcedure) call.start(new FramePump(ctx, call, who));
-          else call.readRequest((data) => (unary ? heartbeat : subscribe)(call, who, data));
+          else call.readRequest((data) => (unary ?? subscribe)(call, who, data));
         },
         (err: unknown) => call.finish(toConnectError(err)),
       );
@@ -248,8 +290,8 @@ function onWantTrailers(this: http2.ServerHttp2Stream) {
 function ignore() {}
 
 /**
- * One Session, Subscribe or Heartbeat call: splits the request body into
- * messages for the pump (or takes a Subscribe or Heartbeat call's one request
+ * One Session, Subscribe or unary call: splits the request body into
+ * messages for the pump (or takes a Subscribe or unary call's one request
  * message) and writes its messages in its dialect's framing, with the status
  * in HTTP trailers (gRPC) or in a last message (gRPC-Web, Connect). A call in
  * Connect's unary protocol (`bare`) reads the whole body as its message and
@@ -316,7 +358,7 @@ class SessionCall implements FrameWire {
   }
 
   /**
-   * Reads a Subscribe or Heartbeat call's request: exactly one message, then
+   * Reads a Subscribe or unary call's request: exactly one message, then
    * the end of input, which hands the message to `take`.
    */
   readRequest(take: (data: Uint8Array) => void) {

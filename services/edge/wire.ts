@@ -14,6 +14,8 @@ import {
   type GetHistoryResponse,
   GetHistoryResponseSchema,
   type SendRequest,
+  type SendResponse,
+  SendResponseSchema,
   type ServerFrame,
   type SessionRequest,
   SessionRequestSchema,
@@ -77,9 +79,8 @@ export function encodeSessionResponse(f: ServerFrame): Uint8Array {
   const ev = k.case === "event" ? k.value : k.value.event;
   const evBytes = ev ? eventBytes(ev) : undefined;
   const duplicate = k.case === "sendAck" && k.value.duplicate;
-  const evField = evBytes ? fieldSize(evBytes.length) : 0;
   // The case's own field: the event itself, or a SendResponse around it.
-  const caseLen = k.case === "event" ? evBytes!.length : evField + (duplicate ? 2 : 0);
+  const caseLen = k.case === "event" ? evBytes!.length : sendResponseSize(evBytes, duplicate);
   const frameLen = (replyTo ? fieldSize(replyTo.length) : 0) + fieldSize(caseLen);
   const out = new Uint8Array(fieldSize(frameLen));
   let at = putHeader(out, 0, tagLen(responseFrame), frameLen);
@@ -94,15 +95,19 @@ export function encodeSessionResponse(f: ServerFrame): Uint8Array {
     return out;
   }
   at = putHeader(out, at, tagLen(frameSendAck), caseLen);
-  if (evBytes) {
-    at = putHeader(out, at, tagLen(ackEvent), evBytes.length);
-    out.set(evBytes, at);
-    at += evBytes.length;
-  }
-  if (duplicate) {
-    out[at++] = (ackDuplicate << 3) | WireType.Varint;
-    out[at] = 1;
-  }
+  putSendResponse(out, at, evBytes, duplicate);
+  return out;
+}
+
+/**
+ * Encodes a SendResponse (a unary Send call's answer) byte for byte as
+ * toBinary would, around the event's cached encoding (see eventBytes).
+ */
+export function encodeSendResponse(res: SendResponse): Uint8Array {
+  if (hasUnknown(res)) return toBinary(SendResponseSchema, res);
+  const evBytes = res.event ? eventBytes(res.event) : undefined;
+  const out = new Uint8Array(sendResponseSize(evBytes, res.duplicate));
+  putSendResponse(out, 0, evBytes, res.duplicate);
   return out;
 }
 
@@ -189,6 +194,28 @@ const varintSize = (n: number) => {
 
 /** Bytes of a length-delimited field with a one-byte tag and `len` bytes of payload. */
 const fieldSize = (len: number) => 1 + varintSize(len) + len;
+
+/** Bytes of a SendResponse holding an event of these bytes (if any) and the duplicate flag. */
+const sendResponseSize = (evBytes: Uint8Array | undefined, duplicate: boolean) =>
+  (evBytes ? fieldSize(evBytes.length) : 0) + (duplicate ? 2 : 0);
+
+/** Writes a SendResponse's fields at `at`: the event's bytes, then duplicate when set. */
+function putSendResponse(
+  out: Uint8Array,
+  at: number,
+  evBytes: Uint8Array | undefined,
+  duplicate: boolean,
+) {
+  if (evBytes) {
+    at = putHeader(out, at, tagLen(ackEvent), evBytes.length);
+    out.set(evBytes, at);
+    at += evBytes.length;
+  }
+  if (duplicate) {
+    out[at++] = (ackDuplicate << 3) | WireType.Varint;
+    out[at] = 1;
+  }
+}
 
 /** Writes a one-byte tag and the payload's length; returns where the payload starts. */
 function putHeader(out: Uint8Array, at: number, tag: number, len: number): number {

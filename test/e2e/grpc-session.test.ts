@@ -1,5 +1,5 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, createClient, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import {
   compressionGzip,
   createConnectTransport,
@@ -11,6 +11,8 @@ import {
   ChatService,
   HeartbeatRequestSchema,
   HeartbeatResponseSchema,
+  SendRequestSchema,
+  SendResponseSchema,
   SubscribeRequestSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
 import { createGrpcSessionEndpoint } from "../../services/edge/grpc-session.js";
@@ -20,6 +22,7 @@ import {
   login,
   openSession,
   openSubscribe,
+  settle,
   type User,
 } from "../helpers/clients.js";
 import { sample, scrape } from "../helpers/metrics.js";
@@ -37,6 +40,7 @@ afterEach(async () => {
 const sessionPath = "/chat.v1.ChatService/Session";
 const subscribePath = "/chat.v1.ChatService/Subscribe";
 const heartbeatPath = "/chat.v1.ChatService/Heartbeat";
+const sendPath = "/chat.v1.ChatService/Send";
 
 /**
  * Calls to a method that takes one request message, each breaking that
@@ -137,7 +141,6 @@ describe("gRPC Session streams", () => {
     expect(claims({ ...grpc, "grpc-timeout": "10S" }, "/chat.v1.ChatService/Subscribe")).toBe(
       false,
     );
-    expect(claims(grpc, "/chat.v1.ChatService/Send")).toBe(false);
     // Browser protocols over HTTP/2 (behind a proxy): Subscribe only, uncompressed, no deadline.
     for (const ct of [
       "application/grpc-web",
@@ -171,6 +174,14 @@ describe("gRPC Session streams", () => {
     expect(claims({ "content-type": "application/connect+proto" }, heartbeatPath)).toBe(false);
     expect(claims(unary, subscribePath)).toBe(false);
     expect(claims({ "content-type": "application/json" }, sessionPath)).toBe(false);
+    // Unary Send, the other call a Subscribe client makes all day, the same way.
+    expect(claims(grpc, sendPath)).toBe(true);
+    expect(claims({ "content-type": "application/grpc-web+proto" }, sendPath)).toBe(true);
+    expect(claims(unary, sendPath)).toBe(true);
+    expect(claims({ "content-type": "application/json" }, sendPath)).toBe(true);
+    expect(claims({ "content-type": "application/connect+proto" }, sendPath)).toBe(false);
+    expect(claims({ ...grpc, "grpc-timeout": "10S" }, sendPath)).toBe(false);
+    expect(claims({ ...unary, "content-encoding": "gzip" }, sendPath)).toBe(false);
     expect(claims(grpc, "/chat.v1.ChatService/SetTyping")).toBe(false);
   });
 
@@ -326,6 +337,110 @@ describe("gRPC Session streams", () => {
       resource_exhausted: 1,
       timed: 9,
     });
+  });
+
+  it("serve unary Send on the direct path: the durable event, a retry's original, Connect's codes for bad sends, every protocol answered", async () => {
+    server = await startServer();
+    const [a, b, c] = await Promise.all([
+      login(server, "ann"),
+      login(server, "ben"),
+      login(server, "cy"),
+    ]);
+    const id = await direct(a, b);
+    const ben = openSession(b.chat);
+    await ben.frames.synced();
+    const h2 = await connectH2(server.url);
+    cleanups.push(() => h2.destroy());
+    const request = (clientMsgId: string) =>
+      toBinary(
+        SendRequestSchema,
+        create(SendRequestSchema, { conversationId: id, clientMsgId, content: { text: "hi" } }),
+      );
+
+    const first = rawCall(h2, sendPath, a.token, request("m1"));
+    expect((await first.outcome).code).toBe(0);
+    const sent = fromBinary(SendResponseSchema, first.messages[0]!);
+    expect(sent.duplicate).toBe(false);
+    expect(sent.event?.clientMsgId).toBe("m1");
+    expect(sent.event?.actorUserId).toBe(a.userId);
+    // A retry gets the original event back, marked as such.
+    const retry = rawCall(h2, sendPath, a.token, request("m1"));
+    expect((await retry.outcome).code).toBe(0);
+    const again = fromBinary(SendResponseSchema, retry.messages[0]!);
+    expect(again.duplicate).toBe(true);
+    expect(again.event).toEqual(sent.event);
+
+    // Bad sends get the codes Connect's handler gives them (a compressed call still goes there).
+    const bad = [
+      [a, { conversationId: id, clientMsgId: "", content: { text: "x" } }],
+      [a, { conversationId: id, clientMsgId: "m2", content: { text: "x".repeat(70_000) } }],
+      [
+        a,
+        {
+          conversationId: "c_01kbmabcdefghjkmnpqrstvwxy",
+          clientMsgId: "m3",
+          content: { text: "x" },
+        },
+      ],
+      [c, { conversationId: id, clientMsgId: "m4", content: { text: "x" } }],
+    ] as const;
+    const codes = async (gzip: boolean) => {
+      const out: (Code | undefined)[] = [];
+      for (const [who, req] of bad) {
+        const err = await chatWith(server!, who, { gzip })
+          .send(req)
+          .then(
+            () => undefined,
+            (e: unknown) => ConnectError.from(e).code,
+          );
+        out.push(err);
+      }
+      return out;
+    };
+    const viaConnect = await codes(true);
+    expect(viaConnect).toEqual([
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+      Code.NotFound,
+      Code.PermissionDenied,
+    ]);
+    expect(await codes(false)).toEqual(viaConnect);
+    const outcomes = await malformedCalls(h2, sendPath, a.token, request("m5"));
+    expect(outcomes.map((o) => o.code)).toEqual(malformedCodes);
+    expect((await rawCall(h2, sendPath, "not-a-token", request("m6")).outcome).code).toBe(
+      Code.Unauthenticated,
+    );
+
+    // gRPC-Web and Connect's unary protocol, binary and JSON, as browser clients send.
+    const web = [
+      ["grpc-web", true],
+      ["connect", true],
+      ["connect", false],
+    ] as const;
+    for (const [protocol, binary] of web) {
+      const clientMsgId = `w-${protocol}-${binary}`;
+      const res = await webWith(server, a, protocol, binary).send({
+        conversationId: id,
+        clientMsgId,
+        content: { text: "w" },
+      });
+      expect(res.event?.clientMsgId, clientMsgId).toBe(clientMsgId);
+      expect(res.duplicate).toBe(false);
+    }
+    // Nothing refused was stored: ben got exactly the four good sends, in order.
+    const posted = () => ben.frames.events(id).filter((e) => e.kind.case === "messagePosted");
+    await ben.frames.until(() => posted().length >= 4);
+    await settle();
+    expect(posted().map((e) => e.clientMsgId)).toEqual([
+      "m1",
+      ...web.map(([p, bin]) => `w-${p}-${bin}`),
+    ]);
+    ben.abort();
+
+    const text = await scrape(server);
+    const p = 'procedure="chat.v1.ChatService/Send"';
+    expect(sample(text, `chat_rpc_total{${p},code="ok"}`)).toBe(5);
+    expect(sample(text, `chat_rpc_total{${p},code="unauthenticated"}`)).toBe(1);
   });
 
   it("serve Connect-protocol unary Heartbeat with bare messages: errors as an HTTP status and JSON, as Connect answers them", async () => {

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { ReadHistoryResponseSchema } from "../../gen/chat/internal/v1/store_service_pb.js";
 import {
   GetHistoryResponseSchema,
+  SendResponseSchema,
   ServerFrameSchema,
   type SessionRequest,
   SessionRequestSchema,
@@ -16,6 +17,7 @@ import {
   answersInBinary,
   decodePlainSend,
   decodeSessionRequest,
+  encodeSendResponse,
   encodeSessionResponse,
   historyAnswer,
   withEvents,
@@ -85,6 +87,27 @@ describe("encodeSessionResponse", () => {
     const f = create(ServerFrameSchema, { frame: { case: "event", value: decoded } });
     const back = fromBinary(SessionResponseSchema, encodeSessionResponse(f));
     expect(back.frame?.frame.value).toEqual(ev(5n));
+  });
+});
+
+describe("encodeSendResponse", () => {
+  it("writes exactly what toBinary writes, with or without an event, duplicate or not", () => {
+    for (const res of [
+      create(SendResponseSchema, { event: ev(8n), duplicate: false }),
+      create(SendResponseSchema, { event: ev(9n, "é".repeat(20_000)), duplicate: true }),
+      create(SendResponseSchema, { duplicate: true }),
+      create(SendResponseSchema),
+    ]) {
+      expect(encodeSendResponse(res)).toEqual(toBinary(SendResponseSchema, res));
+    }
+  });
+
+  it("keeps unknown fields, as toBinary does", () => {
+    const res = fromBinary(
+      SendResponseSchema,
+      new Uint8Array([...toBinary(SendResponseSchema, create(SendResponseSchema)), 0x18, 0x01]),
+    );
+    expect(encodeSendResponse(res)).toEqual(new Uint8Array([0x18, 0x01]));
   });
 });
 
