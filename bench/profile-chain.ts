@@ -60,6 +60,8 @@ interface Numbers {
   sustained: number;
   cpuUsPerMsgAt500: number;
   cpuUsPerMsgAt5000: number;
+  connectSustained: number;
+  connectCpuUsPerMsgAt1000: number;
   kbPerConn: number;
   sessionsPerSec: number;
   grpcKbPerSession: number;
@@ -107,8 +109,9 @@ function measure(rev: string): Numbers {
       readFileSync(join(out, "bench", "results-quick.json"), "utf8"),
     ) as BenchRun;
     const one = run.oneToOne[0];
-    const cpuAt = (rate: number) => {
-      const pct = one?.steps.find((s) => s.offeredPerSec === rate)?.targetCpuPct;
+    const connect = run.oneToOneConnect?.[0];
+    const cpuAt = (rate: number, ramp = one) => {
+      const pct = ramp?.steps.find((s) => s.offeredPerSec === rate)?.targetCpuPct;
       return pct ? (pct * 10_000) / rate : 0;
     };
     const idle = run.idle.find((r) => !r.transport);
@@ -120,6 +123,8 @@ function measure(rev: string): Numbers {
       sustained: one?.sustainedPerSec ?? 0,
       cpuUsPerMsgAt500: cpuAt(500),
       cpuUsPerMsgAt5000: cpuAt(5000),
+      connectSustained: connect?.sustainedPerSec ?? 0,
+      connectCpuUsPerMsgAt1000: cpuAt(1000, connect),
       kbPerConn: idle ? idle.rssPerConnBytes / 1024 : 0,
       sessionsPerSec: idle?.connectPerSec ?? 0,
       grpcKbPerSession: streams ? streams.rssPerConnBytes / 1024 : 0,
@@ -161,6 +166,13 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
     m("1:1 sustained at p99 ≤ 50 ms", "msgs/s", "sustained"),
     m("server CPU per message at 500 msgs/s", "µs", "cpuUsPerMsgAt500", true),
     m("server CPU per message at 5,000 msgs/s", "µs", "cpuUsPerMsgAt5000", true),
+    m("1:1 from Connect clients (unary sends) at p99 ≤ 50 ms", "msgs/s", "connectSustained"),
+    m(
+      "server CPU per message from Connect clients at 1,000 msgs/s",
+      "µs",
+      "connectCpuUsPerMsgAt1000",
+      true,
+    ),
     m("group fan-out, 500 members", "deliveries/s", "groupDeliveriesPerSec"),
     m("idle RSS per connection, 5,000 sessions", "KB", "kbPerConn", true),
     m("session setup", "sessions/s", "sessionsPerSec"),
