@@ -556,6 +556,19 @@ describe("renderMarkdown", () => {
         "ours' server and the load generator 150% at ours' ceiling and 190% at the step over " +
         "the SLO.",
     );
+    expect(md).not.toContain("more than the two spent");
+    expect(md).not.toContain("CPU to spare");
+    // A budget above what ours spent says so, and that the tail, not the CPU, broke the ramp.
+    const slowDay = ramp("ejabberd-routing", 7000);
+    Object.assign(slowDay.steps[0]!, { targetCpuPct: 130, loadGenCpuPct: 55 });
+    run.oneToOne = [run.oneToOne[0]!, slowDay, ramp("relay", 40_000)];
+    const roomy = renderMarkdown(run, [], {});
+    // 200% over 7,000 msgs/s is 286 µs a message, 14% over ours' 250.
+    expect(roomy).toContain(
+      "that is 286 µs of CPU per message for the server and the load generator together, 14% " +
+        "more than the two spent at ours' ceiling, 250 (200 and 50);",
+    );
+    expect(roomy).toContain("but ours' ramp broke first with CPU to spare");
     // A target ours met leaves no budget line; none at all when every target was met.
     run.oneToOne = [run.oneToOne[0]!, routing, ramp("relay", 10_000)];
     expect(renderMarkdown(run, [], {})).not.toContain("half the relay's rate");
