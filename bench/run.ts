@@ -1,5 +1,5 @@
 /**
- * `npm run bench` (about 9 minutes here) and `npm run bench -- --quick`
+ * `npm run bench` (about 10 minutes here) and `npm run bench -- --quick`
  * (about a minute): every scenario against ours, the raw relay and ejabberd, in one
  * run on this machine; 1:1 runs ours once more over gRPC. Writes the results JSON and docs/BENCHMARKS.md.
  *
