@@ -337,11 +337,12 @@ describe("text", () => {
     acked.push({ event: res.event!, text: pair });
   });
 
-  it("answers invalid UTF-8 bytes in a unary binary request with INTERNAL (Connect's code for an unparseable request, before any interceptor), storing nothing", async () => {
+  it("answers invalid UTF-8 bytes in a unary binary request with INVALID_ARGUMENT on the direct path and INTERNAL through Connect's handler, storing nothing", async () => {
     // protobuf-es decodes proto3 strings strictly, so the request never
-    // reaches validation: Connect reports the parse failure as INTERNAL, as
-    // gRPC servers do. On streams the edge reports it as INVALID_ARGUMENT
-    // (see abuse.test.ts).
+    // reaches validation. Connect's handler reports the parse failure as
+    // INTERNAL, as gRPC servers do, before any interceptor; the direct path
+    // (gRPC over HTTP/2 here) reports it as INVALID_ARGUMENT, as it does on
+    // streams (see abuse.test.ts). fetch speaks HTTP/1.1, which Connect serves.
     const invalid = [
       Buffer.from([0x61, 0xed, 0xa0, 0x80, 0x62]), // CESU-8 lone surrogate U+D800
       Buffer.from([0xff]),
@@ -366,7 +367,8 @@ describe("text", () => {
         expect(err.code).toBe("internal");
         expect(err.message).toMatch(/^parse binary/);
         const grpc = await rawCall(h2, "/chat.v1.ChatService/Send", ann.token, body).outcome;
-        expect(grpc.code).toBe(Code.Internal);
+        expect(grpc.code).toBe(Code.InvalidArgument);
+        expect(grpc.message).toContain("malformed request message");
       }
       // The same hand encoder with valid UTF-8 is accepted, so only the bytes were at fault.
       const good = sendRequestBytes(id, "utf8-ok", Buffer.from("valid ✓"));
