@@ -273,6 +273,18 @@ const grpcOnlyOurs =
 const connectOnlyOurs =
   "ours only: Connect's protocol is our web clients' transport; the row above compares every system over WebSocket or XMPP, one socket per client";
 
+/** The 1:1 row of ours alone over another of its client transports, when that ramp ran. */
+function oursOnlyRamp(
+  results: readonly RampResult[] | undefined,
+  label: string,
+  oursOnly: string,
+  oursOnlyTitle: string,
+): SummaryRow[] {
+  if (!results?.length) return [];
+  const values = valuesOf(results, (r) => r.sustainedPerSec);
+  return [{ scenario: "oneToOne", label, values, format: fmtNum, oursOnly, oursOnlyTitle }];
+}
+
 function summaryRows(run: BenchRun): SummaryRow[] {
   const int = (n: number) => fmtNum(n);
   const streamIdles = run.idle.filter(isStreams);
@@ -285,32 +297,18 @@ function summaryRows(run: BenchRun): SummaryRow[] {
       values: valuesOf(run.oneToOne, (r) => r.sustainedPerSec),
       format: int,
     },
-    ...(run.oneToOneGrpc?.length
-      ? [
-          {
-            scenario: "oneToOne" as const,
-            label:
-              "1:1 sustained msgs/s, ours over gRPC Session streams (one HTTP/2 connection each)",
-            values: valuesOf(run.oneToOneGrpc, (r) => r.sustainedPerSec),
-            format: int,
-            oursOnly: grpcOnlyOurs,
-            oursOnlyTitle: "1:1 over gRPC",
-          },
-        ]
-      : []),
-    ...(run.oneToOneConnect?.length
-      ? [
-          {
-            scenario: "oneToOne" as const,
-            label:
-              "1:1 sustained msgs/s, ours from web apps' Connect clients (Subscribe + a unary Send per message, one HTTP/2 connection each)",
-            values: valuesOf(run.oneToOneConnect, (r) => r.sustainedPerSec),
-            format: int,
-            oursOnly: connectOnlyOurs,
-            oursOnlyTitle: "1:1 over Connect",
-          },
-        ]
-      : []),
+    ...oursOnlyRamp(
+      run.oneToOneGrpc,
+      "1:1 sustained msgs/s, ours over gRPC Session streams (one HTTP/2 connection each)",
+      grpcOnlyOurs,
+      "1:1 over gRPC",
+    ),
+    ...oursOnlyRamp(
+      run.oneToOneConnect,
+      "1:1 sustained msgs/s, ours from web apps' Connect clients (Subscribe + a unary Send per message, one HTTP/2 connection each)",
+      connectOnlyOurs,
+      "1:1 over Connect",
+    ),
     {
       scenario: "groupFanout",
       label: `Group fan-out sustained deliveries/s (p99 ≤ ${fmtNum((run.groupFanout.sloP99Us ?? SLO_P99_US) / 1000)} ms)`,

@@ -323,20 +323,13 @@ async function eachIdle(
 
 const all: TargetName[] = ["ours", "relay", "ejabberd-routing", "ejabberd-archive"];
 await each("one-to-one", all, (n) => oneToOne(ctx, n), run.oneToOne);
-await each(
-  "one-to-one",
-  ["ours"],
-  (n) => oneToOne(ctx, n, "grpc"),
-  oneToOneGrpc,
-  "gRPC Session streams",
-);
-await each(
-  "one-to-one",
-  ["ours"],
-  (n) => oneToOne(ctx, n, "connect"),
-  oneToOneConnect,
-  "Connect Subscribe + unary Send",
-);
+// Ours once more over each of its other client transports: native apps', then web apps'.
+for (const [transport, results, variant] of [
+  ["grpc", oneToOneGrpc, "gRPC Session streams"],
+  ["connect", oneToOneConnect, "Connect Subscribe + unary Send"],
+] as const) {
+  await each("one-to-one", ["ours"], (n) => oneToOne(ctx, n, transport), results, variant);
+}
 await each(
   "group-fanout",
   ["ours", "relay", "ejabberd-routing"],

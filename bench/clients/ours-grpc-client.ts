@@ -103,18 +103,17 @@ const connectHeartbeatRequest = Buffer.from(
 );
 
 /**
- * A unary call whose answer nobody waits for (a Subscribe client's
- * heartbeat): gRPC, or Connect's unary protocol as a browser's Connect client
- * makes it.
+ * Starts a unary call on `session`: gRPC, or Connect's unary protocol as a
+ * browser's Connect client makes it. Undefined once the connection is gone.
  */
-function fireUnary(
+function startUnary(
   session: http2.ClientHttp2Session,
   path: string,
   token: string,
   connect: boolean,
-) {
-  if (session.closed || session.destroyed) return;
-  const call = session.request({
+): http2.ClientHttp2Stream | undefined {
+  if (session.closed || session.destroyed) return undefined;
+  return session.request({
     ":method": "POST",
     ":path": path,
     ...(connect
@@ -122,6 +121,17 @@ function fireUnary(
       : { "content-type": "application/grpc+proto", te: "trailers" }),
     authorization: `Bearer ${token}`,
   });
+}
+
+/** A unary call whose answer nobody waits for (a Subscribe client's heartbeat). */
+function fireUnary(
+  session: http2.ClientHttp2Session,
+  path: string,
+  token: string,
+  connect: boolean,
+) {
+  const call = startUnary(session, path, token, connect);
+  if (!call) return;
   const body = connect ? connectHeartbeatRequest : heartbeatRequest;
   // Connect answers with the HTTP status; gRPC with grpc-status in the trailers.
   const check = (h: http2.IncomingHttpHeaders) => {
@@ -149,15 +159,8 @@ function unarySend(
   request: Uint8Array,
   onAck: ((text: string) => void) | undefined,
 ) {
-  if (session.closed || session.destroyed) return;
-  const call = session.request({
-    ":method": "POST",
-    ":path": sendPath,
-    ...(connect
-      ? { "content-type": "application/proto", "connect-protocol-version": "1" }
-      : { "content-type": "application/grpc+proto", te: "trailers" }),
-    authorization: `Bearer ${token}`,
-  });
+  const call = startUnary(session, sendPath, token, connect);
+  if (!call) return;
   const chunks: Buffer[] = [];
   let ok = false;
   call.on("response", (h) => {
