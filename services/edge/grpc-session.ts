@@ -25,9 +25,14 @@ import {
   ChatService,
   HeartbeatRequestSchema,
   HeartbeatResponseSchema,
-  type SendRequest,
+  MarkDeliveredRequestSchema,
+  MarkDeliveredResponseSchema,
+  MarkReadRequestSchema,
+  MarkReadResponseSchema,
   SendRequestSchema,
   SendResponseSchema,
+  SetTypingRequestSchema,
+  SetTypingResponseSchema,
   type SubscribeRequest,
   SubscribeRequestSchema,
   SubscribeResponseSchema,
@@ -45,18 +50,28 @@ import { checkCursors } from "./validate.js";
 import { type Dialect, dialects, encodeSendResponse } from "./wire.js";
 
 /** "package.Service/Method", as metrics and logs label the call. */
-const sessionProcedure = `${ChatService.typeName}/${ChatService.method.session.name}`;
-const subscribeProcedure = `${ChatService.typeName}/${ChatService.method.subscribe.name}`;
-const heartbeatProcedure = `${ChatService.typeName}/${ChatService.method.heartbeat.name}`;
-const sendProcedure = `${ChatService.typeName}/${ChatService.method.send.name}`;
-const procedures = new Map([
-  [`/${sessionProcedure}`, sessionProcedure],
-  [`/${subscribeProcedure}`, subscribeProcedure],
-  [`/${heartbeatProcedure}`, heartbeatProcedure],
-  [`/${sendProcedure}`, sendProcedure],
+const procedureOf = (m: { name: string }) => `${ChatService.typeName}/${m.name}`;
+const sessionProcedure = procedureOf(ChatService.method.session);
+const subscribeProcedure = procedureOf(ChatService.method.subscribe);
+const heartbeatProcedure = procedureOf(ChatService.method.heartbeat);
+const sendProcedure = procedureOf(ChatService.method.send);
+const markDeliveredProcedure = procedureOf(ChatService.method.markDelivered);
+const markReadProcedure = procedureOf(ChatService.method.markRead);
+const setTypingProcedure = procedureOf(ChatService.method.setTyping);
+/**
+ * The unary methods served here, one request message and one answer each:
+ * what a client holding Subscribe instead of a Session stream calls all day.
+ */
+const unaryProcedures = new Set([
+  heartbeatProcedure,
+  sendProcedure,
+  markDeliveredProcedure,
+  markReadProcedure,
+  setTypingProcedure,
 ]);
-/** The unary methods served here: one request message, one answer. */
-const unaryProcedures = new Set([heartbeatProcedure, sendProcedure]);
+const procedures = new Map(
+  [sessionProcedure, subscribeProcedure, ...unaryProcedures].map((p) => [`/${p}`, p]),
+);
 /** Content types of Connect's unary protocol: messages are not enveloped. */
 const unaryContentTypes = new Set(["application/proto", "application/json"]);
 const identity = (encoding: string | string[] | undefined) =>
@@ -75,9 +90,9 @@ const envelopeHeader = 5;
  * clients keep these streams open for as long as the app runs (browsers reach
  * HTTP/2 through a proxy such as envoy/). The unary calls that go with a
  * Subscribe call are served here too, in every protocol: Heartbeat, which
- * keeps its session alive, and Send, which carries what a Session stream
- * would send (through Connect's handler each cost several times the same
- * frame on a Session stream). Calls it does not claim (compressed messages, a
+ * keeps its session alive, and Send, MarkDelivered, MarkRead and SetTyping,
+ * which carry what a Session stream's frames would (through Connect's handler
+ * each cost several times the same frame on a Session stream). Calls it does not claim (compressed messages, a
  * deadline, gRPC-Web text or JSON, other content types, HTTP/1.1) go to
  * Connect, which serves them with the same checks: token and device, request
  * budget, stream caps, message size, CORS.
@@ -141,56 +156,79 @@ export function createGrpcSessionEndpoint(
     };
   };
 
-  /** Answers a Heartbeat call once its one request message is in. */
-  function heartbeat(call: SessionCall, who: Caller, data: Uint8Array) {
-    try {
-      decodeRequest(HeartbeatRequestSchema, call, data);
-    } catch (err) {
-      call.finish(fail.invalid("malformed request message", err));
-      return;
-    }
-    ctx.actions.heartbeat(who).then(
-      () => {
-        if (!call.writable) return;
-        const res = create(HeartbeatResponseSchema, { serverTime: timestampNow() });
-        call.reply(
-          call.dialect === "connect-json"
-            ? Buffer.from(toJsonString(HeartbeatResponseSchema, res), "utf8")
-            : toBinary(HeartbeatResponseSchema, res),
-        );
-      },
-      (err: unknown) => call.finish(toConnectError(err)),
-    );
-  }
-
   /**
-   * Answers a Send call once its one request message is in: the same action
-   * as a Session stream's send frame, answered once the event is durable.
+   * A unary method's handler: decodes the one request message, runs `act`
+   * (the same action a Session stream frame runs) and answers with its
+   * result, binary through `encode` or as Connect writes JSON.
    */
-  function send(call: SessionCall, who: Caller, data: Uint8Array) {
-    let req: SendRequest;
-    try {
-      req = decodeRequest(SendRequestSchema, call, data);
-    } catch (err) {
-      call.finish(fail.invalid("malformed request message", err));
-      return;
-    }
-    ctx.actions.send(who, req).then(
-      (res) => {
-        if (!call.writable) return;
-        call.reply(
-          call.dialect === "connect-json"
-            ? Buffer.from(toJsonString(SendResponseSchema, res), "utf8")
-            : encodeSendResponse(res),
-        );
-      },
-      (err: unknown) => call.finish(toConnectError(err)),
-    );
+  function unary<I extends DescMessage, O extends DescMessage>(
+    input: I,
+    output: O,
+    act: (who: Caller, req: MessageShape<I>) => Promise<MessageShape<O>>,
+    encode: (res: MessageShape<O>) => Uint8Array = (res) => toBinary(output, res),
+  ) {
+    return (call: SessionCall, who: Caller, data: Uint8Array) => {
+      let req: MessageShape<I>;
+      try {
+        req = decodeRequest(input, call, data);
+      } catch (err) {
+        call.finish(fail.invalid("malformed request message", err));
+        return;
+      }
+      act(who, req).then(
+        (res) => {
+          if (!call.writable) return;
+          call.reply(
+            call.dialect === "connect-json"
+              ? Buffer.from(toJsonString(output, res), "utf8")
+              : encode(res),
+          );
+        },
+        (err: unknown) => call.finish(toConnectError(err)),
+      );
+    };
   }
 
+  const { actions } = ctx;
   const unaryHandlers = new Map([
-    [heartbeatProcedure, heartbeat],
-    [sendProcedure, send],
+    [
+      heartbeatProcedure,
+      unary(HeartbeatRequestSchema, HeartbeatResponseSchema, async (who) => {
+        await actions.heartbeat(who);
+        return create(HeartbeatResponseSchema, { serverTime: timestampNow() });
+      }),
+    ],
+    // Answered once the event is durable; the answer is laid out around its stored bytes.
+    [
+      sendProcedure,
+      unary(
+        SendRequestSchema,
+        SendResponseSchema,
+        (who, req) => actions.send(who, req),
+        encodeSendResponse,
+      ),
+    ],
+    [
+      markDeliveredProcedure,
+      unary(MarkDeliveredRequestSchema, MarkDeliveredResponseSchema, async (who, req) => {
+        const receipt = await actions.markDelivered(who, req);
+        return create(MarkDeliveredResponseSchema, receipt ? { receipt } : {});
+      }),
+    ],
+    [
+      markReadProcedure,
+      unary(MarkReadRequestSchema, MarkReadResponseSchema, async (who, req) => {
+        const receipt = await actions.markRead(who, req);
+        return create(MarkReadResponseSchema, receipt ? { receipt } : {});
+      }),
+    ],
+    [
+      setTypingProcedure,
+      unary(SetTypingRequestSchema, SetTypingResponseSchema, async (who, req) => {
+        await actions.setTyping(who, req);
+        return create(SetTypingResponseSchema);
+      }),
+    ],
   ]);
 
   /** Starts a Subscribe call's session once its one request message is in. */

@@ -11,6 +11,8 @@ import {
   ChatService,
   HeartbeatRequestSchema,
   HeartbeatResponseSchema,
+  MarkDeliveredRequestSchema,
+  MarkDeliveredResponseSchema,
   SendRequestSchema,
   SendResponseSchema,
   SubscribeRequestSchema,
@@ -182,7 +184,15 @@ describe("gRPC Session streams", () => {
     expect(claims({ "content-type": "application/connect+proto" }, sendPath)).toBe(false);
     expect(claims({ ...grpc, "grpc-timeout": "10S" }, sendPath)).toBe(false);
     expect(claims({ ...unary, "content-encoding": "gzip" }, sendPath)).toBe(false);
-    expect(claims(grpc, "/chat.v1.ChatService/SetTyping")).toBe(false);
+    // And the receipts and typing such a client sends; other unary calls stay Connect's.
+    for (const method of ["MarkDelivered", "MarkRead", "SetTyping"]) {
+      const path = `/chat.v1.ChatService/${method}`;
+      expect(claims(grpc, path), method).toBe(true);
+      expect(claims(unary, path), method).toBe(true);
+      expect(claims({ "content-type": "application/json" }, path), method).toBe(true);
+    }
+    expect(claims(grpc, "/chat.v1.ChatService/GetHistory")).toBe(false);
+    expect(claims(unary, "/chat.v1.ChatService/ListConversations")).toBe(false);
   });
 
   it.each([
@@ -441,6 +451,82 @@ describe("gRPC Session streams", () => {
     const p = 'procedure="chat.v1.ChatService/Send"';
     expect(sample(text, `chat_rpc_total{${p},code="ok"}`)).toBe(5);
     expect(sample(text, `chat_rpc_total{${p},code="unauthenticated"}`)).toBe(1);
+  });
+
+  it("serve unary MarkDelivered, MarkRead and SetTyping on the direct path: receipts and typing reach the peer, bad calls get Connect's codes", async () => {
+    server = await startServer();
+    const [a, b, c] = await Promise.all([
+      login(server, "ann"),
+      login(server, "ben"),
+      login(server, "cy"),
+    ]);
+    const id = await direct(a, b);
+    for (const m of ["m1", "m2", "m3"]) {
+      await a.chat.send({ conversationId: id, clientMsgId: m, content: { text: m } });
+    }
+    const ann = openSession(a.chat);
+    await ann.frames.synced();
+    const h2 = await connectH2(server.url);
+    cleanups.push(() => h2.destroy());
+
+    // gRPC on the bare stream: the receipt in the answer, and at the peer.
+    const delivered = rawCall(
+      h2,
+      "/chat.v1.ChatService/MarkDelivered",
+      b.token,
+      toBinary(
+        MarkDeliveredRequestSchema,
+        create(MarkDeliveredRequestSchema, { conversationId: id, seq: 3n }),
+      ),
+    );
+    expect((await delivered.outcome).code).toBe(0);
+    const receipt = fromBinary(MarkDeliveredResponseSchema, delivered.messages[0]!).receipt;
+    expect([receipt?.userId, receipt?.deliveredSeq]).toEqual([b.userId, 3n]);
+    // Connect's unary protocol, JSON and binary, as a browser's client calls.
+    const read = await webWith(server, b, "connect", false).markRead({
+      conversationId: id,
+      seq: 2n,
+    });
+    expect([read.receipt?.userId, read.receipt?.readSeq]).toEqual([b.userId, 2n]);
+    await webWith(server, b, "connect", true).setTyping({ conversationId: id, typing: true });
+    await ann.frames.until(
+      (f) =>
+        f.of("receipt").some((r) => r.userId === b.userId && r.readSeq === 2n) &&
+        f.of("typing").some((t) => t.userId === b.userId && t.typing),
+    );
+    expect(ann.frames.of("receipt").some((r) => r.deliveredSeq === 3n)).toBe(true);
+    ann.abort();
+
+    // Bad calls: the codes Connect's handler gives them (a compressed call still goes there).
+    const bad = (gzip: boolean) => {
+      const as = (who: User) => chatWith(server!, who, { gzip });
+      return Promise.all(
+        [
+          as(b).markRead({ conversationId: id, seq: 99n }),
+          as(b).markDelivered({ conversationId: "not an id", seq: 1n }),
+          as(c).markRead({ conversationId: id, seq: 1n }),
+          as(c).setTyping({ conversationId: id, typing: true }),
+        ].map((p) =>
+          p.then(
+            () => undefined,
+            (e: unknown) => ConnectError.from(e).code,
+          ),
+        ),
+      );
+    };
+    const viaConnect = await bad(true);
+    expect(viaConnect).toEqual([
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+      Code.PermissionDenied,
+      Code.PermissionDenied,
+    ]);
+    expect(await bad(false)).toEqual(viaConnect);
+
+    const text = await scrape(server);
+    const ok = (method: string) =>
+      sample(text, `chat_rpc_total{procedure="chat.v1.ChatService/${method}",code="ok"}`);
+    expect([ok("MarkDelivered"), ok("MarkRead"), ok("SetTyping")]).toEqual([1, 1, 1]);
   });
 
   it("serve Connect-protocol unary Heartbeat with bare messages: errors as an HTTP status and JSON, as Connect answers them", async () => {
