@@ -121,6 +121,37 @@ function webWith(s: TestServer, u: User, protocol: "grpc-web" | "connect", binar
   );
 }
 
+/** A server with ann and ben in a direct chat, and cy, who is in none. */
+async function pairAndStranger() {
+  server = await startServer();
+  const [a, b, c] = await Promise.all([
+    login(server, "ann"),
+    login(server, "ben"),
+    login(server, "cy"),
+  ]);
+  return { s: server, a, b, c, id: await direct(a, b) };
+}
+
+/**
+ * The code of each call `calls` makes (undefined for OK), made through
+ * Connect's handler (gzip-compressed calls still go there) and then on the
+ * direct path.
+ */
+async function codesOnEitherPath(
+  calls: (as: (who: User) => ReturnType<typeof chatWith>) => Promise<unknown>[],
+) {
+  const run = (gzip: boolean) =>
+    Promise.all(
+      calls((who) => chatWith(server!, who, { gzip })).map((p) =>
+        p.then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e).code,
+        ),
+      ),
+    );
+  return { connect: await run(true), direct: await run(false) };
+}
+
 describe("gRPC Session streams", () => {
   it("take the direct path only for plain gRPC; gRPC-Web, Connect, compression, deadlines and Expect go to Connect", () => {
     const endpoint = createGrpcSessionEndpoint(
@@ -350,16 +381,10 @@ describe("gRPC Session streams", () => {
   });
 
   it("serve unary Send on the direct path: the durable event, a retry's original, Connect's codes for bad sends, every protocol answered", async () => {
-    server = await startServer();
-    const [a, b, c] = await Promise.all([
-      login(server, "ann"),
-      login(server, "ben"),
-      login(server, "cy"),
-    ]);
-    const id = await direct(a, b);
+    const { s, a, b, c, id } = await pairAndStranger();
     const ben = openSession(b.chat);
     await ben.frames.synced();
-    const h2 = await connectH2(server.url);
+    const h2 = await connectH2(s.url);
     cleanups.push(() => h2.destroy());
     const request = (clientMsgId: string) =>
       toBinary(
@@ -394,27 +419,14 @@ describe("gRPC Session streams", () => {
       ],
       [c, { conversationId: id, clientMsgId: "m4", content: { text: "x" } }],
     ] as const;
-    const codes = async (gzip: boolean) => {
-      const out: (Code | undefined)[] = [];
-      for (const [who, req] of bad) {
-        const err = await chatWith(server!, who, { gzip })
-          .send(req)
-          .then(
-            () => undefined,
-            (e: unknown) => ConnectError.from(e).code,
-          );
-        out.push(err);
-      }
-      return out;
-    };
-    const viaConnect = await codes(true);
-    expect(viaConnect).toEqual([
+    const codes = await codesOnEitherPath((as) => bad.map(([who, req]) => as(who).send(req)));
+    expect(codes.connect).toEqual([
       Code.InvalidArgument,
       Code.InvalidArgument,
       Code.NotFound,
       Code.PermissionDenied,
     ]);
-    expect(await codes(false)).toEqual(viaConnect);
+    expect(codes.direct).toEqual(codes.connect);
     const outcomes = await malformedCalls(h2, sendPath, a.token, request("m5"));
     expect(outcomes.map((o) => o.code)).toEqual(malformedCodes);
     expect((await rawCall(h2, sendPath, "not-a-token", request("m6")).outcome).code).toBe(
@@ -429,7 +441,7 @@ describe("gRPC Session streams", () => {
     ] as const;
     for (const [protocol, binary] of web) {
       const clientMsgId = `w-${protocol}-${binary}`;
-      const res = await webWith(server, a, protocol, binary).send({
+      const res = await webWith(s, a, protocol, binary).send({
         conversationId: id,
         clientMsgId,
         content: { text: "w" },
@@ -447,26 +459,20 @@ describe("gRPC Session streams", () => {
     ]);
     ben.abort();
 
-    const text = await scrape(server);
+    const text = await scrape(s);
     const p = 'procedure="chat.v1.ChatService/Send"';
     expect(sample(text, `chat_rpc_total{${p},code="ok"}`)).toBe(5);
     expect(sample(text, `chat_rpc_total{${p},code="unauthenticated"}`)).toBe(1);
   });
 
   it("serve unary MarkDelivered, MarkRead and SetTyping on the direct path: receipts and typing reach the peer, bad calls get Connect's codes", async () => {
-    server = await startServer();
-    const [a, b, c] = await Promise.all([
-      login(server, "ann"),
-      login(server, "ben"),
-      login(server, "cy"),
-    ]);
-    const id = await direct(a, b);
+    const { s, a, b, c, id } = await pairAndStranger();
     for (const m of ["m1", "m2", "m3"]) {
       await a.chat.send({ conversationId: id, clientMsgId: m, content: { text: m } });
     }
     const ann = openSession(a.chat);
     await ann.frames.synced();
-    const h2 = await connectH2(server.url);
+    const h2 = await connectH2(s.url);
     cleanups.push(() => h2.destroy());
 
     // gRPC on the bare stream: the receipt in the answer, and at the peer.
@@ -483,12 +489,12 @@ describe("gRPC Session streams", () => {
     const receipt = fromBinary(MarkDeliveredResponseSchema, delivered.messages[0]!).receipt;
     expect([receipt?.userId, receipt?.deliveredSeq]).toEqual([b.userId, 3n]);
     // Connect's unary protocol, JSON and binary, as a browser's client calls.
-    const read = await webWith(server, b, "connect", false).markRead({
+    const read = await webWith(s, b, "connect", false).markRead({
       conversationId: id,
       seq: 2n,
     });
     expect([read.receipt?.userId, read.receipt?.readSeq]).toEqual([b.userId, 2n]);
-    await webWith(server, b, "connect", true).setTyping({ conversationId: id, typing: true });
+    await webWith(s, b, "connect", true).setTyping({ conversationId: id, typing: true });
     await ann.frames.until(
       (f) =>
         f.of("receipt").some((r) => r.userId === b.userId && r.readSeq === 2n) &&
@@ -498,32 +504,21 @@ describe("gRPC Session streams", () => {
     ann.abort();
 
     // Bad calls: the codes Connect's handler gives them (a compressed call still goes there).
-    const bad = (gzip: boolean) => {
-      const as = (who: User) => chatWith(server!, who, { gzip });
-      return Promise.all(
-        [
-          as(b).markRead({ conversationId: id, seq: 99n }),
-          as(b).markDelivered({ conversationId: "not an id", seq: 1n }),
-          as(c).markRead({ conversationId: id, seq: 1n }),
-          as(c).setTyping({ conversationId: id, typing: true }),
-        ].map((p) =>
-          p.then(
-            () => undefined,
-            (e: unknown) => ConnectError.from(e).code,
-          ),
-        ),
-      );
-    };
-    const viaConnect = await bad(true);
-    expect(viaConnect).toEqual([
+    const codes = await codesOnEitherPath((as) => [
+      as(b).markRead({ conversationId: id, seq: 99n }),
+      as(b).markDelivered({ conversationId: "not an id", seq: 1n }),
+      as(c).markRead({ conversationId: id, seq: 1n }),
+      as(c).setTyping({ conversationId: id, typing: true }),
+    ]);
+    expect(codes.connect).toEqual([
       Code.InvalidArgument,
       Code.InvalidArgument,
       Code.PermissionDenied,
       Code.PermissionDenied,
     ]);
-    expect(await bad(false)).toEqual(viaConnect);
+    expect(codes.direct).toEqual(codes.connect);
 
-    const text = await scrape(server);
+    const text = await scrape(s);
     const ok = (method: string) =>
       sample(text, `chat_rpc_total{procedure="chat.v1.ChatService/${method}",code="ok"}`);
     expect([ok("MarkDelivered"), ok("MarkRead"), ok("SetTyping")]).toEqual([1, 1, 1]);
