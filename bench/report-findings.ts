@@ -212,8 +212,9 @@ export function renderCeilingStudy(): string[] {
       "5,000–8,000; a 64 MiB SQLite page cache instead of 2 MB (2026-12-06, one 14-second " +
       "step at 6,000 msgs/s each): the writer thread 38% of a core against 39%, the event " +
       "loop 47% in both, and as many pread calls (about 3,500 a second, all on the writer " +
-      "thread, about seven per commit): they are the checkpoints reading WAL frames back, " +
-      "not pages evicted from the cache.",
+      "thread, about seven per commit), so they are not pages evicted from the cache; most " +
+      "likely they are the checkpoints (about two a second) reading back the WAL frames they " +
+      "copy.",
     "- **Priority for the event loop** (nice −10 on the server's main thread, at the fast " +
       "day's ceiling): 10,000 msgs/s passed and failed in its ramps as in the others; the " +
       "scheduler is not what delays the event loop.",
