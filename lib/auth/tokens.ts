@@ -35,9 +35,17 @@ export interface TokenService {
     expiresAtMs: number;
     kid: string;
   }>;
-  /** Throws TokenError for anything but a valid, unexpired token from a known key. */
+  /**
+   * Throws TokenError for anything but a valid, unexpired token from a known
+   * key. A token that verified is remembered (by its whole text) until it
+   * expires, so a client that presents it on every call (a browser's unary
+   * sends and heartbeats) costs one signature check, not one per call.
+   */
   verify(token: string): Promise<TokenClaims>;
 }
+
+/** Verified tokens remembered at most; past it the oldest is forgotten first. */
+const verifiedMax = 20_000;
 
 export function createTokenService(opts: {
   keys: SigningKey[];
@@ -48,6 +56,7 @@ export function createTokenService(opts: {
   const hmacKeys = new Map(opts.keys.map((k) => [k.kid, createSecretKey(k.secret)]));
   const active = hmacKeys.get(opts.activeKeyId);
   if (!active) throw new TokenError(`active key ${opts.activeKeyId} is not configured`);
+  const verified = new Map<string, TokenClaims>();
   return {
     async mint({ userId, deviceId, ttlSeconds, dev = false }) {
       const nowMs = Date.now();
@@ -70,6 +79,10 @@ export function createTokenService(opts: {
       return { token, expiresAtMs: exp * 1000, kid: opts.activeKeyId };
     },
     async verify(token) {
+      const known = verified.get(token);
+      // Expiry is the only claim that changes with time; past it, the full check says so.
+      if (known && known.expiresAtMs > Date.now()) return known;
+      if (known) verified.delete(token);
       const payload = verifyHs256(token, hmacKeys);
       checkClaims(payload, opts.issuer);
       const did = payload.did;
@@ -78,12 +91,15 @@ export function createTokenService(opts: {
       }
       const dev = payload.dev === true;
       if (dev && !opts.acceptDevTokens) throw new TokenError("dev tokens are disabled");
-      return {
+      const claims: TokenClaims = {
         userId: payload.sub,
         deviceId: did,
         expiresAtMs: (payload.exp as number) * 1000,
         dev,
       };
+      if (verified.size >= verifiedMax) verified.delete(verified.keys().next().value as string);
+      verified.set(token, claims);
+      return claims;
     },
   };
 }

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jwtVerify, SignJWT } from "jose";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { createTokenService, loadOrCreateDevKey, TokenError } from "../../lib/auth/tokens.js";
 import type { SigningKey } from "../../lib/config.js";
 
@@ -101,6 +101,26 @@ describe("token service", () => {
     const tokens = service([k1], "k1");
     const { token } = await tokens.mint({ userId: "ann", deviceId: "d", ttlSeconds: -10 });
     await rejects(tokens.verify(token), /token expired/);
+  });
+
+  it("remembers a verified token only until it expires, and only for exactly that text", async () => {
+    const tokens = service([k1], "k1");
+    const start = Date.now();
+    vi.useFakeTimers({ now: start, toFake: ["Date"] });
+    try {
+      const { token } = await tokens.mint({ userId: "ann", deviceId: "d", ttlSeconds: 60 });
+      const first = await tokens.verify(token);
+      expect(await tokens.verify(token)).toEqual(first);
+      // One character more or less is another token, checked on its own.
+      await rejects(tokens.verify(`${token}A`), /invalid token/);
+      await rejects(tokens.verify(token.slice(0, -1)), /invalid token/);
+      vi.setSystemTime(start + 59_000);
+      expect((await tokens.verify(token)).userId).toBe("ann");
+      vi.setSystemTime(first.expiresAtMs);
+      await rejects(tokens.verify(token), /token expired/);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("accepts dev tokens only while dev tokens are accepted", async () => {
