@@ -91,12 +91,13 @@ export function createTokenService(opts: {
       }
       const dev = payload.dev === true;
       if (dev && !opts.acceptDevTokens) throw new TokenError("dev tokens are disabled");
-      const claims: TokenClaims = {
+      // Frozen: every later call with this token gets this same object.
+      const claims: TokenClaims = Object.freeze({
         userId: payload.sub,
         deviceId: did,
         expiresAtMs: (payload.exp as number) * 1000,
         dev,
-      };
+      });
       if (verified.size >= verifiedMax) verified.delete(verified.keys().next().value as string);
       verified.set(token, claims);
       return claims;

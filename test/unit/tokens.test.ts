@@ -111,6 +111,8 @@ describe("token service", () => {
       const { token } = await tokens.mint({ userId: "ann", deviceId: "d", ttlSeconds: 60 });
       const first = await tokens.verify(token);
       expect(await tokens.verify(token)).toEqual(first);
+      // Shared by every call with this token, so no caller can change it for the others.
+      expect(Object.isFrozen(first)).toBe(true);
       // One character more or less is another token, checked on its own.
       await rejects(tokens.verify(`${token}A`), /invalid token/);
       await rejects(tokens.verify(token.slice(0, -1)), /invalid token/);
