@@ -1,6 +1,6 @@
 import { Buffer } from "node:buffer";
 import { fromBinary, toBinary, type UnknownField } from "@bufbuild/protobuf";
-import { WireType } from "@bufbuild/protobuf/wire";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   type Event,
@@ -45,6 +45,21 @@ export function decodeEvent(bytes: Uint8Array): Event {
  */
 export function rememberEventBytes(event: Event, bytes: Uint8Array): void {
   cache.set(event, bytes);
+}
+
+/**
+ * The seq of a stored event, read from its encoding without decoding the
+ * rest (0n if it has none). Throws on malformed bytes, as fromBinary would.
+ */
+export function storedEventSeq(bytes: Uint8Array): bigint {
+  const r = new BinaryReader(bytes);
+  let seq = 0n;
+  while (r.pos < r.len) {
+    const [no, wireType] = r.tag();
+    if (no === evSeq && wireType === WireType.Varint) seq = BigInt(r.uint64());
+    else r.skip(wireType, no);
+  }
+  return seq;
 }
 
 /**

@@ -19,15 +19,17 @@ const maxInflight = 64;
  * WebSocket). Frames for one conversation are processed in arrival order;
  * different conversations proceed in parallel. A frame that fails gets an
  * error frame and the stream goes on; a frame that cannot be decoded ends
- * the stream (the transport throws from `input`).
+ * the stream (the transport throws from `input`). `binary`: the call writes
+ * frames in binary protobuf (see Session).
  */
 export async function* runDuplex(
   ctx: EdgeContext,
   who: Caller,
   input: AsyncIterable<SessionRequest>,
   signal: AbortSignal,
+  binary: boolean,
 ): AsyncGenerator<ServerFrame> {
-  const s = await ctx.sessions.open(who, "session");
+  const s = await ctx.sessions.open(who, "session", binary);
   const stop = () => s.close(abortReason(signal));
   signal.addEventListener("abort", stop);
   void readFrames(ctx, s, input).then(

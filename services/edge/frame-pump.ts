@@ -65,7 +65,8 @@ export class FramePump {
     who: Caller,
     private readonly subscribe?: ConversationCursor[],
   ) {
-    ctx.sessions.open(who, subscribe ? "subscribe" : "session").then(
+    // Binary: every frame is encoded here (a JSON dialect converts the bytes).
+    ctx.sessions.open(who, subscribe ? "subscribe" : "session", true).then(
       (s) => this.opened(s),
       (err: unknown) => {
         this.early = undefined;

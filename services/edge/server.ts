@@ -39,7 +39,7 @@ const destroySocket = (socket: net.Socket) => socket.destroy();
 export function createHttpServer(opts: HttpServerOptions) {
   const { limits, corsOrigins } = opts.config;
   // binaryOptions stay at their defaults: toBinary must write unknown fields,
-  // which carry the stored events of GetHistory and Sync answers (see withEvents).
+  // which carry stored events in GetHistory and Sync answers and sync frames (see storedEventFields).
   const connect = connectNodeAdapter({
     routes: opts.routes,
     interceptors: opts.interceptors,

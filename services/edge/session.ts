@@ -8,10 +8,12 @@ import {
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
+import { decodeEvent } from "../../lib/event-bytes.js";
 import { newId } from "../../lib/ids.js";
 import type { Logger } from "../../lib/logger.js";
 import type { StoreClient } from "../router/store-client.js";
 import type { Caller } from "./auth.js";
+import { storedSyncBatch } from "./wire.js";
 
 export interface SessionOptions {
   store: StoreClient;
@@ -111,10 +113,16 @@ export class Session {
   /** Own sends waiting for their event, by `${conversationId} ${clientMsgId}`. */
   private pendingSends: Map<string, PendingSend> | undefined;
 
+  /**
+   * @param binary whether the transport writes frames in binary protobuf:
+   *   its sync frames then carry events as the store holds them (see
+   *   storedSyncBatch), which a JSON writer would drop.
+   */
   constructor(
     readonly caller: Caller,
     readonly kind: SessionKind,
     private readonly opts: SessionOptions,
+    private readonly binary: boolean,
   ) {}
 
   get isClosed() {
@@ -237,15 +245,23 @@ export class Session {
           limitPerConversation: this.opts.syncLimit,
           baselineWindowMs: this.opts.baselineWindowMs,
           maxEvents: syncMaxEvents,
+          encoded: this.binary,
         });
         for (const b of res.baselines) this.raiseGate(b.conversationId, b.seq);
-        for (const batch of res.batches) {
+        // A store that predates `encoded` answers with decoded batches.
+        const stored = res.encodedBatches.length > 0;
+        const batches = stored ? res.encodedBatches.map(storedSyncBatch) : res.batches;
+        for (const [i, batch] of batches.entries()) {
           if (this.outbox.length > this.opts.outboxMaxFrames / 2) await this.room();
           if (this.closed) return;
           this.outbox.push(frame({ case: "sync", value: batch }));
-          for (const ev of batch.events) {
-            const frameId = this.takePendingSend(ev);
-            if (frameId !== undefined) this.outbox.push(this.ackFrame(ev, frameId, false));
+          // Only a send from this stream still waiting needs the events read.
+          if (this.pendingSends?.size) {
+            const events = stored ? res.encodedBatches[i]!.events.map(decodeEvent) : batch.events;
+            for (const ev of events) {
+              const frameId = this.takePendingSend(ev);
+              if (frameId !== undefined) this.outbox.push(this.ackFrame(ev, frameId, false));
+            }
           }
           this.notify();
           this.raiseGate(batch.conversationId, batch.headSeq);

@@ -46,7 +46,11 @@ export function createSessions(deps: {
     for (const set of byDevice.values()) yield* set;
   };
 
-  async function open(who: Caller, kind: SessionKind): Promise<Session> {
+  /**
+   * Opens a stream for `who` within the stream caps and registers its device.
+   * `binary`: the transport writes frames in binary protobuf (see Session).
+   */
+  async function open(who: Caller, kind: SessionKind, binary: boolean): Promise<Session> {
     const mine = byDevice.get(who.deviceId);
     if ((mine?.size ?? 0) >= limits.streamsPerDevice) {
       throw fail.exhausted(`at most ${limits.streamsPerDevice} streams per device`);
@@ -54,7 +58,7 @@ export function createSessions(deps: {
     if ((perUser.get(who.userId) ?? 0) >= limits.streamsPerUser) {
       throw fail.exhausted(`at most ${limits.streamsPerUser} streams per user`);
     }
-    const s = new Session(who, kind, sessionOptions);
+    const s = new Session(who, kind, sessionOptions, binary);
     if (mine) mine.add(s);
     else byDevice.set(who.deviceId, new Set([s]));
     perUser.set(who.userId, (perUser.get(who.userId) ?? 0) + 1);

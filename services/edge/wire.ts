@@ -9,7 +9,10 @@ import {
 } from "@bufbuild/protobuf";
 import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import type { ReadHistoryResponse } from "../../gen/chat/internal/v1/store_service_pb.js";
+import type {
+  EncodedSyncBatch,
+  ReadHistoryResponse,
+} from "../../gen/chat/internal/v1/store_service_pb.js";
 import {
   type GetHistoryResponse,
   GetHistoryResponseSchema,
@@ -22,7 +25,7 @@ import {
   SessionResponseSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event, MessageContent } from "../../gen/chat/v1/event_pb.js";
-import type { SyncBatch } from "../../gen/chat/v1/model_pb.js";
+import { type SyncBatch, SyncBatchSchema } from "../../gen/chat/v1/model_pb.js";
 import {
   eventBytes,
   hasUnknown,
@@ -59,7 +62,7 @@ export function encodeSessionResponse(f: ServerFrame): Uint8Array {
   if (
     hasUnknown(f) ||
     (k.case !== "event" && k.case !== "sendAck" && k.case !== "sync") ||
-    (k.case !== "event" && hasUnknown(k.value))
+    (k.case === "sendAck" && hasUnknown(k.value))
   ) {
     return toBinary(SessionResponseSchema, create(SessionResponseSchema, { frame: f }));
   }
@@ -178,6 +181,23 @@ export function historyAnswer(res: ReadHistoryResponse, binary: boolean): GetHis
   return msg;
 }
 
+/**
+ * A SyncBatch holding a batch the store read with `encoded`: its events ride
+ * as unknown fields holding their stored bytes (see storedEventFields), so
+ * binary writers copy them instead of decoding and encoding each. For binary
+ * answers only: JSON has no unknown fields.
+ */
+export function storedSyncBatch(b: EncodedSyncBatch): SyncBatch {
+  const batch = create(SyncBatchSchema, {
+    conversationId: b.conversationId,
+    gap: b.gap,
+    gapAfterSeq: b.gapAfterSeq,
+    headSeq: b.headSeq,
+  });
+  batch.$unknown = storedEventFields(SyncBatchSchema.field.events.number, b.events);
+  return batch;
+}
+
 const utf8 = new TextEncoder();
 
 /** A length-delimited field's tag byte (field numbers below 16). */
@@ -236,6 +256,8 @@ function writeSync(w: BinaryWriter, b: SyncBatch) {
   if (b.gap) w.tag(syncGap, WireType.Varint).bool(true);
   if (b.gapAfterSeq !== 0n) w.tag(syncGapAfterSeq, WireType.Varint).uint64(b.gapAfterSeq);
   if (b.headSeq !== 0n) w.tag(syncHeadSeq, WireType.Varint).uint64(b.headSeq);
+  // Written last and verbatim, as toBinary does: stored events (see storedSyncBatch) among them.
+  if (b.$unknown) for (const u of b.$unknown) w.tag(u.no, u.wireType).raw(u.data);
 }
 
 // Field numbers of what clients send most: SessionRequest.frame_id and .send,

@@ -1,4 +1,5 @@
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import {
@@ -11,7 +12,9 @@ import {
   type Protocol,
   seqs,
   settle,
+  synced,
   transport,
+  type User,
 } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
@@ -368,6 +371,31 @@ describe("history", () => {
     const syncs = await Promise.all(
       protocols.map((p) => b.via(p).sync({ cursors: [cursor(id, 1n)] })),
     );
+    // Streams' sync frames too: Subscribe in every protocol (over HTTP/2 also
+    // Connect JSON, which the edge's direct path serves), and the bidi Session;
+    // each from a device of its own, within the streams-per-device cap.
+    const devices = await Promise.all(protocols.map((p) => login(server!, "ben", `ben-${p}`)));
+    const h2json = (u: User) =>
+      createClient(
+        ChatService,
+        createConnectTransport({
+          baseUrl: server!.url,
+          httpVersion: "2",
+          useBinaryFormat: false,
+          interceptors: [
+            (next) => (req) => {
+              req.header.set("authorization", `Bearer ${u.token}`);
+              return next(req);
+            },
+          ],
+        }),
+      );
+    const streams = [
+      ...protocols.map((p, i) => openSubscribe(devices[i]!.via(p), [cursor(id, 1n)])),
+      openSubscribe(h2json(b), [cursor(id, 1n)]),
+      openSession(b.via("grpc"), { cursors: [cursor(id, 1n)] }),
+    ];
+    await synced(...streams);
     const json = pages[3]!;
     expect(seqs(json.events)).toEqual([1, 2, 3, 4, 5, 6, 7]);
     expect(json.events.map((e) => e.kind.case)).toEqual([
@@ -388,6 +416,12 @@ describe("history", () => {
       expect(res.batches).toStrictEqual(syncs[3]!.batches);
       expect(res.batches[0]!.events).toStrictEqual(json.events.slice(1));
       expect(res.batches[0]!.headSeq).toBe(7n);
+    }
+    for (const [i, stream] of streams.entries()) {
+      const [batch, ...more] = stream.frames.of("sync");
+      expect(more, `stream ${i}`).toEqual([]);
+      expect(batch, `stream ${i}`).toStrictEqual(syncs[3]!.batches[0]);
+      stream.abort();
     }
   });
 

@@ -19,6 +19,7 @@ import {
   eventBytes,
   rememberEventBytes,
   storedEventFields,
+  storedEventSeq,
 } from "../../lib/event-bytes.js";
 import { expectLeavesRestToFromBinary, expectReadsPlain, rng } from "../helpers/fast-decode.js";
 
@@ -178,6 +179,30 @@ describe("decodeEvent", () => {
       ],
       seed: 11,
     });
+  });
+});
+
+describe("storedEventSeq", () => {
+  it("reads the seq of every kind of event from its encoding, as fromBinary does", () => {
+    const r = rng(23);
+    const base = posted(r);
+    const events = [
+      ...Array.from({ length: 500 }, () => readByHand(r)),
+      ...notPlain(base),
+      { ...base, seq: 2n ** 64n - 1n },
+      { ...base, seq: 0n },
+    ];
+    for (const ev of events) {
+      const bytes = toBinary(EventSchema, ev);
+      expect(storedEventSeq(bytes)).toBe(fromBinary(EventSchema, bytes).seq);
+    }
+  });
+
+  it("throws on malformed bytes, as fromBinary does", () => {
+    const bytes = toBinary(EventSchema, posted(rng(5)));
+    const cut = bytes.subarray(0, bytes.length - 1);
+    expect(() => fromBinary(EventSchema, cut)).toThrow();
+    expect(() => storedEventSeq(cut)).toThrow();
   });
 });
 

@@ -1,28 +1,42 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import {
+  type ReadSyncRequest,
+  ReadSyncRequestSchema,
+  ReadSyncResponseSchema,
+} from "../../gen/chat/internal/v1/store_service_pb.js";
+import {
+  type SendResponse,
   SendResponseSchema,
   type ServerFrame,
   ServerFrameSchema,
+  SessionResponseSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
 import { type Event, EventSchema } from "../../gen/chat/v1/event_pb.js";
+import { type SyncBatch, SyncBatchSchema } from "../../gen/chat/v1/model_pb.js";
 import { createRootLogger } from "../../lib/logger.js";
 import { Session } from "../../services/edge/session.js";
+import { encodeSessionResponse } from "../../services/edge/wire.js";
 import type { StoreClient } from "../../services/router/store-client.js";
 
 const caller = { userId: "ann", deviceId: "ann-phone", tokenExpiresAtMs: Date.now() + 60_000 };
 
-/** A session that never needs the store (no subscribe, no gaps). */
-function session() {
-  const store = new Proxy({}, { get: () => () => Promise.reject(new Error("no store here")) });
-  return new Session(caller, "session", {
-    store: store as StoreClient,
-    outboxMaxFrames: 64,
-    gapWaitMs: 50,
-    syncLimit: 100,
-    baselineWindowMs: 0,
-    log: createRootLogger("silent"),
-  });
+/** A session that never needs the store (no subscribe, no gaps), unless one is given. */
+function session(store?: Partial<StoreClient>, binary = true) {
+  const none = new Proxy({}, { get: () => () => Promise.reject(new Error("no store here")) });
+  return new Session(
+    caller,
+    "session",
+    {
+      store: (store ?? none) as StoreClient,
+      outboxMaxFrames: 64,
+      gapWaitMs: 50,
+      syncLimit: 100,
+      baselineWindowMs: 0,
+      log: createRootLogger("silent"),
+    },
+    binary,
+  );
 }
 
 const posted = (seq: bigint, clientMsgId: string): Event =>
@@ -101,4 +115,50 @@ describe("session send acks", () => {
     const frames = await drain(s);
     expect(frames.map((f) => [f.frame.case, f.replyToFrameId])).toEqual([["sendAck", "f1"]]);
   });
+});
+
+describe("session sync", () => {
+  const missed = [posted(2n, "m0"), posted(3n, "m1"), posted(4n, "m2")];
+  const batch = { conversationId: "c_1", gap: false, gapAfterSeq: 1n, headSeq: 4n };
+  /** A store that answers one ReadSync with the missed events, in the form asked for. */
+  const store = (asked: ReadSyncRequest[]): Partial<StoreClient> => ({
+    readSync: async (init) => {
+      const req = create(ReadSyncRequestSchema, init);
+      asked.push(req);
+      return req.encoded
+        ? create(ReadSyncResponseSchema, {
+            encodedBatches: [{ ...batch, events: missed.map((e) => toBinary(EventSchema, e)) }],
+          })
+        : create(ReadSyncResponseSchema, { batches: [{ ...batch, events: missed }] });
+    },
+  });
+
+  it.each([
+    ["binary", true],
+    ["JSON", false],
+  ])(
+    "sends what was missed to a %s stream as its writer can carry it, and acks a send among it",
+    async (_name, binary) => {
+      const asked: ReadSyncRequest[] = [];
+      const s = session(store(asked), binary);
+      s.sendStarted("c_1", "m1", "f1");
+      await s.subscribe([]);
+      const frames = await drain(s);
+      expect(asked.map((r) => r.encoded)).toEqual([binary]);
+      expect(frames.map((f) => [f.frame.case, f.replyToFrameId])).toEqual([
+        ["sync", ""],
+        ["sendAck", "f1"],
+        ["syncComplete", ""],
+      ]);
+      const sync = frames[0]!.frame.value as SyncBatch;
+      // A JSON writer drops unknown fields: only a binary stream gets the stored bytes.
+      expect(sync.events.length).toBe(binary ? 0 : 3);
+      const asRead = fromBinary(SessionResponseSchema, encodeSessionResponse(frames[0]!));
+      expect(asRead.frame?.frame.value).toStrictEqual(
+        create(SyncBatchSchema, { ...batch, events: missed }),
+      );
+      const ack = frames[1]!.frame.value as SendResponse;
+      expect(ack.event).toStrictEqual(missed[1]);
+    },
+  );
 });

@@ -1,7 +1,11 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
-import { ReadHistoryResponseSchema } from "../../gen/chat/internal/v1/store_service_pb.js";
+import {
+  type EncodedSyncBatch,
+  EncodedSyncBatchSchema,
+  ReadHistoryResponseSchema,
+} from "../../gen/chat/internal/v1/store_service_pb.js";
 import {
   GetHistoryResponseSchema,
   SendResponseSchema,
@@ -20,6 +24,7 @@ import {
   encodeSendResponse,
   encodeSessionResponse,
   historyAnswer,
+  storedSyncBatch,
   withEvents,
 } from "../../services/edge/wire.js";
 import { expectLeavesRestToFromBinary, expectReadsPlain, rng } from "../helpers/fast-decode.js";
@@ -35,6 +40,19 @@ const ev = (seq: bigint, text = "hi ✓"): Event =>
     createdAt: timestampFromMs(1_700_000_000_123),
     kind: { case: "messagePosted", value: { content: { text, replyToSeq: 2n } } },
   });
+
+/** A batch as the session builds it from a store read with `encoded`. */
+const stored = (events: Event[], more: Partial<EncodedSyncBatch> = {}) =>
+  storedSyncBatch(
+    create(EncodedSyncBatchSchema, {
+      conversationId: "c_1",
+      events: events.map((e) => toBinary(EventSchema, e)),
+      gap: true,
+      gapAfterSeq: 2n,
+      headSeq: 9n,
+      ...more,
+    }),
+  );
 
 const viaToBinary = (f: ReturnType<typeof create<typeof ServerFrameSchema>>) =>
   toBinary(SessionResponseSchema, create(SessionResponseSchema, { frame: f }));
@@ -71,6 +89,15 @@ describe("encodeSessionResponse", () => {
     }),
     create(ServerFrameSchema, {
       frame: { case: "sync", value: create(SyncBatchSchema, { conversationId: "c_2" }) },
+    }),
+    // Events as stored, behind the known fields, and a field this build does not know.
+    create(ServerFrameSchema, { frame: { case: "sync", value: stored([ev(5n), ev(6n, "é")]) } }),
+    create(ServerFrameSchema, {
+      frame: {
+        case: "sync",
+        value: fromBinary(SyncBatchSchema, new Uint8Array([0x0a, 0x01, 0x63, 0x38, 0x07])),
+      },
+      replyToFrameId: "f_4",
     }),
     create(ServerFrameSchema, { frame: { case: "accepted", value: {} }, replyToFrameId: "f_3" }),
     create(ServerFrameSchema, { frame: { case: "error", value: { code: 3, message: "bad" } } }),
@@ -159,6 +186,36 @@ describe("withEvents", () => {
     const batch = withEvents(SyncBatchSchema, { conversationId: "c_1", headSeq: 4n }, events, true);
     expect(fromBinary(SyncBatchSchema, toBinary(SyncBatchSchema, batch)).events).toStrictEqual(
       decoded.events,
+    );
+  });
+});
+
+describe("storedSyncBatch", () => {
+  it("is read by clients as the batch with its events, in order", () => {
+    const events = [ev(3n), ev(4n, "x".repeat(300)), ev(5n, "")];
+    const batch = stored(events);
+    expect(batch.events).toEqual([]);
+    const reference = create(SyncBatchSchema, {
+      conversationId: "c_1",
+      events,
+      gap: true,
+      gapAfterSeq: 2n,
+      headSeq: 9n,
+    });
+    expect(fromBinary(SyncBatchSchema, toBinary(SyncBatchSchema, batch))).toStrictEqual(
+      fromBinary(SyncBatchSchema, toBinary(SyncBatchSchema, reference)),
+    );
+    const frame = create(ServerFrameSchema, { frame: { case: "sync", value: batch } });
+    expect(fromBinary(SessionResponseSchema, encodeSessionResponse(frame)).frame).toStrictEqual(
+      create(ServerFrameSchema, { frame: { case: "sync", value: reference } }),
+    );
+  });
+
+  it("holds an empty batch as one without events", () => {
+    const batch = stored([], { gap: false, gapAfterSeq: 0n });
+    expect(batch.$unknown).toEqual([]);
+    expect(toBinary(SyncBatchSchema, batch)).toEqual(
+      toBinary(SyncBatchSchema, create(SyncBatchSchema, { conversationId: "c_1", headSeq: 9n })),
     );
   });
 });

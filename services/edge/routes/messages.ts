@@ -2,7 +2,6 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { type ChatService, HistoryDirection } from "../../../gen/chat/v1/chat_service_pb.js";
 import type { EventSchema } from "../../../gen/chat/v1/event_pb.js";
-import { SyncBatchSchema } from "../../../gen/chat/v1/model_pb.js";
 import { fail } from "../../../lib/errors.js";
 import {
   checkClientKey,
@@ -14,7 +13,7 @@ import { actorOf } from "../actions.js";
 import { type Caller, caller } from "../auth.js";
 import type { EdgeContext } from "../context.js";
 import { checkCursors, checkHistory, checkSeq } from "../validate.js";
-import { answersInBinary, historyAnswer, withEvents } from "../wire.js";
+import { answersInBinary, historyAnswer, storedSyncBatch } from "../wire.js";
 
 /** Most events one Sync response carries before it sets has_more. */
 const syncMaxEvents = 5000;
@@ -106,27 +105,19 @@ export const messageRoutes = (
         throw fail.invalid("limit_per_conversation must be at most 1000");
       }
       const who = caller(hctx);
+      // A binary answer carries the events as the store holds them (see storedSyncBatch).
+      const binary = answersInBinary(hctx.requestHeader.get("content-type"));
       const res = await ctx.store.readSync({
         viewerUserId: who.userId,
         deviceId: who.deviceId,
         cursors: req.cursors,
         limitPerConversation: req.limitPerConversation,
         maxEvents: syncMaxEvents,
+        encoded: binary,
       });
-      const binary = answersInBinary(hctx.requestHeader.get("content-type"));
-      const batches = res.batches.map((b) =>
-        withEvents(
-          SyncBatchSchema,
-          {
-            conversationId: b.conversationId,
-            gap: b.gap,
-            gapAfterSeq: b.gapAfterSeq,
-            headSeq: b.headSeq,
-          },
-          b.events,
-          binary,
-        ),
-      );
+      // A store that predates `encoded` answers with decoded batches.
+      const batches =
+        res.encodedBatches.length > 0 ? res.encodedBatches.map(storedSyncBatch) : res.batches;
       return { batches, hasMore: res.hasMore };
     },
   };

@@ -5,6 +5,7 @@ import { caller } from "../auth.js";
 import type { EdgeContext } from "../context.js";
 import { abortReason, runDuplex } from "../duplex.js";
 import { checkCursors } from "../validate.js";
+import { answersInBinary } from "../wire.js";
 
 /** Streams, heartbeats, typing and presence. */
 export const sessionRoutes = (
@@ -20,14 +21,16 @@ export const sessionRoutes = (
   | "getPresence"
 > => ({
   async *session(requests, hctx) {
-    for await (const frame of runDuplex(ctx, caller(hctx), requests, hctx.signal)) {
+    const binary = answersInBinary(hctx.requestHeader.get("content-type"));
+    for await (const frame of runDuplex(ctx, caller(hctx), requests, hctx.signal, binary)) {
       yield { frame };
     }
   },
 
   async *subscribe(req, hctx) {
     checkCursors(req.cursors);
-    const s = await ctx.sessions.open(caller(hctx), "subscribe");
+    const binary = answersInBinary(hctx.requestHeader.get("content-type"));
+    const s = await ctx.sessions.open(caller(hctx), "subscribe", binary);
     const stop = () => s.close(abortReason(hctx.signal));
     hctx.signal.addEventListener("abort", stop);
     void s.subscribe(req.cursors);

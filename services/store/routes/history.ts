@@ -2,15 +2,16 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type {
   ReadHistoryRequest,
+  ReadSyncRequest,
   StoreService,
 } from "../../../gen/chat/internal/v1/store_service_pb.js";
 import {
   type ConversationCursor,
   ConversationCursorSchema,
-  type SyncBatch,
   SyncBatchSchema,
 } from "../../../gen/chat/v1/model_pb.js";
 import { CursorRangeError } from "../../../lib/errors.js";
+import { storedEventSeq } from "../../../lib/event-bytes.js";
 import { requireMember, type StoreDeps } from "../views.js";
 
 /** Reads of a conversation's events in one form: decoded, or as stored. */
@@ -47,6 +48,71 @@ async function readPage<T>(
   return { page: hasMore ? page.slice(0, limit) : page, hasMore };
 }
 
+/** A sync batch of events in one form, before it becomes a message. */
+interface Batch<T> {
+  conversationId: string;
+  events: T[];
+  gap: boolean;
+  gapAfterSeq: bigint;
+  headSeq: bigint;
+}
+
+/**
+ * The device's catch-up: for each conversation with news since its cursor
+ * (given, else the device's stored one), the newest events up to the limit,
+ * in a stable order so a caller can page on with the heads it got.
+ */
+async function readBatches<T>(
+  deps: StoreDeps,
+  req: ReadSyncRequest,
+  before: PageReads<T>["before"],
+  seqOf: (event: T) => bigint,
+): Promise<{ batches: Batch<T>[]; baselines: ConversationCursor[]; hasMore: boolean }> {
+  const limit = req.limitPerConversation || deps.syncLimit;
+  const given = new Map(req.cursors.map((c) => [c.conversationId, c.seq]));
+  const states = await deps.metadata.syncStates(req.viewerUserId, req.deviceId);
+  const batches: Batch<T>[] = [];
+  const baselines: ConversationCursor[] = [];
+  const recentSince = Date.now() - req.baselineWindowMs;
+  let total = 0;
+  let hasMore = false;
+  states.sort((a, b) => (a.conversationId < b.conversationId ? -1 : 1));
+  for (const s of states) {
+    const client = given.get(s.conversationId);
+    // A left conversation is synced only up to the removal, and only for
+    // devices that were following it.
+    if (s.leftSeq !== undefined && client === undefined && s.deviceCursor === undefined) continue;
+    const upper = s.leftSeq ?? s.headSeq;
+    if (client !== undefined && client > s.headSeq) {
+      throw new CursorRangeError(`cursor for ${s.conversationId} is beyond its head`);
+    }
+    let cursor = client ?? s.deviceCursor ?? s.joinedSeq - 1n;
+    if (cursor < s.joinedSeq - 1n) cursor = s.joinedSeq - 1n;
+    if (cursor >= upper) {
+      if (req.baselineWindowMs > 0 && s.lastActivityMs >= recentSince) {
+        baselines.push(
+          create(ConversationCursorSchema, { conversationId: s.conversationId, seq: upper }),
+        );
+      }
+      continue;
+    }
+    if (req.maxEvents > 0 && total >= req.maxEvents) {
+      hasMore = true;
+      continue;
+    }
+    const events = await before(s.conversationId, upper + 1n, cursor + 1n, limit);
+    total += events.length;
+    batches.push({
+      conversationId: s.conversationId,
+      events,
+      gap: events.length > 0 && seqOf(events[0]!) > cursor + 1n,
+      gapAfterSeq: cursor,
+      headSeq: upper,
+    });
+  }
+  return { batches, baselines, hasMore };
+}
+
 /** History paging, catch-up sync and single-event reads. */
 export const historyRoutes = (
   deps: StoreDeps,
@@ -76,52 +142,22 @@ export const historyRoutes = (
   },
 
   async readSync(req) {
-    const limit = req.limitPerConversation || deps.syncLimit;
-    const given = new Map(req.cursors.map((c) => [c.conversationId, c.seq]));
-    const states = await deps.metadata.syncStates(req.viewerUserId, req.deviceId);
-    const batches: SyncBatch[] = [];
-    const baselines: ConversationCursor[] = [];
-    const recentSince = Date.now() - req.baselineWindowMs;
-    let total = 0;
-    let hasMore = false;
-    // A stable order lets a caller page through with the cursors it got.
-    states.sort((a, b) => (a.conversationId < b.conversationId ? -1 : 1));
-    for (const s of states) {
-      const client = given.get(s.conversationId);
-      // A left conversation is synced only up to the removal, and only for
-      // devices that were following it.
-      if (s.leftSeq !== undefined && client === undefined && s.deviceCursor === undefined) continue;
-      const upper = s.leftSeq ?? s.headSeq;
-      if (client !== undefined && client > s.headSeq) {
-        throw new CursorRangeError(`cursor for ${s.conversationId} is beyond its head`);
-      }
-      let cursor = client ?? s.deviceCursor ?? s.joinedSeq - 1n;
-      if (cursor < s.joinedSeq - 1n) cursor = s.joinedSeq - 1n;
-      if (cursor >= upper) {
-        if (req.baselineWindowMs > 0 && s.lastActivityMs >= recentSince) {
-          baselines.push(
-            create(ConversationCursorSchema, { conversationId: s.conversationId, seq: upper }),
-          );
-        }
-        continue;
-      }
-      if (req.maxEvents > 0 && total >= req.maxEvents) {
-        hasMore = true;
-        continue;
-      }
-      const events = await deps.events.readBefore(s.conversationId, upper + 1n, cursor + 1n, limit);
-      total += events.length;
-      batches.push(
-        create(SyncBatchSchema, {
-          conversationId: s.conversationId,
-          events,
-          gap: events.length > 0 && events[0]!.seq > cursor + 1n,
-          gapAfterSeq: cursor,
-          headSeq: upper,
-        }),
+    if (req.encoded) {
+      const { batches, baselines, hasMore } = await readBatches(
+        deps,
+        req,
+        (...a) => deps.events.readBeforeEncoded(...a),
+        storedEventSeq,
       );
+      return { encodedBatches: batches, baselines, hasMore };
     }
-    return { batches, baselines, hasMore };
+    const { batches, baselines, hasMore } = await readBatches(
+      deps,
+      req,
+      (...a) => deps.events.readBefore(...a),
+      (e) => e.seq,
+    );
+    return { batches: batches.map((b) => create(SyncBatchSchema, b)), baselines, hasMore };
   },
 
   async readEvent(req) {

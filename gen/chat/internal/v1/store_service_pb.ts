@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/internal/v1/store_service.proto.
  */
 export const file_chat_internal_v1_store_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRjaGF0L2ludGVybmFsL3YxL3N0b3JlX3NlcnZpY2UucHJvdG8SEGNoYXQuaW50ZXJuYWwudjEiiwEKElJlYWRIaXN0b3J5UmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSEgoKYW5jaG9yX3NlcRgDIAEoBBIQCghiYWNrd2FyZBgEIAEoCBINCgVsaW1pdBgFIAEoDRIPCgdlbmNvZGVkGAYgASgIInEKE1JlYWRIaXN0b3J5UmVzcG9uc2USHgoGZXZlbnRzGAEgAygLMg4uY2hhdC52MS5FdmVudBIQCghoYXNfbW9yZRgCIAEoCBIQCghoZWFkX3NlcRgDIAEoBBIWCg5lbmNvZGVkX2V2ZW50cxgEIAMoDCK6AQoPUmVhZFN5bmNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIsCgdjdXJzb3JzGAMgAygLMhsuY2hhdC52MS5Db252ZXJzYXRpb25DdXJzb3ISHgoWbGltaXRfcGVyX2NvbnZlcnNhdGlvbhgEIAEoDRIaChJiYXNlbGluZV93aW5kb3dfbXMYBSABKA0SEgoKbWF4X2V2ZW50cxgGIAEoDSJ5ChBSZWFkU3luY1Jlc3BvbnNlEiMKB2JhdGNoZXMYASADKAsyEi5jaGF0LnYxLlN5bmNCYXRjaBIuCgliYXNlbGluZXMYAiADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCCI4ChBSZWFkRXZlbnRSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAQiMgoRUmVhZEV2ZW50UmVzcG9uc2USHQoFZXZlbnQYASABKAsyDi5jaGF0LnYxLkV2ZW50IlkKEEZpbmRFdmVudFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhUKDWFjdG9yX3VzZXJfaWQYAiABKAkSFQoNY2xpZW50X21zZ19pZBgDIAEoCSIyChFGaW5kRXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmNoYXQudjEuRXZlbnQiSgoXTG9hZENvbnZlcnNhdGlvblJlcXVlc3QSFgoOdmlld2VyX3VzZXJfaWQYASABKAkSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJIkcKGExvYWRDb252ZXJzYXRpb25SZXNwb25zZRIrCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbiJZChhMb2FkQ29udmVyc2F0aW9uc1JlcXVlc3QSFgoOdmlld2VyX3VzZXJfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiYgoZTG9hZENvbnZlcnNhdGlvbnNSZXNwb25zZRIsCg1jb252ZXJzYXRpb25zGAEgAygLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjAKFUxvYWRNZW1iZXJzaGlwUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkihAEKFkxvYWRNZW1iZXJzaGlwUmVzcG9uc2USDQoFZm91bmQYASABKAgSJwoEa2luZBgCIAEoDjIZLmNoYXQudjEuQ29udmVyc2F0aW9uS2luZBIQCghoZWFkX3NlcRgDIAEoBBIgCgdtZW1iZXJzGAQgAygLMg8uY2hhdC52MS5NZW1iZXIigQEKF0ZpbmRDb252ZXJzYXRpb25SZXF1ZXN0Ei4KBmRpcmVjdBgBIAEoCzIcLmNoYXQuaW50ZXJuYWwudjEuRGlyZWN0UGFpckgAEi8KBWdyb3VwGAIgASgLMh4uY2hhdC5pbnRlcm5hbC52MS5Hcm91cFJlcXVlc3RIAEIFCgNrZXkiLAoKRGlyZWN0UGFpchIOCgZ1c2VyX2EYASABKAkSDgoGdXNlcl9iGAIgASgJIkIKDEdyb3VwUmVxdWVzdBIXCg9jcmVhdG9yX3VzZXJfaWQYASABKAkSGQoRY2xpZW50X3JlcXVlc3RfaWQYAiABKAkiMwoYRmluZENvbnZlcnNhdGlvblJlc3BvbnNlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSJ7ChNBcHBseVJlY2VpcHRSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIVCg1kZWxpdmVyZWRfc2VxGAQgASgEEhAKCHJlYWRfc2VxGAUgASgEIkoKFEFwcGx5UmVjZWlwdFJlc3BvbnNlEiEKB3JlY2VpcHQYASABKAsyEC5jaGF0LnYxLlJlY2VpcHQSDwoHY2hhbmdlZBgCIAEoCCJXChdMb2FkUmVhZFJlY2VpcHRzUmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSCwoDc2VxGAMgASgEIoEBChhMb2FkUmVhZFJlY2VpcHRzUmVzcG9uc2USEgoKcmVhZF9jb3VudBgBIAEoDRIXCg9kZWxpdmVyZWRfY291bnQYAiABKA0SFAoMbWVtYmVyX2NvdW50GAMgASgNEiIKCHJlY2VpcHRzGAQgAygLMhAuY2hhdC52MS5SZWNlaXB0IkEKEkZpbHRlclBlZXJzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhoKEmNhbmRpZGF0ZV91c2VyX2lkcxgCIAMoCSInChNGaWx0ZXJQZWVyc1Jlc3BvbnNlEhAKCHVzZXJfaWRzGAEgAygJIkwKDlB1dFVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhMKC2NyZWF0ZV9vbmx5GAMgASgIIj8KD1B1dFVzZXJSZXNwb25zZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEg8KB2NyZWF0ZWQYAiABKAgiJAoQTG9hZFVzZXJzUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCSIxChFMb2FkVXNlcnNSZXNwb25zZRIcCgV1c2VycxgBIAMoCzINLmNoYXQudjEuVXNlciJkChNFbnN1cmVEZXZpY2VSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEikKCHBsYXRmb3JtGAMgASgOMhcuY2hhdC52MS5EZXZpY2VQbGF0Zm9ybSI3ChRFbnN1cmVEZXZpY2VSZXNwb25zZRIfCgZkZXZpY2UYASABKAsyDy5jaGF0LnYxLkRldmljZSKOAQoTVXBkYXRlRGV2aWNlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCghwbGF0Zm9ybRgDIAEoDjIXLmNoYXQudjEuRGV2aWNlUGxhdGZvcm0SFAoMZGlzcGxheV9uYW1lGAQgASgJEhIKCnB1c2hfdG9rZW4YBSABKAkiNwoUVXBkYXRlRGV2aWNlUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uY2hhdC52MS5EZXZpY2UiJgoRTG9hZERldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJIjUKEkxvYWREZXZpY2VSZXNwb25zZRIfCgZkZXZpY2UYASABKAsyDy5jaGF0LnYxLkRldmljZSIlChJMb2FkRGV2aWNlc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSI3ChNMb2FkRGV2aWNlc1Jlc3BvbnNlEiAKB2RldmljZXMYASADKAsyDy5jaGF0LnYxLkRldmljZSI5ChNSZXZva2VEZXZpY2VSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJIjcKFFJldm9rZURldmljZVJlc3BvbnNlEh8KBmRldmljZRgBIAEoCzIPLmNoYXQudjEuRGV2aWNlIioKFkxvYWRQdXNoVGFyZ2V0c1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkibwoKUHVzaFRhcmdldBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCghwbGF0Zm9ybRgDIAEoDjIXLmNoYXQudjEuRGV2aWNlUGxhdGZvcm0SEgoKcHVzaF90b2tlbhgEIAEoCSJIChdMb2FkUHVzaFRhcmdldHNSZXNwb25zZRItCgd0YXJnZXRzGAEgAygLMhwuY2hhdC5pbnRlcm5hbC52MS5QdXNoVGFyZ2V0MpgOCgxTdG9yZVNlcnZpY2USWgoLUmVhZEhpc3RvcnkSJC5jaGF0LmludGVybmFsLnYxLlJlYWRIaXN0b3J5UmVxdWVzdBolLmNoYXQuaW50ZXJuYWwudjEuUmVhZEhpc3RvcnlSZXNwb25zZRJRCghSZWFkU3luYxIhLmNoYXQuaW50ZXJuYWwudjEuUmVhZFN5bmNSZXF1ZXN0GiIuY2hhdC5pbnRlcm5hbC52MS5SZWFkU3luY1Jlc3BvbnNlElQKCVJlYWRFdmVudBIiLmNoYXQuaW50ZXJuYWwudjEuUmVhZEV2ZW50UmVxdWVzdBojLmNoYXQuaW50ZXJuYWwudjEuUmVhZEV2ZW50UmVzcG9uc2USVAoJRmluZEV2ZW50EiIuY2hhdC5pbnRlcm5hbC52MS5GaW5kRXZlbnRSZXF1ZXN0GiMuY2hhdC5pbnRlcm5hbC52MS5GaW5kRXZlbnRSZXNwb25zZRJpChBMb2FkQ29udmVyc2F0aW9uEikuY2hhdC5pbnRlcm5hbC52MS5Mb2FkQ29udmVyc2F0aW9uUmVxdWVzdBoqLmNoYXQuaW50ZXJuYWwudjEuTG9hZENvbnZlcnNhdGlvblJlc3BvbnNlEmwKEUxvYWRDb252ZXJzYXRpb25zEiouY2hhdC5pbnRlcm5hbC52MS5Mb2FkQ29udmVyc2F0aW9uc1JlcXVlc3QaKy5jaGF0LmludGVybmFsLnYxLkxvYWRDb252ZXJzYXRpb25zUmVzcG9uc2USYwoOTG9hZE1lbWJlcnNoaXASJy5jaGF0LmludGVybmFsLnYxLkxvYWRNZW1iZXJzaGlwUmVxdWVzdBooLmNoYXQuaW50ZXJuYWwudjEuTG9hZE1lbWJlcnNoaXBSZXNwb25zZRJpChBGaW5kQ29udmVyc2F0aW9uEikuY2hhdC5pbnRlcm5hbC52MS5GaW5kQ29udmVyc2F0aW9uUmVxdWVzdBoqLmNoYXQuaW50ZXJuYWwudjEuRmluZENvbnZlcnNhdGlvblJlc3BvbnNlEl0KDEFwcGx5UmVjZWlwdBIlLmNoYXQuaW50ZXJuYWwudjEuQXBwbHlSZWNlaXB0UmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuQXBwbHlSZWNlaXB0UmVzcG9uc2USaQoQTG9hZFJlYWRSZWNlaXB0cxIpLmNoYXQuaW50ZXJuYWwudjEuTG9hZFJlYWRSZWNlaXB0c1JlcXVlc3QaKi5jaGF0LmludGVybmFsLnYxLkxvYWRSZWFkUmVjZWlwdHNSZXNwb25zZRJaCgtGaWx0ZXJQZWVycxIkLmNoYXQuaW50ZXJuYWwudjEuRmlsdGVyUGVlcnNSZXF1ZXN0GiUuY2hhdC5pbnRlcm5hbC52MS5GaWx0ZXJQZWVyc1Jlc3BvbnNlEk4KB1B1dFVzZXISIC5jaGF0LmludGVybmFsLnYxLlB1dFVzZXJSZXF1ZXN0GiEuY2hhdC5pbnRlcm5hbC52MS5QdXRVc2VyUmVzcG9uc2USVAoJTG9hZFVzZXJzEiIuY2hhdC5pbnRlcm5hbC52MS5Mb2FkVXNlcnNSZXF1ZXN0GiMuY2hhdC5pbnRlcm5hbC52MS5Mb2FkVXNlcnNSZXNwb25zZRJdCgxFbnN1cmVEZXZpY2USJS5jaGF0LmludGVybmFsLnYxLkVuc3VyZURldmljZVJlcXVlc3QaJi5jaGF0LmludGVybmFsLnYxLkVuc3VyZURldmljZVJlc3BvbnNlEl0KDFVwZGF0ZURldmljZRIlLmNoYXQuaW50ZXJuYWwudjEuVXBkYXRlRGV2aWNlUmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuVXBkYXRlRGV2aWNlUmVzcG9uc2USVwoKTG9hZERldmljZRIjLmNoYXQuaW50ZXJuYWwudjEuTG9hZERldmljZVJlcXVlc3QaJC5jaGF0LmludGVybmFsLnYxLkxvYWREZXZpY2VSZXNwb25zZRJaCgtMb2FkRGV2aWNlcxIkLmNoYXQuaW50ZXJuYWwudjEuTG9hZERldmljZXNSZXF1ZXN0GiUuY2hhdC5pbnRlcm5hbC52MS5Mb2FkRGV2aWNlc1Jlc3BvbnNlEl0KDFJldm9rZURldmljZRIlLmNoYXQuaW50ZXJuYWwudjEuUmV2b2tlRGV2aWNlUmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuUmV2b2tlRGV2aWNlUmVzcG9uc2USZgoPTG9hZFB1c2hUYXJnZXRzEiguY2hhdC5pbnRlcm5hbC52MS5Mb2FkUHVzaFRhcmdldHNSZXF1ZXN0GikuY2hhdC5pbnRlcm5hbC52MS5Mb2FkUHVzaFRhcmdldHNSZXNwb25zZWIGcHJvdG8z", [file_chat_v1_event, file_chat_v1_model]);
+  fileDesc("CiRjaGF0L2ludGVybmFsL3YxL3N0b3JlX3NlcnZpY2UucHJvdG8SEGNoYXQuaW50ZXJuYWwudjEiiwEKElJlYWRIaXN0b3J5UmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSEgoKYW5jaG9yX3NlcRgDIAEoBBIQCghiYWNrd2FyZBgEIAEoCBINCgVsaW1pdBgFIAEoDRIPCgdlbmNvZGVkGAYgASgIInEKE1JlYWRIaXN0b3J5UmVzcG9uc2USHgoGZXZlbnRzGAEgAygLMg4uY2hhdC52MS5FdmVudBIQCghoYXNfbW9yZRgCIAEoCBIQCghoZWFkX3NlcRgDIAEoBBIWCg5lbmNvZGVkX2V2ZW50cxgEIAMoDCLLAQoPUmVhZFN5bmNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIsCgdjdXJzb3JzGAMgAygLMhsuY2hhdC52MS5Db252ZXJzYXRpb25DdXJzb3ISHgoWbGltaXRfcGVyX2NvbnZlcnNhdGlvbhgEIAEoDRIaChJiYXNlbGluZV93aW5kb3dfbXMYBSABKA0SEgoKbWF4X2V2ZW50cxgGIAEoDRIPCgdlbmNvZGVkGAcgASgIIrYBChBSZWFkU3luY1Jlc3BvbnNlEiMKB2JhdGNoZXMYASADKAsyEi5jaGF0LnYxLlN5bmNCYXRjaBIuCgliYXNlbGluZXMYAiADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCBI7Cg9lbmNvZGVkX2JhdGNoZXMYBCADKAsyIi5jaGF0LmludGVybmFsLnYxLkVuY29kZWRTeW5jQmF0Y2gicQoQRW5jb2RlZFN5bmNCYXRjaBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDgoGZXZlbnRzGAIgAygMEgsKA2dhcBgDIAEoCBIVCg1nYXBfYWZ0ZXJfc2VxGAQgASgEEhAKCGhlYWRfc2VxGAUgASgEIjgKEFJlYWRFdmVudFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoBCIyChFSZWFkRXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmNoYXQudjEuRXZlbnQiWQoQRmluZEV2ZW50UmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSFQoNYWN0b3JfdXNlcl9pZBgCIAEoCRIVCg1jbGllbnRfbXNnX2lkGAMgASgJIjIKEUZpbmRFdmVudFJlc3BvbnNlEh0KBWV2ZW50GAEgASgLMg4uY2hhdC52MS5FdmVudCJKChdMb2FkQ29udmVyc2F0aW9uUmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkiRwoYTG9hZENvbnZlcnNhdGlvblJlc3BvbnNlEisKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uIlkKGExvYWRDb252ZXJzYXRpb25zUmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJiChlMb2FkQ29udmVyc2F0aW9uc1Jlc3BvbnNlEiwKDWNvbnZlcnNhdGlvbnMYASADKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMAoVTG9hZE1lbWJlcnNoaXBSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSKEAQoWTG9hZE1lbWJlcnNoaXBSZXNwb25zZRINCgVmb3VuZBgBIAEoCBInCgRraW5kGAIgASgOMhkuY2hhdC52MS5Db252ZXJzYXRpb25LaW5kEhAKCGhlYWRfc2VxGAMgASgEEiAKB21lbWJlcnMYBCADKAsyDy5jaGF0LnYxLk1lbWJlciKBAQoXRmluZENvbnZlcnNhdGlvblJlcXVlc3QSLgoGZGlyZWN0GAEgASgLMhwuY2hhdC5pbnRlcm5hbC52MS5EaXJlY3RQYWlySAASLwoFZ3JvdXAYAiABKAsyHi5jaGF0LmludGVybmFsLnYxLkdyb3VwUmVxdWVzdEgAQgUKA2tleSIsCgpEaXJlY3RQYWlyEg4KBnVzZXJfYRgBIAEoCRIOCgZ1c2VyX2IYAiABKAkiQgoMR3JvdXBSZXF1ZXN0EhcKD2NyZWF0b3JfdXNlcl9pZBgBIAEoCRIZChFjbGllbnRfcmVxdWVzdF9pZBgCIAEoCSIzChhGaW5kQ29udmVyc2F0aW9uUmVzcG9uc2USFwoPY29udmVyc2F0aW9uX2lkGAEgASgJInsKE0FwcGx5UmVjZWlwdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEhUKDWRlbGl2ZXJlZF9zZXEYBCABKAQSEAoIcmVhZF9zZXEYBSABKAQiSgoUQXBwbHlSZWNlaXB0UmVzcG9uc2USIQoHcmVjZWlwdBgBIAEoCzIQLmNoYXQudjEuUmVjZWlwdBIPCgdjaGFuZ2VkGAIgASgIIlcKF0xvYWRSZWFkUmVjZWlwdHNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRILCgNzZXEYAyABKAQigQEKGExvYWRSZWFkUmVjZWlwdHNSZXNwb25zZRISCgpyZWFkX2NvdW50GAEgASgNEhcKD2RlbGl2ZXJlZF9jb3VudBgCIAEoDRIUCgxtZW1iZXJfY291bnQYAyABKA0SIgoIcmVjZWlwdHMYBCADKAsyEC5jaGF0LnYxLlJlY2VpcHQiQQoSRmlsdGVyUGVlcnNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSGgoSY2FuZGlkYXRlX3VzZXJfaWRzGAIgAygJIicKE0ZpbHRlclBlZXJzUmVzcG9uc2USEAoIdXNlcl9pZHMYASADKAkiTAoOUHV0VXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEwoLY3JlYXRlX29ubHkYAyABKAgiPwoPUHV0VXNlclJlc3BvbnNlEhsKBHVzZXIYASABKAsyDS5jaGF0LnYxLlVzZXISDwoHY3JlYXRlZBgCIAEoCCIkChBMb2FkVXNlcnNSZXF1ZXN0EhAKCHVzZXJfaWRzGAEgAygJIjEKEUxvYWRVc2Vyc1Jlc3BvbnNlEhwKBXVzZXJzGAEgAygLMg0uY2hhdC52MS5Vc2VyImQKE0Vuc3VyZURldmljZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSKQoIcGxhdGZvcm0YAyABKA4yFy5jaGF0LnYxLkRldmljZVBsYXRmb3JtIjcKFEVuc3VyZURldmljZVJlc3BvbnNlEh8KBmRldmljZRgBIAEoCzIPLmNoYXQudjEuRGV2aWNlIo4BChNVcGRhdGVEZXZpY2VSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEikKCHBsYXRmb3JtGAMgASgOMhcuY2hhdC52MS5EZXZpY2VQbGF0Zm9ybRIUCgxkaXNwbGF5X25hbWUYBCABKAkSEgoKcHVzaF90b2tlbhgFIAEoCSI3ChRVcGRhdGVEZXZpY2VSZXNwb25zZRIfCgZkZXZpY2UYASABKAsyDy5jaGF0LnYxLkRldmljZSImChFMb2FkRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkiNQoSTG9hZERldmljZVJlc3BvbnNlEh8KBmRldmljZRgBIAEoCzIPLmNoYXQudjEuRGV2aWNlIiUKEkxvYWREZXZpY2VzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIjcKE0xvYWREZXZpY2VzUmVzcG9uc2USIAoHZGV2aWNlcxgBIAMoCzIPLmNoYXQudjEuRGV2aWNlIjkKE1Jldm9rZURldmljZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkiNwoUUmV2b2tlRGV2aWNlUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uY2hhdC52MS5EZXZpY2UiKgoWTG9hZFB1c2hUYXJnZXRzUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCSJvCgpQdXNoVGFyZ2V0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEikKCHBsYXRmb3JtGAMgASgOMhcuY2hhdC52MS5EZXZpY2VQbGF0Zm9ybRISCgpwdXNoX3Rva2VuGAQgASgJIkgKF0xvYWRQdXNoVGFyZ2V0c1Jlc3BvbnNlEi0KB3RhcmdldHMYASADKAsyHC5jaGF0LmludGVybmFsLnYxLlB1c2hUYXJnZXQymA4KDFN0b3JlU2VydmljZRJaCgtSZWFkSGlzdG9yeRIkLmNoYXQuaW50ZXJuYWwudjEuUmVhZEhpc3RvcnlSZXF1ZXN0GiUuY2hhdC5pbnRlcm5hbC52MS5SZWFkSGlzdG9yeVJlc3BvbnNlElEKCFJlYWRTeW5jEiEuY2hhdC5pbnRlcm5hbC52MS5SZWFkU3luY1JlcXVlc3QaIi5jaGF0LmludGVybmFsLnYxLlJlYWRTeW5jUmVzcG9uc2USVAoJUmVhZEV2ZW50EiIuY2hhdC5pbnRlcm5hbC52MS5SZWFkRXZlbnRSZXF1ZXN0GiMuY2hhdC5pbnRlcm5hbC52MS5SZWFkRXZlbnRSZXNwb25zZRJUCglGaW5kRXZlbnQSIi5jaGF0LmludGVybmFsLnYxLkZpbmRFdmVudFJlcXVlc3QaIy5jaGF0LmludGVybmFsLnYxLkZpbmRFdmVudFJlc3BvbnNlEmkKEExvYWRDb252ZXJzYXRpb24SKS5jaGF0LmludGVybmFsLnYxLkxvYWRDb252ZXJzYXRpb25SZXF1ZXN0GiouY2hhdC5pbnRlcm5hbC52MS5Mb2FkQ29udmVyc2F0aW9uUmVzcG9uc2USbAoRTG9hZENvbnZlcnNhdGlvbnMSKi5jaGF0LmludGVybmFsLnYxLkxvYWRDb252ZXJzYXRpb25zUmVxdWVzdBorLmNoYXQuaW50ZXJuYWwudjEuTG9hZENvbnZlcnNhdGlvbnNSZXNwb25zZRJjCg5Mb2FkTWVtYmVyc2hpcBInLmNoYXQuaW50ZXJuYWwudjEuTG9hZE1lbWJlcnNoaXBSZXF1ZXN0GiguY2hhdC5pbnRlcm5hbC52MS5Mb2FkTWVtYmVyc2hpcFJlc3BvbnNlEmkKEEZpbmRDb252ZXJzYXRpb24SKS5jaGF0LmludGVybmFsLnYxLkZpbmRDb252ZXJzYXRpb25SZXF1ZXN0GiouY2hhdC5pbnRlcm5hbC52MS5GaW5kQ29udmVyc2F0aW9uUmVzcG9uc2USXQoMQXBwbHlSZWNlaXB0EiUuY2hhdC5pbnRlcm5hbC52MS5BcHBseVJlY2VpcHRSZXF1ZXN0GiYuY2hhdC5pbnRlcm5hbC52MS5BcHBseVJlY2VpcHRSZXNwb25zZRJpChBMb2FkUmVhZFJlY2VpcHRzEikuY2hhdC5pbnRlcm5hbC52MS5Mb2FkUmVhZFJlY2VpcHRzUmVxdWVzdBoqLmNoYXQuaW50ZXJuYWwudjEuTG9hZFJlYWRSZWNlaXB0c1Jlc3BvbnNlEloKC0ZpbHRlclBlZXJzEiQuY2hhdC5pbnRlcm5hbC52MS5GaWx0ZXJQZWVyc1JlcXVlc3QaJS5jaGF0LmludGVybmFsLnYxLkZpbHRlclBlZXJzUmVzcG9uc2USTgoHUHV0VXNlchIgLmNoYXQuaW50ZXJuYWwudjEuUHV0VXNlclJlcXVlc3QaIS5jaGF0LmludGVybmFsLnYxLlB1dFVzZXJSZXNwb25zZRJUCglMb2FkVXNlcnMSIi5jaGF0LmludGVybmFsLnYxLkxvYWRVc2Vyc1JlcXVlc3QaIy5jaGF0LmludGVybmFsLnYxLkxvYWRVc2Vyc1Jlc3BvbnNlEl0KDEVuc3VyZURldmljZRIlLmNoYXQuaW50ZXJuYWwudjEuRW5zdXJlRGV2aWNlUmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuRW5zdXJlRGV2aWNlUmVzcG9uc2USXQoMVXBkYXRlRGV2aWNlEiUuY2hhdC5pbnRlcm5hbC52MS5VcGRhdGVEZXZpY2VSZXF1ZXN0GiYuY2hhdC5pbnRlcm5hbC52MS5VcGRhdGVEZXZpY2VSZXNwb25zZRJXCgpMb2FkRGV2aWNlEiMuY2hhdC5pbnRlcm5hbC52MS5Mb2FkRGV2aWNlUmVxdWVzdBokLmNoYXQuaW50ZXJuYWwudjEuTG9hZERldmljZVJlc3BvbnNlEloKC0xvYWREZXZpY2VzEiQuY2hhdC5pbnRlcm5hbC52MS5Mb2FkRGV2aWNlc1JlcXVlc3QaJS5jaGF0LmludGVybmFsLnYxLkxvYWREZXZpY2VzUmVzcG9uc2USXQoMUmV2b2tlRGV2aWNlEiUuY2hhdC5pbnRlcm5hbC52MS5SZXZva2VEZXZpY2VSZXF1ZXN0GiYuY2hhdC5pbnRlcm5hbC52MS5SZXZva2VEZXZpY2VSZXNwb25zZRJmCg9Mb2FkUHVzaFRhcmdldHMSKC5jaGF0LmludGVybmFsLnYxLkxvYWRQdXNoVGFyZ2V0c1JlcXVlc3QaKS5jaGF0LmludGVybmFsLnYxLkxvYWRQdXNoVGFyZ2V0c1Jlc3BvbnNlYgZwcm90bzM", [file_chat_v1_event, file_chat_v1_model]);
 
 /**
  * @generated from message chat.internal.v1.ReadHistoryRequest
@@ -133,6 +133,14 @@ export type ReadSyncRequest = Message<"chat.internal.v1.ReadSyncRequest"> & {
    * @generated from field: uint32 max_events = 6;
    */
   maxEvents: number;
+
+  /**
+   * Answer with encoded_batches (events as stored) instead of batches, for a
+   * caller that passes the events on as they are.
+   *
+   * @generated from field: bool encoded = 7;
+   */
+  encoded: boolean;
 };
 
 /**
@@ -165,6 +173,13 @@ export type ReadSyncResponse = Message<"chat.internal.v1.ReadSyncResponse"> & {
    * @generated from field: bool has_more = 3;
    */
   hasMore: boolean;
+
+  /**
+   * With `encoded`: the batches, each event as stored.
+   *
+   * @generated from field: repeated chat.internal.v1.EncodedSyncBatch encoded_batches = 4;
+   */
+  encodedBatches: EncodedSyncBatch[];
 };
 
 /**
@@ -173,6 +188,49 @@ export type ReadSyncResponse = Message<"chat.internal.v1.ReadSyncResponse"> & {
  */
 export const ReadSyncResponseSchema: GenMessage<ReadSyncResponse> = /*@__PURE__*/
   messageDesc(file_chat_internal_v1_store_service, 3);
+
+/**
+ * EncodedSyncBatch is a chat.v1.SyncBatch whose events are their binary
+ * encodings. Its field numbers and wire types are SyncBatch's, so its
+ * encoding is also a SyncBatch's.
+ *
+ * @generated from message chat.internal.v1.EncodedSyncBatch
+ */
+export type EncodedSyncBatch = Message<"chat.internal.v1.EncodedSyncBatch"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * Each a chat.v1.Event's binary encoding, ascending by seq.
+   *
+   * @generated from field: repeated bytes events = 2;
+   */
+  events: Uint8Array[];
+
+  /**
+   * @generated from field: bool gap = 3;
+   */
+  gap: boolean;
+
+  /**
+   * @generated from field: uint64 gap_after_seq = 4;
+   */
+  gapAfterSeq: bigint;
+
+  /**
+   * @generated from field: uint64 head_seq = 5;
+   */
+  headSeq: bigint;
+};
+
+/**
+ * Describes the message chat.internal.v1.EncodedSyncBatch.
+ * Use `create(EncodedSyncBatchSchema)` to create a new message.
+ */
+export const EncodedSyncBatchSchema: GenMessage<EncodedSyncBatch> = /*@__PURE__*/
+  messageDesc(file_chat_internal_v1_store_service, 4);
 
 /**
  * @generated from message chat.internal.v1.ReadEventRequest
@@ -194,7 +252,7 @@ export type ReadEventRequest = Message<"chat.internal.v1.ReadEventRequest"> & {
  * Use `create(ReadEventRequestSchema)` to create a new message.
  */
 export const ReadEventRequestSchema: GenMessage<ReadEventRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 4);
+  messageDesc(file_chat_internal_v1_store_service, 5);
 
 /**
  * @generated from message chat.internal.v1.ReadEventResponse
@@ -213,7 +271,7 @@ export type ReadEventResponse = Message<"chat.internal.v1.ReadEventResponse"> & 
  * Use `create(ReadEventResponseSchema)` to create a new message.
  */
 export const ReadEventResponseSchema: GenMessage<ReadEventResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 5);
+  messageDesc(file_chat_internal_v1_store_service, 6);
 
 /**
  * @generated from message chat.internal.v1.FindEventRequest
@@ -240,7 +298,7 @@ export type FindEventRequest = Message<"chat.internal.v1.FindEventRequest"> & {
  * Use `create(FindEventRequestSchema)` to create a new message.
  */
 export const FindEventRequestSchema: GenMessage<FindEventRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 6);
+  messageDesc(file_chat_internal_v1_store_service, 7);
 
 /**
  * @generated from message chat.internal.v1.FindEventResponse
@@ -259,7 +317,7 @@ export type FindEventResponse = Message<"chat.internal.v1.FindEventResponse"> & 
  * Use `create(FindEventResponseSchema)` to create a new message.
  */
 export const FindEventResponseSchema: GenMessage<FindEventResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 7);
+  messageDesc(file_chat_internal_v1_store_service, 8);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationRequest
@@ -281,7 +339,7 @@ export type LoadConversationRequest = Message<"chat.internal.v1.LoadConversation
  * Use `create(LoadConversationRequestSchema)` to create a new message.
  */
 export const LoadConversationRequestSchema: GenMessage<LoadConversationRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 8);
+  messageDesc(file_chat_internal_v1_store_service, 9);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationResponse
@@ -298,7 +356,7 @@ export type LoadConversationResponse = Message<"chat.internal.v1.LoadConversatio
  * Use `create(LoadConversationResponseSchema)` to create a new message.
  */
 export const LoadConversationResponseSchema: GenMessage<LoadConversationResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 9);
+  messageDesc(file_chat_internal_v1_store_service, 10);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationsRequest
@@ -325,7 +383,7 @@ export type LoadConversationsRequest = Message<"chat.internal.v1.LoadConversatio
  * Use `create(LoadConversationsRequestSchema)` to create a new message.
  */
 export const LoadConversationsRequestSchema: GenMessage<LoadConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 10);
+  messageDesc(file_chat_internal_v1_store_service, 11);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationsResponse
@@ -347,7 +405,7 @@ export type LoadConversationsResponse = Message<"chat.internal.v1.LoadConversati
  * Use `create(LoadConversationsResponseSchema)` to create a new message.
  */
 export const LoadConversationsResponseSchema: GenMessage<LoadConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 11);
+  messageDesc(file_chat_internal_v1_store_service, 12);
 
 /**
  * @generated from message chat.internal.v1.LoadMembershipRequest
@@ -364,7 +422,7 @@ export type LoadMembershipRequest = Message<"chat.internal.v1.LoadMembershipRequ
  * Use `create(LoadMembershipRequestSchema)` to create a new message.
  */
 export const LoadMembershipRequestSchema: GenMessage<LoadMembershipRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 12);
+  messageDesc(file_chat_internal_v1_store_service, 13);
 
 /**
  * @generated from message chat.internal.v1.LoadMembershipResponse
@@ -396,7 +454,7 @@ export type LoadMembershipResponse = Message<"chat.internal.v1.LoadMembershipRes
  * Use `create(LoadMembershipResponseSchema)` to create a new message.
  */
 export const LoadMembershipResponseSchema: GenMessage<LoadMembershipResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 13);
+  messageDesc(file_chat_internal_v1_store_service, 14);
 
 /**
  * @generated from message chat.internal.v1.FindConversationRequest
@@ -425,7 +483,7 @@ export type FindConversationRequest = Message<"chat.internal.v1.FindConversation
  * Use `create(FindConversationRequestSchema)` to create a new message.
  */
 export const FindConversationRequestSchema: GenMessage<FindConversationRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 14);
+  messageDesc(file_chat_internal_v1_store_service, 15);
 
 /**
  * @generated from message chat.internal.v1.DirectPair
@@ -447,7 +505,7 @@ export type DirectPair = Message<"chat.internal.v1.DirectPair"> & {
  * Use `create(DirectPairSchema)` to create a new message.
  */
 export const DirectPairSchema: GenMessage<DirectPair> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 15);
+  messageDesc(file_chat_internal_v1_store_service, 16);
 
 /**
  * @generated from message chat.internal.v1.GroupRequest
@@ -469,7 +527,7 @@ export type GroupRequest = Message<"chat.internal.v1.GroupRequest"> & {
  * Use `create(GroupRequestSchema)` to create a new message.
  */
 export const GroupRequestSchema: GenMessage<GroupRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 16);
+  messageDesc(file_chat_internal_v1_store_service, 17);
 
 /**
  * @generated from message chat.internal.v1.FindConversationResponse
@@ -488,7 +546,7 @@ export type FindConversationResponse = Message<"chat.internal.v1.FindConversatio
  * Use `create(FindConversationResponseSchema)` to create a new message.
  */
 export const FindConversationResponseSchema: GenMessage<FindConversationResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 17);
+  messageDesc(file_chat_internal_v1_store_service, 18);
 
 /**
  * @generated from message chat.internal.v1.ApplyReceiptRequest
@@ -525,7 +583,7 @@ export type ApplyReceiptRequest = Message<"chat.internal.v1.ApplyReceiptRequest"
  * Use `create(ApplyReceiptRequestSchema)` to create a new message.
  */
 export const ApplyReceiptRequestSchema: GenMessage<ApplyReceiptRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 18);
+  messageDesc(file_chat_internal_v1_store_service, 19);
 
 /**
  * @generated from message chat.internal.v1.ApplyReceiptResponse
@@ -549,7 +607,7 @@ export type ApplyReceiptResponse = Message<"chat.internal.v1.ApplyReceiptRespons
  * Use `create(ApplyReceiptResponseSchema)` to create a new message.
  */
 export const ApplyReceiptResponseSchema: GenMessage<ApplyReceiptResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 19);
+  messageDesc(file_chat_internal_v1_store_service, 20);
 
 /**
  * @generated from message chat.internal.v1.LoadReadReceiptsRequest
@@ -576,7 +634,7 @@ export type LoadReadReceiptsRequest = Message<"chat.internal.v1.LoadReadReceipts
  * Use `create(LoadReadReceiptsRequestSchema)` to create a new message.
  */
 export const LoadReadReceiptsRequestSchema: GenMessage<LoadReadReceiptsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 20);
+  messageDesc(file_chat_internal_v1_store_service, 21);
 
 /**
  * @generated from message chat.internal.v1.LoadReadReceiptsResponse
@@ -608,7 +666,7 @@ export type LoadReadReceiptsResponse = Message<"chat.internal.v1.LoadReadReceipt
  * Use `create(LoadReadReceiptsResponseSchema)` to create a new message.
  */
 export const LoadReadReceiptsResponseSchema: GenMessage<LoadReadReceiptsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 21);
+  messageDesc(file_chat_internal_v1_store_service, 22);
 
 /**
  * @generated from message chat.internal.v1.FilterPeersRequest
@@ -630,7 +688,7 @@ export type FilterPeersRequest = Message<"chat.internal.v1.FilterPeersRequest"> 
  * Use `create(FilterPeersRequestSchema)` to create a new message.
  */
 export const FilterPeersRequestSchema: GenMessage<FilterPeersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 22);
+  messageDesc(file_chat_internal_v1_store_service, 23);
 
 /**
  * @generated from message chat.internal.v1.FilterPeersResponse
@@ -647,7 +705,7 @@ export type FilterPeersResponse = Message<"chat.internal.v1.FilterPeersResponse"
  * Use `create(FilterPeersResponseSchema)` to create a new message.
  */
 export const FilterPeersResponseSchema: GenMessage<FilterPeersResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 23);
+  messageDesc(file_chat_internal_v1_store_service, 24);
 
 /**
  * @generated from message chat.internal.v1.PutUserRequest
@@ -676,7 +734,7 @@ export type PutUserRequest = Message<"chat.internal.v1.PutUserRequest"> & {
  * Use `create(PutUserRequestSchema)` to create a new message.
  */
 export const PutUserRequestSchema: GenMessage<PutUserRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 24);
+  messageDesc(file_chat_internal_v1_store_service, 25);
 
 /**
  * @generated from message chat.internal.v1.PutUserResponse
@@ -698,7 +756,7 @@ export type PutUserResponse = Message<"chat.internal.v1.PutUserResponse"> & {
  * Use `create(PutUserResponseSchema)` to create a new message.
  */
 export const PutUserResponseSchema: GenMessage<PutUserResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 25);
+  messageDesc(file_chat_internal_v1_store_service, 26);
 
 /**
  * @generated from message chat.internal.v1.LoadUsersRequest
@@ -715,7 +773,7 @@ export type LoadUsersRequest = Message<"chat.internal.v1.LoadUsersRequest"> & {
  * Use `create(LoadUsersRequestSchema)` to create a new message.
  */
 export const LoadUsersRequestSchema: GenMessage<LoadUsersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 26);
+  messageDesc(file_chat_internal_v1_store_service, 27);
 
 /**
  * @generated from message chat.internal.v1.LoadUsersResponse
@@ -732,7 +790,7 @@ export type LoadUsersResponse = Message<"chat.internal.v1.LoadUsersResponse"> & 
  * Use `create(LoadUsersResponseSchema)` to create a new message.
  */
 export const LoadUsersResponseSchema: GenMessage<LoadUsersResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 27);
+  messageDesc(file_chat_internal_v1_store_service, 28);
 
 /**
  * @generated from message chat.internal.v1.EnsureDeviceRequest
@@ -759,7 +817,7 @@ export type EnsureDeviceRequest = Message<"chat.internal.v1.EnsureDeviceRequest"
  * Use `create(EnsureDeviceRequestSchema)` to create a new message.
  */
 export const EnsureDeviceRequestSchema: GenMessage<EnsureDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 28);
+  messageDesc(file_chat_internal_v1_store_service, 29);
 
 /**
  * @generated from message chat.internal.v1.EnsureDeviceResponse
@@ -776,7 +834,7 @@ export type EnsureDeviceResponse = Message<"chat.internal.v1.EnsureDeviceRespons
  * Use `create(EnsureDeviceResponseSchema)` to create a new message.
  */
 export const EnsureDeviceResponseSchema: GenMessage<EnsureDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 29);
+  messageDesc(file_chat_internal_v1_store_service, 30);
 
 /**
  * @generated from message chat.internal.v1.UpdateDeviceRequest
@@ -813,7 +871,7 @@ export type UpdateDeviceRequest = Message<"chat.internal.v1.UpdateDeviceRequest"
  * Use `create(UpdateDeviceRequestSchema)` to create a new message.
  */
 export const UpdateDeviceRequestSchema: GenMessage<UpdateDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 30);
+  messageDesc(file_chat_internal_v1_store_service, 31);
 
 /**
  * @generated from message chat.internal.v1.UpdateDeviceResponse
@@ -830,7 +888,7 @@ export type UpdateDeviceResponse = Message<"chat.internal.v1.UpdateDeviceRespons
  * Use `create(UpdateDeviceResponseSchema)` to create a new message.
  */
 export const UpdateDeviceResponseSchema: GenMessage<UpdateDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 31);
+  messageDesc(file_chat_internal_v1_store_service, 32);
 
 /**
  * @generated from message chat.internal.v1.LoadDeviceRequest
@@ -847,7 +905,7 @@ export type LoadDeviceRequest = Message<"chat.internal.v1.LoadDeviceRequest"> & 
  * Use `create(LoadDeviceRequestSchema)` to create a new message.
  */
 export const LoadDeviceRequestSchema: GenMessage<LoadDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 32);
+  messageDesc(file_chat_internal_v1_store_service, 33);
 
 /**
  * @generated from message chat.internal.v1.LoadDeviceResponse
@@ -866,7 +924,7 @@ export type LoadDeviceResponse = Message<"chat.internal.v1.LoadDeviceResponse"> 
  * Use `create(LoadDeviceResponseSchema)` to create a new message.
  */
 export const LoadDeviceResponseSchema: GenMessage<LoadDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 33);
+  messageDesc(file_chat_internal_v1_store_service, 34);
 
 /**
  * @generated from message chat.internal.v1.LoadDevicesRequest
@@ -883,7 +941,7 @@ export type LoadDevicesRequest = Message<"chat.internal.v1.LoadDevicesRequest"> 
  * Use `create(LoadDevicesRequestSchema)` to create a new message.
  */
 export const LoadDevicesRequestSchema: GenMessage<LoadDevicesRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 34);
+  messageDesc(file_chat_internal_v1_store_service, 35);
 
 /**
  * @generated from message chat.internal.v1.LoadDevicesResponse
@@ -900,7 +958,7 @@ export type LoadDevicesResponse = Message<"chat.internal.v1.LoadDevicesResponse"
  * Use `create(LoadDevicesResponseSchema)` to create a new message.
  */
 export const LoadDevicesResponseSchema: GenMessage<LoadDevicesResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 35);
+  messageDesc(file_chat_internal_v1_store_service, 36);
 
 /**
  * @generated from message chat.internal.v1.RevokeDeviceRequest
@@ -922,7 +980,7 @@ export type RevokeDeviceRequest = Message<"chat.internal.v1.RevokeDeviceRequest"
  * Use `create(RevokeDeviceRequestSchema)` to create a new message.
  */
 export const RevokeDeviceRequestSchema: GenMessage<RevokeDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 36);
+  messageDesc(file_chat_internal_v1_store_service, 37);
 
 /**
  * @generated from message chat.internal.v1.RevokeDeviceResponse
@@ -939,7 +997,7 @@ export type RevokeDeviceResponse = Message<"chat.internal.v1.RevokeDeviceRespons
  * Use `create(RevokeDeviceResponseSchema)` to create a new message.
  */
 export const RevokeDeviceResponseSchema: GenMessage<RevokeDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 37);
+  messageDesc(file_chat_internal_v1_store_service, 38);
 
 /**
  * @generated from message chat.internal.v1.LoadPushTargetsRequest
@@ -956,7 +1014,7 @@ export type LoadPushTargetsRequest = Message<"chat.internal.v1.LoadPushTargetsRe
  * Use `create(LoadPushTargetsRequestSchema)` to create a new message.
  */
 export const LoadPushTargetsRequestSchema: GenMessage<LoadPushTargetsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 38);
+  messageDesc(file_chat_internal_v1_store_service, 39);
 
 /**
  * @generated from message chat.internal.v1.PushTarget
@@ -988,7 +1046,7 @@ export type PushTarget = Message<"chat.internal.v1.PushTarget"> & {
  * Use `create(PushTargetSchema)` to create a new message.
  */
 export const PushTargetSchema: GenMessage<PushTarget> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 39);
+  messageDesc(file_chat_internal_v1_store_service, 40);
 
 /**
  * @generated from message chat.internal.v1.LoadPushTargetsResponse
@@ -1005,7 +1063,7 @@ export type LoadPushTargetsResponse = Message<"chat.internal.v1.LoadPushTargetsR
  * Use `create(LoadPushTargetsResponseSchema)` to create a new message.
  */
 export const LoadPushTargetsResponseSchema: GenMessage<LoadPushTargetsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 40);
+  messageDesc(file_chat_internal_v1_store_service, 41);
 
 /**
  * StoreService serves what the store persisted from the log: history, sync,
