@@ -71,6 +71,7 @@ export function createEdge(deps: EdgeDeps) {
   });
   const actions = createActions({
     router: deps.router,
+    store: deps.store,
     soft: deps.soft,
     limits: config.limits,
     presence,

@@ -23,6 +23,8 @@ import {
 } from "@connectrpc/connect/protocol-grpc-web";
 import {
   ChatService,
+  GetHistoryRequestSchema,
+  GetHistoryResponseSchema,
   HeartbeatRequestSchema,
   HeartbeatResponseSchema,
   MarkDeliveredRequestSchema,
@@ -36,6 +38,8 @@ import {
   type SubscribeRequest,
   SubscribeRequestSchema,
   SubscribeResponseSchema,
+  SyncRequestSchema,
+  SyncResponseSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
 import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
@@ -43,6 +47,7 @@ import { logCallError } from "../../lib/interceptors.js";
 import type { Logger } from "../../lib/logger.js";
 import { codeOf, type Metrics } from "../../lib/metrics.js";
 import { authenticate, bearer, type Caller, spendRequestBudget } from "./auth.js";
+import { gzipCompression } from "./compression.js";
 import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
 import { corsResponseHeaders, type StreamEndpoint } from "./server.js";
@@ -58,9 +63,12 @@ const sendProcedure = procedureOf(ChatService.method.send);
 const markDeliveredProcedure = procedureOf(ChatService.method.markDelivered);
 const markReadProcedure = procedureOf(ChatService.method.markRead);
 const setTypingProcedure = procedureOf(ChatService.method.setTyping);
+const getHistoryProcedure = procedureOf(ChatService.method.getHistory);
+const syncProcedure = procedureOf(ChatService.method.sync);
 /**
  * The unary methods served here, one request message and one answer each:
- * what a client holding Subscribe instead of a Session stream calls all day.
+ * what a client holding Subscribe instead of a Session stream calls all day,
+ * and the reads every client makes on opening a conversation.
  */
 const unaryProcedures = new Set([
   heartbeatProcedure,
@@ -68,7 +76,15 @@ const unaryProcedures = new Set([
   markDeliveredProcedure,
   markReadProcedure,
   setTypingProcedure,
+  getHistoryProcedure,
+  syncProcedure,
 ]);
+/** Methods whose answers are gzipped for clients that accept it: pages of events. */
+const gzipProcedures = new Set([getHistoryProcedure, syncProcedure]);
+/** Answers smaller than this go uncompressed, as Connect's compressMinBytes does. */
+const compressMinBytes = 1024;
+/** The envelope flag of a compressed message (gRPC, gRPC-Web). */
+const compressedFlag = 0b01;
 const procedures = new Map(
   [sessionProcedure, subscribeProcedure, ...unaryProcedures].map((p) => [`/${p}`, p]),
 );
@@ -92,7 +108,9 @@ const envelopeHeader = 5;
  * Subscribe call are served here too, in every protocol: Heartbeat, which
  * keeps its session alive, and Send, MarkDelivered, MarkRead and SetTyping,
  * which carry what a Session stream's frames would (through Connect's handler
- * each cost several times the same frame on a Session stream). Calls it does not claim (compressed messages, a
+ * each cost several times the same frame on a Session stream); so are
+ * GetHistory and Sync, whose answers are gzipped for clients that accept it,
+ * as Connect does. Calls it does not claim (compressed messages, a
  * deadline, gRPC-Web text or JSON, other content types, HTTP/1.1) go to
  * Connect, which serves them with the same checks: token and device, request
  * budget, stream caps, message size, CORS.
@@ -158,13 +176,14 @@ export function createGrpcSessionEndpoint(
 
   /**
    * A unary method's handler: decodes the one request message, runs `act`
-   * (the same action a Session stream frame runs) and answers with its
-   * result, binary through `encode` or as Connect writes JSON.
+   * (the same action a Session stream frame or Connect's handler runs; told
+   * whether the answer is binary) and answers with its result, binary
+   * through `encode` or as Connect writes JSON.
    */
   function unary<I extends DescMessage, O extends DescMessage>(
     input: I,
     output: O,
-    act: (who: Caller, req: MessageShape<I>) => Promise<MessageShape<O>>,
+    act: (who: Caller, req: MessageShape<I>, binary: boolean) => Promise<MessageShape<O>>,
     encode: (res: MessageShape<O>) => Uint8Array = (res) => toBinary(output, res),
   ) {
     return (call: SessionCall, who: Caller, data: Uint8Array) => {
@@ -175,7 +194,7 @@ export function createGrpcSessionEndpoint(
         call.finish(fail.invalid("malformed request message", err));
         return;
       }
-      act(who, req).then(
+      act(who, req, call.dialect !== "connect-json").then(
         (res) => {
           if (!call.writable) return;
           call.reply(
@@ -229,6 +248,19 @@ export function createGrpcSessionEndpoint(
         return create(SetTypingResponseSchema);
       }),
     ],
+    // Binary answers carry the events as stored; toBinary writes them verbatim.
+    [
+      getHistoryProcedure,
+      unary(GetHistoryRequestSchema, GetHistoryResponseSchema, (who, req, binary) =>
+        actions.getHistory(who, req, binary),
+      ),
+    ],
+    [
+      syncProcedure,
+      unary(SyncRequestSchema, SyncResponseSchema, (who, req, binary) =>
+        actions.sync(who, req, binary),
+      ),
+    ],
   ]);
 
   /** Starts a Subscribe call's session once its one request message is in. */
@@ -275,10 +307,13 @@ export function createGrpcSessionEndpoint(
       const contentType = headers["content-type"] ?? "application/grpc";
       const unary = unaryHandlers.get(procedure);
       if (!unary) metrics.streams.inc({ procedure });
+      const bare = unaryContentTypes.has(contentType);
       const call = new SessionCall(
         stream,
         dialects.get(contentType) ?? "grpc",
-        unaryContentTypes.has(contentType),
+        bare,
+        gzipProcedures.has(procedure) &&
+          acceptsGzip(bare ? headers["accept-encoding"] : headers["grpc-accept-encoding"]),
         limits.frameMaxBytes,
         unary
           ? unaryEnded(procedure, performance.now())
@@ -296,6 +331,16 @@ export function createGrpcSessionEndpoint(
       );
     },
   };
+}
+
+/** Whether an accept-encoding header (HTTP's or gRPC's) lists gzip, and not with q=0. */
+export function acceptsGzip(header: string | string[] | undefined): boolean {
+  const value = Array.isArray(header) ? header.join(",") : header;
+  if (!value) return false;
+  return value.split(",").some((item) => {
+    const [name, ...params] = item.split(";").map((p) => p.trim().toLowerCase());
+    return name === "gzip" && !params.some((p) => /^q=0(\.0*)?$/.test(p));
+  });
 }
 
 /** A call's one request message, in its dialect's encoding (JSON read as Connect reads it). */
@@ -352,10 +397,15 @@ class SessionCall implements FrameWire {
   private failed = false;
   private ended = false;
 
+  /**
+   * @param gzip the client accepts gzip and the method's answers are worth
+   *   compressing: an answer of compressMinBytes or more goes out gzipped.
+   */
   constructor(
     private readonly stream: http2.ServerHttp2Stream,
     readonly dialect: Dialect,
     private readonly bare: boolean,
+    private readonly gzip: boolean,
     private readonly maxBytes: number,
     private readonly onEnded: (err: ConnectError | undefined) => void,
   ) {
@@ -372,9 +422,11 @@ class SessionCall implements FrameWire {
       this.answerHeaders = extra;
       return this.writable;
     }
+    // Messages carry their own compressed flag, so the encoding is named up front.
+    const encoding = this.gzip ? { "grpc-encoding": "gzip" } : {};
     try {
       this.stream.respond(
-        { ":status": 200, "content-type": contentType, ...extra },
+        { ":status": 200, "content-type": contentType, ...encoding, ...extra },
         { waitForTrailers: this.dialect === "grpc" },
       );
       return true;
@@ -525,15 +577,30 @@ class SessionCall implements FrameWire {
     this.stream.resume();
   }
 
-  /** Answers a one-message call with its response message and ends it. */
+  /** Answers a one-message call with its response message (gzipped if due) and ends it. */
   reply(bytes: Uint8Array) {
     if (!this.writable) return;
+    if (!this.gzip || bytes.length < compressMinBytes) {
+      this.answerWith(bytes, false);
+      return;
+    }
+    gzipCompression.compress(bytes).then(
+      (zipped) => this.answerWith(zipped, true),
+      (err: unknown) =>
+        this.finish(
+          new ConnectError("compressing the answer failed", Code.Internal, undefined, [], err),
+        ),
+    );
+  }
+
+  private answerWith(bytes: Uint8Array, zipped: boolean) {
+    if (!this.writable) return;
     if (this.bare) {
-      this.answer(200, this.answerType, bytes);
+      this.answer(200, this.answerType, bytes, zipped ? { "content-encoding": "gzip" } : {});
       this.end(undefined);
       return;
     }
-    this.write(bytes);
+    this.stream.write(envelope(zipped ? compressedFlag : 0, bytes));
     this.finish(undefined);
   }
 
@@ -564,10 +631,16 @@ class SessionCall implements FrameWire {
   }
 
   /** A bare call's one response: headers and body at once. */
-  private answer(status: number, contentType: string, body: Uint8Array) {
+  private answer(
+    status: number,
+    contentType: string,
+    body: Uint8Array,
+    extra: http2.OutgoingHttpHeaders = {},
+  ) {
     try {
       this.stream.respond({
         ...this.answerHeaders,
+        ...extra,
         ":status": status,
         "content-type": contentType,
         "content-length": body.length,

@@ -9,6 +9,8 @@ import {
 import { afterEach, describe, expect, it } from "vitest";
 import {
   ChatService,
+  GetHistoryRequestSchema,
+  GetHistoryResponseSchema,
   HeartbeatRequestSchema,
   HeartbeatResponseSchema,
   MarkDeliveredRequestSchema,
@@ -17,7 +19,7 @@ import {
   SendResponseSchema,
   SubscribeRequestSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
-import { createGrpcSessionEndpoint } from "../../services/edge/grpc-session.js";
+import { acceptsGzip, createGrpcSessionEndpoint } from "../../services/edge/grpc-session.js";
 import {
   cursor,
   direct,
@@ -43,6 +45,7 @@ const sessionPath = "/chat.v1.ChatService/Session";
 const subscribePath = "/chat.v1.ChatService/Subscribe";
 const heartbeatPath = "/chat.v1.ChatService/Heartbeat";
 const sendPath = "/chat.v1.ChatService/Send";
+const historyPath = "/chat.v1.ChatService/GetHistory";
 
 /**
  * Calls to a method that takes one request message, each breaking that
@@ -104,7 +107,13 @@ function chatWith(s: TestServer, u: User, opts: { gzip?: boolean }) {
 }
 
 /** ChatService for `u` over HTTP/2 with a browser protocol. */
-function webWith(s: TestServer, u: User, protocol: "grpc-web" | "connect", binary: boolean) {
+function webWith(
+  s: TestServer,
+  u: User,
+  protocol: "grpc-web" | "connect",
+  binary: boolean,
+  extra: Interceptor[] = [],
+) {
   const auth: Interceptor = (next) => (req) => {
     req.header.set("authorization", `Bearer ${u.token}`);
     return next(req);
@@ -113,7 +122,7 @@ function webWith(s: TestServer, u: User, protocol: "grpc-web" | "connect", binar
     baseUrl: s.url,
     httpVersion: "2" as const,
     useBinaryFormat: binary,
-    interceptors: [auth],
+    interceptors: [...extra, auth],
   };
   return createClient(
     ChatService,
@@ -222,8 +231,23 @@ describe("gRPC Session streams", () => {
       expect(claims(unary, path), method).toBe(true);
       expect(claims({ "content-type": "application/json" }, path), method).toBe(true);
     }
-    expect(claims(grpc, "/chat.v1.ChatService/GetHistory")).toBe(false);
+    // And the reads every client makes on opening a conversation; other unary calls stay Connect's.
+    for (const path of [historyPath, "/chat.v1.ChatService/Sync"]) {
+      expect(claims(grpc, path), path).toBe(true);
+      expect(claims({ "content-type": "application/grpc-web+proto" }, path), path).toBe(true);
+      expect(claims(unary, path), path).toBe(true);
+      expect(claims({ "content-type": "application/json" }, path), path).toBe(true);
+      expect(claims({ ...grpc, "grpc-accept-encoding": "gzip" }, path), path).toBe(true);
+      expect(claims({ ...grpc, "grpc-encoding": "gzip" }, path), path).toBe(false);
+    }
     expect(claims(unary, "/chat.v1.ChatService/ListConversations")).toBe(false);
+    // Their answers are gzipped for a client whose accept header lists gzip (not at q=0).
+    expect(acceptsGzip("gzip")).toBe(true);
+    expect(acceptsGzip("identity, GZIP;q=0.5, br")).toBe(true);
+    expect(acceptsGzip(["br", "gzip"])).toBe(true);
+    expect(acceptsGzip("gzip;q=0, br")).toBe(false);
+    expect(acceptsGzip("br, deflate")).toBe(false);
+    expect(acceptsGzip(undefined)).toBe(false);
   });
 
   it.each([
@@ -463,6 +487,108 @@ describe("gRPC Session streams", () => {
     const p = 'procedure="chat.v1.ChatService/Send"';
     expect(sample(text, `chat_rpc_total{${p},code="ok"}`)).toBe(5);
     expect(sample(text, `chat_rpc_total{${p},code="unauthenticated"}`)).toBe(1);
+  });
+
+  it("serve GetHistory and Sync on the direct path: Connect's answers, gzipped for clients that accept it, Connect's codes for bad reads", async () => {
+    const { s, a, b, c, id } = await pairAndStranger();
+    // Pages from well under compressMinBytes to past the synchronous gzip size.
+    await a.chat.send({ conversationId: id, clientMsgId: "short", content: { text: "hi" } });
+    for (let i = 0; i < 40; i++) {
+      const text = `m${i} ${"lorem ipsum ".repeat(90)}`;
+      await a.chat.send({ conversationId: id, clientMsgId: `m${i}`, content: { text } });
+    }
+    /** Answers with the encoding each came in: grpc-encoding, else content-encoding. */
+    const encodings: (string | null)[] = [];
+    const seen: Interceptor = (next) => async (req) => {
+      const res = await next(req);
+      encodings.push(res.header.get("grpc-encoding") ?? res.header.get("content-encoding"));
+      return res;
+    };
+    const read = async (chat: ReturnType<typeof chatWith>) => ({
+      pages: [
+        await chat.getHistory({ conversationId: id, limit: 1, anchorSeq: 3n }),
+        await chat.getHistory({ conversationId: id, limit: 5 }),
+        await chat.getHistory({ conversationId: id, limit: 100 }),
+      ],
+      sync: await chat.sync({ cursors: [cursor(id, 1n)] }),
+    });
+    // Through Connect's handler (a gzip-compressed call still goes there), then on the direct path.
+    const reference = await read(chatWith(s, b, { gzip: true }));
+    expect(reference.pages[2]!.events).toHaveLength(42);
+    encodings.length = 0;
+    const h2 = (opts: { gzip?: boolean; accept?: boolean }) =>
+      createClient(
+        ChatService,
+        createGrpcTransport({
+          baseUrl: s.url,
+          interceptors: [
+            seen,
+            (next) => (req) => {
+              req.header.set("authorization", `Bearer ${b.token}`);
+              return next(req);
+            },
+          ],
+          ...(opts.accept === false ? { acceptCompression: [] } : {}),
+        }),
+      );
+    expect(await read(h2({}))).toStrictEqual(reference);
+    expect(encodings).toEqual(["gzip", "gzip", "gzip", "gzip"]);
+    encodings.length = 0;
+    expect(await read(h2({ accept: false }))).toStrictEqual(reference);
+    expect(encodings).toEqual([null, null, null, null]);
+    // Browser protocols: gRPC-Web, and Connect's unary protocol in binary and JSON.
+    for (const [protocol, binary] of [
+      ["grpc-web", true],
+      ["connect", true],
+      ["connect", false],
+    ] as const) {
+      encodings.length = 0;
+      const web = webWith(s, b, protocol, binary, [seen]);
+      const answers = await read(web);
+      expect(answers, `${protocol} ${binary}`).toStrictEqual(reference);
+      if (protocol === "connect") {
+        // A bare answer names its encoding only when it is compressed (1 KB or more).
+        expect(encodings.slice(1)).toEqual(["gzip", "gzip", "gzip"]);
+      }
+    }
+
+    // Bad reads get the codes Connect's handler gives them.
+    const codes = await codesOnEitherPath((as) => [
+      as(b).getHistory({ conversationId: "nope" }),
+      as(b).getHistory({ conversationId: id, limit: 501 }),
+      as(b).getHistory({ conversationId: id, anchorSeq: 99n, direction: 1 }),
+      as(b).getHistory({ conversationId: "c_01kbmabcdefghjkmnpqrstvwxy" }),
+      as(c).getHistory({ conversationId: id }),
+      as(b).sync({ cursors: [cursor(id, 99n)] }),
+      as(b).sync({ cursors: [cursor(id, 1n)], limitPerConversation: 1001 }),
+    ]);
+    expect(codes.connect).toEqual([
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+      Code.NotFound,
+      Code.PermissionDenied,
+      Code.InvalidArgument,
+      Code.InvalidArgument,
+    ]);
+    expect(codes.direct).toEqual(codes.connect);
+    const conn = await connectH2(s.url);
+    cleanups.push(() => conn.destroy());
+    const request = toBinary(
+      GetHistoryRequestSchema,
+      create(GetHistoryRequestSchema, { conversationId: id }),
+    );
+    const outcomes = await malformedCalls(conn, historyPath, b.token, request);
+    expect(outcomes.map((o) => o.code)).toEqual(malformedCodes);
+    const ok = rawCall(conn, historyPath, b.token, request);
+    expect((await ok.outcome).code).toBe(0);
+    // A page of the default size (50): all 42 events, as the limit-100 page has them.
+    expect(fromBinary(GetHistoryResponseSchema, ok.messages[0]!).events).toStrictEqual(
+      reference.pages[2]!.events,
+    );
+    expect((await rawCall(conn, historyPath, "not-a-token", request).outcome).code).toBe(
+      Code.Unauthenticated,
+    );
   });
 
   it("serve unary MarkDelivered, MarkRead and SetTyping on the direct path: receipts and typing reach the peer, bad calls get Connect's codes", async () => {

@@ -1,6 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { type ChatService, HistoryDirection } from "../../../gen/chat/v1/chat_service_pb.js";
+import type { ChatService } from "../../../gen/chat/v1/chat_service_pb.js";
 import type { EventSchema } from "../../../gen/chat/v1/event_pb.js";
 import { fail } from "../../../lib/errors.js";
 import {
@@ -12,11 +12,8 @@ import {
 import { actorOf } from "../actions.js";
 import { type Caller, caller } from "../auth.js";
 import type { EdgeContext } from "../context.js";
-import { checkCursors, checkHistory, checkSeq } from "../validate.js";
-import { answersInBinary, historyAnswer, storedSyncBatch } from "../wire.js";
-
-/** Most events one Sync response carries before it sets has_more. */
-const syncMaxEvents = 5000;
+import { checkSeq } from "../validate.js";
+import { answersInBinary } from "../wire.js";
 
 /** Sending, changing and reading messages. */
 export const messageRoutes = (
@@ -85,40 +82,13 @@ export const messageRoutes = (
     },
 
     async getHistory(req, hctx) {
-      checkHistory(req);
-      // A binary answer carries the events as the store holds them (see historyAnswer).
       const binary = answersInBinary(hctx.requestHeader.get("content-type"));
-      const res = await ctx.store.readHistory({
-        viewerUserId: caller(hctx).userId,
-        conversationId: req.conversationId,
-        anchorSeq: req.anchorSeq,
-        backward: req.direction !== HistoryDirection.FORWARD,
-        limit: req.limit || 50,
-        encoded: binary,
-      });
-      return historyAnswer(res, binary);
+      return ctx.actions.getHistory(caller(hctx), req, binary);
     },
 
     async sync(req, hctx) {
-      checkCursors(req.cursors);
-      if (req.limitPerConversation > 1000) {
-        throw fail.invalid("limit_per_conversation must be at most 1000");
-      }
-      const who = caller(hctx);
-      // A binary answer carries the events as the store holds them (see storedSyncBatch).
       const binary = answersInBinary(hctx.requestHeader.get("content-type"));
-      const res = await ctx.store.readSync({
-        viewerUserId: who.userId,
-        deviceId: who.deviceId,
-        cursors: req.cursors,
-        limitPerConversation: req.limitPerConversation,
-        maxEvents: syncMaxEvents,
-        encoded: binary,
-      });
-      // A store that predates `encoded` answers with decoded batches.
-      const batches =
-        res.encodedBatches.length > 0 ? res.encodedBatches.map(storedSyncBatch) : res.batches;
-      return { batches, hasMore: res.hasMore };
+      return ctx.actions.sync(caller(hctx), req, binary);
     },
   };
 };
