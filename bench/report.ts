@@ -1281,23 +1281,22 @@ function historyTables(results: readonly HistoryResult[]): string[] {
       "two cores. The server's CPU per event does not depend on how much of the cores the load " +
       "generator took, so it compares runs and revisions better than events/s.",
     "",
-    "What bounds paging (a V8 CPU profile of the server over a 6-second paging window at " +
-      "about 530 pages/s, taken on this machine on 2026-12-06 at 7746f7a): the server's event " +
-      "loop was about two-thirds busy, and of its busy time about 15% went to the SQLite " +
-      "reads (the page, the conversation and the membership check), 10% to garbage " +
-      "collection, 10% to gzip (Connect compresses answers over 1 KB for clients that accept " +
-      "it; pages up to 32 KiB are compressed in one synchronous call, see the profiling " +
-      "table), 3% to the token check and 3% to writing the answers, the rest mostly to " +
-      "Connect's handler and HTTP/2 (4% to a DOMException for each call's aborted signal, " +
-      "about 8% to its async-iterable plumbing). The stored events are no longer decoded " +
-      "(about 11% before pages were read as stored) or encoded (about 30% before answers in " +
-      "binary protocols carried the stored bytes). The load generator, which decodes every " +
-      "page with protobuf-es's reflective fromBinary, used more CPU than the server, and the " +
-      "two cores were about four-fifths busy, so paging here is bound by the machine as much " +
-      "as by the server. What is left is spread over SQLite's reads, the collector, gzip and " +
-      "Connect's per-call machinery; the access check's two reads (about 4%) are the only " +
-      "ones a page could skip, and only by caching membership, which would let a removed " +
-      "member page on for as long as the cache holds.",
+    "What bounds paging (a V8 CPU profile of the server over the paging window at about " +
+      "380 pages/s, taken on this machine on 2026-12-06 at 706dff3): the server's event loop " +
+      "was about half busy, and of its busy time about a quarter went to SQLite's reads (the " +
+      "page about 18%, the conversation and the membership check about 6%), a fifth to gzip " +
+      "(answers of 1 KB or more to clients that accept it; pages up to 32 KiB are compressed " +
+      "in one synchronous call, see the profiling table), 5% to garbage collection, and the " +
+      "rest spread thinly over HTTP/2 (headers and responses), the internal call to the store " +
+      "and metrics. Pages are neither decoded nor encoded on the way (about 11% and 30% " +
+      "before pages were read and written as stored), and GetHistory no longer goes through " +
+      "Connect's handler (a fifth or more before; see the profiling table). The load " +
+      "generator, which decodes every page with protobuf-es's reflective fromBinary, used " +
+      "about 120% of a core against the server's 66% in that run, so paging here is bound by " +
+      "the load generator on the shared cores more than by the server. What is left on the " +
+      "server is SQLite and gzip; the access check's two reads are the only ones a page " +
+      "could skip, and only by caching membership, which would let a removed member page on " +
+      "for as long as the cache holds.",
     "",
   ];
 }
