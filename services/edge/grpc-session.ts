@@ -422,13 +422,15 @@ class SessionCall implements FrameWire {
       this.answerHeaders = extra;
       return this.writable;
     }
+    const headers: http2.OutgoingHttpHeaders = {
+      ":status": 200,
+      "content-type": contentType,
+      ...extra,
+    };
     // Messages carry their own compressed flag, so the encoding is named up front.
-    const encoding = this.gzip ? { "grpc-encoding": "gzip" } : {};
+    if (this.gzip) headers["grpc-encoding"] = "gzip";
     try {
-      this.stream.respond(
-        { ":status": 200, "content-type": contentType, ...encoding, ...extra },
-        { waitForTrailers: this.dialect === "grpc" },
-      );
+      this.stream.respond(headers, { waitForTrailers: this.dialect === "grpc" });
       return true;
     } catch (err) {
       this.end(new ConnectError("stream closed by the client", Code.Canceled, undefined, [], err));

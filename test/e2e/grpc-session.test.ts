@@ -142,12 +142,13 @@ async function pairAndStranger() {
 }
 
 /**
- * The code of each call `calls` makes (undefined for OK), made through
- * Connect's handler (gzip-compressed calls still go there) and then on the
- * direct path.
+ * Makes `calls` through Connect's handler (gzip-compressed calls still go
+ * there) and then on the direct path, and asserts that each gets the code
+ * `expected` lists for it (undefined for OK) on both.
  */
-async function codesOnEitherPath(
+async function expectCodesOnEitherPath(
   calls: (as: (who: User) => ReturnType<typeof chatWith>) => Promise<unknown>[],
+  expected: (Code | undefined)[],
 ) {
   const run = (gzip: boolean) =>
     Promise.all(
@@ -158,7 +159,8 @@ async function codesOnEitherPath(
         ),
       ),
     );
-  return { connect: await run(true), direct: await run(false) };
+  expect(await run(true), "Connect's handler").toEqual(expected);
+  expect(await run(false), "direct path").toEqual(expected);
 }
 
 describe("gRPC Session streams", () => {
@@ -443,14 +445,10 @@ describe("gRPC Session streams", () => {
       ],
       [c, { conversationId: id, clientMsgId: "m4", content: { text: "x" } }],
     ] as const;
-    const codes = await codesOnEitherPath((as) => bad.map(([who, req]) => as(who).send(req)));
-    expect(codes.connect).toEqual([
-      Code.InvalidArgument,
-      Code.InvalidArgument,
-      Code.NotFound,
-      Code.PermissionDenied,
-    ]);
-    expect(codes.direct).toEqual(codes.connect);
+    await expectCodesOnEitherPath(
+      (as) => bad.map(([who, req]) => as(who).send(req)),
+      [Code.InvalidArgument, Code.InvalidArgument, Code.NotFound, Code.PermissionDenied],
+    );
     const outcomes = await malformedCalls(h2, sendPath, a.token, request("m5"));
     expect(outcomes.map((o) => o.code)).toEqual(malformedCodes);
     expect((await rawCall(h2, sendPath, "not-a-token", request("m6")).outcome).code).toBe(
@@ -554,25 +552,26 @@ describe("gRPC Session streams", () => {
     }
 
     // Bad reads get the codes Connect's handler gives them.
-    const codes = await codesOnEitherPath((as) => [
-      as(b).getHistory({ conversationId: "nope" }),
-      as(b).getHistory({ conversationId: id, limit: 501 }),
-      as(b).getHistory({ conversationId: id, anchorSeq: 99n, direction: 1 }),
-      as(b).getHistory({ conversationId: "c_01kbmabcdefghjkmnpqrstvwxy" }),
-      as(c).getHistory({ conversationId: id }),
-      as(b).sync({ cursors: [cursor(id, 99n)] }),
-      as(b).sync({ cursors: [cursor(id, 1n)], limitPerConversation: 1001 }),
-    ]);
-    expect(codes.connect).toEqual([
-      Code.InvalidArgument,
-      Code.InvalidArgument,
-      Code.InvalidArgument,
-      Code.NotFound,
-      Code.PermissionDenied,
-      Code.InvalidArgument,
-      Code.InvalidArgument,
-    ]);
-    expect(codes.direct).toEqual(codes.connect);
+    await expectCodesOnEitherPath(
+      (as) => [
+        as(b).getHistory({ conversationId: "nope" }),
+        as(b).getHistory({ conversationId: id, limit: 501 }),
+        as(b).getHistory({ conversationId: id, anchorSeq: 99n, direction: 1 }),
+        as(b).getHistory({ conversationId: "c_01kbmabcdefghjkmnpqrstvwxy" }),
+        as(c).getHistory({ conversationId: id }),
+        as(b).sync({ cursors: [cursor(id, 99n)] }),
+        as(b).sync({ cursors: [cursor(id, 1n)], limitPerConversation: 1001 }),
+      ],
+      [
+        Code.InvalidArgument,
+        Code.InvalidArgument,
+        Code.InvalidArgument,
+        Code.NotFound,
+        Code.PermissionDenied,
+        Code.InvalidArgument,
+        Code.InvalidArgument,
+      ],
+    );
     const conn = await connectH2(s.url);
     cleanups.push(() => conn.destroy());
     const request = toBinary(
@@ -631,19 +630,15 @@ describe("gRPC Session streams", () => {
     ann.abort();
 
     // Bad calls: the codes Connect's handler gives them (a compressed call still goes there).
-    const codes = await codesOnEitherPath((as) => [
-      as(b).markRead({ conversationId: id, seq: 99n }),
-      as(b).markDelivered({ conversationId: "not an id", seq: 1n }),
-      as(c).markRead({ conversationId: id, seq: 1n }),
-      as(c).setTyping({ conversationId: id, typing: true }),
-    ]);
-    expect(codes.connect).toEqual([
-      Code.InvalidArgument,
-      Code.InvalidArgument,
-      Code.PermissionDenied,
-      Code.PermissionDenied,
-    ]);
-    expect(codes.direct).toEqual(codes.connect);
+    await expectCodesOnEitherPath(
+      (as) => [
+        as(b).markRead({ conversationId: id, seq: 99n }),
+        as(b).markDelivered({ conversationId: "not an id", seq: 1n }),
+        as(c).markRead({ conversationId: id, seq: 1n }),
+        as(c).setTyping({ conversationId: id, typing: true }),
+      ],
+      [Code.InvalidArgument, Code.InvalidArgument, Code.PermissionDenied, Code.PermissionDenied],
+    );
 
     const text = await scrape(s);
     const ok = (method: string) =>
