@@ -52,7 +52,7 @@ import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
 import { corsResponseHeaders, type StreamEndpoint } from "./server.js";
 import { checkCursors } from "./validate.js";
-import { type Dialect, dialects, encodeSendResponse } from "./wire.js";
+import { type Dialect, decodeSendRequest, dialects, encodeSendResponse } from "./wire.js";
 
 /** "package.Service/Method", as metrics and logs label the call. */
 const procedureOf = (m: { name: string }) => `${ChatService.typeName}/${m.name}`;
@@ -175,21 +175,22 @@ export function createGrpcSessionEndpoint(
   };
 
   /**
-   * A unary method's handler: decodes the one request message, runs `act`
-   * (the same action a Session stream frame or Connect's handler runs; told
-   * whether the answer is binary) and answers with its result, binary
-   * through `encode` or as Connect writes JSON.
+   * A unary method's handler: decodes the one request message (binary
+   * through `decode`), runs `act` (the same action a Session stream frame or
+   * Connect's handler runs; told whether the answer is binary) and answers
+   * with its result, binary through `encode` or as Connect writes JSON.
    */
   function unary<I extends DescMessage, O extends DescMessage>(
     input: I,
     output: O,
     act: (who: Caller, req: MessageShape<I>, binary: boolean) => Promise<MessageShape<O>>,
     encode: (res: MessageShape<O>) => Uint8Array = (res) => toBinary(output, res),
+    decode: (bytes: Uint8Array) => MessageShape<I> = (bytes) => fromBinary(input, bytes),
   ) {
     return (call: SessionCall, who: Caller, data: Uint8Array) => {
       let req: MessageShape<I>;
       try {
-        req = decodeRequest(input, call, data);
+        req = call.dialect === "connect-json" ? decodeJson(input, data) : decode(data);
       } catch (err) {
         call.finish(fail.invalid("malformed request message", err));
         return;
@@ -217,7 +218,8 @@ export function createGrpcSessionEndpoint(
         return create(HeartbeatResponseSchema, { serverTime: timestampNow() });
       }),
     ],
-    // Answered once the event is durable; the answer is laid out around its stored bytes.
+    // Read by hand like a Session stream's send frame; answered once the event is
+    // durable, laid out around its stored bytes.
     [
       sendProcedure,
       unary(
@@ -225,6 +227,7 @@ export function createGrpcSessionEndpoint(
         SendResponseSchema,
         (who, req) => actions.send(who, req),
         encodeSendResponse,
+        decodeSendRequest,
       ),
     ],
     [
@@ -349,9 +352,11 @@ function decodeRequest<Desc extends DescMessage>(
   call: SessionCall,
   data: Uint8Array,
 ): MessageShape<Desc> {
-  return call.dialect === "connect-json"
-    ? fromJsonString(schema, Buffer.from(data).toString("utf8"), jsonRead)
-    : fromBinary(schema, data);
+  return call.dialect === "connect-json" ? decodeJson(schema, data) : fromBinary(schema, data);
+}
+
+function decodeJson<Desc extends DescMessage>(schema: Desc, data: Uint8Array): MessageShape<Desc> {
+  return fromJsonString(schema, Buffer.from(data).toString("utf8"), jsonRead);
 }
 
 // Listeners shared by every call (the emitter is `this`), so an idle stream

@@ -17,6 +17,7 @@ import {
   type GetHistoryResponse,
   GetHistoryResponseSchema,
   type SendRequest,
+  SendRequestSchema,
   type SendResponse,
   SendResponseSchema,
   type ServerFrame,
@@ -305,12 +306,37 @@ function plainSend(): SessionRequest {
     } else throw notPlain;
   }
   if (sendEnd < 0) throw notPlain;
+  const send = readPlainSend(sendEnd);
+  // The send is the last field: anything after it (a repeat, an unknown field) is fromBinary's.
+  if (r.pos !== end) throw notPlain;
+  return { $typeName: "chat.v1.SessionRequest", frameId, action: { case: "send", value: send } };
+}
 
+/**
+ * Decodes a unary Send call's request exactly as fromBinary does: a plain
+ * send read field by field as in decodeSessionRequest, anything else (and bad
+ * input, with its error) by fromBinary.
+ */
+export function decodeSendRequest(bytes: Uint8Array): SendRequest {
+  return decodePlainSendRequest(bytes) ?? fromBinary(SendRequestSchema, bytes);
+}
+
+/** The fast path of decodeSendRequest: the request if it is a plain send, else undefined. */
+export function decodePlainSendRequest(bytes: Uint8Array): SendRequest | undefined {
+  return r.attempt(bytes, plainSendRequest);
+}
+
+function plainSendRequest(): SendRequest {
+  return readPlainSend(r.buf.length);
+}
+
+/** A SendRequest's fields from the reader's position up to `sendEnd`, where it leaves the reader. */
+function readPlainSend(sendEnd: number): SendRequest {
   let conversationId = "";
   let clientMsgId = "";
   let contentEnd = -1;
   let contentStart = -1;
-  seen = 0;
+  let seen = 0;
   while (r.pos < sendEnd) {
     const no = r.field(r.uint32(sendEnd), WireType.LengthDelimited, seen);
     seen |= 1 << no;
@@ -329,10 +355,7 @@ function plainSend(): SessionRequest {
     content = readPlainContent(r, contentEnd);
     r.pos = sendEnd;
   }
-  // The send is the last field: anything after it (a repeat, an unknown field) is fromBinary's.
-  if (r.pos !== end) throw notPlain;
-  const send: SendRequest = content
+  return content
     ? { $typeName: "chat.v1.SendRequest", conversationId, clientMsgId, content }
     : { $typeName: "chat.v1.SendRequest", conversationId, clientMsgId };
-  return { $typeName: "chat.v1.SessionRequest", frameId, action: { case: "send", value: send } };
 }

@@ -8,6 +8,7 @@ import {
 } from "../../gen/chat/internal/v1/store_service_pb.js";
 import {
   GetHistoryResponseSchema,
+  SendRequestSchema,
   SendResponseSchema,
   ServerFrameSchema,
   type SessionRequest,
@@ -20,6 +21,8 @@ import { decodeEvent, eventBytes } from "../../lib/event-bytes.js";
 import {
   answersInBinary,
   decodePlainSend,
+  decodePlainSendRequest,
+  decodeSendRequest,
   decodeSessionRequest,
   encodeSendResponse,
   encodeSessionResponse,
@@ -53,6 +56,10 @@ const stored = (events: Event[], more: Partial<EncodedSyncBatch> = {}) =>
       ...more,
     }),
   );
+
+const unreachable = (): never => {
+  throw new Error("unreachable");
+};
 
 const viaToBinary = (f: ReturnType<typeof create<typeof ServerFrameSchema>>) =>
   toBinary(SessionResponseSchema, create(SessionResponseSchema, { frame: f }));
@@ -330,6 +337,37 @@ describe("decodeSessionRequest", () => {
       plain: sends(13, 400).map((req) => toBinary(SessionRequestSchema, req)),
       others: others.map((req) => toBinary(SessionRequestSchema, req)),
       seed: 11,
+    });
+  });
+
+  // A unary Send call's request is a send frame's SendRequest on its own.
+  const sendRequests = (seed: number, n: number) =>
+    sends(seed, n).map((req) =>
+      toBinary(SendRequestSchema, req.action.case === "send" ? req.action.value : unreachable()),
+    );
+
+  it("reads a unary Send's plain request itself, into exactly what fromBinary returns", () => {
+    expectReadsPlain(SendRequestSchema, decodePlainSendRequest, sendRequests(17, 3000));
+  });
+
+  it("leaves a unary Send's other requests to fromBinary, with the same result or the same error", () => {
+    const withAttachment = toBinary(
+      SendRequestSchema,
+      create(SendRequestSchema, {
+        conversationId: "c",
+        clientMsgId: "m",
+        content: { text: "see", attachments: [{ mediaRef: "s3://x", sizeBytes: 5n }] },
+      }),
+    );
+    // A session frame's send field (11) is unknown to a SendRequest.
+    const sessionFrame = toBinary(SessionRequestSchema, sends(29, 1)[0]!);
+    expectLeavesRestToFromBinary({
+      schema: SendRequestSchema,
+      decode: decodeSendRequest,
+      fast: decodePlainSendRequest,
+      plain: sendRequests(19, 400),
+      others: [withAttachment, sessionFrame],
+      seed: 23,
     });
   });
 });
