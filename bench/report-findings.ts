@@ -57,13 +57,15 @@ export function renderCeilingStudy(): string[] {
     "### Run-to-run spread",
     "",
     "Full runs have put ejabberd's routing-only ceiling at 6,000–28,000 msgs/s, " +
-      "ours at 5,000–10,000, and the relay at 24,000 to at least 115,000, the top of its " +
+      "ours at 3,000–10,000, and the relay at 20,000 to at least 115,000, the top of its " +
       "rates (its top steps hit latency spikes while its CPU is far from full). Ours read " +
       "8,500 and 10,000 in the two runs after the send path's messages were built as " +
       "literals, 5,000 in the three after those while the VM was slower for every system " +
       "(ejabberd 6,000–8,500), and 1,000 and 3,000 in two runs on 2026-12-06 while the " +
-      "disk's commits were slow for minutes. In the fast runs of 2026-12-06 from 15:31 UTC, ejabberd reached 28,000 and ours " +
-      "8,500 and 10,000. See *Earlier full runs* for each run's numbers.",
+      "disk's commits were slow for minutes. In the fast runs of 2026-12-06 from 15:31 UTC, " +
+      "ejabberd reached 28,000 and ours 8,500 and 10,000; in the two slowest, from 20:03 UTC " +
+      "(the CPU probe at 20.4–20.7 ms), the relay fell to 20,000, ejabberd to 7,000 and " +
+      "10,000, and ours to 3,000 and 3,500. See *Earlier full runs* for each run's numbers.",
     "",
     "ejabberd's CPU per message at ours' ceiling, as a share of ours': 0.71–0.92× in seven " +
       "full runs before the send path's messages were built as literals, 0.94× and 0.96× in " +
