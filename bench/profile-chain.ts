@@ -9,7 +9,11 @@
  *   { "baseline": "<rev>", "fixes": [{ "rev", "before"?, "title", "detail" }, ...] }
  * A fix is measured against the fix before it, or against its own `before`
  * when other changes landed in between. `--since=<rev>` measures only the
- * fixes from that one on and keeps the earlier entries of the JSON as they are.
+ * fixes from that one on and keeps the earlier entries of the JSON as they are;
+ * `--only=<rev>` measures that fix alone and keeps every other entry.
+ * `--rounds=<n>` runs each revision n times, alternating before and after, and
+ * records the median of each number: a single run cannot tell a change of a
+ * few percent from this machine's drift.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -18,6 +22,7 @@ import { join, resolve } from "node:path";
 import {
   type BenchRun,
   cpuUsPerEvent,
+  medianEach,
   type ProfileFix,
   type ProfileMeasure,
 } from "./lib/results.js";
@@ -206,27 +211,51 @@ function measures(before: Numbers, after: Numbers): ProfileMeasure[] {
   ];
 }
 
-const since = process.argv.find((a) => a.startsWith("--since="))?.split("=")[1];
-const firstFix = since ? chain.fixes.findIndex((f) => f.rev === since) : 0;
-if (firstFix < 0) throw new Error(`--since: ${since} is not a fix in bench/profile-chain.json`);
+const flag = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+const since = flag("since");
+const only = flag("only");
+const rounds = Number(flag("rounds") ?? 1);
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error("--rounds: a whole number, 1 or more");
+if (since && only) throw new Error("--since and --only: one or the other");
+const indexOf = (rev: string, name: string) => {
+  const i = chain.fixes.findIndex((f) => f.rev === rev);
+  if (i < 0) throw new Error(`--${name}: ${rev} is not a fix in bench/profile-chain.json`);
+  return i;
+};
+const firstFix = since ? indexOf(since, "since") : only ? indexOf(only, "only") : 0;
+const lastFix = only ? firstFix + 1 : chain.fixes.length;
 const outPath = join(repo, "bench/profile-fixes.json");
-const kept: ProfileFix[] = since
-  ? (JSON.parse(readFileSync(outPath, "utf8")) as ProfileFix[]).slice(0, firstFix)
-  : [];
+const previous: ProfileFix[] =
+  since || only ? (JSON.parse(readFileSync(outPath, "utf8")) as ProfileFix[]) : [];
 
 const beforeOf = (i: number) => chain.fixes[i]!.before ?? chain.fixes[i - 1]?.rev ?? chain.baseline;
-const results = new Map<string, Numbers>();
-const fixes: ProfileFix[] = [...kept];
-for (let i = firstFix; i < chain.fixes.length; i++) {
+const runs = new Map<string, Numbers[]>();
+const measured: ProfileFix[] = [];
+for (let i = firstFix; i < lastFix; i++) {
   const f = chain.fixes[i]!;
   const prev = beforeOf(i);
-  for (const rev of [prev, f.rev]) if (!results.has(rev)) results.set(rev, measure(rev));
-  fixes.push({
+  // Before, after, before, after…: drift over the runs falls on both alike.
+  for (let round = 0; round < rounds; round++) {
+    for (const rev of [prev, f.rev]) {
+      const done = runs.get(rev) ?? [];
+      runs.set(rev, done);
+      if (done.length <= round) done.push(measure(rev));
+    }
+  }
+  const of = (rev: string) => medianEach(runs.get(rev)!);
+  measured.push({
     title: f.title,
     detail: f.detail,
-    method: `${method}; ${prev} → ${f.rev}`,
-    measures: measures(results.get(prev)!, results.get(f.rev)!),
+    method:
+      `${method}; ${prev} → ${f.rev}` +
+      (rounds > 1 ? `; the median of ${rounds} runs of each, alternating` : ""),
+    measures: measures(of(prev), of(f.rev)),
   });
 }
+const fixes = [
+  ...previous.slice(0, firstFix),
+  ...measured,
+  ...(only ? previous.slice(lastFix) : []),
+];
 writeFileSync(outPath, `${JSON.stringify(fixes, null, 2)}\n`);
 process.stderr.write("\nwrote bench/profile-fixes.json\n");

@@ -1393,16 +1393,17 @@ function renderProfile(profile: readonly ProfileFix[]): string[] {
     "Each fix was measured with the same bench scenario and sizes on the revision before it " +
       "and after it (`--server-root` runs another checkout's server under the same bench), " +
       "one revision after another in one `npm run bench:profile` (a fix added later is " +
-      "measured with `--since`, on the machine and day of that run, so compare each fix's " +
-      "before with its after, not rows of different fixes). — means the revision " +
+      "measured with `--since` or `--only`, on the machine and day of that run, so compare " +
+      "each fix's before with its after, not rows of different fixes). — means the revision " +
       "never got there: no 1:1 step met the SLO, or the ramp stopped before the step a " +
-      "CPU reading is taken at. Every revision runs once: on this shared two-core machine a " +
+      "CPU reading is taken at. Every revision runs once unless its method names the " +
+      "median of several alternating runs (`--rounds`): on this shared two-core machine a " +
       "revision's 1:1 sustained rate moves by a step (500 msgs/s) from run to run and " +
       "fan-out by a step of its ladder, so a one-step change either way is within noise. " +
       "CPU per message comes from a single 3-second step and moves by up to a quarter " +
       "between runs of one revision at 500 msgs/s (less at 5,000), and RSS per connection " +
-      "by up to a fifth; read smaller changes as noise. Server CPU counts the whole " +
-      "process, the SQLite writer thread included.",
+      "by up to a fifth; read smaller changes in a single run as noise. Server CPU counts " +
+      "the whole process, the SQLite writer thread included.",
     "",
     table(
       ["Fix", "Metric", "Before", "After", "Change"],

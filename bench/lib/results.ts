@@ -142,6 +142,22 @@ export function cpuUsPerEvent(phase: { eventsPerSec: number } & PhaseCpu): numbe
   return (phase.targetCpuPct * 10_000) / phase.eventsPerSec;
 }
 
+/**
+ * Each number's median over runs of the same measurement (the mean of the
+ * middle two for an even count), so one run's stall does not move the result.
+ * Throws for no runs.
+ */
+export function medianEach<T extends { [K in keyof T]: number }>(runs: readonly T[]): T {
+  if (runs.length === 0) throw new Error("medianEach: no runs");
+  const out = { ...runs[0]! };
+  for (const key of Object.keys(out) as (keyof T)[]) {
+    const xs = runs.map((r) => r[key]).sort((a, b) => a - b);
+    const mid = xs.length >> 1;
+    out[key] = (xs.length % 2 === 1 ? xs[mid]! : (xs[mid - 1]! + xs[mid]!) / 2) as T[keyof T];
+  }
+  return out;
+}
+
 export interface MachineInfo {
   cpuModel: string;
   cores: number;

@@ -7,6 +7,7 @@ import {
   digestOf,
   type IdleResult,
   type LatencySummary,
+  medianEach,
   type ProfileFix,
   type RampResult,
   type RateStep,
@@ -898,5 +899,23 @@ describe("earlier full runs", () => {
     expect(readRunDigests(file)[0]?.gitCommit).toBe("abc1234");
     await writeFile(file, JSON.stringify({ startedAt: "x" }));
     expect(() => readRunDigests(file)).toThrow(/expected an array of run digests/);
+  });
+});
+
+describe("medianEach (bench:profile --rounds)", () => {
+  it("takes each number's median on its own, so one stalled run moves none of them", () => {
+    const runs = [
+      { sustained: 7000, cpuUs: 190 },
+      { sustained: 2000, cpuUs: 185 },
+      { sustained: 7500, cpuUs: 900 },
+    ];
+    expect(medianEach(runs)).toEqual({ sustained: 7000, cpuUs: 190 });
+    expect(runs[0]).toEqual({ sustained: 7000, cpuUs: 190 });
+  });
+
+  it("averages the middle two of an even count, returns a single run as it is, and refuses none", () => {
+    expect(medianEach([{ x: 4 }, { x: 1 }, { x: 10 }, { x: 2 }])).toEqual({ x: 3 });
+    expect(medianEach([{ x: 5, y: 0.5 }])).toEqual({ x: 5, y: 0.5 });
+    expect(() => medianEach([])).toThrow(/no runs/);
   });
 });
