@@ -114,9 +114,11 @@ export function renderCeilingStudy(): string[] {
       "sender's read and device cursors, the conversation head); a commit writes every page " +
       "it touched to the WAL as a frame of two pwrite calls, and a checkpoint copies it " +
       "again. strace counted 11.5 pwrite and 2.2 pread calls per event at 16 events per " +
-      "commit, and in isolation the writes alone cost about 133 µs of CPU per event at one " +
-      "event per commit, 78 at 5, 54 at 16 and 44 at 64: what falls is the pages shared per " +
-      "commit, and the floor is SQLite executing the statements. Commits start at least 2 ms " +
+      "commit. In isolation (the writer's statements and the event's encoding on one thread, " +
+      "1,000 pairs, three runs each on 2026-12-06) a commit costs about 100–130 µs of CPU per " +
+      "event at one event per commit, 47–64 at 5, 34–42 at 16 and 25–37 at 64: what falls is " +
+      "the pages shared per commit, and the floor is SQLite executing the statements (the " +
+      "bench probes it before ours' ramp; *What bounds 1:1 throughput* above). Commits start at least 2 ms " +
       "apart, so more events share each page and fsync (about 11 per commit at 6,000 msgs/s " +
       "instead of 5), and the WAL is checkpointed every 10,000 pages.",
     "",
@@ -180,8 +182,8 @@ export function renderCeilingStudy(): string[] {
       "ones. The writer thread's CPU at 5,000 msgs/s read 33–38% of a core against 33–37%, " +
       "and its ramps sustained 5,000–7,000 msgs/s against 7,000–8,000 in four alternating " +
       "ramps, since each apply held the next acks back while it ran. Batching hundreds of " +
-      "events per transaction saves page writes, but the per-event floor (44 µs at 64 events " +
-      "per commit in isolation, against about 60 at the 11 of a commit at 6,000 msgs/s) is " +
+      "events per transaction saves page writes, but the per-event floor (then 44 µs at 64 " +
+      "events per commit in isolation, against about 60 at the 11 of a commit at 6,000 msgs/s) is " +
       "SQLite executing the statements, and the log's own append, sync and duplicate " +
       "lookups took back what the batching saved.",
     "- **Leaving out the sender's read mark and device cursor** (two of the five pages an " +

@@ -617,8 +617,16 @@ function renderBudget(
   const halfRelay = (byTarget(run.oneToOne, "relay")?.sustainedPerSec ?? 0) / 2;
   const spent = ours.serverUs + ours.loadGenUs;
   const goals = [
-    { label: `ejabberd's routing-only rate, ${fmtNum(ejabberdRate)} msgs/s`, need: ejabberdRate },
-    { label: `half the relay's rate, ${fmtNum(halfRelay)} msgs/s`, need: halfRelay },
+    {
+      label: `ejabberd's routing-only rate, ${fmtNum(ejabberdRate)} msgs/s`,
+      short: "ejabberd's rate",
+      need: ejabberdRate,
+    },
+    {
+      label: `half the relay's rate, ${fmtNum(halfRelay)} msgs/s`,
+      short: "half the relay's rate",
+      need: halfRelay,
+    },
   ].filter((g) => g.need > rate);
   if (goals.length === 0 || spent <= 0) return [];
   let roomy = false;
@@ -664,7 +672,49 @@ function renderBudget(
       "message to that rate, but ours' ramp broke first with CPU to spare: the tail broke it " +
       "(below), not the sum of the CPU.";
   }
-  return ["", text];
+  const floor = renderStoreFloor(run, goals);
+  return floor ? ["", text, "", floor] : ["", text];
+}
+
+/**
+ * What each budget leaves once the sockets are paid for, as the relay paid
+ * for them at that rate, beside the store's probed floor per event: where
+ * less is left than the floor, no durable ack through this store fits.
+ */
+function renderStoreFloor(run: BenchRun, goals: { short: string; need: number }[]): string {
+  const floor = run.storeFloor;
+  if (!floor) return "";
+  const cores = run.machine.cores;
+  const lefts = goals.flatMap((g) => {
+    const relay = costAt(run, "relay", g.need);
+    if (!relay) return [];
+    const sockets = relay.serverUs + relay.loadGenUs;
+    return [{ ...g, relay, left: (cores * 1_000_000) / g.need - sockets, sockets }];
+  });
+  if (lefts.length === 0) return "";
+  const parts = lefts.map(
+    (g, i) =>
+      `${fmtNum(g.sockets)}${i === 0 ? " µs per message" : ""} at ${g.short} ` +
+      `(${fmtNum(g.relay.serverUs)} and ${fmtNum(g.relay.loadGenUs)}` +
+      (g.relay.between
+        ? `, between its ${fmtNum(g.relay.between[0])} and ${fmtNum(g.relay.between[1])} msgs/s steps`
+        : "") +
+      `), leaving ${g.left > 0 ? fmtNum(g.left) : "nothing"}${i === 0 ? " µs of the budget" : ""}`,
+  );
+  const short = lefts.filter((g) => g.left < floor.cpuUsPerEvent);
+  return (
+    "Sockets are paid for first, and the relay shows what they cost: its server and the load " +
+    `generator spent ${parts.join(", and ")}, for everything ours adds to a message (authorization, sequencing, ` +
+    "durability, its framing). Ours' store alone spent " +
+    `${fmtNum(floor.cpuUsPerEvent)} µs of CPU per event at its cheapest, ` +
+    `${fmtNum(floor.eventsPerCommit)} events per commit with nothing else running ` +
+    "(a probe before ours' 1:1 ramp, bench/lib/store-floor.ts)" +
+    (short.length > 0
+      ? `, so at ${short.map((g) => g.short).join(" and ")} a durable ack through this store ` +
+        "does not fit in the cores even if ours did nothing else per message."
+      : ": the store's floor fits in each budget, and the rest of ours' work per message has " +
+        "to fit in what remains.")
+  );
 }
 
 /** Why the 1:1 targets that were missed were missed, from this run's CPU readings. */

@@ -38,6 +38,7 @@ import {
   type TargetName,
   withDigest,
 } from "./lib/results.js";
+import { probeStoreFloor } from "./lib/store-floor.js";
 import { writeReport } from "./report.js";
 import { groupFanout } from "./scenarios/group-fanout.js";
 import { historySync } from "./scenarios/history-sync.js";
@@ -224,6 +225,13 @@ async function before(scenario: string, name: TargetName, variant?: string) {
   log(
     `${scenario}: ${name}${variant ? ` (${variant})` : ""} (disk: 4 KiB write + fdatasync p50 ${(disk.p50Us / 1000).toFixed(2)} ms, p99 ${(disk.p99Us / 1000).toFixed(2)} ms; cpu probe ${cpu.medianMs} ms; waited ${(waited / 1000).toFixed(1)} s for a quiet machine)`,
   );
+  // The store's floor is this checkout's code, so it is left out when another checkout is measured.
+  if (scenario === "one-to-one" && name === "ours" && !variant && !serverRoot) {
+    run.storeFloor = probeStoreFloor(quick ? 5000 : 40_000);
+    log(
+      `${scenario}: ours' store, ${run.storeFloor.eventsPerCommit} events per commit: ${run.storeFloor.cpuUsPerEvent} µs of CPU per event`,
+    );
+  }
 }
 
 /** Records a scenario that failed on a system and closes what its load workers held. */

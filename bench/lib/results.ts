@@ -200,6 +200,17 @@ export interface CpuProbe {
   maxMs: number;
 }
 
+/** The store's cheapest commit per event (bench/lib/store-floor.ts), taken before ours' 1:1 ramp. */
+export interface StoreFloorProbe {
+  eventsPerCommit: number;
+  /** Events measured, after an unmeasured warm-up. */
+  events: number;
+  /** CPU of the commits (encoding and SQLite's work), µs per event. */
+  cpuUsPerEvent: number;
+  /** Message rows in the database afterwards, warm-up included. */
+  committed: number;
+}
+
 /** The CPU probe taken just before ours' 1:1 ramp. */
 export const oursCpuProbe = (run: BenchRun): CpuProbe | undefined =>
   run.cpu?.find((d) => d.before === "one-to-one/ours");
@@ -237,6 +248,8 @@ export interface BenchRun {
   disk?: DiskProbe[];
   /** The CPU's speed before each scenario and system (absent in older results). */
   cpu?: CpuProbe[];
+  /** The store's floor per event, probed before ours' 1:1 ramp (absent in older results). */
+  storeFloor?: StoreFloorProbe;
   /** Bench-only server settings that differ from production defaults, and why. */
   settings: Record<string, string>;
   /**

@@ -149,6 +149,9 @@ describe("npm run bench -- --quick", () => {
     // And the CPU's speed, at the same points.
     expect(run.cpu?.map((c) => c.before)).toEqual(run.disk?.map((d) => d.before));
     for (const c of run.cpu ?? []) expect(c.medianMs, c.before).toBeGreaterThan(0);
+    // And ours' store's floor per event, once, before ours' 1:1 ramp.
+    expect(run.storeFloor?.committed).toBeGreaterThanOrEqual(run.storeFloor?.events ?? 1);
+    expect(run.storeFloor?.cpuUsPerEvent).toBeGreaterThan(0);
     // Each scenario on each system was timed, in the order they ran, within the run's duration.
     const timed = run.timings?.map((t) => `${t.scenario}/${t.target}`) ?? [];
     for (const name of ran) expect(timed, name).toContain(name);

@@ -577,6 +577,55 @@ describe("renderMarkdown", () => {
     expect(renderMarkdown(run, [], {})).not.toContain("The budget:");
   });
 
+  it("sets what each budget leaves once the relay's sockets are paid beside the store's probed floor", () => {
+    const run = fakeRun();
+    run.machine.cores = 2;
+    Object.assign(run.oneToOne[0]!.steps[0]!, { targetCpuPct: 120, loadGenCpuPct: 30 });
+    const routing = ramp("ejabberd-routing", 9000);
+    const relay = ramp("relay", 40_000);
+    const step = (offeredPerSec: number, targetCpuPct: number, loadGenCpuPct: number) => ({
+      ...relay.steps[0]!,
+      offeredPerSec,
+      achievedPerSec: offeredPerSec,
+      targetCpuPct,
+      loadGenCpuPct,
+    });
+    // 20 µs of the relay's server and 30 of the load generator per message at every step.
+    relay.steps = [step(8000, 16, 24), step(10_000, 20, 30), step(20_000, 40, 60), ...relay.steps];
+    run.oneToOne = [run.oneToOne[0]!, routing, relay];
+    // Without a probe (older results) the paragraph is left out.
+    expect(renderMarkdown(run, [], {})).not.toContain("Sockets are paid for first");
+    run.storeFloor = { eventsPerCommit: 64, events: 40_000, cpuUsPerEvent: 30, committed: 45_056 };
+    // 222 µs at 9,000 msgs/s less 50 leaves 172; 100 at 20,000 less 50 leaves 50.
+    const fits = renderMarkdown(run, [], {});
+    expect(fits).toContain(
+      "Sockets are paid for first, and the relay shows what they cost: its server and the load " +
+        "generator spent 50 µs per message at ejabberd's rate (20 and 30, between its 8,000 and " +
+        "10,000 msgs/s steps), leaving 172 µs of the budget, and 50 at half the relay's rate " +
+        "(20 and 30), leaving 50, for everything ours adds to a message (authorization, " +
+        "sequencing, durability, its framing). Ours' store alone spent 30 µs of CPU per event " +
+        "at its cheapest, 64 events per commit with nothing else running",
+    );
+    expect(fits).toContain("the store's floor fits in each budget");
+    expect(fits).not.toContain("does not fit in the cores");
+    run.storeFloor.cpuUsPerEvent = 60;
+    const short = renderMarkdown(run, [], {});
+    expect(short).toContain(
+      "so at half the relay's rate a durable ack through this store does not fit in the cores " +
+        "even if ours did nothing else per message.",
+    );
+    expect(short).not.toContain("fits in each budget");
+    // A rate the relay's steps do not bracket gets no clause; none bracketed, no paragraph.
+    relay.steps = relay.steps.slice(2);
+    const one = renderMarkdown(run, [], {});
+    expect(one).toContain(
+      "spent 50 µs per message at half the relay's rate (20 and 30), leaving 50 µs",
+    );
+    expect(one).not.toContain("at ejabberd's rate (");
+    relay.steps = relay.steps.slice(1);
+    expect(renderMarkdown(run, [], {})).not.toContain("Sockets are paid for first");
+  });
+
   it("shows a Node system's event loop beside its whole CPU, and where ours' ramp broke", () => {
     const run = fakeRun();
     const [ok, over] = run.oneToOne[0]!.steps as [RateStep, RateStep];
