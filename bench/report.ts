@@ -672,7 +672,7 @@ function renderBudget(
       "message to that rate, but ours' ramp broke first with CPU to spare: the tail broke it " +
       "(below), not the sum of the CPU.";
   }
-  const floor = renderStoreFloor(run, goals);
+  const floor = renderStoreFloor(run, goals, rate, spent);
   return floor ? ["", text, "", floor] : ["", text];
 }
 
@@ -681,7 +681,12 @@ function renderBudget(
  * for them at that rate, beside the store's probed floor per event: where
  * less is left than the floor, no durable ack through this store fits.
  */
-function renderStoreFloor(run: BenchRun, goals: { short: string; need: number }[]): string {
+function renderStoreFloor(
+  run: BenchRun,
+  goals: { short: string; need: number }[],
+  rate: number,
+  spent: number,
+): string {
   const floor = run.storeFloor;
   if (!floor) return "";
   const cores = run.machine.cores;
@@ -702,10 +707,19 @@ function renderStoreFloor(run: BenchRun, goals: { short: string; need: number }[
       `), leaving ${g.left > 0 ? fmtNum(g.left) : "nothing"}${i === 0 ? " µs of the budget" : ""}`,
   );
   const short = lefts.filter((g) => g.left < floor.cpuUsPerEvent);
+  // What ours adds, read at its own ceiling against the relay at the same rate.
+  const relayHere = costAt(run, "relay", rate);
+  const relayHereUs = relayHere ? relayHere.serverUs + relayHere.loadGenUs : 0;
+  const added =
+    relayHere && spent > relayHereUs
+      ? ` At ours' ceiling, ${fmtNum(rate)} msgs/s, ours and the load generator spent ` +
+        `${fmtNum(spent - relayHereUs)} µs per message more than the relay and the load ` +
+        `generator at that rate (${fmtNum(spent)} against ${fmtNum(relayHereUs)}).`
+      : "";
   return (
     "Sockets are paid for first, and the relay shows what they cost: its server and the load " +
     `generator spent ${parts.join(", and ")}, for everything ours adds to a message (authorization, sequencing, ` +
-    "durability, its framing). Ours' store alone spent " +
+    `durability, its framing).${added} Ours' store alone spent ` +
     `${fmtNum(floor.cpuUsPerEvent)} µs of CPU per event at its cheapest, ` +
     `${fmtNum(floor.eventsPerCommit)} events per commit with nothing else running ` +
     "(a probe before ours' 1:1 ramp, bench/lib/store-floor.ts)" +
