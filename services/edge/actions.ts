@@ -151,7 +151,7 @@ export function createActions(deps: {
         maxEvents: syncMaxEvents,
         encoded: binary,
       });
-      // A store that predates `encoded` answers with decoded batches.
+      // JSON answers read decoded batches (so would a store process that ignores `encoded`).
       const batches =
         res.encodedBatches.length > 0 ? res.encodedBatches.map(storedSyncBatch) : res.batches;
       return { $typeName: "chat.v1.SyncResponse", batches, hasMore: res.hasMore };

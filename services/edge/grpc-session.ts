@@ -185,12 +185,12 @@ export function createGrpcSessionEndpoint(
     output: O,
     act: (who: Caller, req: MessageShape<I>, binary: boolean) => Promise<MessageShape<O>>,
     encode: (res: MessageShape<O>) => Uint8Array = (res) => toBinary(output, res),
-    decode: (bytes: Uint8Array) => MessageShape<I> = (bytes) => fromBinary(input, bytes),
+    decode?: (bytes: Uint8Array) => MessageShape<I>,
   ) {
     return (call: SessionCall, who: Caller, data: Uint8Array) => {
       let req: MessageShape<I>;
       try {
-        req = call.dialect === "connect-json" ? decodeJson(input, data) : decode(data);
+        req = decodeRequest(input, call, data, decode);
       } catch (err) {
         call.finish(fail.invalid("malformed request message", err));
         return;
@@ -346,17 +346,19 @@ export function acceptsGzip(header: string | string[] | undefined): boolean {
   });
 }
 
-/** A call's one request message, in its dialect's encoding (JSON read as Connect reads it). */
+/**
+ * A call's one request message, in its dialect's encoding: JSON read as
+ * Connect reads it, binary through `decode` (fromBinary unless given).
+ */
 function decodeRequest<Desc extends DescMessage>(
   schema: Desc,
   call: SessionCall,
   data: Uint8Array,
+  decode: (bytes: Uint8Array) => MessageShape<Desc> = (bytes) => fromBinary(schema, bytes),
 ): MessageShape<Desc> {
-  return call.dialect === "connect-json" ? decodeJson(schema, data) : fromBinary(schema, data);
-}
-
-function decodeJson<Desc extends DescMessage>(schema: Desc, data: Uint8Array): MessageShape<Desc> {
-  return fromJsonString(schema, Buffer.from(data).toString("utf8"), jsonRead);
+  return call.dialect === "connect-json"
+    ? fromJsonString(schema, Buffer.from(data).toString("utf8"), jsonRead)
+    : decode(data);
 }
 
 // Listeners shared by every call (the emitter is `this`), so an idle stream
