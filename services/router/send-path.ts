@@ -74,28 +74,10 @@ export function createSendPath(deps: SendPathDeps) {
   const queue = createKeyedQueue();
   const inflight = new Map<string, Promise<Applied>>();
 
-  /** Appends per conversation that have not settled yet. */
-  const unsettled = new Map<string, Set<Promise<void>>>();
-
-  const track = (conversationId: string, durable: Promise<void>) => {
-    const set = unsettled.get(conversationId) ?? new Set<Promise<void>>();
-    unsettled.set(conversationId, set);
-    set.add(durable);
-    durable.then(
-      () => untrack(conversationId, set, durable),
-      () => untrack(conversationId, set, durable),
-    );
-  };
-  const untrack = (conversationId: string, set: Set<Promise<void>>, durable: Promise<void>) => {
-    set.delete(durable);
-    if (set.size === 0 && unsettled.get(conversationId) === set) unsettled.delete(conversationId);
-  };
-
   const durableHead = async (conversationId: string) => {
     // A head read while own appends are in flight lags them: seeding from it
     // would hand their seqs out again and fail every change behind them.
-    const pending = unsettled.get(conversationId);
-    if (pending) await Promise.allSettled([...pending]);
+    await deps.cache.settled(conversationId);
     return (await deps.store.loadMembership({ conversationId })).headSeq;
   };
 
@@ -105,19 +87,80 @@ export function createSendPath(deps: SendPathDeps) {
     await deps.soft.sequencer.reset(conversationId);
   };
 
+  /**
+   * The event a retried change made the first time, if the store holds one
+   * under its key. Asked only once a change is refused or has no effect: a
+   * log with verdicts spots retries at the durability point, which a retry
+   * refused by authorization (its delete already done, its sender gone since)
+   * never reaches.
+   */
+  const original = async (actor: Actor, proposal: Event) => {
+    if (!proposal.clientMsgId) return undefined;
+    const found = await deps.store
+      .findEvent({
+        conversationId: proposal.conversationId,
+        actorUserId: actor.userId,
+        clientMsgId: proposal.clientMsgId,
+      })
+      .catch(() => undefined);
+    return found?.event;
+  };
+
   async function sequence(actor: Actor, proposal: Event) {
     const conversationId = proposal.conversationId;
-    const staged = await queue.run(conversationId, async () => {
+    let staged: { event: Event; durable: Promise<void> } | undefined;
+    try {
+      staged = await queue.run(conversationId, () => stage(actor, proposal));
+    } catch (err) {
+      const first = await original(actor, proposal);
+      if (first) return applied(first, true);
+      throw err;
+    }
+    if (!staged) {
+      const first = await original(actor, proposal);
+      return first ? applied(first, true) : applied(undefined, false);
+    }
+    try {
+      await staged.durable;
+    } catch (err) {
+      await forget(conversationId);
+      if (err instanceof DuplicateEventError) return applied(err.original, true);
+      throw err;
+    }
+    return applied(staged.event, false);
+  }
+
+  /**
+   * Authorizes the change against the conversation's view, takes its seq and
+   * appends it; runs in the conversation's queue. Undefined: no effect.
+   */
+  async function stage(actor: Actor, proposal: Event) {
+    const conversationId = proposal.conversationId;
+    for (;;) {
       const state = await deps.cache.get(conversationId);
       if (!state) throw fail.notFound("conversation not found");
-      const decision = await authorize(
-        { store: deps.store, groupMaxMembers: deps.groupMaxMembers },
-        actor,
-        state,
-        proposal,
-      );
+      let decision: Awaited<ReturnType<typeof authorize>>;
+      try {
+        decision = await authorize(
+          { store: deps.store, groupMaxMembers: deps.groupMaxMembers },
+          actor,
+          state,
+          proposal,
+        );
+      } catch (err) {
+        // Refused by a view that was dropped meanwhile: judge it again.
+        if (!deps.cache.holds(state)) continue;
+        throw err;
+      }
       if (decision.noop) return undefined;
       const seq = await deps.soft.sequencer.next(conversationId, () => durableHead(conversationId));
+      if (!deps.cache.holds(state)) {
+        // A failed append dropped the view while this change waited, so it
+        // may have been judged against changes that never became durable.
+        // Nothing behind it has a seq yet: give this one back and start over.
+        await deps.soft.sequencer.reset(conversationId);
+        continue;
+      }
       const event: Event = {
         $typeName: "chat.v1.Event",
         conversationId,
@@ -133,19 +176,10 @@ export function createSendPath(deps: SendPathDeps) {
       decision.mutate?.(state, seq);
       if (seq > state.lastSeq) state.lastSeq = seq;
       const durable = deps.log.append(event);
-      track(conversationId, durable);
+      deps.cache.track(conversationId, durable);
       deps.fanout.enqueue(event, durable, decision.recipients);
       return { event, durable };
-    });
-    if (!staged) return applied(undefined, false);
-    try {
-      await staged.durable;
-    } catch (err) {
-      await forget(conversationId);
-      if (err instanceof DuplicateEventError) return applied(err.original, true);
-      throw err;
     }
-    return applied(staged.event, false);
   }
 
   async function applyOnce(actor: Actor, proposal: Event): Promise<Applied> {

@@ -218,6 +218,70 @@ describe.each(["removed", "left"] as const)("a member who %s", (how) => {
   });
 });
 
+describe("a removal right behind a refused append", () => {
+  it("still shuts the removed member out: no send of theirs after it, nothing delivered after it", async () => {
+    // A refused retry drops the router's view of the conversation while the
+    // removal behind it waits for its seq; the changes after the removal must
+    // be judged by a view that holds it. The window is a few milliseconds,
+    // hence rounds of sends spread over it.
+    server = await startServer({ limits: { sendBurst: 100_000, sendPerSecond: 100_000 } });
+    const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
+    const benLive = openSession(b!.chat);
+    await synced(benLive);
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    const failures: string[] = [];
+    for (let round = 0; round < 25; round++) {
+      const id = await group(a!, [b!, c!], `g${round}`);
+      await a!.chat.send({ conversationId: id, clientMsgId: "orig", content: text("o") });
+      const retry = a!.chat.send({ conversationId: id, clientMsgId: "orig", content: text("o") });
+      const removal = a!.chat.removeMember({ conversationId: id, userId: b!.userId });
+      const sends: Promise<unknown>[] = [];
+      for (let i = 0; i < 6; i++) {
+        await (i % 2 === 0 ? tick() : settle(1));
+        for (const u of [b!, c!]) {
+          const key = `${u.userId}-${i}`;
+          sends.push(
+            u.chat
+              .send({ conversationId: id, clientMsgId: key, content: text(key) })
+              .catch(() => {}),
+          );
+        }
+      }
+      expect((await retry).duplicate).toBe(true);
+      const removedAt = (await removal).event!.seq;
+      await Promise.all(sends);
+      const afterwards = await b!.chat
+        .send({ conversationId: id, clientMsgId: "after", content: text("after") })
+        .then(
+          (r) => `accepted at ${r.event!.seq}`,
+          (err: ConnectError) => (err.code === Code.PermissionDenied ? undefined : err.message),
+        );
+      const secret = await c!.chat.send({
+        conversationId: id,
+        clientMsgId: "secret",
+        content: text("secret"),
+      });
+      await settle(30);
+      const { events } = await a!.chat.getHistory({ conversationId: id, limit: 100 });
+      expect(seqs(events)).toEqual(events.map((_, i) => i + 1));
+      const bensLate = events
+        .filter((e) => e.seq > removedAt && e.actorUserId === b!.userId)
+        .map((e) => e.seq);
+      const leaked = benLive.frames
+        .events(id)
+        .filter((e) => e.seq > removedAt)
+        .map((e) => e.seq);
+      if (bensLate.length || afterwards || leaked.length) {
+        failures.push(
+          `round ${round}: removed at ${removedAt}; ben's later events ${bensLate}; ben's send afterwards ${afterwards}; ben received ${leaked} (secret at ${secret.event!.seq})`,
+        );
+      }
+    }
+    benLive.abort();
+    expect(failures).toEqual([]);
+  });
+});
+
 /** Builds a token by hand, as an attacker (or a test) would. */
 async function forge(
   key: Uint8Array,

@@ -151,6 +151,65 @@ describe("idempotent send", () => {
     expect(y.duplicate).toBe(false);
     expect(y.event!.seq).toBe(x.event!.seq + 1n);
   });
+
+  it("returns the original event to a retry that authorization alone would now refuse", async () => {
+    // A retry is judged again before the store can recognise its key; a
+    // refusal must still hand back what the first attempt did.
+    server = await startServer();
+    const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
+    const id = await group(a!, [b!, c!]);
+    const posted = await a!.chat.send({
+      conversationId: id,
+      clientMsgId: "m1",
+      content: text("hi"),
+    });
+    const target = posted.event!.seq;
+    const edited = await a!.chat.editMessage({
+      conversationId: id,
+      targetSeq: target,
+      text: "hello",
+      clientMsgId: "ed-1",
+    });
+    const deleted = await a!.chat.deleteMessage({
+      conversationId: id,
+      targetSeq: target,
+      clientMsgId: "del-1",
+    });
+    const left = await b!.chat.send({
+      conversationId: id,
+      clientMsgId: "b1",
+      content: text("bye"),
+    });
+    await b!.chat.leaveConversation({ conversationId: id });
+
+    // The delete's retry finds its target deleted, the edit's finds it gone,
+    // and ben is no longer a member.
+    const retries = await Promise.all([
+      a!.chat.deleteMessage({ conversationId: id, targetSeq: target, clientMsgId: "del-1" }),
+      a!.chat.editMessage({
+        conversationId: id,
+        targetSeq: target,
+        text: "hello",
+        clientMsgId: "ed-1",
+      }),
+      b!.chat.send({ conversationId: id, clientMsgId: "b1", content: text("bye") }),
+    ]);
+    expect(retries.map((r) => r.event?.eventId)).toEqual([
+      deleted.event!.eventId,
+      edited.event!.eventId,
+      left.event!.eventId,
+    ]);
+    expect(retries[2].duplicate).toBe(true);
+    // Without a key, or under a new one, the refusal stands and nothing is stored.
+    await expect(
+      a!.chat.deleteMessage({ conversationId: id, targetSeq: target, clientMsgId: "del-2" }),
+    ).rejects.toMatchObject({ code: Code.FailedPrecondition });
+    await expect(
+      b!.chat.send({ conversationId: id, clientMsgId: "b2", content: text("again") }),
+    ).rejects.toMatchObject({ code: Code.PermissionDenied });
+    const history = await a!.chat.getHistory({ conversationId: id, limit: 50 });
+    expect(seqs(history.events)).toEqual([1, 2, 3, 4, 5, 6]);
+  });
 });
 
 describe("durable ack", () => {
