@@ -318,6 +318,26 @@ describe("resume", () => {
     s.abort();
   });
 
+  it("still brings what others posted before a device's own send, resuming from its stored cursor", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann", "a1"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const first = openSubscribe(a.chat);
+    await first.frames.synced();
+    await a.chat.markDelivered({ conversationId: id, seq: 1n });
+    first.abort();
+    // Offline, ben writes; ann's device answers without syncing (a quick
+    // reply from a notification). It holds seq 1 and its own seq 3, not 2.
+    await b.chat.send({ conversationId: id, clientMsgId: "b1", content: text("from ben") });
+    await a.chat.send({ conversationId: id, clientMsgId: "a1", content: text("reply") });
+    for (const open of [() => openSubscribe(a.chat), () => openSession(a.chat)]) {
+      const again = open();
+      await again.frames.synced();
+      expect(seqs(again.frames.events(id))).toEqual([2, 3]);
+      again.abort();
+    }
+  });
+
   it("resumes after a server restart without loss or duplicates", async () => {
     server = await startServer();
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);

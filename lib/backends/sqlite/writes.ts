@@ -166,6 +166,12 @@ export function createWrites(db: Database.Database): Writes {
       `UPDATE members SET read_seq = @seq, delivered_seq = max(delivered_seq, @seq), receipt_at = @at
        WHERE conversation_id = @conv AND user_id = @user AND left_seq IS NULL AND read_seq < @seq`,
     ),
+    // Only from the seq right below: a device that sends has not thereby
+    // received what others posted since its cursor.
+    extendDeviceCursor: db.prepare(
+      `UPDATE device_cursors SET delivered_seq = ?
+       WHERE device_id = ? AND conversation_id = ? AND delivered_seq = ?`,
+    ),
     advanceDeviceCursor: db.prepare(
       `INSERT INTO device_cursors (device_id, conversation_id, delivered_seq) VALUES (?, ?, ?)
        ON CONFLICT (device_id, conversation_id)
@@ -363,7 +369,9 @@ export function createWrites(db: Database.Database): Writes {
         // Writing implies having read up to here; bot and system posts do not.
         if (ev.actorUserId && k.value.messageKind === MessageKind.USER) {
           q.senderRead.run({ seq: ev.seq, at: atMs, conv, user: ev.actorUserId });
-          if (ev.actorDeviceId) q.advanceDeviceCursor.run(ev.actorDeviceId, conv, ev.seq);
+          if (ev.actorDeviceId) {
+            q.extendDeviceCursor.run(ev.seq, ev.actorDeviceId, conv, ev.seq - 1n);
+          }
         }
         break;
       case "messageDeleted":
