@@ -272,9 +272,17 @@ export function toConfig(input: ConfigInput = {}): Config {
   }
   for (const [k, v] of Object.entries(cfg.limits)) {
     if (!Number.isFinite(v) || v <= 0) throw new ConfigError(`limits.${k} must be positive`);
+    // Rates may be fractional (one every two seconds); counts, sizes and times may not.
+    if (!k.endsWith("PerSecond")) wholeNumber(`limits.${k}`, v);
   }
   for (const [k, v] of Object.entries(cfg.session)) {
     if (!Number.isFinite(v) || v <= 0) throw new ConfigError(`session.${k} must be positive`);
+    wholeNumber(`session.${k}`, v);
+  }
+  for (const k of ["tokenTtlSeconds", "maxTokenTtlSeconds"] as const) {
+    const v = cfg.auth[k];
+    if (!Number.isFinite(v) || v <= 0) throw new ConfigError(`auth.${k} must be positive`);
+    wholeNumber(`auth.${k}`, v);
   }
   if (cfg.limits.groupMaxMembers < 2) throw new ConfigError("limits.groupMaxMembers must be >= 2");
   if (cfg.limits.frameMaxBytes < cfg.limits.messageMaxBytes + 1024) {
@@ -321,6 +329,17 @@ export function toConfig(input: ConfigInput = {}): Config {
     throw new ConfigError("auth.tokenTtlSeconds must not exceed maxTokenTtlSeconds");
   }
   return cfg;
+}
+
+/**
+ * Timers take at most 2^31 - 1 ms (a longer one fires at once), and the
+ * times that go on the wire are uint32 fields; everything counted is whole.
+ */
+const maxWhole = 2 ** 31 - 1;
+function wholeNumber(name: string, v: number) {
+  if (!Number.isInteger(v) || v > maxWhole) {
+    throw new ConfigError(`${name} must be a whole number up to ${maxWhole}`);
+  }
 }
 
 function pick<T extends object, K extends keyof T>(obj: T, keys: K[]): Partial<Pick<T, K>> {

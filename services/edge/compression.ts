@@ -1,4 +1,5 @@
 import zlib from "node:zlib";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Compression } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 
@@ -12,10 +13,31 @@ import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 export const gzipSyncMaxBytes = 32 * 1024;
 
 /**
+ * What the edge decompresses is a client's request: a body zlib cannot read
+ * to its end (truncated, say) is the client's error, which Connect reports as
+ * INTERNAL for every zlib code it does not list. Its size limit stays
+ * RESOURCE_EXHAUSTED.
+ */
+function clientsFault(decompress: Compression["decompress"]): Compression["decompress"] {
+  return (bytes, readMaxBytes) =>
+    decompress(bytes, readMaxBytes).catch((err: unknown) => {
+      const e = ConnectError.from(err);
+      if (e.code !== Code.Internal) throw e;
+      throw new ConnectError(
+        "request body could not be decompressed",
+        Code.InvalidArgument,
+        undefined,
+        undefined,
+        e.cause ?? err,
+      );
+    });
+}
+
+/**
  * gzip as Connect's own (same name, same output format, same decompression
- * with its limit and error codes), with small messages compressed in one
- * synchronous call. Responses over Connect's compressMinBytes (1 KB) to a
- * client that accepts gzip, such as history pages, take this path.
+ * with its limit), with small messages compressed in one synchronous call.
+ * Responses over Connect's compressMinBytes (1 KB) to a client that accepts
+ * gzip, such as history pages, take this path.
  */
 export const gzipCompression: Compression = {
   name: compressionGzip.name,
@@ -24,8 +46,17 @@ export const gzipCompression: Compression = {
     const out = zlib.gzipSync(bytes);
     return Promise.resolve(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
   },
-  decompress: (bytes, readMaxBytes) => compressionGzip.decompress(bytes, readMaxBytes),
+  decompress: clientsFault((bytes, readMaxBytes) =>
+    compressionGzip.decompress(bytes, readMaxBytes),
+  ),
+};
+
+const brotliCompression: Compression = {
+  ...compressionBrotli,
+  decompress: clientsFault((bytes, readMaxBytes) =>
+    compressionBrotli.decompress(bytes, readMaxBytes),
+  ),
 };
 
 /** What the edge accepts and answers with, in order of preference (Connect's defaults' order). */
-export const edgeCompressions: Compression[] = [gzipCompression, compressionBrotli];
+export const edgeCompressions: Compression[] = [gzipCompression, brotliCompression];

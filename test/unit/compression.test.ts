@@ -1,7 +1,11 @@
 import zlib from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { gzipCompression, gzipSyncMaxBytes } from "../../services/edge/compression.js";
+import {
+  edgeCompressions,
+  gzipCompression,
+  gzipSyncMaxBytes,
+} from "../../services/edge/compression.js";
 
 const text = (bytes: number) =>
   new Uint8Array(Buffer.from("hello chat ".repeat(bytes / 11 + 1))).subarray(0, bytes);
@@ -26,5 +30,20 @@ describe("gzipCompression", () => {
     await expect(gzipCompression.decompress(new Uint8Array([1, 2, 3, 4]), 100)).rejects.toSatisfy(
       (e) => e instanceof ConnectError && e.code === Code.InvalidArgument,
     );
+  });
+
+  it("answers a truncated body as the client's error, in every encoding the edge accepts", async () => {
+    const whole = {
+      gzip: zlib.gzipSync(text(5_000)),
+      br: zlib.brotliCompressSync(text(5_000)),
+    } as Record<string, Buffer>;
+    for (const c of edgeCompressions) {
+      const bytes = whole[c.name]!;
+      const cut = new Uint8Array(bytes.subarray(0, bytes.length - 8));
+      const err = await c.decompress(cut, 100_000).catch((e: unknown) => e);
+      expect(err, c.name).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).code, c.name).toBe(Code.InvalidArgument);
+      expect((err as ConnectError).cause, c.name).toBeDefined();
+    }
   });
 });

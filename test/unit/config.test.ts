@@ -243,6 +243,36 @@ describe("toConfig", () => {
       valid({ session: { gapWaitMs: -5 } }),
       /session.gapWaitMs must be positive/,
     ],
+    [
+      "fractional time",
+      valid({ session: { heartbeatIntervalMs: 2500.5 } }),
+      /session.heartbeatIntervalMs must be a whole number/,
+    ],
+    [
+      "time past what a timer holds",
+      valid({ limits: { lagTimeoutMs: 2 ** 31 } }),
+      /limits.lagTimeoutMs must be a whole number up to 2147483647/,
+    ],
+    [
+      "fractional count",
+      valid({ limits: { streamsPerUser: 1.5 } }),
+      /limits.streamsPerUser must be a whole number/,
+    ],
+    [
+      "zero token ttl",
+      valid({ auth: { tokenTtlSeconds: 0 } }),
+      /auth.tokenTtlSeconds must be positive/,
+    ],
+    [
+      "negative token ttl",
+      valid({ auth: { tokenTtlSeconds: -60 } }),
+      /auth.tokenTtlSeconds must be positive/,
+    ],
+    [
+      "fractional max token ttl",
+      valid({ auth: { maxTokenTtlSeconds: 60.5 } }),
+      /auth.maxTokenTtlSeconds must be a whole number/,
+    ],
     ["tiny group", valid({ limits: { groupMaxMembers: 1 } }), /groupMaxMembers must be >= 2/],
     [
       "frame not above message",
@@ -291,5 +321,7 @@ describe("toConfig", () => {
     );
     expect(cfg.port).toBe(0);
     expect(cfg.limits.frameMaxBytes).toBe(2024);
+    // Rates alone may be fractional.
+    expect(toConfig(valid({ limits: { sendPerSecond: 0.5 } })).limits.sendPerSecond).toBe(0.5);
   });
 });
