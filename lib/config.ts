@@ -18,7 +18,7 @@ export interface Limits {
   /** Max encoded size of one request message or stream frame. */
   frameMaxBytes: number;
   groupMaxMembers: number;
-  /** Calls (unary, or stream opens) per user per second, and the burst above it. */
+  /** Calls (unary, stream opens, Session frames but sends and typing) per user per second, and the burst above it. */
   requestsPerSecond: number;
   requestBurst: number;
   /** Sustained sends per user per second, and the burst above it. */

@@ -4,6 +4,7 @@ import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
 import type { createPartnerAuth } from "../../lib/auth/partner.js";
 import { TokenError, type TokenService } from "../../lib/auth/tokens.js";
 import type { RateLimiter } from "../../lib/backends/soft-state.js";
+import type { Config } from "../../lib/config.js";
 import { fail } from "../../lib/errors.js";
 import type { StoreClient } from "../router/store-client.js";
 
@@ -93,11 +94,18 @@ export async function authenticate(
 
 export { bearer };
 
-interface RequestBudget {
+export interface RequestBudget {
   limiter: RateLimiter;
   perSecond: number;
   burst: number;
 }
+
+/** The per-user request budget the config sets, spent by calls, stream opens and stream frames. */
+export const requestBudget = (limiter: RateLimiter, limits: Config["limits"]): RequestBudget => ({
+  limiter,
+  perSecond: limits.requestsPerSecond,
+  burst: limits.requestBurst,
+});
 
 /** Spends one token of the user's request budget; RESOURCE_EXHAUSTED when it is spent. */
 export async function spendRequestBudget(deps: RequestBudget, userId: string): Promise<void> {
@@ -108,7 +116,7 @@ export async function spendRequestBudget(deps: RequestBudget, userId: string): P
 
 /**
  * Spends one token of the caller's request budget per call (a stream counts
- * once, when it opens; its frames have their own send and typing limits).
+ * once when it opens; its frames spend as their unary calls do, see duplex.ts).
  * Runs after authentication, so the budget is per user, not per connection.
  */
 export function requestLimitInterceptor(deps: RequestBudget): Interceptor {

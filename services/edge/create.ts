@@ -14,7 +14,12 @@ import type { Logger } from "../../lib/logger.js";
 import { type Metrics, metricsInterceptor } from "../../lib/metrics.js";
 import type { StoreClient } from "../router/store-client.js";
 import { createActions, type RouterClient } from "./actions.js";
-import { authInterceptor, createDeviceCheck, requestLimitInterceptor } from "./auth.js";
+import {
+  authInterceptor,
+  createDeviceCheck,
+  requestBudget,
+  requestLimitInterceptor,
+} from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { createGrpcSessionEndpoint } from "./grpc-session.js";
 import { edgeLoggers } from "./logger.js";
@@ -119,11 +124,7 @@ export function createEdge(deps: EdgeDeps) {
         partners: createPartnerAuth(config.partners),
         devices,
       }),
-      requestLimitInterceptor({
-        limiter: deps.soft.limiter,
-        perSecond: config.limits.requestsPerSecond,
-        burst: config.limits.requestBurst,
-      }),
+      requestLimitInterceptor(requestBudget(deps.soft.limiter, config.limits)),
     ],
     shutdownSignal: shutdown.signal,
     onUpgrade: (req, socket, head) => void websocket.upgrade(req, socket, head),

@@ -2,7 +2,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { ConnectError } from "@connectrpc/connect";
 import type { ServerFrame, SessionRequest } from "../../gen/chat/v1/chat_service_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
-import type { Caller } from "./auth.js";
+import { type Caller, requestBudget, spendRequestBudget } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { frame, type Session } from "./session.js";
 import { checkCursors } from "./validate.js";
@@ -144,6 +144,10 @@ async function handle(ctx: EdgeContext, s: Session, req: SessionRequest): Promis
   const a = req.action;
   const frameId = req.frameId;
   try {
+    // A frame costs what its unary call costs: sends and typing have their own buckets.
+    if (a.case !== "send" && a.case !== "setTyping" && a.case !== undefined) {
+      await spendRequestBudget(requestBudget(ctx.soft.limiter, ctx.config.limits), who.userId);
+    }
     switch (a.case) {
       case "subscribe":
         checkCursors(a.value.cursors);

@@ -46,7 +46,7 @@ import { fail, toConnectError } from "../../lib/errors.js";
 import { logCallError } from "../../lib/interceptors.js";
 import type { Logger } from "../../lib/logger.js";
 import { codeOf, type Metrics } from "../../lib/metrics.js";
-import { authenticate, bearer, type Caller, spendRequestBudget } from "./auth.js";
+import { authenticate, bearer, type Caller, requestBudget, spendRequestBudget } from "./auth.js";
 import { gzipCompression } from "./compression.js";
 import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
@@ -124,11 +124,7 @@ export function createGrpcSessionEndpoint(
   // The same CORS answer as every other call on the edge's port.
   const corsFor = corsResponseHeaders(ctx.config.corsOrigins);
 
-  const budget = {
-    limiter: ctx.soft.limiter,
-    perSecond: limits.requestsPerSecond,
-    burst: limits.requestBurst,
-  };
+  const budget = requestBudget(ctx.soft.limiter, limits);
   async function admit(headers: http2.IncomingHttpHeaders) {
     const who = await authenticate(ctx, bearer(headers.authorization));
     // A stream spends one request token when it opens, as every call does.

@@ -2,7 +2,7 @@ import type http from "node:http";
 import type net from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type WebSocket, WebSocketServer } from "ws";
-import { authenticate, bearer, type Caller } from "./auth.js";
+import { authenticate, bearer, type Caller, requestBudget, spendRequestBudget } from "./auth.js";
 import type { EdgeContext } from "./context.js";
 import { FramePump, type FrameWire } from "./frame-pump.js";
 import { frame } from "./session.js";
@@ -24,6 +24,8 @@ export function createWebSocketEndpoint(ctx: EdgeContext) {
     perMessageDeflate: false,
   });
 
+  const budget = requestBudget(ctx.soft.limiter, ctx.config.limits);
+
   const reject = (socket: net.Socket, status: number, text: string) => {
     socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   };
@@ -37,8 +39,11 @@ export function createWebSocketEndpoint(ctx: EdgeContext) {
         const token =
           bearer(req.headers.authorization) ?? url.searchParams.get("access_token") ?? undefined;
         who = await authenticate(ctx, token);
-      } catch {
-        return reject(socket, 401, "Unauthorized");
+        // Opening a session spends a request token, as every call and stream does.
+        await spendRequestBudget(budget, who.userId);
+      } catch (err) {
+        const { status, text } = upgradeRefusal(err);
+        return reject(socket, status, text);
       }
       wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ctx, ws, socket, who));
     },
@@ -47,6 +52,23 @@ export function createWebSocketEndpoint(ctx: EdgeContext) {
       wss.close();
     },
   };
+}
+
+/**
+ * The HTTP answer to a refused upgrade: 401 only when the token is at fault,
+ * so that a client does not log in again over a limit or an outage.
+ */
+function upgradeRefusal(err: unknown): { status: number; text: string } {
+  switch (ConnectError.from(err).code) {
+    case Code.Unauthenticated:
+      return { status: 401, text: "Unauthorized" };
+    case Code.PermissionDenied:
+      return { status: 403, text: "Forbidden" };
+    case Code.ResourceExhausted:
+      return { status: 429, text: "Too Many Requests" };
+    default:
+      return { status: 503, text: "Service Unavailable" };
+  }
 }
 
 /** A WebSocket as the frame pump writes to it; the socket under ws is corked per batch. */

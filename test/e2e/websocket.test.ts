@@ -134,6 +134,20 @@ describe("WebSocket upgrade", () => {
     expect(byHeader.ws.readyState).toBe(WebSocket.OPEN);
     expect(byQuery.ws.readyState).toBe(WebSocket.OPEN);
   });
+
+  it("spends the user's request budget on each upgrade: 429 past it, while another user opens freely", async () => {
+    server = await startServer({ limits: { requestsPerSecond: 1, requestBurst: 3 } });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      statuses.push(await upgradeStatus(wsUrl(server), { authorization: `Bearer ${a.token}` }));
+    }
+    // The burst of 3 (login spent none: dev tokens come from DevService).
+    expect(statuses.filter((s) => s === 0).length).toBeLessThanOrEqual(3);
+    expect(statuses).toContain(429);
+    expect(statuses.every((s) => s === 0 || s === 429)).toBe(true);
+    expect(await upgradeStatus(wsUrl(server), { authorization: `Bearer ${b.token}` })).toBe(0);
+  });
 });
 
 describe("WebSocket session", () => {
