@@ -1,4 +1,4 @@
-import type { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { SessionRequest } from "../../gen/chat/v1/chat_service_pb.js";
 import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
@@ -10,6 +10,17 @@ import { decodeSessionRequest, encodeSessionResponse as encode } from "./wire.js
 
 /** Bytes queued on a transport beyond which the pump waits for it to drain. */
 const writeHighWater = 64 * 1024;
+/**
+ * Client frames held while a session opens: as many as a FrameRunner takes
+ * before reading pauses, and a few full-size frames' worth of bytes.
+ */
+const earlyMaxFrames = 64;
+const earlyMaxFrameSizes = 4;
+/**
+ * How often a pump waiting for its transport to drain checks whether its
+ * session was ended meanwhile: a session wakes only a pump waiting for frames.
+ */
+const stallCheckMs = 200;
 
 /**
  * One session's transport as the pump drives it: a WebSocket, or a gRPC
@@ -51,9 +62,13 @@ export class FramePump {
   private runner: FrameRunner | undefined;
   /** Requests that arrive while the session opens, before it can take them. */
   private early: Uint8Array[] | undefined = [];
+  private earlyBytes = 0;
   /** The client finished sending before the session opened. */
   private inputDone = false;
   private congested = false;
+  /** When the transport last pushed back, and the timer that watches the session meanwhile. */
+  private congestedAtMs = 0;
+  private stallTimer: NodeJS.Timeout | undefined;
   private writing = false;
   private finished = false;
   // Bound once: handed to the session at every wait for frames.
@@ -78,6 +93,17 @@ export class FramePump {
   /** One encoded SessionRequest from the client. */
   receive(data: Uint8Array) {
     if (this.early) {
+      this.earlyBytes += data.length;
+      const maxBytes = earlyMaxFrameSizes * this.ctx.config.limits.frameMaxBytes;
+      if (this.early.length >= earlyMaxFrames || this.earlyBytes > maxBytes) {
+        this.fail(
+          new ConnectError(
+            `at most ${earlyMaxFrames} frames (${maxBytes} bytes) before the session is ready`,
+            Code.ResourceExhausted,
+          ),
+        );
+        return;
+      }
       this.early.push(data);
       return;
     }
@@ -121,6 +147,7 @@ export class FramePump {
   /** The transport is gone (closed by the client or the network). */
   closed() {
     this.early = undefined;
+    this.unwatch();
     if (!this.s) return;
     this.s.close();
     void this.ctx.sessions.release(this.s);
@@ -164,6 +191,12 @@ export class FramePump {
     this.wire.cork();
     try {
       this.writeQueued(s);
+    } catch (cause) {
+      // A frame that cannot be encoded or written ends its own stream, never the process.
+      this.ctx.log.error({ err: cause, sessionId: s.id }, "writing a session frame failed");
+      const err = new ConnectError("writing a frame failed", Code.Internal, undefined, [], cause);
+      s.close(err);
+      this.end(s, err);
     } finally {
       this.wire.uncork();
     }
@@ -185,6 +218,8 @@ export class FramePump {
       }
       // Sent last, so once it is written everything before it is too.
       this.congested = true;
+      this.congestedAtMs = Date.now();
+      this.stallTimer ??= setInterval(() => this.checkStalled(), stallCheckMs).unref();
       wire.write(bytes, (err) => {
         this.congested = false;
         if (!err) this.write();
@@ -195,8 +230,43 @@ export class FramePump {
       s.onReadable(this.scheduleWrite);
       return;
     }
+    this.end(s, s.error);
+  }
+
+  /**
+   * While the transport pushes back: a session ended with an error (sweeper,
+   * revocation, shutdown) has dropped its frames, so the call ends now rather
+   * than once the client reads again; one that ended cleanly gets the lag
+   * timeout to have its last frames read.
+   */
+  private checkStalled() {
+    const { s } = this;
+    if (!s || this.finished || !this.congested) {
+      this.unwatch();
+      return;
+    }
+    if (!s.isClosed) return;
+    if (s.error) this.end(s, s.error);
+    else if (Date.now() - this.congestedAtMs > this.ctx.config.limits.lagTimeoutMs) {
+      this.end(s, new ConnectError("client reads too slowly", Code.ResourceExhausted));
+    }
+  }
+
+  private unwatch() {
+    clearInterval(this.stallTimer);
+    this.stallTimer = undefined;
+  }
+
+  /** Ends the call with `err` (none: gracefully) and lets go of its session. */
+  private end(s: Session, err: ConnectError | undefined) {
+    if (this.finished) return;
     this.finished = true;
+    this.unwatch();
     void this.ctx.sessions.release(s);
-    wire.finish(s.error);
+    try {
+      this.wire.finish(err);
+    } catch (cause) {
+      this.ctx.log.error({ err: cause, sessionId: s.id }, "ending a session's transport failed");
+    }
   }
 }

@@ -33,6 +33,46 @@ afterEach(async () => {
 
 const text = (t: string) => ({ text: t });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const subscribeRequest = toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema));
+
+/** Polls until `check` holds; fails after timeoutMs. */
+async function until(check: () => boolean, timeoutMs: number, what: string) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/**
+ * A group of ann and sid, and a stream of sid's (Subscribe, or a Session
+ * that subscribed) on its own connection with a tiny receive window that
+ * stopped reading after `sent` messages of 8 KB: far more than the
+ * transport buffers hold.
+ */
+async function stalledStream(
+  s: TestServer,
+  opts: { path: "Subscribe" | "Session"; sent: number; sidDevice?: string },
+) {
+  const [a, sid] = await Promise.all([login(s, "ann"), login(s, "sid", opts.sidDevice)]);
+  const group = await a.chat.createGroupConversation({ title: "g", memberUserIds: [sid.userId] });
+  const id = group.conversation!.conversationId;
+  const h2 = await connectH2(s.url, { initialWindowSize: 1024 });
+  cleanups.push(() => h2.destroy());
+  const path = `/chat.v1.ChatService/${opts.path}`;
+  const slow =
+    opts.path === "Subscribe"
+      ? rawCall(h2, path, sid.token, subscribeRequest)
+      : rawCall(h2, path, sid.token);
+  if (opts.path === "Session") slow.send({ action: { case: "subscribe", value: {} } });
+  await slow.frames.synced();
+  slow.stream.pause();
+  const body = "m".repeat(8000);
+  for (let i = 0; i < opts.sent; i++) {
+    await a.chat.send({ conversationId: id, clientMsgId: `m${i}`, content: text(body) });
+  }
+  return { a, sid, id, slow };
+}
 
 /** Every event of a conversation, read through history. */
 async function historyOf(u: User, conversationId: string): Promise<Event[]> {
@@ -194,6 +234,45 @@ describe("request rate limit", () => {
     // The budget refills.
     await sleep(1100);
     expect((await a.chat.getMe({})).user?.userId).toBe("ann");
+  });
+
+  it("charges a Session's frames as their unary calls: past the budget they get error frames and the stream goes on", async () => {
+    server = await startServer({ limits: { requestsPerSecond: 1, requestBurst: 10 } });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const s = openSession(a.chat);
+    await s.frames.synced();
+    const frames = [
+      (frameId: string) =>
+        s.send({ frameId, action: { case: "markRead", value: { conversationId: id, seq: 1n } } }),
+      (frameId: string) =>
+        s.send({
+          frameId,
+          action: { case: "markDelivered", value: { conversationId: id, seq: 1n } },
+        }),
+      (frameId: string) =>
+        s.send({ frameId, action: { case: "watchPresence", value: { userIds: [b.userId] } } }),
+      (frameId: string) =>
+        s.send({ frameId, action: { case: "unwatchPresence", value: { userIds: [b.userId] } } }),
+      (frameId: string) => s.send({ frameId, action: { case: "heartbeat", value: {} } }),
+    ];
+    const n = 30;
+    for (let i = 0; i < n; i++) frames[i % frames.length]!(`f${i}`);
+    // Every frame is answered, by a result or an error (watchPresence by presence frames too).
+    const answered = (f: typeof s.frames) =>
+      new Set(f.all.map((x) => x.replyToFrameId).filter((r) => /^f\d+$/.test(r)));
+    await s.frames.until((f) => answered(f).size >= n);
+    const refused = s.frames.of("error").filter((e) => e.code === Code.ResourceExhausted);
+    // The stream's open and its subscribe spent two of the burst of 10.
+    expect(refused.length).toBeGreaterThanOrEqual(n - 10);
+    expect(s.frames.of("error")).toHaveLength(refused.length);
+    // Sends have their own bucket; the stream is still open and serves them.
+    s.send({
+      frameId: "send",
+      action: { case: "send", value: { conversationId: id, clientMsgId: "m", content: text("m") } },
+    });
+    await s.frames.until((f) => f.of("sendAck").length === 1);
+    s.end();
   });
 });
 
@@ -574,5 +653,67 @@ describe("slow consumer", () => {
     expect(seqs(slow.frames.events(id))).toEqual(Array.from({ length: 63 }, (_, i) => i + 1));
     await expectStored(f, id, acked);
     fast.abort();
+  });
+
+  it("lets go of a stalled stream the lag timeout ended without waiting for it to read, so its device resumes at once", async () => {
+    server = await startServer({
+      limits: {
+        outboxMaxFrames: 16,
+        sendPerSecond: 1000,
+        sendBurst: 1000,
+        lagTimeoutMs: 500,
+        streamsPerDevice: 1,
+      },
+    });
+    const { a, sid, id, slow } = await stalledStream(server, {
+      path: "Subscribe",
+      sent: 60,
+      sidDevice: "sid-phone",
+    });
+    const edge = server.app.edge;
+    await until(() => edge.sessionCount === 0, 5000, "the stalled session's release");
+    expect(slow.frames.ended).toBe(false);
+
+    // The device's one stream slot is free: a new stream syncs and is live.
+    const again = openSubscribe(sid.chat);
+    await again.frames.synced();
+    await a.chat.send({ conversationId: id, clientMsgId: "live", content: text("live") });
+    await again.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "live"));
+    again.abort();
+
+    // Reading again, the old stream ends with the sweeper's code.
+    slow.stream.resume();
+    expect((await slow.outcome).code).toBe(Code.ResourceExhausted);
+    expect(slow.frames.events(id).some((e) => e.clientMsgId === "live")).toBe(false);
+  });
+
+  it("ends a revoked device's stalled stream at once, though it never reads again", async () => {
+    server = await startServer({ limits: { sendPerSecond: 1000, sendBurst: 1000 } });
+    // Enough to fill the transport buffers, far from the outbox cap: stalled, not behind.
+    const { sid, slow } = await stalledStream(server, {
+      path: "Subscribe",
+      sent: 20,
+      sidDevice: "sid-phone",
+    });
+    const laptop = await login(server, "sid", "sid-laptop");
+    const edge = server.app.edge;
+    expect(edge.sessionCount).toBe(1);
+    await laptop.chat.revokeDevice({ deviceId: sid.deviceId });
+    await until(() => edge.sessionCount === 0, 3000, "the revoked session's release");
+    slow.stream.resume();
+    expect((await slow.outcome).code).toBe(Code.Unauthenticated);
+  });
+
+  it("ends a stalled Session the client half-closed once it has not read for the lag timeout", async () => {
+    server = await startServer({
+      limits: { sendPerSecond: 1000, sendBurst: 1000, lagTimeoutMs: 500 },
+    });
+    const { slow } = await stalledStream(server, { path: "Session", sent: 20 });
+    // Half-closed, the session ends cleanly: no sweeper check applies to it any more.
+    slow.end();
+    const edge = server.app.edge;
+    await until(() => edge.sessionCount === 0, 3000, "the half-closed session's release");
+    slow.stream.resume();
+    expect((await slow.outcome).code).toBe(Code.ResourceExhausted);
   });
 });

@@ -324,6 +324,43 @@ describe("gRPC Session streams", () => {
     good.end();
   });
 
+  it("end only the stream whose frame cannot be encoded, with INTERNAL; the process and other streams go on", async () => {
+    server = await startServer({ limits: { streamsPerDevice: 1 } });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const ben = openSession(b.chat);
+    await ben.frames.synced();
+
+    // Past config validation, a value no uint32 holds: each new stream's ready frame fails to encode.
+    const { session } = server.config;
+    const interval = session.heartbeatIntervalMs;
+    session.heartbeatIntervalMs = interval + 0.5;
+    const h2 = await connectH2(server.url);
+    cleanups.push(() => h2.destroy());
+    const broken = rawCall(h2, sessionPath, a.token);
+    broken.send({ action: { case: "subscribe", value: {} } });
+    expect((await broken.outcome).code).toBe(Code.Internal);
+    expect(broken.frames.all).toEqual([]);
+    const subscribe = rawCall(
+      h2,
+      subscribePath,
+      a.token,
+      toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema)),
+    );
+    expect((await subscribe.outcome).code).toBe(Code.Internal);
+    session.heartbeatIntervalMs = interval;
+
+    // The open stream carries on, and the failed ones gave back the device's one stream slot.
+    await a.chat.send({ conversationId: id, clientMsgId: "after", content: { text: "x" } });
+    await ben.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "after"));
+    const again = rawCall(h2, sessionPath, a.token);
+    again.send({ action: { case: "subscribe", value: { cursors: [cursor(id, 0n)] } } });
+    await again.frames.until((f) => f.events(id).some((e) => e.clientMsgId === "after"));
+    expect(ben.frames.ended).toBe(false);
+    again.end();
+    ben.abort();
+  });
+
   it("serve Subscribe on the direct path too: one request message, and a bad one ends only its own call", async () => {
     server = await startServer();
     const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);

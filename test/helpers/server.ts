@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type ConfigInput, toConfig } from "../../lib/config.js";
+import { type Config, type ConfigInput, toConfig } from "../../lib/config.js";
 import { createRootLogger } from "../../lib/logger.js";
 import { createEmbedded } from "../../services/embedded.js";
 
@@ -11,6 +11,8 @@ export interface TestServer {
   url: string;
   port: number;
   dataDir: string;
+  /** The server's own config: a value it reads per call can be changed past validation. */
+  config: Config;
   app: ReturnType<typeof createEmbedded>;
   /** Stops the server (draining it); keeps the data directory. */
   stop(): Promise<void>;
@@ -61,6 +63,7 @@ export async function startServer(
     url: `http://127.0.0.1:${address.port}`,
     port: address.port,
     dataDir,
+    config,
     app,
     async stop() {
       if (stopped) return;
