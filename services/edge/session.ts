@@ -1,12 +1,13 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { ReadSyncResponse } from "../../gen/chat/internal/v1/store_service_pb.js";
 import {
   type SendResponse,
   type ServerFrame,
   ServerFrameSchema,
 } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
-import type { ConversationCursor } from "../../gen/chat/v1/model_pb.js";
+import type { ConversationCursor, SyncBatch } from "../../gen/chat/v1/model_pb.js";
 import { fail, toConnectError } from "../../lib/errors.js";
 import { decodeEvent } from "../../lib/event-bytes.js";
 import { newId } from "../../lib/ids.js";
@@ -43,7 +44,7 @@ interface Gate {
 
 /** Events read per store call when a stream catches up. */
 const catchUpPage = 200;
-/** Events held in memory while a subscribe is still syncing. */
+/** Events held in memory while a subscribe is still syncing; past it, the store has them. */
 const liveBufferMax = 4096;
 /** Events per ReadSync response while subscribing. */
 const syncMaxEvents = 2000;
@@ -79,6 +80,16 @@ const eventFrame = (event: Event): ServerFrame => ({
   frame: { case: "event", value: event },
 });
 
+/** A sync response's batches; each one's events are decoded only if asked for. */
+const syncBatches = (res: ReadSyncResponse): { batch: SyncBatch; events: () => Event[] }[] =>
+  // Binary streams ask for the stored bytes; JSON ones get decoded batches.
+  res.encodedBatches.length > 0
+    ? res.encodedBatches.map((b) => ({
+        batch: storedSyncBatch(b),
+        events: () => b.events.map(decodeEvent),
+      }))
+    : res.batches.map((b) => ({ batch: b, events: () => b.events }));
+
 /**
  * One client stream. It owns the stream's outbox and guarantees that the
  * client sees each conversation's events once and in seq order:
@@ -107,6 +118,8 @@ export class Session {
   private syncing = false;
   // Created on first use: most sessions sit idle, and empty collections are not free.
   private liveBuffer: Event[] | undefined;
+  /** Conversations with live events past a full live buffer: their first such seq. */
+  private overflowed: Map<string, bigint> | undefined;
   private gates: Map<string, Gate> | undefined;
   private behind: Set<string> | undefined;
   private recovering = false;
@@ -181,7 +194,7 @@ export class Session {
     if (this.syncing) {
       this.liveBuffer ??= [];
       if (this.liveBuffer.length < liveBufferMax) this.liveBuffer.push(event);
-      else this.fallBehind(this.gateFor(event), event.conversationId);
+      else this.overflow(event);
       return;
     }
     this.admit(event);
@@ -211,9 +224,13 @@ export class Session {
     }
   }
 
-  /** Acks durable sends whose event never came back; called by the sweeper. */
+  /**
+   * Acks durable sends whose event never came back; called by the sweeper.
+   * Not while syncing or behind: the event may be buffered or still to be
+   * read, and would then reach the client a second time.
+   */
   ackOverdue(nowMs: number) {
-    if (this.closed || this.laggingSinceMs || !this.pendingSends?.size) return;
+    if (this.closed || this.syncing || this.laggingSinceMs || !this.pendingSends?.size) return;
     for (const [key, p] of this.pendingSends) {
       if (!p.event || p.dueMs === undefined || p.dueMs > nowMs) continue;
       this.pendingSends.delete(key);
@@ -248,23 +265,10 @@ export class Session {
           encoded: this.binary,
         });
         for (const b of res.baselines) this.raiseGate(b.conversationId, b.seq);
-        // A store that predates `encoded` answers with decoded batches.
-        const stored = res.encodedBatches.length > 0;
-        const batches = stored ? res.encodedBatches.map(storedSyncBatch) : res.batches;
-        for (const [i, batch] of batches.entries()) {
+        for (const { batch, events } of syncBatches(res)) {
           if (this.outbox.length > this.opts.outboxMaxFrames / 2) await this.room();
           if (this.closed) return;
-          this.outbox.push(frame({ case: "sync", value: batch }));
-          // Only a send from this stream still waiting needs the events read.
-          if (this.pendingSends?.size) {
-            const events = stored ? res.encodedBatches[i]!.events.map(decodeEvent) : batch.events;
-            for (const ev of events) {
-              const frameId = this.takePendingSend(ev);
-              if (frameId !== undefined) this.outbox.push(this.ackFrame(ev, frameId, false));
-            }
-          }
-          this.notify();
-          this.raiseGate(batch.conversationId, batch.headSeq);
+          this.queueBatch(batch, events);
           given.set(batch.conversationId, {
             conversationId: batch.conversationId,
             seq: batch.headSeq,
@@ -281,6 +285,15 @@ export class Session {
     const buffered = this.liveBuffer;
     this.liveBuffer = undefined;
     if (buffered) for (const ev of buffered) this.admit(ev);
+    const overflowed = this.overflowed;
+    this.overflowed = undefined;
+    // Fan-out is in seq order, so what overflowed follows what was buffered
+    // and synced; without either, its first event is where the stream starts.
+    if (overflowed) {
+      for (const [conversationId, first] of overflowed) {
+        this.lagBehind(this.gateFor(conversationId, first), conversationId);
+      }
+    }
     if (this.behind?.size) void this.catchUp();
   }
 
@@ -350,6 +363,20 @@ export class Session {
     };
   }
 
+  /** Queues a sync batch, as the ack of any send of this stream among its events. */
+  private queueBatch(batch: SyncBatch, events: () => Event[]) {
+    this.outbox.push(frame({ case: "sync", value: batch }));
+    // Only a send from this stream still waiting needs the events read.
+    if (this.pendingSends?.size) {
+      for (const ev of events()) {
+        const frameId = this.takePendingSend(ev);
+        if (frameId !== undefined) this.outbox.push(this.ackFrame(ev, frameId, false));
+      }
+    }
+    this.notify();
+    this.raiseGate(batch.conversationId, batch.headSeq);
+  }
+
   private takePendingSend(event: Event): string | undefined {
     if (event.actorDeviceId !== this.caller.deviceId || !event.clientMsgId) return undefined;
     const key = `${event.conversationId} ${event.clientMsgId}`;
@@ -359,17 +386,17 @@ export class Session {
   }
 
   /**
-   * The gate of a conversation. Without one, nothing before this event is
-   * owed on this stream: subscribe set gates for every conversation the
-   * client holds or that could still have fan-out in flight, and fan-out is
-   * in seq order per conversation.
+   * The gate of a conversation whose event `seq` arrived. Without one,
+   * nothing before that event is owed on this stream: subscribe set gates for
+   * every conversation the client holds or that could still have fan-out in
+   * flight, and fan-out is in seq order per conversation.
    */
-  private gateFor(event: Event): Gate {
+  private gateFor(conversationId: string, seq: bigint): Gate {
     this.gates ??= new Map();
-    let g = this.gates.get(event.conversationId);
+    let g = this.gates.get(conversationId);
     if (!g) {
-      g = { sent: event.seq - 1n };
-      this.gates.set(event.conversationId, g);
+      g = { sent: seq - 1n };
+      this.gates.set(conversationId, g);
     }
     return g;
   }
@@ -383,7 +410,7 @@ export class Session {
   }
 
   private admit(event: Event) {
-    const g = this.gateFor(event);
+    const g = this.gateFor(event.conversationId, event.seq);
     if (event.seq <= g.sent) return;
     // Joining (again) starts what this user may see: nothing before it is owed.
     if (
@@ -444,6 +471,24 @@ export class Session {
   private fallBehind(g: Gate, conversationId: string) {
     this.opts.onShed?.("event");
     if (!this.laggingSinceMs) this.laggingSinceMs = Date.now();
+    this.lagBehind(g, conversationId);
+  }
+
+  /**
+   * A live event found the buffer of a syncing stream full. Its gate may not
+   * exist yet, so the conversation falls behind only once the sync is done.
+   */
+  private overflow(event: Event) {
+    this.opts.onShed?.("event");
+    if (!this.laggingSinceMs) this.laggingSinceMs = Date.now();
+    this.overflowed ??= new Map();
+    if (!this.overflowed.has(event.conversationId)) {
+      this.overflowed.set(event.conversationId, event.seq);
+    }
+  }
+
+  /** Leaves the conversation to catch-up from the store, from its gate on. */
+  private lagBehind(g: Gate, conversationId: string) {
     this.markBehind(conversationId);
     g.ahead = undefined;
     if (g.gapTimer) {
@@ -485,10 +530,37 @@ export class Session {
       for (const ev of res.events) if (!this.closed) this.admit(ev);
     } catch (err) {
       this.opts.log.debug({ err, conversationId }, "gap fill failed");
-      // No longer readable (the user left): deliver what is held.
       if (!(err instanceof ConnectError && err.code === Code.PermissionDenied)) return;
-      g.sent = first - 1n;
+      try {
+        await this.syncUpToRemoval(conversationId);
+      } catch (e) {
+        // The client resumes from its cursors, and that sync serves the rest.
+        this.close(toConnectError(e));
+        return;
+      }
       this.flushAhead(g, conversationId);
+    }
+  }
+
+  /**
+   * Queues what a removed member is still owed of a conversation, up to and
+   * including its removal: history no longer serves it, sync does.
+   */
+  private async syncUpToRemoval(conversationId: string) {
+    // A cursor at every gate keeps the read to what this stream lacks.
+    const cursors = [...(this.gates ?? [])].map(
+      ([id, g]) => ({ conversationId: id, seq: g.sent }) as ConversationCursor,
+    );
+    const res = await this.opts.store.readSync({
+      viewerUserId: this.caller.userId,
+      deviceId: this.caller.deviceId,
+      cursors,
+      limitPerConversation: this.opts.syncLimit,
+      encoded: this.binary,
+    });
+    if (this.closed) return;
+    for (const { batch, events } of syncBatches(res)) {
+      if (batch.conversationId === conversationId) this.queueBatch(batch, events);
     }
   }
 
@@ -514,11 +586,10 @@ export class Session {
             limit: catchUpPage,
           });
         } catch (err) {
-          if (err instanceof ConnectError && err.code === Code.PermissionDenied) {
-            behind.delete(conversationId);
-            continue;
-          }
-          throw err;
+          if (!(err instanceof ConnectError && err.code === Code.PermissionDenied)) throw err;
+          await this.syncUpToRemoval(conversationId);
+          behind.delete(conversationId);
+          continue;
         }
         for (const ev of res.events) {
           if (ev.seq <= g.sent) continue;

@@ -1,8 +1,13 @@
 import { randomBytes } from "node:crypto";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { SignJWT } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
-import { ChatService, SendRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import {
+  ChatService,
+  SendRequestSchema,
+  SubscribeRequestSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
 import { MemberRemovalReason } from "../../gen/chat/v1/event_pb.js";
 import {
   cursor,
@@ -18,10 +23,13 @@ import {
   transport,
   userFromToken,
 } from "../helpers/clients.js";
+import { connectH2, rawCall } from "../helpers/raw-grpc.js";
 import { partner, startServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer | undefined;
+const cleanups: (() => void)[] = [];
 afterEach(async () => {
+  for (const c of cleanups.splice(0)) c();
   await server?.destroy();
   server = undefined;
 });
@@ -216,6 +224,48 @@ describe.each(["removed", "left"] as const)("a member who %s", (how) => {
     expect(seqs(back.frames.events(id))).toEqual([3]);
     back.abort();
   });
+
+  it("gets everything up to the removal on a stream that fell behind, and nothing after", async () => {
+    server = await startServer({ limits: { outboxMaxFrames: 16, lagTimeoutMs: 60_000 } });
+    const [a, c] = await Promise.all(["ann", "cat"].map((n) => login(server!, n)));
+    const id = await group(a!, [c!]);
+    // Cat's stream has a tiny receive window: once it stops reading, the
+    // stream falls behind and must catch up from the store.
+    const h2 = await connectH2(server.url, { initialWindowSize: 1024 });
+    cleanups.push(() => h2.destroy());
+    const slow = rawCall(
+      h2,
+      "/chat.v1.ChatService/Subscribe",
+      c!.token,
+      toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema)),
+    );
+    await slow.frames.synced();
+    slow.stream.pause();
+    for (let i = 0; i < 40; i++) {
+      await a!.chat.send({
+        conversationId: id,
+        clientMsgId: `m${i}`,
+        content: text("m".repeat(8000)),
+      });
+    }
+    const res =
+      how === "removed"
+        ? await a!.chat.removeMember({ conversationId: id, userId: c!.userId })
+        : await c!.chat.leaveConversation({ conversationId: id });
+    await a!.chat.send({ conversationId: id, clientMsgId: "after", content: text("after") });
+    expect(slow.frames.events(id).length).toBeLessThan(42);
+
+    slow.stream.resume();
+    await slow.frames.until(
+      (f) => f.events(id).some((e) => e.kind.case === "memberRemoved"),
+      10_000,
+      "the removal",
+    );
+    await settle(300);
+    expect(seqs(slow.frames.events(id))).toEqual(Array.from({ length: 42 }, (_, i) => i + 1));
+    expect(slow.frames.events(id).at(-1)!.eventId).toBe(res.event!.eventId);
+    expect(slow.frames.ended).toBe(false);
+  }, 30_000);
 });
 
 describe("a removal right behind a refused append", () => {

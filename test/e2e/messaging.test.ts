@@ -1,7 +1,8 @@
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
+import { ChatService, SubscribeRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
 import {
   cursor,
   direct,
@@ -16,15 +17,42 @@ import {
   transport,
   type User,
 } from "../helpers/clients.js";
+import { connectH2, rawCall } from "../helpers/raw-grpc.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer | undefined;
+const cleanups: (() => void)[] = [];
 afterEach(async () => {
+  for (const c of cleanups.splice(0)) c();
   await server?.destroy();
   server = undefined;
 });
 
 const text = (t: string) => ({ text: t });
+
+/**
+ * Gives `member` 30 groups with an 8 KB message each, so that a sync to a
+ * reader with a tiny receive window waits for it; returns the last group.
+ */
+async function largeBacklog(owner: User, member: User): Promise<string> {
+  let id = "";
+  for (let i = 0; i < 30; i++) {
+    id = await group(owner, [member], `b${i}`);
+    await owner.chat.send({
+      conversationId: id,
+      clientMsgId: "big",
+      content: text("m".repeat(8000)),
+    });
+  }
+  return id;
+}
+
+/** A connection whose 1 KB receive window fills after a frame or two. */
+async function tinyWindow(s: TestServer) {
+  const h2 = await connectH2(s.url, { initialWindowSize: 1024 });
+  cleanups.push(() => h2.destroy());
+  return h2;
+}
 
 describe("ordering", () => {
   it("gives each conversation strictly increasing seqs without holes, under concurrent senders", async () => {
@@ -229,6 +257,33 @@ describe("durable ack", () => {
     const stored = new Set(history.events.map((e) => e.eventId));
     for (const r of acked) expect(stored.has(r.event!.eventId)).toBe(true);
   });
+
+  it("acks a send made while its stream still syncs once, with no second copy as an event", async () => {
+    server = await startServer({ limits: { outboxMaxFrames: 16, lagTimeoutMs: 60_000 } });
+    const [a, s] = await Promise.all([login(server, "ann"), login(server, "sid")]);
+    const id = await largeBacklog(a, s);
+    const call = rawCall(await tinyWindow(server), "/chat.v1.ChatService/Session", s.token);
+    call.stream.pause();
+    call.send({ action: { case: "subscribe", value: { cursors: [] } } });
+    await settle(300);
+    call.send({
+      frameId: "f1",
+      action: {
+        case: "send",
+        value: { conversationId: id, clientMsgId: "s1", content: text("hi") },
+      },
+    });
+    // Past the 3 s after which a durable send is acked without its fan-out.
+    await settle(4500);
+    expect(call.frames.of("syncComplete")).toHaveLength(0);
+    call.stream.resume();
+    await call.frames.synced(10_000);
+    await call.frames.until((f) => f.of("sendAck").length > 0);
+    await settle(300);
+    expect(call.frames.events(id).filter((e) => e.clientMsgId === "s1")).toHaveLength(1);
+    expect(call.frames.all.find((f) => f.frame.case === "sendAck")?.replyToFrameId).toBe("f1");
+    call.end();
+  }, 30_000);
 });
 
 describe.each<Protocol>(["grpc", "connect", "grpc-web"])("delivery over %s", (protocol) => {
@@ -384,6 +439,101 @@ describe("resume", () => {
     expect(seqs(fill.events)).toEqual([2, 3, 4, 5, 6, 7, 8]);
     s.abort();
   });
+
+  it("gives each reconnect made while others post exactly what follows its cursors, once and in order", async () => {
+    server = await startServer({
+      limits: {
+        sendPerSecond: 10_000,
+        sendBurst: 10_000,
+        requestsPerSecond: 10_000,
+        requestBurst: 10_000,
+      },
+    });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    let stop = false;
+    const post = async (id: string) => {
+      for (let i = 0; !stop; i++) {
+        await a.chat.send({ conversationId: id, clientMsgId: `m${i}`, content: text("m") });
+      }
+    };
+    const first = await group(a, [b]);
+    const held = new Map([[first, 0n]]);
+    const writers = [post(first)];
+    for (let round = 0; round < 6; round++) {
+      const cursors = [...held].filter(([, seq]) => seq > 0n).map(([id, seq]) => cursor(id, seq));
+      const st = round % 2 ? openSubscribe(b.chat, cursors) : openSession(b.chat, { cursors });
+      // A group created while the stream syncs: ben holds no cursor for it.
+      if (round === 2) {
+        const fresh = await group(a, [b], "fresh");
+        held.set(fresh, 0n);
+        writers.push(post(fresh));
+      }
+      await st.frames.synced(10_000);
+      await settle(200);
+      st.abort();
+      await settle(30);
+      for (const [id, after] of held) {
+        const got = st.frames.events(id).map((e) => e.seq);
+        // Contiguous from the cursor on, unless a sync batch marked a gap before its events.
+        const gap = st.frames.of("sync").some((x) => x.conversationId === id && x.gap);
+        const from = gap && got.length > 0 ? got[0]! : after + 1n;
+        expect(got, `round ${round}`).toEqual(got.map((_, i) => from + BigInt(i)));
+        if (got.length > 0) held.set(id, got.at(-1)!);
+      }
+    }
+    stop = true;
+    await Promise.all(writers);
+    expect([...held.values()].every((seq) => seq > 1n)).toBe(true);
+  }, 30_000);
+
+  it("delivers every live event of a long sync, more than a stream buffers, once and in order", async () => {
+    server = await startServer({
+      limits: {
+        outboxMaxFrames: 16,
+        sendPerSecond: 100_000,
+        sendBurst: 100_000,
+        requestsPerSecond: 100_000,
+        requestBurst: 100_000,
+        lagTimeoutMs: 120_000,
+      },
+    });
+    const [a, s] = await Promise.all([login(server, "ann"), login(server, "sid")]);
+    await largeBacklog(a, s);
+    const busy = await group(a, [s], "busy");
+    const slow = rawCall(
+      await tinyWindow(server),
+      "/chat.v1.ChatService/Subscribe",
+      s.token,
+      toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema)),
+    );
+    slow.stream.pause();
+    await settle(500);
+
+    // While the sync waits: a new group (its seq 1 buffered), then more events
+    // than the stream buffers (4096), then the new group's seq 2.
+    const fresh = await group(a, [s], "fresh");
+    const total = 4200;
+    for (let i = 0; i < total; i += 300) {
+      await Promise.all(
+        Array.from({ length: 300 }, (_, j) =>
+          a.chat.send({ conversationId: busy, clientMsgId: `x${i + j}`, content: text("x") }),
+        ),
+      );
+    }
+    await a.chat.send({ conversationId: fresh, clientMsgId: "f2", content: text("second") });
+    expect(slow.frames.of("syncComplete")).toHaveLength(0);
+
+    slow.stream.resume();
+    await slow.frames.until((f) => f.events(busy).length >= total + 1, 30_000, "busy events");
+    await slow.frames.until((f) => f.events(fresh).length >= 2, 5000, "fresh events");
+    await settle(300);
+    expect(slow.frames.error).toBeUndefined();
+    expect(seqs(slow.frames.events(busy))).toEqual(
+      Array.from({ length: total + 1 }, (_, i) => i + 1),
+    );
+    expect(seqs(slow.frames.events(fresh))).toEqual([1, 2]);
+    expect(slow.frames.of("sync").some((b) => b.gap)).toBe(false);
+  }, 60_000);
 });
 
 describe("history", () => {
