@@ -203,6 +203,17 @@ export function eventStoreContract(name: string, factory: StoreFactory) {
         expect(await metadata.findGroupRequest("cat", "req-1")).toBeUndefined();
       });
 
+      it("keeps a group's request id apart from its creator's message keys", async () => {
+        await open();
+        const g = newConversationId();
+        await commitAll(events, [ev.group(g, "ann", ["ben"], { clientMsgId: "1" })]);
+        const verdicts = await events.commit([
+          ev.posted(g, 2, "ann", "first", { clientMsgId: "1" }),
+        ]);
+        expect(verdicts).toEqual([undefined]);
+        expect((await events.findByClientMsgId(g, "ann", "1"))?.seq).toBe(2n);
+      });
+
       it("rejects changes to unknown conversations and commits the rest of the batch", async () => {
         await open();
         const conv = newConversationId();

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { toBinary } from "@bufbuild/protobuf";
+import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventSchema } from "../../gen/chat/v1/event_pb.js";
 import { DevicePlatform } from "../../gen/chat/v1/model_pb.js";
@@ -54,6 +55,26 @@ describe("SQLite store: the writer thread", () => {
     stores.push(store);
     return { store, path };
   };
+
+  it("migrates a database whose group creations took message keys, once", async () => {
+    const { store, path } = open();
+    const g = newConversationId();
+    await store.commit([ev.group(g, "ann", ["ben"], { clientMsgId: "req" })]);
+    await store.close();
+    stores.pop();
+    // As an older version wrote it.
+    const raw = new Database(path);
+    raw.prepare("UPDATE events SET client_msg_id = 'req' WHERE kind = 10").run();
+    raw.pragma("user_version = 0");
+    raw.close();
+    const reopened = openSqliteStore({ path, synchronous: "NORMAL" });
+    stores.push(reopened);
+    const verdicts = await reopened.commit([ev.posted(g, 2, "ann", "hi", { clientMsgId: "req" })]);
+    expect(verdicts).toEqual([undefined]);
+    const check = new Database(path, { readonly: true });
+    expect(check.pragma("user_version", { simple: true })).toBe(1);
+    check.close();
+  });
 
   it("commits writes sent together as one batch, where one that fails leaves the others", async () => {
     const { store } = open();

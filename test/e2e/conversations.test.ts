@@ -181,6 +181,22 @@ describe("group conversations", () => {
     expect(noKey1.conversation!.conversationId).not.toBe(noKey2.conversation!.conversationId);
     const list = await a!.chat.listConversations({});
     expect(list.conversations).toHaveLength(5);
+
+    // The request id keys the group, not a message: the creator's own keys are free.
+    const id = first.conversation!.conversationId;
+    const sent = await a!.chat.send({
+      conversationId: id,
+      clientMsgId: "req-1",
+      content: { text: "hi" },
+    });
+    expect([sent.duplicate, sent.event?.kind.case]).toEqual([false, "messagePosted"]);
+    const edit = await a!.chat.editMessage({
+      conversationId: id,
+      targetSeq: sent.event!.seq,
+      text: "hello",
+      clientMsgId: "req-2",
+    });
+    expect(edit.event?.kind.case).toBe("messageEdited");
   });
 });
 

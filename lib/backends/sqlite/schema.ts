@@ -135,6 +135,23 @@ export const toDevice = (r: Row): DeviceRecord => ({
   revokedAtMs: num(r.revoked_at),
 });
 
+/** Steps that bring a database written by an older version up to this schema, by user_version. */
+const migrations: string[] = [
+  // Group request ids left the events' idempotency keys: they collided with the creator's message keys.
+  "UPDATE events SET client_msg_id = NULL WHERE kind = 10 AND client_msg_id IS NOT NULL",
+];
+
+function migrate(db: Database.Database) {
+  const version = db.pragma("user_version", { simple: true }) as number;
+  for (const [i, step] of migrations.entries()) {
+    if (i < version) continue;
+    db.transaction(() => {
+      db.exec(step);
+      db.pragma(`user_version = ${i + 1}`);
+    })();
+  }
+}
+
 /** The database file and how it is written. */
 export interface SqliteOptions {
   path: string;
@@ -160,6 +177,7 @@ export function openDatabase(opts: SqliteOptions, role: "reader" | "writer"): Da
   // Statement journals (one per savepoint of a batch) stay off the disk.
   db.pragma("temp_store = MEMORY");
   db.exec(schema);
+  if (role === "writer") migrate(db);
   // A reader that tried to write would contend with the writer for the lock.
   if (role === "reader") db.pragma("query_only = 1");
   return db;

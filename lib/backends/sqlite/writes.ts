@@ -303,7 +303,9 @@ export function createWrites(db: Database.Database): Writes {
         ev.seq,
         kindNumber[ev.kind.case as keyof typeof kindNumber] ?? 0,
         ev.actorUserId,
-        ev.clientMsgId || null,
+        // A group's request id is keyed by the conversations table, apart
+        // from the creator's message keys in it (see check).
+        ev.kind.case === "conversationCreated" ? null : ev.clientMsgId || null,
         targetOf(ev),
         bytes,
       );
