@@ -86,9 +86,10 @@ export function checkEmoji(value: string): string {
 
 /** Deduplicates and validates a list of user ids, bounded by `max`. */
 export function checkUserIds(field: string, values: string[], max: number): string[] {
-  if (values.length > max) throw fail.exhausted(`${field} has more than ${max} entries`);
+  // Counted once deduplicated: a repeated id is one member. The frame size bounds the list.
   const set = new Set<string>();
   for (const v of values) set.add(checkExternalId(field, v));
+  if (set.size > max) throw fail.exhausted(`${field} has more than ${max} entries`);
   return [...set];
 }
 

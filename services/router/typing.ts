@@ -37,7 +37,11 @@ export function createTyping(deps: {
       const state = await deps.cache.get(conversationId);
       if (!state) throw fail.notFound("conversation not found");
       if (!state.members.has(actor.userId)) throw fail.denied("not a member of this conversation");
-      if (!(await deps.limiter.take(`typing:${actor.userId}`, deps.perSecond, deps.burst))) {
+      // Stopping is never limited: a refused stop would leave others seeing "typing" until it expires.
+      if (
+        typing &&
+        !(await deps.limiter.take(`typing:${actor.userId}`, deps.perSecond, deps.burst))
+      ) {
         throw fail.exhausted("typing rate limit exceeded");
       }
       const key = `${conversationId}\u0000${actor.userId}`;

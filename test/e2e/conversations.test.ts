@@ -228,6 +228,12 @@ describe("group member cap", () => {
     // Existing members do not count twice toward the cap.
     const noop = await a!.chat.addMembers({ conversationId: id, userIds: [b!.userId] });
     expect(noop.event).toBeUndefined();
+    // Nor does an id repeated in one request.
+    const repeated = await a!.chat.createGroupConversation({
+      title: "two",
+      memberUserIds: Array.from({ length: 5 }, () => b!.userId),
+    });
+    expect(repeated.conversation!.memberCount).toBe(2);
     // Leaving frees a place.
     await d!.chat.leaveConversation({ conversationId: id });
     const refill = await a!.chat.addMembers({ conversationId: id, userIds: [f!.userId] });

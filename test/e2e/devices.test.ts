@@ -107,6 +107,11 @@ describe("device registration", () => {
         pushToken: "",
       }),
     ).rejects.toMatchObject({ code: Code.InvalidArgument });
+    for (const displayName of ["a\u0000b", "line\nbreak", "bell\u0007"]) {
+      await expect(
+        a1.chat.registerDevice({ platform: DevicePlatform.IOS, displayName, pushToken: "" }),
+      ).rejects.toMatchObject({ code: Code.InvalidArgument });
+    }
   });
 });
 

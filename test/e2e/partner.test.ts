@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import { DevService } from "../../gen/chat/v1/dev_service_pb.js";
 import { ConversationKind, MessageKind, Role } from "../../gen/chat/v1/event_pb.js";
+import type { DevicePlatform } from "../../gen/chat/v1/model_pb.js";
 import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
 import {
   login,
@@ -171,6 +172,9 @@ describe("tokens", () => {
     await expect(p.mintToken({ userId: "ghost", deviceId: "d" })).rejects.toMatchObject(notFound);
     await expect(
       p.mintToken({ userId: "ann", deviceId: "d", ttlSeconds: 86_401 }),
+    ).rejects.toMatchObject(invalid);
+    await expect(
+      p.mintToken({ userId: "ann", deviceId: "d", platform: 99 as DevicePlatform }),
     ).rejects.toMatchObject(invalid);
     await expect(p.mintToken({ userId: "ann", deviceId: "" })).rejects.toMatchObject(invalid);
     await expect(p.mintToken({ userId: "ann", deviceId: "bad device" })).rejects.toMatchObject(

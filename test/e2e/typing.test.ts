@@ -146,6 +146,8 @@ describe("typing rate limit", () => {
     await expect(a2.chat.setTyping({ conversationId: id, typing: true })).rejects.toMatchObject({
       code: Code.ResourceExhausted,
     });
+    // Stopping is not limited: ben must not see ann typing until it expires.
+    await a1.chat.setTyping({ conversationId: id, typing: false });
     // Other users have their own bucket.
     await b.chat.setTyping({ conversationId: id, typing: true });
 

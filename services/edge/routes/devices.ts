@@ -18,8 +18,14 @@ export const deviceRoutes = (
   async registerDevice(req, hctx) {
     const who = caller(hctx);
     if (!(req.platform in DevicePlatform)) throw fail.invalid("platform is unknown");
-    if (utf8Length(req.displayName) > 128 || !req.displayName.isWellFormed()) {
-      throw fail.invalid("display_name must be at most 128 bytes of UTF-8");
+    if (
+      utf8Length(req.displayName) > 128 ||
+      !req.displayName.isWellFormed() ||
+      /\p{Cc}/u.test(req.displayName)
+    ) {
+      throw fail.invalid(
+        "display_name must be at most 128 bytes of UTF-8 without control characters",
+      );
     }
     if (utf8Length(req.pushToken) > 4096 || /\s/.test(req.pushToken)) {
       throw fail.invalid("push_token must be at most 4096 bytes without spaces");

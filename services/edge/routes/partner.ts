@@ -1,5 +1,6 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
+import { DevicePlatform } from "../../../gen/chat/v1/model_pb.js";
 import type { PartnerService } from "../../../gen/chat/v1/partner_service_pb.js";
 import { fail } from "../../../lib/errors.js";
 import {
@@ -39,6 +40,7 @@ export const partnerRoutes = (ctx: EdgeContext): ServiceImpl<typeof PartnerServi
       if (req.ttlSeconds > auth.maxTokenTtlSeconds) {
         throw fail.invalid(`ttl_seconds must be at most ${auth.maxTokenTtlSeconds}`);
       }
+      if (!(req.platform in DevicePlatform)) throw fail.invalid("platform is unknown");
       await requireUser(req.userId);
       await ctx.store.ensureDevice({
         userId: req.userId,
