@@ -5,7 +5,11 @@ import type { SqliteOptions } from "./schema.js";
 import type { WriterReply, WriterRequest } from "./writer-protocol.js";
 import { fromWire, type WriteOps } from "./writes.js";
 
-/** Writes to one database, committed by the writer thread. */
+/**
+ * Writes to one database, committed by the writer thread. If the thread dies,
+ * the writes waiting on it fail (their outcome is unknown: a retry with its
+ * key finds the original) and the next write opens the database on a new one.
+ */
 export interface DatabaseWriter {
   call<K extends keyof WriteOps>(
     op: K,
@@ -46,7 +50,7 @@ class WriterThread {
   }
 
   /** Opens a database on the thread; writes sent before it has opened wait in order. */
-  open(opts: SqliteOptions): DatabaseWriter {
+  open(opts: SqliteOptions): Omit<DatabaseWriter, "close"> & { close(): Promise<void> } {
     const db = this.nextDb++;
     const opened = this.request({ db, op: "open", args: [opts] });
     let closing: Promise<void> | undefined;
@@ -95,9 +99,30 @@ class WriterThread {
 
 let shared: WriterThread | undefined;
 
+/** The process's writer thread; a thread that died is replaced. */
+function writerThread(): WriterThread {
+  if (!shared || shared.failure) shared = new WriterThread();
+  return shared;
+}
+
 /** A writer for the database at `opts.path`, on the process's writer thread. */
 export function openWriter(opts: SqliteOptions): DatabaseWriter {
-  // A thread that died takes its databases with it; later opens get a new one.
-  if (!shared || shared.failure) shared = new WriterThread();
-  return shared.open(opts);
+  let thread = writerThread();
+  let current = thread.open(opts);
+  let closing: Promise<void> | undefined;
+  return {
+    call: (op, ...args) => {
+      if (closing) return Promise.reject(new BackendUnavailableError("store closed"));
+      if (thread.failure) {
+        thread = writerThread();
+        current = thread.open(opts);
+      }
+      return current.call(op, ...args);
+    },
+    close: () => {
+      // A dead thread closed its connections as it went.
+      closing ??= thread.failure ? Promise.resolve() : current.close();
+      return closing;
+    },
+  };
 }

@@ -7,11 +7,10 @@
  */
 import { parentPort } from "node:worker_threads";
 import type Database from "better-sqlite3";
+import { createGroupCommit, type Write } from "./group-commit.js";
 import { openDatabase } from "./schema.js";
 import type { WriterReply, WriterRequest } from "./writer-protocol.js";
-import { createWrites, toWire, type WireError, type WriteOp, type Writes } from "./writes.js";
-
-type Write = Extract<WriterRequest, { op: WriteOp }>;
+import { createWrites, toWire, type WireError } from "./writes.js";
 
 interface Open {
   db: Database.Database;
@@ -27,35 +26,7 @@ let scheduled = false;
 
 function openOne(req: Extract<WriterRequest, { op: "open" }>): Open {
   const db = openDatabase(req.args[0], "writer");
-  const writes: Writes = createWrites(db);
-  const call = (op: WriteOp, args: unknown[]) =>
-    (writes[op] as (...a: unknown[]) => unknown)(...args);
-  // Nested inside the batch's transaction, each request runs in its own
-  // savepoint: one that throws leaves the rest of the batch to commit.
-  const one = db.transaction((r: Write) => call(r.op, r.args));
-  const batch = db.transaction((reqs: Write[]) =>
-    reqs.map((r): WriterReply => {
-      try {
-        return { id: r.id, ok: true, value: one(r) };
-      } catch (err) {
-        writes.forget();
-        return { id: r.id, ok: false, error: toWire(err) };
-      }
-    }),
-  );
-  return {
-    db,
-    commit(reqs) {
-      try {
-        return batch(reqs);
-      } catch (err) {
-        // The commit itself failed (I/O, disk full): nothing of the batch is durable.
-        writes.forget();
-        const error = toWire(err);
-        return reqs.map((r) => ({ id: r.id, ok: false, error }));
-      }
-    },
-  };
+  return { db, commit: createGroupCommit(db, createWrites(db)) };
 }
 
 const failed = (id: number, error: WireError): WriterReply => ({ id, ok: false, error });
