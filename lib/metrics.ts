@@ -67,6 +67,12 @@ export function createMetrics() {
       labelNames: ["frame"] as const,
       registers: [registry],
     }),
+    pushDropped: new Counter({
+      name: "chat_push_dropped_total",
+      help: "Push notifications dropped over the queue's bounds, by reason (the messages are stored and synced).",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
   };
   return m;
 }

@@ -60,6 +60,7 @@ export function createEmbedded(config: Config, deps: { logger: Logger }) {
         secret: config.push.webhookSecret,
         store: storeClient,
         log: logger.child({ name: "router.push" }),
+        onDrop: (reason) => metrics.pushDropped.inc({ reason }),
       })
     : undefined;
   const router = createRouter({

@@ -2,15 +2,19 @@ import type { Event } from "../../gen/chat/v1/event_pb.js";
 
 /**
  * Push notifications for devices without a live session. Best effort: a
- * failed push loses nothing, because the device syncs when it reconnects.
+ * failed or dropped push loses nothing, because the device syncs when it
+ * reconnects; so an implementation drops rather than hold up sends or grow
+ * without bound.
  *
- * Implementation: FCM via firebase-admin (Android, iOS through FCM, web).
+ * Implementation: webhook-push.ts, a signed POST to a push gateway.
  */
 export interface PushNotifier {
   /**
    * Notifies the recipients' devices that have a push token and are not in
-   * `connectedDeviceIds`. Never throws.
+   * `connectedDeviceIds`. Resolves once the notification is queued or
+   * dropped, never waiting for the store or the gateway. Never throws.
    */
   notify(event: Event, recipientUserIds: string[], connectedDeviceIds: Set<string>): Promise<void>;
+  /** After it resolves nothing more is posted; it does not wait for a slow gateway. */
   close(): Promise<void>;
 }
