@@ -54,7 +54,10 @@ export interface EventStore {
     actorUserId: string,
     clientMsgId: string,
   ): Promise<Event | undefined>;
-  /** Messages by users other than `userId` with seq > afterSeq, counted up to `cap`. */
+  /**
+   * Messages by users other than `userId` with seq > afterSeq, counted up to
+   * `cap`; deleted (redacted) messages do not count.
+   */
   countUnread(
     conversationId: string,
     userId: string,

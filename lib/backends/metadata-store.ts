@@ -109,6 +109,9 @@ export interface MetadataStore {
   /**
    * Moves cursors forward only (read implies delivered); also moves the
    * device's cursor. Returns the new row and whether the user's cursors moved.
+   * A former member may still acknowledge up to its removal (leftSeq): that
+   * moves only the device's cursor. Beyond it, and for users who never were
+   * members, throws NotMemberError and changes nothing.
    */
   advanceReceipt(
     userId: string,

@@ -530,37 +530,10 @@ export class Session {
       for (const ev of res.events) if (!this.closed) this.admit(ev);
     } catch (err) {
       this.opts.log.debug({ err, conversationId }, "gap fill failed");
+      // History serves a former member up to its removal; refused is a stranger's.
       if (!(err instanceof ConnectError && err.code === Code.PermissionDenied)) return;
-      try {
-        await this.syncUpToRemoval(conversationId);
-      } catch (e) {
-        // The client resumes from its cursors, and that sync serves the rest.
-        this.close(toConnectError(e));
-        return;
-      }
+      g.sent = first - 1n;
       this.flushAhead(g, conversationId);
-    }
-  }
-
-  /**
-   * Queues what a removed member is still owed of a conversation, up to and
-   * including its removal: history no longer serves it, sync does.
-   */
-  private async syncUpToRemoval(conversationId: string) {
-    // A cursor at every gate keeps the read to what this stream lacks.
-    const cursors = [...(this.gates ?? [])].map(
-      ([id, g]) => ({ conversationId: id, seq: g.sent }) as ConversationCursor,
-    );
-    const res = await this.opts.store.readSync({
-      viewerUserId: this.caller.userId,
-      deviceId: this.caller.deviceId,
-      cursors,
-      limitPerConversation: this.opts.syncLimit,
-      encoded: this.binary,
-    });
-    if (this.closed) return;
-    for (const { batch, events } of syncBatches(res)) {
-      if (batch.conversationId === conversationId) this.queueBatch(batch, events);
     }
   }
 
@@ -587,7 +560,6 @@ export class Session {
           });
         } catch (err) {
           if (!(err instanceof ConnectError && err.code === Code.PermissionDenied)) throw err;
-          await this.syncUpToRemoval(conversationId);
           behind.delete(conversationId);
           continue;
         }

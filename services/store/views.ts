@@ -18,8 +18,12 @@ export interface StoreDeps {
   syncLimit: number;
 }
 
-/** Loads a conversation and the viewer's current membership, or throws NOT_FOUND / PERMISSION_DENIED. */
-export async function requireMember(
+/**
+ * Loads a conversation and the viewer's membership row, also one it left
+ * (leftSeq set), or throws NOT_FOUND / PERMISSION_DENIED for a non-member.
+ * For reads a former member is still owed: its events up to the removal.
+ */
+export async function requireMembership(
   deps: StoreDeps,
   viewerUserId: string,
   conversationId: string,
@@ -27,10 +31,19 @@ export async function requireMember(
   const conversation = await deps.metadata.getConversation(conversationId);
   if (!conversation) throw new UnknownConversationError(conversationId);
   const member = await deps.metadata.getMember(conversationId, viewerUserId);
-  if (!member || member.leftSeq !== undefined) {
-    throw new NotMemberError(conversationId, viewerUserId);
-  }
+  if (!member) throw new NotMemberError(conversationId, viewerUserId);
   return { conversation, member };
+}
+
+/** Loads a conversation and the viewer's current membership, or throws NOT_FOUND / PERMISSION_DENIED. */
+export async function requireMember(
+  deps: StoreDeps,
+  viewerUserId: string,
+  conversationId: string,
+): Promise<{ conversation: ConversationRecord; member: MemberRecord }> {
+  const found = await requireMembership(deps, viewerUserId, conversationId);
+  if (found.member.leftSeq !== undefined) throw new NotMemberError(conversationId, viewerUserId);
+  return found;
 }
 
 export const memberView = (m: MemberRecord): Member =>

@@ -357,6 +357,22 @@ export function eventStoreContract(name: string, factory: StoreFactory) {
         expect(await events.countUnread(conv, "ann", 0n, 2)).toBe(2);
         expect(await events.countUnread(conv, "dan", 0n, 100)).toBe(5);
       });
+
+      it("does not count deleted messages", async () => {
+        await open();
+        const conv = newConversationId();
+        await commitAll(events, [
+          ev.group(conv, "ann", ["ben"]),
+          ev.posted(conv, 2, "ann", "a1"),
+          ev.posted(conv, 3, "ann", "a2"),
+          ev.edited(conv, 4, "ann", 2, "a1 v2"),
+          ev.posted(conv, 5, "ann", "a3"),
+        ]);
+        expect(await events.countUnread(conv, "ben", 0n, 100)).toBe(3);
+        await commitAll(events, [ev.deleted(conv, 6, "ann", 2)]);
+        expect(await events.countUnread(conv, "ben", 0n, 100)).toBe(2);
+        expect(await events.countUnread(conv, "ben", 3n, 100)).toBe(1);
+      });
     });
 
     describe("redaction", () => {

@@ -506,25 +506,56 @@ export function metadataStoreContract(name: string, factory: StoreFactory) {
         expect(await cursor("ben-laptop")).toBe(4n);
       });
 
-      it("refuses non-members and former members without changing anything", async () => {
+      it("refuses non-members, and former members beyond their removal, without changing anything", async () => {
         await open();
         const conv = await setup();
         await expect(
           metadata.advanceReceipt("cat", "cat-phone", conv, 2n, 2n),
         ).rejects.toBeInstanceOf(NotMemberError);
-        await commitAll(events, [ev.removed(conv, 7, "ann", "ben")]);
+        await commitAll(events, [
+          ev.removed(conv, 7, "ann", "ben"),
+          ev.posted(conv, 8, "ann", "after ben"),
+        ]);
         const err = await metadata
-          .advanceReceipt("ben", "ben-phone", conv, 6n, 6n)
+          .advanceReceipt("ben", "ben-phone", conv, 8n, 0n)
           .catch((e: unknown) => e);
         expect(err).toBeInstanceOf(NotMemberError);
         expect((err as NotMemberError).userId).toBe("ben");
         expect((err as NotMemberError).conversationId).toBe(conv);
+        await expect(
+          metadata.advanceReceipt("ben", "ben-phone", conv, 0n, 8n),
+        ).rejects.toBeInstanceOf(NotMemberError);
         const ben = await metadata.getMember(conv, "ben");
         expect(ben).toMatchObject({ readSeq: 0n, deliveredSeq: 0n, leftSeq: 7n });
         const state = (await metadata.syncStates("ben", "ben-phone")).find(
           (s) => s.conversationId === conv,
         );
         expect(state?.deviceCursor).toBeUndefined();
+      });
+
+      it("lets a former member's device acknowledge up to the removal, moving only its cursor", async () => {
+        await open();
+        const conv = await setup();
+        await metadata.advanceReceipt("ben", "ben-phone", conv, 3n, 2n);
+        await commitAll(events, [
+          ev.removed(conv, 7, "ann", "ben"),
+          ev.posted(conv, 8, "ann", "after ben"),
+        ]);
+        const cursor = async (device: string) =>
+          (await metadata.syncStates("ben", device)).find((s) => s.conversationId === conv)
+            ?.deviceCursor;
+        const delivered = await metadata.advanceReceipt("ben", "ben-phone", conv, 7n, 0n);
+        expect(delivered.changed).toBe(false);
+        expect(delivered.member).toMatchObject({ deliveredSeq: 3n, readSeq: 2n, leftSeq: 7n });
+        expect(await cursor("ben-phone")).toBe(7n);
+        const read = await metadata.advanceReceipt("ben", "ben-laptop", conv, 0n, 5n);
+        expect(read.changed).toBe(false);
+        expect(await cursor("ben-laptop")).toBe(5n);
+        expect(await metadata.getMember(conv, "ben")).toMatchObject({
+          deliveredSeq: 3n,
+          readSeq: 2n,
+          leftSeq: 7n,
+        });
       });
     });
 

@@ -40,6 +40,9 @@ const sqliteFactory: StoreFactory = async () => {
 eventStoreContract("sqlite", sqliteFactory);
 metadataStoreContract("sqlite", sqliteFactory);
 
+/** user_version once every migration ran. */
+const latestVersion = 2;
+
 describe("SQLite store: the writer thread", () => {
   const dirs: string[] = [];
   const stores: SqliteStore[] = [];
@@ -65,6 +68,7 @@ describe("SQLite store: the writer thread", () => {
     // As an older version wrote it.
     const raw = new Database(path);
     raw.prepare("UPDATE events SET client_msg_id = 'req' WHERE kind = 10").run();
+    raw.exec("ALTER TABLE events DROP COLUMN redacted");
     raw.pragma("user_version = 0");
     raw.close();
     const reopened = openSqliteStore({ path, synchronous: "NORMAL" });
@@ -72,7 +76,36 @@ describe("SQLite store: the writer thread", () => {
     const verdicts = await reopened.commit([ev.posted(g, 2, "ann", "hi", { clientMsgId: "req" })]);
     expect(verdicts).toEqual([undefined]);
     const check = new Database(path, { readonly: true });
-    expect(check.pragma("user_version", { simple: true })).toBe(1);
+    expect(check.pragma("user_version", { simple: true })).toBe(latestVersion);
+    check.close();
+  });
+
+  it("migrates a database from before deletions were flagged: its deleted messages stop counting as unread", async () => {
+    const { store, path } = open();
+    const g = newConversationId();
+    await store.commit([
+      ev.group(g, "ann", ["ben"]),
+      ev.posted(g, 2, "ann", "gone"),
+      ev.edited(g, 3, "ann", 2, "gone v2"),
+      ev.posted(g, 4, "ann", "kept"),
+      ev.deleted(g, 5, "ann", 2),
+    ]);
+    await store.close();
+    stores.pop();
+    // As an older version wrote it: the deletion redacted the bodies only.
+    const raw = new Database(path);
+    raw.exec("ALTER TABLE events DROP COLUMN redacted");
+    raw.pragma("user_version = 1");
+    raw.close();
+    const reopened = openSqliteStore({ path, synchronous: "NORMAL" });
+    stores.push(reopened);
+    expect(await reopened.countUnread(g, "ben", 0n, 100)).toBe(1);
+    const check = new Database(path, { readonly: true });
+    const flagged = check
+      .prepare("SELECT seq FROM events WHERE conversation_id = ? AND redacted = 1 ORDER BY seq")
+      .all(g);
+    expect(flagged).toEqual([{ seq: 2 }, { seq: 3 }]);
+    expect(check.pragma("user_version", { simple: true })).toBe(latestVersion);
     check.close();
   });
 

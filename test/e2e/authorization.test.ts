@@ -155,7 +155,7 @@ describe("non-members", () => {
 });
 
 describe.each(["removed", "left"] as const)("a member who %s", (how) => {
-  it("gets the removal event and nothing after it", async () => {
+  it("gets the removal event and nothing after it, also from history", async () => {
     server = await startServer();
     const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
     const id = await group(a!, [b!, c!]);
@@ -203,17 +203,40 @@ describe.each(["removed", "left"] as const)("a member who %s", (how) => {
       expect(s.frames.of("receipt").filter((r) => r.conversationId === id)).toHaveLength(0);
     }
 
+    // History ends where sync does: at the removal, which is its head.
+    const newest = await c!.chat.getHistory({ conversationId: id });
+    expect(seqs(newest.events)).toEqual([1, 2, 3]);
+    expect([newest.headSeq, newest.hasMore]).toEqual([3n, false]);
+    const onward = await c!.chat.getHistory({ conversationId: id, anchorSeq: 1n, direction: 1 });
+    expect(seqs(onward.events)).toEqual([2, 3]);
+    expect([onward.headSeq, onward.hasMore]).toEqual([3n, false]);
+    await expect(
+      c!.chat.getHistory({ conversationId: id, anchorSeq: 3n, direction: 1 }),
+    ).resolves.toMatchObject({ events: [], hasMore: false, headSeq: 3n });
+    await expect(
+      c!.chat.getHistory({ conversationId: id, anchorSeq: 4n, direction: 1 }),
+    ).rejects.toMatchObject({ code: Code.InvalidArgument });
+    await expect(
+      c!.chat.getHistory({ conversationId: id, anchorSeq: 6n, direction: 2 }),
+    ).rejects.toMatchObject({ code: Code.InvalidArgument });
+
     await expect(
       c!.chat.send({ conversationId: id, clientMsgId: "late", content: text("late") }),
     ).rejects.toMatchObject(denied);
-    await expect(c!.chat.getHistory({ conversationId: id })).rejects.toMatchObject(denied);
-    await expect(c!.chat.markRead({ conversationId: id, seq: 3n })).rejects.toMatchObject(denied);
+    await expect(c!.chat.markRead({ conversationId: id, seq: 4n })).rejects.toMatchObject(denied);
+    await expect(c!.chat.markDelivered({ conversationId: id, seq: 4n })).rejects.toMatchObject(
+      denied,
+    );
     await expect(c!.chat.setTyping({ conversationId: id, typing: true })).rejects.toMatchObject(
       denied,
     );
     await expect(
       c!.chat.addReaction({ conversationId: id, targetSeq: 2n, emoji: "👍" }),
     ).rejects.toMatchObject(denied);
+    await expect(c!.chat.getConversation({ conversationId: id })).rejects.toMatchObject(denied);
+    await expect(c!.chat.getReadReceipts({ conversationId: id, seq: 2n })).rejects.toMatchObject(
+      denied,
+    );
     expect((await c!.chat.listConversations({})).conversations).toHaveLength(0);
 
     // Reconnecting from a cursor before the removal yields the removal and stops there.
@@ -223,6 +246,77 @@ describe.each(["removed", "left"] as const)("a member who %s", (how) => {
     await settle();
     expect(seqs(back.frames.events(id))).toEqual([3]);
     back.abort();
+  });
+
+  it("fills a sync gap from history up to the removal, as the batch asks", async () => {
+    server = await startServer();
+    const [a, c] = await Promise.all(["ann", "cat"].map((n) => login(server!, n)));
+    const id = await group(a!, [c!]);
+    for (let i = 0; i < 6; i++) {
+      await a!.chat.send({ conversationId: id, clientMsgId: `m${i}`, content: text(`m${i}`) });
+    }
+    const res =
+      how === "removed"
+        ? await a!.chat.removeMember({ conversationId: id, userId: c!.userId })
+        : await c!.chat.leaveConversation({ conversationId: id });
+    const removalSeq = res.event!.seq;
+    await a!.chat.send({ conversationId: id, clientMsgId: "after", content: text("after") });
+    const sync = await c!.chat.sync({ cursors: [cursor(id, 1n)], limitPerConversation: 3 });
+    const batch = sync.batches.find((x) => x.conversationId === id)!;
+    expect(seqs(batch.events)).toEqual([6, 7, 8]);
+    expect(batch.events.at(-1)!.seq).toBe(removalSeq);
+    expect(batch.gap).toBe(true);
+    const fill = await c!.chat.getHistory({
+      conversationId: id,
+      anchorSeq: batch.gapAfterSeq,
+      direction: 1,
+      limit: Number(batch.events[0]!.seq - batch.gapAfterSeq - 1n),
+    });
+    expect(seqs(fill.events)).toEqual([2, 3, 4, 5]);
+    expect(fill.headSeq).toBe(removalSeq);
+    // Paging on stops at the removal.
+    const rest = await c!.chat.getHistory({
+      conversationId: id,
+      anchorSeq: 5n,
+      direction: 1,
+      limit: 10,
+    });
+    expect(seqs(rest.events)).toEqual([6, 7, 8]);
+    expect(rest.hasMore).toBe(false);
+  });
+
+  it("is not sent the removal again once its device acknowledged it", async () => {
+    server = await startServer();
+    const [a, c] = await Promise.all(["ann", "cat"].map((n) => login(server!, n)));
+    const id = await group(a!, [c!]);
+    await a!.chat.send({ conversationId: id, clientMsgId: "x", content: text("x") });
+    await c!.chat.markDelivered({ conversationId: id, seq: 2n });
+    const res =
+      how === "removed"
+        ? await a!.chat.removeMember({ conversationId: id, userId: c!.userId })
+        : await c!.chat.leaveConversation({ conversationId: id });
+    const removalSeq = res.event!.seq;
+    await a!.chat.send({ conversationId: id, clientMsgId: "y", content: text("y") });
+    const first = openSubscribe(c!.chat);
+    await synced(first);
+    await settle(50);
+    expect(seqs(first.frames.events(id))).toEqual([Number(removalSeq)]);
+    first.abort();
+
+    await c!.chat.markDelivered({ conversationId: id, seq: removalSeq });
+    // Acknowledging past the removal stays refused.
+    await expect(
+      c!.chat.markDelivered({ conversationId: id, seq: removalSeq + 1n }),
+    ).rejects.toMatchObject(denied);
+    for (const open of [() => openSubscribe(c!.chat), () => openSession(c!.chat)]) {
+      const again = open();
+      await synced(again);
+      await settle(50);
+      expect(seqs(again.frames.events(id))).toEqual([]);
+      again.abort();
+    }
+    const sync = await c!.chat.sync({});
+    expect(sync.batches.filter((b) => b.conversationId === id)).toEqual([]);
   });
 
   it("gets everything up to the removal on a stream that fell behind, and nothing after", async () => {

@@ -208,6 +208,22 @@ describe("unread counts", () => {
     await a.chat.markRead({ conversationId: id, seq: head });
     expect(await unread(a)).toBe(0);
   });
+
+  it("do not count a message its sender deleted for everyone", async () => {
+    server = await startServer();
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const gone = await post(a, id);
+    await post(a, id);
+    const unread = async () => {
+      const listed = (await b.chat.listConversations({})).conversations[0]!;
+      const got = (await b.chat.getConversation({ conversationId: id })).conversation!;
+      return [listed.unreadCount, got.unreadCount];
+    };
+    expect(await unread()).toEqual([2, 2]);
+    await a.chat.deleteMessage({ conversationId: id, targetSeq: gone });
+    expect(await unread()).toEqual([1, 1]);
+  });
 });
 
 describe("read by N of M", () => {
@@ -260,6 +276,26 @@ describe("read by N of M", () => {
     await expect(rr(a!, 0n)).rejects.toMatchObject({ code: Code.InvalidArgument });
     await expect(rr(a!, s5 + 1n)).rejects.toMatchObject({ code: Code.InvalidArgument });
     await expect(rr(e!, s2)).rejects.toMatchObject({ code: Code.PermissionDenied });
+  });
+
+  it("is not answered for events from before the viewer joined, which history hides too", async () => {
+    server = await startServer();
+    const [a, b, c] = await Promise.all(["ann", "ben", "cat"].map((n) => login(server!, n)));
+    const id = await group(a!, [b!]);
+    const before = await post(a!, id);
+    await b!.chat.markRead({ conversationId: id, seq: before });
+    const added = await a!.chat.addMembers({ conversationId: id, userIds: [c!.userId] });
+    const joined = added.event!.seq;
+    const history = await c!.chat.getHistory({ conversationId: id });
+    expect(history.events.map((e) => e.seq)).toEqual([joined]);
+    await expect(
+      c!.chat.getReadReceipts({ conversationId: id, seq: before }),
+    ).rejects.toMatchObject({ code: Code.NotFound });
+    // Members who saw it still get the answer, and so does the newcomer from its join on.
+    const seen = await b!.chat.getReadReceipts({ conversationId: id, seq: before });
+    expect(seen.readCount).toBe(1);
+    const fromJoin = await c!.chat.getReadReceipts({ conversationId: id, seq: joined });
+    expect(fromJoin.memberCount).toBe(2);
   });
 });
 

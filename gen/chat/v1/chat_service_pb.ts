@@ -679,6 +679,9 @@ export type GetHistoryResponse = Message<"chat.v1.GetHistoryResponse"> & {
   hasMore: boolean;
 
   /**
+   * The newest seq the caller may read: the conversation's head, or for a
+   * member who left or was removed, its removal.
+   *
    * @generated from field: uint64 head_seq = 3;
    */
   headSeq: bigint;
@@ -1666,7 +1669,9 @@ export const ChatService: GenService<{
     output: typeof RemoveReactionResponseSchema;
   },
   /**
-   * GetHistory pages a conversation's events by seq in either direction.
+   * GetHistory pages a conversation's events by seq in either direction,
+   * from the caller's join on. A member who left or was removed reads up to
+   * and including its removal, which is then the head, and nothing after it.
    *
    * @generated from rpc chat.v1.ChatService.GetHistory
    */
@@ -1687,6 +1692,11 @@ export const ChatService: GenService<{
     output: typeof SyncResponseSchema;
   },
   /**
+   * MarkDelivered and MarkRead move the caller's cursors. A member who left
+   * or was removed may still mark up to its removal (PERMISSION_DENIED
+   * beyond): that moves only the calling device's sync cursor, so the
+   * removal is not synced to it again; its receipt stays as it was.
+   *
    * @generated from rpc chat.v1.ChatService.MarkDelivered
    */
   markDelivered: {
@@ -1703,7 +1713,8 @@ export const ChatService: GenService<{
     output: typeof MarkReadResponseSchema;
   },
   /**
-   * GetReadReceipts answers "read by N of M" for one event.
+   * GetReadReceipts answers "read by N of M" for one event, to current
+   * members; an event from before the caller joined is NOT_FOUND.
    *
    * @generated from rpc chat.v1.ChatService.GetReadReceipts
    */

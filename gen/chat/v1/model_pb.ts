@@ -225,7 +225,8 @@ export type Conversation = Message<"chat.v1.Conversation"> & {
   myReadSeq: bigint;
 
   /**
-   * Messages by others after my_read_seq (capped at 1000).
+   * Messages by others after my_read_seq (capped at 1000); deleted messages
+   * do not count.
    *
    * @generated from field: uint32 unread_count = 13;
    */

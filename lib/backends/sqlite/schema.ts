@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
   client_msg_id TEXT,
   target_seq INTEGER,
   body BLOB NOT NULL,
+  redacted INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (conversation_id, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS events_dedup
@@ -139,7 +140,25 @@ export const toDevice = (r: Row): DeviceRecord => ({
 const migrations: string[] = [
   // Group request ids left the events' idempotency keys: they collided with the creator's message keys.
   "UPDATE events SET client_msg_id = NULL WHERE kind = 10 AND client_msg_id IS NOT NULL",
+  // Unread counts skip deleted messages by a flag; the deletions' targets say which they are.
+  `ALTER TABLE events ADD COLUMN redacted INTEGER NOT NULL DEFAULT 0;
+   UPDATE events SET redacted = 1 WHERE (conversation_id, seq) IN
+     (SELECT conversation_id, target_seq FROM events WHERE kind = 13);
+   UPDATE events SET redacted = 1 WHERE kind = 12 AND (conversation_id, target_seq) IN
+     (SELECT conversation_id, target_seq FROM events WHERE kind = 13)`,
 ];
+
+/**
+ * Creates the schema; a database created by it is stamped as already
+ * migrated, since the schema is the migrations' end state.
+ */
+function create(db: Database.Database) {
+  db.transaction(() => {
+    const existing = db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events'").get();
+    db.exec(schema);
+    if (!existing) db.pragma(`user_version = ${migrations.length}`);
+  })();
+}
 
 function migrate(db: Database.Database) {
   const version = db.pragma("user_version", { simple: true }) as number;
@@ -176,8 +195,10 @@ export function openDatabase(opts: SqliteOptions, role: "reader" | "writer"): Da
   if (role === "writer") db.pragma("wal_autocheckpoint = 10000");
   // Statement journals (one per savepoint of a batch) stay off the disk.
   db.pragma("temp_store = MEMORY");
-  db.exec(schema);
-  if (role === "writer") migrate(db);
+  create(db);
+  // Whichever connection opens first migrates, before it prepares a statement
+  // that needs the new schema (the store's reader opens before its writer).
+  migrate(db);
   // A reader that tried to write would contend with the writer for the lock.
   if (role === "reader") db.pragma("query_only = 1");
   return db;

@@ -28,7 +28,8 @@ export interface SqliteStore extends EventStore, MetadataStore {}
  * and visible to every read that starts after it.
  */
 export function openSqliteStore(opts: SqliteOptions): SqliteStore {
-  // Opened first: it creates the schema, so the writer finds it in place.
+  // Opened first: it creates and migrates the schema, so the statements below
+  // find it in place, and so does the writer.
   const db = openDatabase(opts, "reader");
   const writer = openWriter(opts);
 
@@ -53,7 +54,7 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
     ),
     unread: db.prepare(
       `SELECT count(*) AS n FROM (SELECT 1 FROM events WHERE conversation_id = ? AND seq > ?
-        AND kind = 11 AND actor_user_id <> ? LIMIT ?)`,
+        AND kind = 11 AND actor_user_id <> ? AND redacted = 0 LIMIT ?)`,
     ),
     usersIn: db.prepare("SELECT * FROM users WHERE user_id IN (SELECT value FROM json_each(?))"),
     device: db.prepare("SELECT * FROM devices WHERE device_id = ?"),

@@ -182,7 +182,10 @@ export function createWrites(db: Database.Database): Writes {
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
     ),
     eventBody: db.prepare("SELECT body FROM events WHERE conversation_id = ? AND seq = ?"),
-    setBody: db.prepare("UPDATE events SET body = ? WHERE conversation_id = ? AND seq = ?"),
+    // The flag lets unread counts skip deleted messages without decoding them.
+    setRedacted: db.prepare(
+      "UPDATE events SET body = ?, redacted = 1 WHERE conversation_id = ? AND seq = ?",
+    ),
     editsOf: db.prepare(
       "SELECT seq, body FROM events WHERE conversation_id = ? AND target_seq = ? AND kind = 12",
     ),
@@ -226,7 +229,7 @@ export function createWrites(db: Database.Database): Writes {
         ev.kind.value = create(MessagePostedSchema, { messageKind: ev.kind.value.messageKind });
       }
       ev.redacted = true;
-      q.setBody.run(toBinary(EventSchema, ev), conversationId, seq);
+      q.setRedacted.run(toBinary(EventSchema, ev), conversationId, seq);
     }
     for (const edit of q.editsOf.all(conversationId, seq) as Row[]) {
       const ev = fromBinary(EventSchema, body(edit));
@@ -234,7 +237,7 @@ export function createWrites(db: Database.Database): Writes {
         ev.kind.value = create(MessageEditedSchema, { targetSeq: ev.kind.value.targetSeq });
       }
       ev.redacted = true;
-      q.setBody.run(toBinary(EventSchema, ev), conversationId, big(edit.seq));
+      q.setRedacted.run(toBinary(EventSchema, ev), conversationId, big(edit.seq));
     }
   };
 
@@ -447,7 +450,17 @@ export function createWrites(db: Database.Database): Writes {
       return toDevice(q.device.get(deviceId) as Row);
     },
     advanceReceipt(userId, deviceId, conversationId, deliveredSeq, readSeq) {
+      const top = deliveredSeq > readSeq ? deliveredSeq : readSeq;
+      const row = q.member.get(conversationId, userId) as Row | undefined;
+      const leftSeq = row && row.left_seq !== null ? big(row.left_seq) : undefined;
+      // Checked before anything moves: a refused receipt moves no cursor, the device's included.
+      if (!row || (leftSeq !== undefined && top > leftSeq)) {
+        throw new NotMemberError(conversationId, userId);
+      }
+      // A former member's own cursors are shown to nobody any more: only the
+      // device's moves, so sync stops serving it what it acknowledged.
       const changed =
+        leftSeq === undefined &&
         q.advanceReceipt.run({
           read: readSeq,
           delivered: deliveredSeq,
@@ -455,12 +468,9 @@ export function createWrites(db: Database.Database): Writes {
           conv: conversationId,
           user: userId,
         }).changes > 0;
-      const row = q.member.get(conversationId, userId) as Row | undefined;
-      // A refused receipt (not a current member) must not move the device's cursor either.
-      if (!row || row.left_seq !== null) throw new NotMemberError(conversationId, userId);
-      const top = deliveredSeq > readSeq ? deliveredSeq : readSeq;
       if (top > 0n) q.advanceDeviceCursor.run(deviceId, conversationId, top);
-      return { member: toMember(row), changed };
+      const member = changed ? (q.member.get(conversationId, userId) as Row) : row;
+      return { member: toMember(member), changed };
     },
   };
 }

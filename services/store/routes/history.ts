@@ -12,7 +12,7 @@ import {
 } from "../../../gen/chat/v1/model_pb.js";
 import { CursorRangeError } from "../../../lib/errors.js";
 import { storedEventSeq } from "../../../lib/event-bytes.js";
-import { requireMember, type StoreDeps } from "../views.js";
+import { requireMembership, type StoreDeps } from "../views.js";
 
 /** Reads of a conversation's events in one form: decoded, or as stored. */
 interface PageReads<T> {
@@ -22,7 +22,8 @@ interface PageReads<T> {
 
 /**
  * One page of history from the request's anchor, never below the viewer's
- * `floor` (the seq that made them a member), ascending by seq.
+ * `floor` (the seq that made them a member) nor above `headSeq`, ascending
+ * by seq.
  */
 async function readPage<T>(
   req: ReadHistoryRequest,
@@ -35,7 +36,10 @@ async function readPage<T>(
     if (req.anchorSeq > headSeq + 1n) {
       throw new CursorRangeError("anchor_seq is beyond the conversation's head");
     }
-    const page = await reads.before(req.conversationId, req.anchorSeq, floor, limit + 1);
+    // Bounded by the head read before, not the stored one: for a former
+    // member that is its removal, and nothing after it may be served.
+    const before = req.anchorSeq === 0n ? headSeq + 1n : req.anchorSeq;
+    const page = await reads.before(req.conversationId, before, floor, limit + 1);
     const hasMore = page.length > limit;
     return { page: hasMore ? page.slice(1) : page, hasMore };
   }
@@ -43,7 +47,11 @@ async function readPage<T>(
     throw new CursorRangeError("anchor_seq is beyond the conversation's head");
   }
   const after = req.anchorSeq >= floor ? req.anchorSeq : floor - 1n;
-  const page = await reads.after(req.conversationId, after, limit + 1);
+  // Seqs are contiguous, so counting up to the head keeps the page at or below it.
+  const upToHead = headSeq - after;
+  const want = upToHead > BigInt(limit) ? limit + 1 : Number(upToHead);
+  if (want <= 0) return { page: [], hasMore: false };
+  const page = await reads.after(req.conversationId, after, want);
   const hasMore = page.length > limit;
   return { page: hasMore ? page.slice(0, limit) : page, hasMore };
 }
@@ -121,12 +129,13 @@ export const historyRoutes = (
   "readHistory" | "readSync" | "readEvent" | "findEvent"
 > => ({
   async readHistory(req) {
-    const { conversation, member } = await requireMember(
+    const { conversation, member } = await requireMembership(
       deps,
       req.viewerUserId,
       req.conversationId,
     );
-    const headSeq = conversation.headSeq;
+    // A former member reads what sync serves it: up to and including its removal.
+    const headSeq = member.leftSeq ?? conversation.headSeq;
     if (req.encoded) {
       const { page, hasMore } = await readPage(req, member.joinedSeq, headSeq, {
         after: (...a) => deps.events.readAfterEncoded(...a),
