@@ -62,6 +62,12 @@ export interface SyncState {
  *
  * Implementations: SQLite (embedded) and Cassandra.
  */
+/** A conversation in a user's list, with the user's membership. */
+export interface UserConversation {
+  conversation: ConversationRecord;
+  member: MemberRecord;
+}
+
 export interface MetadataStore {
   /** Creates or updates a user; with createOnly an existing user is left as is. */
   putUser(
@@ -96,14 +102,18 @@ export interface MetadataStore {
   /** Current members. */
   listMembers(conversationId: string): Promise<MemberRecord[]>;
   /**
-   * The user's current conversations, most recently active first, after
-   * the keyset position `after`.
+   * A page of the user's current conversations, most recently active first:
+   * `below` holds at most `limit` after the keyset position `after`. Activity
+   * moves a conversation ahead of a position already passed, so `rev` says
+   * when the page was read; given back in `after`, the next read also
+   * returns in `moved` the conversations that became active (or the user's)
+   * since and now sort at or ahead of the position, newest first.
    */
   listUserConversations(
     userId: string,
     limit: number,
-    after?: { lastActivityMs: number; conversationId: string },
-  ): Promise<{ conversation: ConversationRecord; member: MemberRecord }[]>;
+    after?: { lastActivityMs: number; conversationId: string; rev?: bigint },
+  ): Promise<{ moved: UserConversation[]; below: UserConversation[]; rev: bigint }>;
   /** Every conversation the user is in, or left, with the device's cursor. */
   syncStates(userId: string, deviceId: string): Promise<SyncState[]>;
   /**

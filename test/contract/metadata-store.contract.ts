@@ -362,7 +362,8 @@ export function metadataStoreContract(name: string, factory: StoreFactory) {
         await commitAll(events, [ev.posted(ids[0]!, 2, "ben", "bump", { atMs: t0 + 10_000 })]);
         await commitAll(events, [ev.removed(ids[2]!, 2, "ann", "ann", { atMs: t0 + 11_000 })]);
 
-        const all = await metadata.listUserConversations("ann", 10);
+        const { below: all, moved } = await metadata.listUserConversations("ann", 10);
+        expect(moved).toEqual([]);
         expect(all.map((r) => r.conversation.conversationId)).toEqual([
           ids[0],
           ids[4],
@@ -372,24 +373,32 @@ export function metadataStoreContract(name: string, factory: StoreFactory) {
         expect(all[0]!.member).toMatchObject({ userId: "ann", role: Role.OWNER });
         expect(all[0]!.conversation.lastActivityMs).toBe(t0 + 10_000);
 
-        const page1 = await metadata.listUserConversations("ann", 2);
+        const page1 = (await metadata.listUserConversations("ann", 2)).below;
         const last = page1.at(-1)!.conversation;
-        const page2 = await metadata.listUserConversations("ann", 2, {
-          lastActivityMs: last.lastActivityMs,
-          conversationId: last.conversationId,
-        });
+        const page2 = (
+          await metadata.listUserConversations("ann", 2, {
+            lastActivityMs: last.lastActivityMs,
+            conversationId: last.conversationId,
+          })
+        ).below;
         const tail = page2.at(-1)!.conversation;
-        const page3 = await metadata.listUserConversations("ann", 2, {
-          lastActivityMs: tail.lastActivityMs,
-          conversationId: tail.conversationId,
-        });
+        const page3 = (
+          await metadata.listUserConversations("ann", 2, {
+            lastActivityMs: tail.lastActivityMs,
+            conversationId: tail.conversationId,
+          })
+        ).below;
         expect([...page1, ...page2].map((r) => r.conversation.conversationId)).toEqual(
           all.map((r) => r.conversation.conversationId),
         );
         expect(page3).toEqual([]);
         // Ben still has all five.
-        expect(await metadata.listUserConversations("ben", 10)).toHaveLength(5);
-        expect(await metadata.listUserConversations("nobody", 10)).toEqual([]);
+        expect((await metadata.listUserConversations("ben", 10)).below).toHaveLength(5);
+        expect(await metadata.listUserConversations("nobody", 10)).toEqual({
+          moved: [],
+          below: [],
+          rev: 0n,
+        });
       });
 
       it("pages through conversations with equal activity times without loss or repeats", async () => {
@@ -401,17 +410,52 @@ export function metadataStoreContract(name: string, factory: StoreFactory) {
           ids.map((id) => ev.group(id, "ann", ["ben"], { atMs: t })),
         );
         const seen: string[] = [];
-        let after: { lastActivityMs: number; conversationId: string } | undefined;
+        let after: { lastActivityMs: number; conversationId: string; rev: bigint } | undefined;
         for (let i = 0; i < 5; i++) {
-          const page = await metadata.listUserConversations("ann", 2, after);
-          if (page.length === 0) break;
-          seen.push(...page.map((r) => r.conversation.conversationId));
-          const c = page.at(-1)!.conversation;
-          after = { lastActivityMs: c.lastActivityMs, conversationId: c.conversationId };
+          const { moved, below, rev } = await metadata.listUserConversations("ann", 2, after);
+          expect(moved).toEqual([]);
+          if (below.length === 0) break;
+          seen.push(...below.map((r) => r.conversation.conversationId));
+          const c = below.at(-1)!.conversation;
+          after = { lastActivityMs: c.lastActivityMs, conversationId: c.conversationId, rev };
         }
         expect(seen).toHaveLength(5);
         expect(new Set(seen).size).toBe(5);
         expect([...seen].sort()).toEqual([...ids].sort());
+      });
+
+      it("returns what became active, or the user's, since a page was read, when it moved ahead of that page's position", async () => {
+        await open();
+        const t0 = 1_700_000_000_000;
+        const ids = Array.from({ length: 4 }, () => newConversationId());
+        for (const [i, id] of ids.entries()) {
+          await commitAll(events, [ev.group(id, "ann", ["ben"], { atMs: t0 + i * 1000 })]);
+        }
+        const first = await metadata.listUserConversations("ann", 2);
+        expect(first.below.map((r) => r.conversation.conversationId)).toEqual([ids[3], ids[2]]);
+        const c = first.below.at(-1)!.conversation;
+        const position = {
+          lastActivityMs: c.lastActivityMs,
+          conversationId: c.conversationId,
+          rev: first.rev,
+        };
+        // Below the position: ids[0] becomes active, and ann is added to a new group.
+        const joined = newConversationId();
+        await commitAll(events, [
+          ev.posted(ids[0]!, 2, "ben", "bump", { atMs: t0 + 10_000 }),
+          ev.group(joined, "ben", ["cat"], { atMs: t0 + 11_000 }),
+        ]);
+        await commitAll(events, [ev.added(joined, 2, "ben", ["ann"], { atMs: t0 + 12_000 })]);
+        const next = await metadata.listUserConversations("ann", 2, position);
+        expect(next.moved.map((r) => r.conversation.conversationId)).toEqual([joined, ids[0]]);
+        expect(next.below.map((r) => r.conversation.conversationId)).toEqual([ids[1]]);
+        expect(next.rev).toBeGreaterThan(first.rev);
+        // From the new position nothing is repeated.
+        const again = await metadata.listUserConversations("ann", 2, {
+          ...position,
+          rev: next.rev,
+        });
+        expect(again.moved).toEqual([]);
       });
     });
 

@@ -41,7 +41,7 @@ eventStoreContract("sqlite", sqliteFactory);
 metadataStoreContract("sqlite", sqliteFactory);
 
 /** user_version once every migration ran. */
-const latestVersion = 2;
+const latestVersion = 3;
 
 describe("SQLite store: the writer thread", () => {
   const dirs: string[] = [];
@@ -69,6 +69,7 @@ describe("SQLite store: the writer thread", () => {
     const raw = new Database(path);
     raw.prepare("UPDATE events SET client_msg_id = 'req' WHERE kind = 10").run();
     raw.exec("ALTER TABLE events DROP COLUMN redacted");
+    raw.exec("ALTER TABLE conversations DROP COLUMN activity_rev");
     raw.pragma("user_version = 0");
     raw.close();
     const reopened = openSqliteStore({ path, synchronous: "NORMAL" });
@@ -95,6 +96,7 @@ describe("SQLite store: the writer thread", () => {
     // As an older version wrote it: the deletion redacted the bodies only.
     const raw = new Database(path);
     raw.exec("ALTER TABLE events DROP COLUMN redacted");
+    raw.exec("ALTER TABLE conversations DROP COLUMN activity_rev");
     raw.pragma("user_version = 1");
     raw.close();
     const reopened = openSqliteStore({ path, synchronous: "NORMAL" });

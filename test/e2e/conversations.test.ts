@@ -604,6 +604,28 @@ describe("listing and reading conversations", () => {
     });
   });
 
+  it("lists a conversation that moves ahead while the client pages, at the top of the next page", async () => {
+    server = await startServer();
+    const [a, ...peers] = await users(server, "ann", "p1", "p2", "p3", "p4", "p5");
+    const ids: string[] = [];
+    for (const p of peers.slice(0, 4)) {
+      ids.push(
+        (await a!.chat.createDirectConversation({ peerUserId: p.userId })).conversation!
+          .conversationId,
+      );
+      await tick();
+    }
+    const first = await a!.chat.listConversations({ pageSize: 2 });
+    expect(first.conversations.map((x) => x.conversationId)).toEqual([ids[3], ids[2]]);
+    // Not listed yet, both now sort ahead of the page's position.
+    await peers[0]!.chat.send({ conversationId: ids[0]!, clientMsgId: "m", content: text("hi") });
+    const joined = await group(peers[4]!, [a!], "new");
+    const second = await a!.chat.listConversations({ pageSize: 2, pageToken: first.nextPageToken });
+    expect(second.conversations.map((x) => x.conversationId)).toEqual([joined, ids[0], ids[1]]);
+    expect(second.conversations[1]!.lastEvent?.kind.case).toBe("messagePosted");
+    expect(second.nextPageToken).toBe("");
+  });
+
   it("shows members with roles and joined seqs to members only", async () => {
     server = await startServer();
     const [a, b, c, d] = await users(server, "ann", "ben", "cat", "dan");

@@ -1178,6 +1178,11 @@ export const ListConversationsRequestSchema: GenMessage<ListConversationsRequest
  */
 export type ListConversationsResponse = Message<"chat.v1.ListConversationsResponse"> & {
   /**
+   * Most recently active first. A page read with a token starts with the
+   * conversations that became active (or the caller's) since the previous
+   * page and so moved ahead of it, newest first, beyond page_size; one
+   * already listed comes again with its new last event.
+   *
    * @generated from field: repeated chat.v1.Conversation conversations = 1;
    */
   conversations: Conversation[];

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS conversations (
   last_activity_at INTEGER NOT NULL,
   member_count INTEGER NOT NULL,
   direct_key TEXT UNIQUE,
-  request_key TEXT UNIQUE
+  request_key TEXT UNIQUE,
+  activity_rev INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS members (
   conversation_id TEXT NOT NULL,
@@ -146,6 +147,8 @@ const migrations: string[] = [
      (SELECT conversation_id, target_seq FROM events WHERE kind = 13);
    UPDATE events SET redacted = 1 WHERE kind = 12 AND (conversation_id, target_seq) IN
      (SELECT conversation_id, target_seq FROM events WHERE kind = 13)`,
+  // Lists page by last activity; a commit counter tells what moved while a client paged.
+  "ALTER TABLE conversations ADD COLUMN activity_rev INTEGER NOT NULL DEFAULT 0",
 ];
 
 /**

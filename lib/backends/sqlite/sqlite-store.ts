@@ -70,6 +70,19 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
               OR (c.last_activity_at = @at AND c.conversation_id < @conv))
        ORDER BY c.last_activity_at DESC, c.conversation_id DESC LIMIT @limit`,
     ),
+    movedConversations: db.prepare(
+      `SELECT c.*, m.* FROM members m JOIN conversations c USING (conversation_id)
+       WHERE m.user_id = @user AND m.left_seq IS NULL AND c.activity_rev > @rev
+         AND (c.last_activity_at > @at
+              OR (c.last_activity_at = @at AND c.conversation_id >= @conv))
+       ORDER BY c.last_activity_at DESC, c.conversation_id DESC`,
+    ),
+    // The user's own conversations bound what can move in their list: a
+    // conversation they join later gets a newer rev by that very commit.
+    userRev: db.prepare(
+      `SELECT coalesce(max(c.activity_rev), 0) AS rev
+       FROM members m JOIN conversations c USING (conversation_id) WHERE m.user_id = ?`,
+    ),
     syncStates: db.prepare(
       `SELECT m.conversation_id, m.joined_seq, m.left_seq, c.head_seq, c.last_activity_at,
          d.delivered_seq AS cursor
@@ -96,6 +109,38 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
       minSeq,
       limit,
     );
+
+  const toUserConversation = (r: Row) => ({ conversation: toConv(r), member: toMember(r) });
+  // One snapshot: the rev must not count a commit whose effect the rows miss.
+  const readListPage = db.transaction(
+    (
+      userId: string,
+      limit: number,
+      after: { lastActivityMs: number; conversationId: string; rev?: bigint } | undefined,
+    ) => {
+      const below = (
+        q.userConversations.all({
+          user: userId,
+          at: after?.lastActivityMs ?? null,
+          conv: after?.conversationId ?? null,
+          limit,
+        }) as Row[]
+      ).map(toUserConversation);
+      const moved =
+        after?.rev === undefined
+          ? []
+          : (
+              q.movedConversations.all({
+                user: userId,
+                rev: after.rev,
+                at: after.lastActivityMs,
+                conv: after.conversationId,
+              }) as Row[]
+            ).map(toUserConversation);
+      const rev = big((q.userRev.get(userId) as Row).rev);
+      return { moved, below, rev };
+    },
+  );
 
   return {
     async commit(events) {
@@ -175,13 +220,7 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
       return (q.members.all(conversationId) as Row[]).map(toMember);
     },
     async listUserConversations(userId, limit, after) {
-      const rows = q.userConversations.all({
-        user: userId,
-        at: after?.lastActivityMs ?? null,
-        conv: after?.conversationId ?? null,
-        limit,
-      }) as Row[];
-      return rows.map((r) => ({ conversation: toConv(r), member: toMember(r) }));
+      return readListPage(userId, limit, after);
     },
     async syncStates(userId, deviceId) {
       return (q.syncStates.all({ user: userId, device: deviceId }) as Row[]).map(

@@ -139,8 +139,10 @@ export function createWrites(db: Database.Database): Writes {
     byDirectKey: db.prepare("SELECT conversation_id FROM conversations WHERE direct_key = ?"),
     byRequestKey: db.prepare("SELECT conversation_id FROM conversations WHERE request_key = ?"),
     advanceHead: db.prepare(
-      "UPDATE conversations SET head_seq = ?, last_activity_at = ? WHERE conversation_id = ?",
+      `UPDATE conversations SET head_seq = ?, last_activity_at = ?, activity_rev = ?
+       WHERE conversation_id = ?`,
     ),
+    maxRev: db.prepare("SELECT coalesce(max(activity_rev), 0) AS rev FROM conversations"),
     rename: db.prepare("UPDATE conversations SET title = ? WHERE conversation_id = ?"),
     memberCount: db.prepare(
       `UPDATE conversations SET member_count =
@@ -282,6 +284,13 @@ export function createWrites(db: Database.Database): Writes {
     return undefined;
   };
 
+  /**
+   * The last activity_rev handed out: every commit that moves conversations
+   * gives them the next one, so a list read can tell what moved after it.
+   * Loaded on first use; a write that rolls back drops it (see forget).
+   */
+  let rev: bigint | undefined;
+
   const targetOf = (ev: Event): bigint | null => {
     switch (ev.kind.case) {
       case "messageEdited":
@@ -404,11 +413,16 @@ export function createWrites(db: Database.Database): Writes {
         advanced.set(ev.conversationId, { seq: ev.seq, atMs });
         return bytes;
       });
-      for (const [conv, h] of advanced) q.advanceHead.run(h.seq, h.atMs, conv);
+      if (advanced.size > 0) {
+        rev ??= big((q.maxRev.get() as Row).rev);
+        rev++;
+        for (const [conv, h] of advanced) q.advanceHead.run(h.seq, h.atMs, rev, conv);
+      }
       return outcomes;
     },
     forget() {
       heads.clear();
+      rev = undefined;
     },
     putUser(userId, displayName, createOnly) {
       const existing = q.user.get(userId) as Row | undefined;

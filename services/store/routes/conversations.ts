@@ -3,14 +3,21 @@ import type { StoreService } from "../../../gen/chat/internal/v1/store_service_p
 import { fail } from "../../../lib/errors.js";
 import { conversationView, memberView, requireMember, type StoreDeps } from "../views.js";
 
-const encodeToken = (lastActivityMs: number, conversationId: string) =>
-  Buffer.from(`${lastActivityMs}:${conversationId}`).toString("base64url");
+/** A list position: the last conversation given, and the activity revision it was read at. */
+const encodeToken = (lastActivityMs: number, conversationId: string, rev: bigint) =>
+  Buffer.from(`${lastActivityMs}:${conversationId}:${rev}`).toString("base64url");
 
 const decodeToken = (token: string) => {
-  const [ms, id] = Buffer.from(token, "base64url").toString("utf8").split(":");
+  const [ms, id, rev] = Buffer.from(token, "base64url").toString("utf8").split(":");
   const lastActivityMs = Number(ms);
-  if (!id || !Number.isSafeInteger(lastActivityMs)) throw fail.invalid("page_token is invalid");
-  return { lastActivityMs, conversationId: id };
+  if (
+    !id ||
+    !Number.isSafeInteger(lastActivityMs) ||
+    (rev !== undefined && !/^\d{1,19}$/.test(rev))
+  ) {
+    throw fail.invalid("page_token is invalid");
+  }
+  return { lastActivityMs, conversationId: id, ...(rev !== undefined ? { rev: BigInt(rev) } : {}) };
 };
 
 /** Conversation views for members, and the router's membership view. */
@@ -31,21 +38,23 @@ export const conversationRoutes = (
 
   async loadConversations(req) {
     const after = req.pageToken ? decodeToken(req.pageToken) : undefined;
-    const rows = await deps.metadata.listUserConversations(
+    const { moved, below, rev } = await deps.metadata.listUserConversations(
       req.viewerUserId,
       req.pageSize + 1,
       after,
     );
-    const page = rows.slice(0, req.pageSize);
+    // What moved ahead of the position since the last page comes first; it
+    // would otherwise never be listed, or show its activity from before.
+    const rest = below.slice(0, req.pageSize);
     const conversations = await Promise.all(
-      page.map((r) => conversationView(deps, r.conversation, r.member, false)),
+      [...moved, ...rest].map((r) => conversationView(deps, r.conversation, r.member, false)),
     );
-    const last = page.at(-1);
+    const last = rest.at(-1);
     return {
       conversations,
       nextPageToken:
-        rows.length > req.pageSize && last
-          ? encodeToken(last.conversation.lastActivityMs, last.conversation.conversationId)
+        below.length > req.pageSize && last
+          ? encodeToken(last.conversation.lastActivityMs, last.conversation.conversationId, rev)
           : "",
     };
   },
