@@ -74,6 +74,29 @@ export function createSendPath(deps: SendPathDeps) {
   const queue = createKeyedQueue();
   const inflight = new Map<string, Promise<Applied>>();
 
+  /**
+   * Conversations that refused a retry at the durability point lately, until
+   * when. A refused retry's seq leaves a hole that fails every change queued
+   * behind it; when clients resend their outboxes at once (after an outage)
+   * that repeats for each retry, so such a conversation has keys looked up
+   * before a seq is taken, as a log without verdicts always does.
+   */
+  const retrying = new Map<string, number>();
+  const retryWindowMs = 10_000;
+  const lookUpFirst = (conversationId: string) => {
+    const until = retrying.get(conversationId);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    retrying.delete(conversationId);
+    return false;
+  };
+  const sawRetry = (conversationId: string) => {
+    // Bounded: past this many, the oldest marks go first.
+    if (retrying.size >= 10_000) retrying.delete(retrying.keys().next().value!);
+    retrying.delete(conversationId);
+    retrying.set(conversationId, Date.now() + retryWindowMs);
+  };
+
   const durableHead = async (conversationId: string) => {
     // A head read while own appends are in flight lags them: seeding from it
     // would hand their seqs out again and fail every change behind them.
@@ -124,7 +147,10 @@ export function createSendPath(deps: SendPathDeps) {
       await staged.durable;
     } catch (err) {
       await forget(conversationId);
-      if (err instanceof DuplicateEventError) return applied(err.original, true);
+      if (err instanceof DuplicateEventError) {
+        sawRetry(conversationId);
+        return applied(err.original, true);
+      }
       throw err;
     }
     return applied(staged.event, false);
@@ -192,7 +218,7 @@ export function createSendPath(deps: SendPathDeps) {
         const first = await running.catch(() => undefined);
         if (first?.event) return applied(first.event, true);
       }
-      if (!deps.log.judges) {
+      if (!deps.log.judges || lookUpFirst(proposal.conversationId)) {
         // Without verdicts from the log, ask the durable store before a seq
         // is taken: a retry, however late, must not be appended again.
         const { event } = await deps.store.findEvent({

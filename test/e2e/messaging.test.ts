@@ -2,7 +2,11 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { ChatService, SubscribeRequestSchema } from "../../gen/chat/v1/chat_service_pb.js";
+import {
+  ChatService,
+  type SendResponse,
+  SubscribeRequestSchema,
+} from "../../gen/chat/v1/chat_service_pb.js";
 import {
   cursor,
   direct,
@@ -178,6 +182,41 @@ describe("idempotent send", () => {
     });
     expect(y.duplicate).toBe(false);
     expect(y.event!.seq).toBe(x.event!.seq + 1n);
+  });
+
+  it("serves a storm of resent outboxes and new sends into one conversation at once, failing none", async () => {
+    // As after an outage: every client resends what it never saw acked.
+    server = await startServer({
+      limits: { sendPerSecond: 10_000, sendBurst: 10_000, requestsPerSecond: 10_000 },
+    });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await group(a, [b]);
+    const stored: SendResponse[] = [];
+    for (let i = 0; i < 150; i++) {
+      stored.push(
+        await a.chat.send({ conversationId: id, clientMsgId: `k${i}`, content: text("x") }),
+      );
+    }
+    const [retries, fresh] = await Promise.all([
+      Promise.all(
+        stored.map((_, i) =>
+          a.chat.send({ conversationId: id, clientMsgId: `k${i}`, content: text("x") }),
+        ),
+      ),
+      Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          b.chat.send({ conversationId: id, clientMsgId: `n${i}`, content: text("y") }),
+        ),
+      ),
+    ]);
+    expect(retries.every((r, i) => r.duplicate && r.event!.seq === stored[i]!.event!.seq)).toBe(
+      true,
+    );
+    expect(fresh.map((r) => Number(r.event!.seq)).sort((x, y) => x - y)).toEqual(
+      Array.from({ length: 30 }, (_, i) => 152 + i),
+    );
+    const { events } = await a.chat.getHistory({ conversationId: id, limit: 500 });
+    expect(seqs(events)).toEqual(Array.from({ length: 181 }, (_, i) => i + 1));
   });
 
   it("returns the original event to a retry that authorization alone would now refuse", async () => {
