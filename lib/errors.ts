@@ -101,6 +101,18 @@ export function toConnectError(err: unknown): ConnectError {
   return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
 }
 
+/**
+ * Connect reports input it cannot read (a message that does not decode, a
+ * body that does not decompress) as INTERNAL, the gRPC convention. Where the
+ * input is the client's, that is the client's fault: INVALID_ARGUMENT with
+ * `message`, the original in `cause`. Every other code passes through.
+ */
+export function asClientsFault(err: unknown, message: string): ConnectError {
+  const ce = ConnectError.from(err);
+  if (ce.code !== Code.Internal) return ce;
+  return new ConnectError(message, Code.InvalidArgument, undefined, undefined, err);
+}
+
 /** Shorthand for the common boundary errors. */
 export const fail = {
   invalid: (msg: string, cause?: unknown) =>

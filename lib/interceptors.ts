@@ -1,5 +1,5 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { toConnectError } from "./errors.js";
+import { asClientsFault, toConnectError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
 // Built once per method: internal calls run the interceptors for every message.
@@ -87,23 +87,14 @@ export function boundaryInterceptor(log: Logger): Interceptor {
 }
 
 /**
- * The client's stream of request messages. Connect reports a message it
- * cannot decode as INTERNAL (the gRPC convention); on a stream that is this
- * client's malformed input, so it becomes INVALID_ARGUMENT and ends only
- * this stream.
+ * The client's stream of request messages: one it cannot decode is this
+ * client's malformed input, and ends only this stream.
  */
 async function* clientMessages<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
   try {
     yield* source;
   } catch (err) {
     const ce = ConnectError.from(err);
-    if (ce.code !== Code.Internal) throw err;
-    throw new ConnectError(
-      "malformed request message",
-      Code.InvalidArgument,
-      undefined,
-      undefined,
-      err,
-    );
+    throw ce.code === Code.Internal ? asClientsFault(err, "malformed request message") : err;
   }
 }

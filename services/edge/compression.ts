@@ -1,7 +1,7 @@
 import zlib from "node:zlib";
-import { Code, ConnectError } from "@connectrpc/connect";
 import type { Compression } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { asClientsFault } from "../../lib/errors.js";
 
 /**
  * Messages up to this size are gzipped synchronously. Node's async gzip runs
@@ -21,15 +21,7 @@ export const gzipSyncMaxBytes = 32 * 1024;
 function clientsFault(decompress: Compression["decompress"]): Compression["decompress"] {
   return (bytes, readMaxBytes) =>
     decompress(bytes, readMaxBytes).catch((err: unknown) => {
-      const e = ConnectError.from(err);
-      if (e.code !== Code.Internal) throw e;
-      throw new ConnectError(
-        "request body could not be decompressed",
-        Code.InvalidArgument,
-        undefined,
-        undefined,
-        e.cause ?? err,
-      );
+      throw asClientsFault(err, "request body could not be decompressed");
     });
 }
 

@@ -6,6 +6,7 @@ import { DevicePlatform } from "../../gen/chat/v1/model_pb.js";
 import type { PushNotification } from "../../lib/backends/webhook-push.js";
 import { direct, login, openSession, settle } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
+import { createWaiters } from "../helpers/waiters.js";
 
 const secret = "push-gateway-secret-0123";
 
@@ -19,7 +20,7 @@ interface Received {
 async function startGateway(statuses: number[] = []) {
   const received: Received[] = [];
   const attempts: number[] = [];
-  const waiters = new Set<() => void>();
+  const { poke, until } = createWaiters();
   const server = http.createServer((req, res) => {
     let raw = "";
     req.on("data", (c) => {
@@ -36,7 +37,7 @@ async function startGateway(statuses: number[] = []) {
         });
       }
       res.writeHead(status).end();
-      for (const w of [...waiters]) w();
+      poke();
     });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -45,19 +46,7 @@ async function startGateway(statuses: number[] = []) {
     url: `http://127.0.0.1:${port}/notify`,
     received,
     attempts,
-    until(pred: () => boolean, timeoutMs = 5000) {
-      return new Promise<void>((resolve, reject) => {
-        if (pred()) return resolve();
-        const timer = setTimeout(() => reject(new Error("gateway wait timed out")), timeoutMs);
-        const check = () => {
-          if (!pred()) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        waiters.add(check);
-      });
-    },
+    until: (pred: () => boolean, timeoutMs = 5000) => until(pred, timeoutMs, "the gateway"),
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }

@@ -4,6 +4,7 @@ import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/p
 import { Code, ConnectError } from "@connectrpc/connect";
 import { SessionRequestSchema, SessionResponseSchema } from "../../gen/chat/v1/chat_service_pb.js";
 import { Frames } from "./clients.js";
+import { createWaiters } from "./waiters.js";
 
 /*
  * A bare HTTP/2 gRPC client for what the Connect client will not do: write
@@ -170,10 +171,7 @@ export async function rawH2(port: number) {
   socket.on("error", () => undefined);
   const received: WireFrame[] = [];
   let closed = false;
-  const waiters = new Set<() => void>();
-  const poke = () => {
-    for (const w of [...waiters]) w();
-  };
+  const { poke, until: untilPoked } = createWaiters();
   const frameOf = (type: number, flags: number, streamId: number, payload: Buffer) => {
     const head = Buffer.alloc(9);
     head.writeUIntBE(payload.length, 0, 3);
@@ -208,20 +206,7 @@ export async function rawH2(port: number) {
     poke();
   });
   const until = (pred: () => boolean, timeoutMs = 5000, what = "frames") =>
-    new Promise<void>((resolve, reject) => {
-      if (pred()) return resolve();
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`timed out waiting for ${what}`));
-      }, timeoutMs);
-      const check = () => {
-        if (!pred()) return;
-        clearTimeout(timer);
-        waiters.delete(check);
-        resolve();
-      };
-      waiters.add(check);
-    });
+    untilPoked(pred, timeoutMs, what);
   // HPACK "literal header field without indexing, new name", no Huffman.
   const int7 = (n: number) => {
     if (n < 127) return Buffer.from([n]);

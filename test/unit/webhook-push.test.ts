@@ -15,6 +15,7 @@ import {
   type PushNotification,
   type WebhookPushOptions,
 } from "../../lib/backends/webhook-push.js";
+import { createWaiters } from "../helpers/waiters.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -29,10 +30,7 @@ const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
 async function startGateway(answer: () => number | undefined = () => 200) {
   const requests: { devices: number; aborted: boolean }[] = [];
   const hanging = new Set<http.ServerResponse>();
-  const waiters = new Set<() => void>();
-  const changed = () => {
-    for (const w of [...waiters]) w();
-  };
+  const { poke: changed, until } = createWaiters();
   let released = false;
   const server = http.createServer((req, res) => {
     let raw = "";
@@ -62,19 +60,7 @@ async function startGateway(answer: () => number | undefined = () => 200) {
       released = true;
       for (const res of hanging) res.writeHead(200).end();
     },
-    until(pred: () => boolean, timeoutMs = 5000) {
-      return new Promise<void>((resolve, reject) => {
-        if (pred()) return resolve();
-        const timer = setTimeout(() => reject(new Error("gateway wait timed out")), timeoutMs);
-        const check = () => {
-          if (!pred()) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        waiters.add(check);
-      });
-    },
+    until: (pred: () => boolean, timeoutMs = 5000) => until(pred, timeoutMs, "the gateway"),
     close() {
       server.closeAllConnections();
       return new Promise<void>((r) => server.close(() => r()));
