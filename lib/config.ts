@@ -291,6 +291,9 @@ export function toConfig(input: ConfigInput = {}): Config {
   if (cfg.session.presenceTtlMs <= cfg.session.heartbeatIntervalMs) {
     throw new ConfigError("session.presenceTtlMs must be longer than heartbeatIntervalMs");
   }
+  if (!logLevels.includes(cfg.logLevel)) {
+    throw new ConfigError(`logLevel must be one of ${logLevels.join(", ")}`);
+  }
   const { auth } = cfg;
   for (const key of auth.signingKeys) {
     if (!key.kid) throw new ConfigError("signing key ids must not be empty");
@@ -330,6 +333,9 @@ export function toConfig(input: ConfigInput = {}): Config {
   }
   return cfg;
 }
+
+/** pino's levels, and silent. */
+const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 /**
  * Timers take at most 2^31 - 1 ms (a longer one fires at once), and the

@@ -1,28 +1,51 @@
 import { readEnv, toConfig } from "../lib/config.js";
+import { ConfigError } from "../lib/errors.js";
 import { createRootLogger } from "../lib/logger.js";
 import { createEmbedded } from "./embedded.js";
 
-const config = toConfig(readEnv());
-const logger = createRootLogger(config.logLevel);
-if (config.devMode) {
-  logger.warn("DEV MODE: DevService issues tokens for any user name; never expose this server");
-}
-const app = createEmbedded(config, { logger });
-const address = await app.start();
-logger.info(`chat server ready on ${address.address}:${address.port}`);
+/** Runs the server until SIGINT or SIGTERM; resolves false when it could not start. */
+async function main(): Promise<boolean> {
+  let config: ReturnType<typeof toConfig>;
+  try {
+    config = toConfig(readEnv());
+  } catch (err) {
+    // A setting to fix, said once, without a stack trace around it.
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`chat server: invalid configuration: ${err.message}`);
+    return false;
+  }
+  const logger = createRootLogger(config.logLevel);
+  if (config.devMode) {
+    logger.warn("DEV MODE: DevService issues tokens for any user name; never expose this server");
+  }
+  const app = createEmbedded(config, { logger });
+  let address: Awaited<ReturnType<typeof app.start>>;
+  try {
+    address = await app.start();
+  } catch (err) {
+    // A port in use is the common case; the error names the address.
+    logger.fatal({ err }, "chat server could not start");
+    await app.stop().catch(() => undefined);
+    return false;
+  }
+  logger.info(`chat server ready on ${address.address}:${address.port}`);
 
-let stopping = false;
-const shutdown = (signal: string) => {
-  if (stopping) return;
-  stopping = true;
-  logger.info({ signal }, "shutting down");
-  app.stop().then(
-    () => logger.info("stopped"),
-    (err: unknown) => {
-      logger.error({ err }, "shutdown failed");
-      process.exitCode = 1;
-    },
-  );
-};
-process.on("SIGINT", () => shutdown("SIGINT"));
-process.on("SIGTERM", () => shutdown("SIGTERM"));
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    app.stop().then(
+      () => logger.info("stopped"),
+      (err: unknown) => {
+        logger.error({ err }, "shutdown failed");
+        process.exitCode = 1;
+      },
+    );
+  };
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  return true;
+}
+
+if (!(await main())) process.exitCode = 1;

@@ -273,6 +273,7 @@ describe("toConfig", () => {
       valid({ auth: { maxTokenTtlSeconds: 60.5 } }),
       /auth.maxTokenTtlSeconds must be a whole number/,
     ],
+    ["unknown log level", valid({ logLevel: "verbose" }), /logLevel must be one of fatal, error/],
     ["tiny group", valid({ limits: { groupMaxMembers: 1 } }), /groupMaxMembers must be >= 2/],
     [
       "frame not above message",
