@@ -107,7 +107,9 @@ export interface MetadataStore {
    * moves a conversation ahead of a position already passed, so `rev` says
    * when the page was read; given back in `after`, the next read also
    * returns in `moved` the conversations that became active (or the user's)
-   * since and now sort at or ahead of the position, newest first.
+   * since and now sort at or ahead of the position, newest first: at most
+   * `limit`, the earliest moves first, and then `rev` is the last of those,
+   * so the rest come with the read after.
    */
   listUserConversations(
     userId: string,

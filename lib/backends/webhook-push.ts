@@ -82,9 +82,6 @@ export function createWebhookPush(opts: WebhookPushOptions): PushNotifier {
   const queue: Pending[] = [];
   const running = new Set<Promise<void>>();
   const stop = new AbortController();
-  const stopped = new Promise<undefined>((r) =>
-    stop.signal.addEventListener("abort", () => r(undefined), { once: true }),
-  );
   let held = 0;
   // Drops since the last admitted notification: one log line per episode, not per send.
   let dropped = 0;
@@ -104,13 +101,34 @@ export function createWebhookPush(opts: WebhookPushOptions): PushNotifier {
     }
   }
 
+  /**
+   * The lookup's result, or undefined once close() was called: the lookup may
+   * not heed the signal. Its abort listener goes when it settles, so lookups
+   * leave nothing behind on a long-lived signal.
+   */
+  function untilStopped<T>(lookup: Promise<T>): Promise<T | undefined> {
+    if (stop.signal.aborted) return Promise.resolve(undefined);
+    return new Promise<T | undefined>((resolve, reject) => {
+      const onStop = () => resolve(undefined);
+      stop.signal.addEventListener("abort", onStop, { once: true });
+      lookup.then(
+        (v) => {
+          stop.signal.removeEventListener("abort", onStop);
+          resolve(v);
+        },
+        (err: unknown) => {
+          stop.signal.removeEventListener("abort", onStop);
+          reject(err);
+        },
+      );
+    });
+  }
+
   /** The notification's body and device count, or undefined when there is nothing to post. */
   async function prepare(p: Pending): Promise<{ body: string; devices: number } | undefined> {
-    // The lookup may not heed the signal; the race lets close() go without it.
-    const res = await Promise.race([
+    const res = await untilStopped(
       opts.store.loadPushTargets({ userIds: p.userIds }, { signal: stop.signal }),
-      stopped,
-    ]);
+    );
     if (!res) return undefined;
     const n: PushNotification = {
       conversation_id: p.conversationId,

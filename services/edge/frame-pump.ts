@@ -11,10 +11,12 @@ import { decodeSessionRequest, encodeSessionResponse as encode } from "./wire.js
 /** Bytes queued on a transport beyond which the pump waits for it to drain. */
 const writeHighWater = 64 * 1024;
 /**
- * Client frames held while a session opens: as many as a FrameRunner takes
- * before reading pauses, and a few full-size frames' worth of bytes.
+ * Client frames held while a session opens: reading pauses at as many as a
+ * FrameRunner takes at once (or one full-size frame's worth of bytes), as it
+ * does once the session runs. What was already read past that is still held,
+ * up to four full-size frames' worth; a client that sends more is not pausing.
  */
-const earlyMaxFrames = 64;
+const earlyPauseFrames = 64;
 const earlyMaxFrameSizes = 4;
 /**
  * How often a pump waiting for its transport to drain checks whether its
@@ -63,6 +65,7 @@ export class FramePump {
   /** Requests that arrive while the session opens, before it can take them. */
   private early: Uint8Array[] | undefined = [];
   private earlyBytes = 0;
+  private earlyPaused = false;
   /** The client finished sending before the session opened. */
   private inputDone = false;
   private congested = false;
@@ -93,18 +96,26 @@ export class FramePump {
   /** One encoded SessionRequest from the client. */
   receive(data: Uint8Array) {
     if (this.early) {
-      this.earlyBytes += data.length;
-      const maxBytes = earlyMaxFrameSizes * this.ctx.config.limits.frameMaxBytes;
-      if (this.early.length >= earlyMaxFrames || this.earlyBytes > maxBytes) {
+      const { frameMaxBytes } = this.ctx.config.limits;
+      // A held frame costs its bytes and its place in the list.
+      this.earlyBytes += data.length + 64;
+      if (this.earlyBytes > earlyMaxFrameSizes * frameMaxBytes) {
         this.fail(
           new ConnectError(
-            `at most ${earlyMaxFrames} frames (${maxBytes} bytes) before the session is ready`,
+            `more than ${earlyMaxFrameSizes * frameMaxBytes} bytes of frames before the session is ready`,
             Code.ResourceExhausted,
           ),
         );
         return;
       }
       this.early.push(data);
+      if (
+        !this.earlyPaused &&
+        (this.early.length >= earlyPauseFrames || this.earlyBytes > frameMaxBytes)
+      ) {
+        this.earlyPaused = true;
+        this.wire.pause();
+      }
       return;
     }
     const { s, runner } = this;
@@ -167,6 +178,9 @@ export class FramePump {
     } else {
       this.runner = new FrameRunner(this.ctx, s);
       for (const data of queued) this.receive(data);
+      // Reading goes on, unless the runner is full and resumes it when it has room.
+      if (this.earlyPaused && !this.runner.onFreed) this.wire.resume();
+      this.earlyPaused = false;
       if (this.inputDone) this.inputEnded();
     }
     this.write();

@@ -457,6 +457,31 @@ export function metadataStoreContract(name: string, factory: StoreFactory) {
         });
         expect(again.moved).toEqual([]);
       });
+
+      it("returns at most `limit` moved conversations, the earliest moves first, the rest on the next read", async () => {
+        await open();
+        const t0 = 1_700_000_000_000;
+        const ids = Array.from({ length: 6 }, () => newConversationId());
+        for (const [i, id] of ids.entries()) {
+          await commitAll(events, [ev.group(id, "ann", ["ben"], { atMs: t0 + i * 1000 })]);
+        }
+        const first = await metadata.listUserConversations("ann", 1);
+        const c = first.below[0]!.conversation;
+        const position = { lastActivityMs: c.lastActivityMs, conversationId: c.conversationId };
+        // Five move ahead, one commit each, ids[0] first.
+        for (const [i, id] of ids.slice(0, 5).entries()) {
+          await commitAll(events, [ev.posted(id, 2, "ben", "bump", { atMs: t0 + 10_000 + i })]);
+        }
+        const seen: string[] = [];
+        let rev = first.rev;
+        for (let round = 0; round < 4; round++) {
+          const page = await metadata.listUserConversations("ann", 2, { ...position, rev });
+          expect(page.moved.length).toBeLessThanOrEqual(2);
+          seen.push(...page.moved.map((r) => r.conversation.conversationId));
+          rev = page.rev;
+        }
+        expect(seen).toEqual([ids[1], ids[0], ids[3], ids[2], ids[4]]);
+      });
     });
 
     describe("syncStates", () => {

@@ -602,6 +602,11 @@ describe("listing and reading conversations", () => {
     await expect(a!.chat.listConversations({ pageToken: "garbage" })).rejects.toMatchObject({
       code: Code.InvalidArgument,
     });
+    // A revision past what the store can hold is the client's error too.
+    const forged = Buffer.from("1:c_x:9999999999999999999").toString("base64url");
+    await expect(a!.chat.listConversations({ pageToken: forged })).rejects.toMatchObject({
+      code: Code.InvalidArgument,
+    });
   });
 
   it("lists a conversation that moves ahead while the client pages, at the top of the next page", async () => {

@@ -4,7 +4,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { PushTargetSchema } from "../../gen/chat/internal/v1/store_service_pb.js";
 import { EventSchema } from "../../gen/chat/v1/event_pb.js";
 import { DevicePlatform } from "../../gen/chat/v1/model_pb.js";
@@ -202,6 +202,34 @@ describe("webhook push bounds", () => {
     await gateway.until(() => gateway!.requests.length === 1);
     expect(drops).toEqual(["oversized"]);
     expect(gateway.requests[0]!.devices).toBe(100);
+  });
+
+  it("keeps nothing of a notification once it is done, however many went through", async () => {
+    const store = fakeStore(() => Promise.resolve());
+    push = createWebhookPush({
+      url: "http://127.0.0.1:9/unused",
+      secret,
+      store: store.client,
+      log: captureLog().log,
+    });
+    // Every device is connected: each notification is looked up, and nothing is posted.
+    const connected = new Set(users(20).map((u) => `${u}-installation-id`));
+    let sent = 0;
+    const send = async (n: number) => {
+      for (let batch = 0; batch < n; batch += 500) {
+        for (let i = 0; i < 500; i++) await push!.notify(event(++sent), users(20), connected);
+        await vi.waitFor(() => {
+          if (store.stats.lookups !== sent || store.stats.inFlight !== 0) throw new Error("busy");
+        });
+      }
+    };
+    await send(1000);
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    await send(20_000);
+    gc();
+    // Holding each lookup's answer would be about 150 MiB here.
+    expect((process.memoryUsage().heapUsed - before) / 2 ** 20).toBeLessThan(16);
   });
 
   it("holds tens of MiB at most with default settings, however many large-group sends meet a hung gateway", async () => {

@@ -1180,8 +1180,9 @@ export type ListConversationsResponse = Message<"chat.v1.ListConversationsRespon
   /**
    * Most recently active first. A page read with a token starts with the
    * conversations that became active (or the caller's) since the previous
-   * page and so moved ahead of it, newest first, beyond page_size; one
-   * already listed comes again with its new last event.
+   * page and so moved ahead of it, newest first: up to page_size of them on
+   * top of the page_size that follow, the rest on the next page. One already
+   * listed comes again with its new last event.
    *
    * @generated from field: repeated chat.v1.Conversation conversations = 1;
    */

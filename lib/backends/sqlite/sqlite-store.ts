@@ -75,7 +75,7 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
        WHERE m.user_id = @user AND m.left_seq IS NULL AND c.activity_rev > @rev
          AND (c.last_activity_at > @at
               OR (c.last_activity_at = @at AND c.conversation_id >= @conv))
-       ORDER BY c.last_activity_at DESC, c.conversation_id DESC`,
+       ORDER BY c.activity_rev LIMIT @limit`,
     ),
     // The user's own conversations bound what can move in their list: a
     // conversation they join later gets a newer rev by that very commit.
@@ -126,18 +126,29 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
           limit,
         }) as Row[]
       ).map(toUserConversation);
-      const moved =
+      const movedRows =
         after?.rev === undefined
           ? []
-          : (
-              q.movedConversations.all({
-                user: userId,
-                rev: after.rev,
-                at: after.lastActivityMs,
-                conv: after.conversationId,
-              }) as Row[]
-            ).map(toUserConversation);
-      const rev = big((q.userRev.get(userId) as Row).rev);
+          : (q.movedConversations.all({
+              user: userId,
+              rev: after.rev,
+              at: after.lastActivityMs,
+              conv: after.conversationId,
+              limit,
+            }) as Row[]);
+      // Oldest moves first, at most `limit`: when more moved, the revision
+      // given back is the last one returned, so the rest come next time.
+      const rev =
+        movedRows.length === limit
+          ? big(movedRows.at(-1)!.activity_rev)
+          : big((q.userRev.get(userId) as Row).rev);
+      const moved = movedRows
+        .sort(
+          (a, b) =>
+            num(b.last_activity_at) - num(a.last_activity_at) ||
+            ((b.conversation_id as string) < (a.conversation_id as string) ? -1 : 1),
+        )
+        .map(toUserConversation);
       return { moved, below, rev };
     },
   );

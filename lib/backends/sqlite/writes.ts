@@ -287,7 +287,7 @@ export function createWrites(db: Database.Database): Writes {
   /**
    * The last activity_rev handed out: every commit that moves conversations
    * gives them the next one, so a list read can tell what moved after it.
-   * Loaded on first use; a write that rolls back drops it (see forget).
+   * Loaded on first use (a scan of conversations, once per writer).
    */
   let rev: bigint | undefined;
 
@@ -421,8 +421,8 @@ export function createWrites(db: Database.Database): Writes {
       return outcomes;
     },
     forget() {
+      // rev stays: a revision a rolled-back commit took is skipped, and they need only increase.
       heads.clear();
-      rev = undefined;
     },
     putUser(userId, displayName, createOnly) {
       const existing = q.user.get(userId) as Row | undefined;

@@ -7,13 +7,16 @@ import { conversationView, memberView, requireMember, type StoreDeps } from "../
 const encodeToken = (lastActivityMs: number, conversationId: string, rev: bigint) =>
   Buffer.from(`${lastActivityMs}:${conversationId}:${rev}`).toString("base64url");
 
+/** Revisions are SQLite integers. */
+const maxRev = 2n ** 63n - 1n;
+
 const decodeToken = (token: string) => {
   const [ms, id, rev] = Buffer.from(token, "base64url").toString("utf8").split(":");
   const lastActivityMs = Number(ms);
   if (
     !id ||
     !Number.isSafeInteger(lastActivityMs) ||
-    (rev !== undefined && !/^\d{1,19}$/.test(rev))
+    (rev !== undefined && (!/^\d{1,19}$/.test(rev) || BigInt(rev) > maxRev))
   ) {
     throw fail.invalid("page_token is invalid");
   }
@@ -49,13 +52,12 @@ export const conversationRoutes = (
     const conversations = await Promise.all(
       [...moved, ...rest].map((r) => conversationView(deps, r.conversation, r.member, false)),
     );
-    const last = rest.at(-1);
+    // More below the position, or more that moved than one read returns.
+    const more = below.length > req.pageSize || moved.length > req.pageSize;
+    const last = rest.at(-1)?.conversation ?? after;
     return {
       conversations,
-      nextPageToken:
-        below.length > req.pageSize && last
-          ? encodeToken(last.conversation.lastActivityMs, last.conversation.conversationId, rev)
-          : "",
+      nextPageToken: more && last ? encodeToken(last.lastActivityMs, last.conversationId, rev) : "",
     };
   },
 
