@@ -70,8 +70,11 @@ export interface Config {
   corsOrigins: string[];
   /** Prometheus metrics on their own listener; keep it off the public network. */
   metrics: { enabled: boolean; host: string; port: number };
-  /** Push gateway for devices without a live session; off when the URL is empty. */
-  push: { webhookUrl: string; webhookSecret: string };
+  /**
+   * Push for devices without a live session: a gateway (webhookUrl) or FCM
+   * (a service account key file); off when both are empty.
+   */
+  push: { webhookUrl: string; webhookSecret: string; fcmCredentialsFile: string };
 }
 
 type DeepPartial<T> = {
@@ -130,7 +133,7 @@ const defaults: Config = {
   sqlite: { synchronous: "FULL" },
   corsOrigins: [],
   metrics: { enabled: true, host: "127.0.0.1", port: 9464 },
-  push: { webhookUrl: "", webhookSecret: "" },
+  push: { webhookUrl: "", webhookSecret: "", fcmCredentialsFile: "" },
 };
 
 const prefix = "CHAT_";
@@ -230,6 +233,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
   assign(input.metrics!, "port", num("METRICS_PORT"));
   assign(input.push!, "webhookUrl", get("PUSH_WEBHOOK_URL"));
   assign(input.push!, "webhookSecret", get("PUSH_WEBHOOK_SECRET"));
+  assign(input.push!, "fcmCredentialsFile", get("PUSH_FCM_CREDENTIALS_FILE"));
   const sync = get("SQLITE_SYNCHRONOUS");
   if (sync !== undefined) {
     const upper = sync.toUpperCase();
@@ -327,6 +331,9 @@ export function toConfig(input: ConfigInput = {}): Config {
     if (cfg.push.webhookSecret.length < 16) {
       throw new ConfigError("push.webhookSecret must be at least 16 characters");
     }
+  }
+  if (cfg.push.webhookUrl && cfg.push.fcmCredentialsFile) {
+    throw new ConfigError("set one of push.webhookUrl and push.fcmCredentialsFile, not both");
   }
   if (auth.tokenTtlSeconds > auth.maxTokenTtlSeconds) {
     throw new ConfigError("auth.tokenTtlSeconds must not exceed maxTokenTtlSeconds");

@@ -1,10 +1,13 @@
+import type { Agent } from "node:https";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { RouterService } from "../gen/chat/internal/v1/router_service_pb.js";
 import { StoreService } from "../gen/chat/internal/v1/store_service_pb.js";
 import { createTokenService, loadOrCreateDevKey } from "../lib/auth/tokens.js";
+import { createFcmPush, readFcmProjectId } from "../lib/backends/fcm-push.js";
 import { createInProcessLog } from "../lib/backends/memory/in-process-log.js";
 import { createMemorySoftState } from "../lib/backends/memory/memory-soft-state.js";
+import type { PushQueueOptions } from "../lib/backends/push-queue.js";
 import { openSqliteStore } from "../lib/backends/sqlite/sqlite-store.js";
 import { createWebhookPush } from "../lib/backends/webhook-push.js";
 import type { Config } from "../lib/config.js";
@@ -21,9 +24,13 @@ import { createStore } from "./store/create.js";
  * The embedded default: edge, router and store in one process on SQLite,
  * the in-process log and in-memory soft state. The services still talk
  * through their Connect clients and interceptors, over in-process transports.
+ * `fcmAgent` carries FCM's HTTPS requests (a proxy; tests route it to a stand-in).
+ * Throws ConfigError when a configured file cannot be used.
  */
-export function createEmbedded(config: Config, deps: { logger: Logger }) {
+export function createEmbedded(config: Config, deps: { logger: Logger; fcmAgent?: Agent }) {
   const logger = deps.logger;
+  // Before anything opens: a key file that cannot be used stops start-up with nothing to close.
+  if (config.push.fcmCredentialsFile) readFcmProjectId(config.push.fcmCredentialsFile);
   let signing = config.auth;
   if (signing.signingKeys.length === 0) {
     // DEV MODE ONLY (toConfig refuses an empty key set otherwise).
@@ -54,15 +61,24 @@ export function createEmbedded(config: Config, deps: { logger: Logger }) {
     ],
   };
   const storeClient = createClient(StoreService, createInProcessTransport(store.routes, internal));
+  const pushQueue: PushQueueOptions = {
+    store: storeClient,
+    log: logger.child({ name: "router.push" }),
+    onDrop: (reason) => metrics.pushDropped.inc({ reason }),
+  };
   const push = config.push.webhookUrl
     ? createWebhookPush({
+        ...pushQueue,
         url: config.push.webhookUrl,
         secret: config.push.webhookSecret,
-        store: storeClient,
-        log: logger.child({ name: "router.push" }),
-        onDrop: (reason) => metrics.pushDropped.inc({ reason }),
       })
-    : undefined;
+    : config.push.fcmCredentialsFile
+      ? createFcmPush({
+          ...pushQueue,
+          credentialsFile: config.push.fcmCredentialsFile,
+          ...(deps.fcmAgent ? { agent: deps.fcmAgent } : {}),
+        })
+      : undefined;
   const router = createRouter({
     config,
     log,

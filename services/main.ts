@@ -18,7 +18,14 @@ async function main(): Promise<boolean> {
   if (config.devMode) {
     logger.warn("DEV MODE: DevService issues tokens for any user name; never expose this server");
   }
-  const app = createEmbedded(config, { logger });
+  let app: ReturnType<typeof createEmbedded>;
+  try {
+    app = createEmbedded(config, { logger });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`chat server: invalid configuration: ${err.message}`);
+    return false;
+  }
   let address: Awaited<ReturnType<typeof app.start>>;
   try {
     address = await app.start();

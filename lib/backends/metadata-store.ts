@@ -82,6 +82,11 @@ export interface MetadataStore {
    * revoked or belongs to another user.
    */
   ensureDevice(userId: string, deviceId: string, platform: DevicePlatform): Promise<DeviceRecord>;
+  /**
+   * Sets the device's platform, name and push token. A push token belongs to
+   * one device: registering it here clears it from any other device, of any
+   * user (an app install that signs in as someone else keeps its token).
+   */
   updateDevice(
     userId: string,
     deviceId: string,
@@ -91,6 +96,11 @@ export interface MetadataStore {
   listDevices(userId: string): Promise<DeviceRecord[]>;
   /** Revokes permanently and clears the push token. Idempotent. */
   revokeDevice(userId: string, deviceId: string): Promise<DeviceRecord>;
+  /**
+   * Clears the device's push token if it is still `pushToken` (the push
+   * service called it stale; a token registered since is kept). True when cleared.
+   */
+  forgetPushToken(deviceId: string, pushToken: string): Promise<boolean>;
   /** Live devices with push tokens of the given users. */
   pushTargets(userIds: string[]): Promise<DeviceRecord[]>;
 

@@ -6,7 +6,8 @@ import type { Event } from "../../gen/chat/v1/event_pb.js";
  * reconnects; so an implementation drops rather than hold up sends or grow
  * without bound.
  *
- * Implementation: webhook-push.ts, a signed POST to a push gateway.
+ * Implementations: webhook-push.ts, a signed POST to a push gateway, and
+ * fcm-push.ts, FCM through firebase-admin; push-queue.ts bounds both.
  */
 export interface PushNotifier {
   /**

@@ -172,6 +172,50 @@ export function metadataStoreContract(name: string, factory: StoreFactory) {
         expect(await metadata.listDevices("nobody")).toEqual([]);
       });
 
+      it("gives a push token to the device that registered it last, of whichever user", async () => {
+        await open();
+        const token = (t: string) => ({
+          platform: DevicePlatform.IOS,
+          displayName: "",
+          pushToken: t,
+        });
+        await metadata.ensureDevice("ann", "a1", DevicePlatform.IOS);
+        await metadata.ensureDevice("ann", "a2", DevicePlatform.IOS);
+        await metadata.ensureDevice("ben", "b1", DevicePlatform.IOS);
+        await metadata.updateDevice("ann", "a1", token("install-1"));
+        // The same install signs in as ben: ann's notifications must not reach it.
+        await metadata.updateDevice("ben", "b1", token("install-1"));
+        expect((await metadata.getDevice("a1"))?.pushToken).toBe("");
+        expect((await metadata.getDevice("b1"))?.pushToken).toBe("install-1");
+        expect(await metadata.pushTargets(["ann"])).toEqual([]);
+        // Registering it again on the same device, or another token elsewhere, takes nothing.
+        await metadata.updateDevice("ben", "b1", token("install-1"));
+        await metadata.updateDevice("ann", "a2", token("install-2"));
+        expect((await metadata.getDevice("b1"))?.pushToken).toBe("install-1");
+        expect((await metadata.pushTargets(["ann", "ben"])).map((d) => d.deviceId).sort()).toEqual([
+          "a2",
+          "b1",
+        ]);
+      });
+
+      it("forgets a stale push token only while the device still has it", async () => {
+        await open();
+        const token = (t: string) => ({
+          platform: DevicePlatform.ANDROID,
+          displayName: "",
+          pushToken: t,
+        });
+        await metadata.ensureDevice("ann", "a1", DevicePlatform.ANDROID);
+        await metadata.updateDevice("ann", "a1", token("old"));
+        await metadata.updateDevice("ann", "a1", token("new"));
+        expect(await metadata.forgetPushToken("a1", "old")).toBe(false);
+        expect((await metadata.getDevice("a1"))?.pushToken).toBe("new");
+        expect(await metadata.forgetPushToken("a1", "new")).toBe(true);
+        expect((await metadata.getDevice("a1"))?.pushToken).toBe("");
+        expect(await metadata.pushTargets(["ann"])).toEqual([]);
+        expect(await metadata.forgetPushToken("nobody", "new")).toBe(false);
+      });
+
       it("returns push targets: live devices with a token of the given users", async () => {
         await open();
         const token = (t: string) => ({

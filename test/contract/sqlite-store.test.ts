@@ -41,7 +41,7 @@ eventStoreContract("sqlite", sqliteFactory);
 metadataStoreContract("sqlite", sqliteFactory);
 
 /** user_version once every migration ran. */
-const latestVersion = 3;
+const latestVersion = 4;
 
 describe("SQLite store: the writer thread", () => {
   const dirs: string[] = [];
@@ -107,6 +107,46 @@ describe("SQLite store: the writer thread", () => {
       .prepare("SELECT seq FROM events WHERE conversation_id = ? AND redacted = 1 ORDER BY seq")
       .all(g);
     expect(flagged).toEqual([{ seq: 2 }, { seq: 3 }]);
+    expect(check.pragma("user_version", { simple: true })).toBe(latestVersion);
+    check.close();
+  });
+
+  it("migrates a database where devices shared a push token: the last active one keeps it", async () => {
+    const { store, path } = open();
+    for (const [user, device] of [
+      ["ann", "a1"],
+      ["ben", "b1"],
+      ["cat", "c1"],
+    ] as const) {
+      await store.ensureDevice(user, device, DevicePlatform.ANDROID);
+      await store.updateDevice(user, device, {
+        platform: DevicePlatform.ANDROID,
+        displayName: "",
+        pushToken: `tok-${device}`,
+      });
+    }
+    await store.close();
+    stores.pop();
+    // As an older version left it: one install's token registered by ann, then by ben.
+    const raw = new Database(path);
+    raw
+      .prepare("UPDATE devices SET push_token = 'shared', last_active_at = ? WHERE device_id = ?")
+      .run(1000, "a1");
+    raw
+      .prepare("UPDATE devices SET push_token = 'shared', last_active_at = ? WHERE device_id = ?")
+      .run(2000, "b1");
+    raw.pragma("user_version = 3");
+    raw.close();
+    const reopened = openSqliteStore({ path, synchronous: "NORMAL" });
+    stores.push(reopened);
+    const tokens = (await reopened.pushTargets(["ann", "ben", "cat"]))
+      .map((d) => [d.deviceId, d.pushToken])
+      .sort();
+    expect(tokens).toEqual([
+      ["b1", "shared"],
+      ["c1", "tok-c1"],
+    ]);
+    const check = new Database(path, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(latestVersion);
     check.close();
   });

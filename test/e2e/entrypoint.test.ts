@@ -41,6 +41,16 @@ describe("the entrypoint", () => {
     expect(level.code).toBe(1);
     expect(level.output).toMatch(/^chat server: invalid configuration: logLevel must be one of /);
     expect(level.output).not.toMatch(/\n\s+at /);
+    // A file the settings name is checked at start, before anything opens.
+    const fcm = await run({
+      CHAT_DEV_MODE: "true",
+      CHAT_PUSH_FCM_CREDENTIALS_FILE: join(tmpdir(), "no-such-service-account.json"),
+    });
+    expect(fcm.code).toBe(1);
+    expect(fcm.output.trim().split("\n").at(-1)).toBe(
+      "chat server: invalid configuration: push.fcmCredentialsFile is not a readable JSON file",
+    );
+    expect(fcm.output).not.toMatch(/\n\s+at /);
   });
 
   it("exits 1 by itself, saying why, when its port is taken", async () => {

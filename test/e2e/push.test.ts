@@ -129,6 +129,29 @@ describe("push for devices without a live session", () => {
     expect(gateway.received[0]!.body.devices.map((d) => d.device_id)).toEqual(["ben-new"]);
   });
 
+  it("moves a push token to the user who registered it last: an install signed in as someone else gets none of the previous user's pushes", async () => {
+    gateway = await startGateway();
+    server = await startServer({ push: { webhookUrl: gateway.url, webhookSecret: secret } });
+    const cat = await login(server, "cat");
+    const ann = await login(server, "ann", "ann-install");
+    await ann.chat.registerDevice({ platform: DevicePlatform.IOS, pushToken: "tok-install" });
+    // Ann signs out; Ben signs in on the same install, which keeps its token.
+    const ben = await login(server, "ben", "ben-install");
+    await ben.chat.registerDevice({ platform: DevicePlatform.IOS, pushToken: "tok-install" });
+    expect((await ann.chat.listDevices({})).devices[0]?.hasPushToken).toBe(false);
+    const toAnn = await direct(cat, ann);
+    const toBen = await direct(cat, ben);
+    await cat.chat.send({ conversationId: toAnn, clientMsgId: "a1", content: { text: "for ann" } });
+    await cat.chat.send({ conversationId: toBen, clientMsgId: "b1", content: { text: "for ben" } });
+    await gateway.until(() => gateway!.received.length === 1);
+    await settle(300);
+    expect(gateway.received).toHaveLength(1);
+    expect(gateway.received[0]!.body.conversation_id).toBe(toBen);
+    expect(gateway.received[0]!.body.devices).toEqual([
+      { user_id: "ben", device_id: "ben-install", platform: "ios", push_token: "tok-install" },
+    ]);
+  });
+
   it("retries a failing gateway without holding up the send, and loses no message when it is down", async () => {
     gateway = await startGateway([503, 503]);
     server = await startServer({ push: { webhookUrl: gateway.url, webhookSecret: secret } });

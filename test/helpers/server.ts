@@ -41,6 +41,7 @@ const merge = (a: ConfigInput, b: ConfigInput): ConfigInput => ({
 export async function startServer(
   overrides: ConfigInput = {},
   dataDir = mkdtempSync(join(tmpdir(), "chat-test-")),
+  deps: Omit<Parameters<typeof createEmbedded>[1], "logger"> = {},
 ): Promise<TestServer> {
   const input = merge(
     {
@@ -56,7 +57,7 @@ export async function startServer(
     overrides,
   );
   const config = toConfig(input);
-  const app = createEmbedded(config, { logger: createRootLogger(config.logLevel) });
+  const app = createEmbedded(config, { ...deps, logger: createRootLogger(config.logLevel) });
   const address = await app.start();
   let stopped = false;
   const server: TestServer = {
@@ -72,7 +73,7 @@ export async function startServer(
     },
     async restart(more = {}) {
       await server.stop();
-      return startServer(merge(overrides, more), dataDir);
+      return startServer(merge(overrides, more), dataDir, deps);
     },
     async destroy() {
       await server.stop();

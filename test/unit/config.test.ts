@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { readFcmProjectId } from "../../lib/backends/fcm-push.js";
 import { type ConfigInput, readEnv, toConfig } from "../../lib/config.js";
 import { ConfigError } from "../../lib/errors.js";
 
@@ -212,9 +216,19 @@ describe("toConfig", () => {
   });
 
   it("validates the push gateway only when one is set", () => {
-    expect(toConfig({ devMode: true }).push).toEqual({ webhookUrl: "", webhookSecret: "" });
+    expect(toConfig({ devMode: true }).push).toEqual({
+      webhookUrl: "",
+      webhookSecret: "",
+      fcmCredentialsFile: "",
+    });
     const ok = { webhookUrl: "https://push.example/n", webhookSecret: "0123456789abcdef" };
-    expect(toConfig({ devMode: true, push: ok }).push).toEqual(ok);
+    expect(toConfig({ devMode: true, push: ok }).push).toEqual({ ...ok, fcmCredentialsFile: "" });
+    expect(() =>
+      toConfig({ devMode: true, push: { ...ok, fcmCredentialsFile: "/etc/chat/fcm.json" } }),
+    ).toThrow(/one of push.webhookUrl and push.fcmCredentialsFile/);
+    expect(readEnv({ CHAT_PUSH_FCM_CREDENTIALS_FILE: "/etc/chat/fcm.json" }).push).toEqual({
+      fcmCredentialsFile: "/etc/chat/fcm.json",
+    });
     expect(() => toConfig({ devMode: true, push: { ...ok, webhookUrl: "not a url" } })).toThrow(
       /not a URL/,
     );
@@ -224,6 +238,30 @@ describe("toConfig", () => {
     expect(() => toConfig({ devMode: true, push: { ...ok, webhookSecret: "short" } })).toThrow(
       /at least 16/,
     );
+  });
+
+  it("refuses an FCM key file that is not a service account key, naming what is missing", () => {
+    const dir = mkdtempSync(join(tmpdir(), "chat-fcm-config-"));
+    try {
+      const file = join(dir, "sa.json");
+      expect(() => readFcmProjectId(file)).toThrow(ConfigError);
+      writeFileSync(file, "{not json");
+      expect(() => readFcmProjectId(file)).toThrow(/not a readable JSON file/);
+      const key = {
+        project_id: "p1",
+        private_key: "-----BEGIN PRIVATE KEY-----",
+        client_email: "",
+      };
+      writeFileSync(file, JSON.stringify(key));
+      expect(() => readFcmProjectId(file)).toThrow(/no client_email/);
+      writeFileSync(
+        file,
+        JSON.stringify({ ...key, client_email: "push@p1.iam.gserviceaccount.com" }),
+      );
+      expect(readFcmProjectId(file)).toBe("p1");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("requires a signing key outside dev mode", () => {

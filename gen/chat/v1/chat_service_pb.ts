@@ -1419,7 +1419,11 @@ export type RegisterDeviceRequest = Message<"chat.v1.RegisterDeviceRequest"> & {
   /**
    * FCM/APNs/Web Push registration token; empty clears it. While the device
    * has no live session, new messages reach it through the server's push
-   * gateway (a signed webhook carrying this token and a pointer to the event).
+   * backend (a signed webhook to a gateway, or FCM), carrying a pointer to the
+   * event, never its content. A token names one app install: registering it
+   * clears it from any other device, of any user, so an install that signs in
+   * as someone else stops getting the previous user's notifications. A token
+   * FCM reports as unregistered is cleared.
    *
    * @generated from field: string push_token = 3;
    */

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS devices (
   revoked_at INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS devices_by_user ON devices(user_id);
+CREATE INDEX IF NOT EXISTS devices_by_push_token ON devices(push_token) WHERE push_token <> '';
 CREATE TABLE IF NOT EXISTS conversations (
   conversation_id TEXT PRIMARY KEY,
   kind INTEGER NOT NULL,
@@ -149,6 +150,11 @@ const migrations: string[] = [
      (SELECT conversation_id, target_seq FROM events WHERE kind = 13)`,
   // Lists page by last activity; a commit counter tells what moved while a client paged.
   "ALTER TABLE conversations ADD COLUMN activity_rev INTEGER NOT NULL DEFAULT 0",
+  // A push token belongs to one device: of devices sharing one, the last active keeps it.
+  `UPDATE devices SET push_token = '' WHERE push_token <> '' AND EXISTS
+     (SELECT 1 FROM devices d WHERE d.push_token = devices.push_token AND d.device_id <> devices.device_id
+        AND (d.last_active_at > devices.last_active_at
+             OR (d.last_active_at = devices.last_active_at AND d.device_id > devices.device_id)))`,
 ];
 
 /**

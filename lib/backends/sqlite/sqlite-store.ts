@@ -207,6 +207,7 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
       return (q.devicesOf.all(userId) as Row[]).map(toDevice);
     },
     revokeDevice: (userId, deviceId) => writer.call("revokeDevice", userId, deviceId),
+    forgetPushToken: (deviceId, pushToken) => writer.call("forgetPushToken", deviceId, pushToken),
     async pushTargets(userIds) {
       return (q.pushTargets.all(JSON.stringify(userIds)) as Row[]).map(toDevice);
     },

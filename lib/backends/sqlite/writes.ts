@@ -100,7 +100,13 @@ export function fromWire(w: WireError): Error {
 
 /** The MetadataStore methods that write, run synchronously on the writer's connection. */
 type MetadataWrites = {
-  [K in "putUser" | "ensureDevice" | "updateDevice" | "revokeDevice" | "advanceReceipt"]: (
+  [K in
+    | "putUser"
+    | "ensureDevice"
+    | "updateDevice"
+    | "revokeDevice"
+    | "forgetPushToken"
+    | "advanceReceipt"]: (
     ...args: Parameters<MetadataStore[K]>
   ) => Awaited<ReturnType<MetadataStore[K]>>;
 };
@@ -211,6 +217,12 @@ export function createWrites(db: Database.Database): Writes {
     ),
     revokeDevice: db.prepare(
       "UPDATE devices SET revoked_at = ?, push_token = '' WHERE device_id = ? AND revoked_at = 0",
+    ),
+    takePushToken: db.prepare(
+      "UPDATE devices SET push_token = '' WHERE push_token = ? AND device_id <> ?",
+    ),
+    forgetPushToken: db.prepare(
+      "UPDATE devices SET push_token = '' WHERE device_id = ? AND push_token = ?",
     ),
     advanceReceipt: db.prepare(
       `UPDATE members SET read_seq = max(read_seq, @read),
@@ -454,8 +466,13 @@ export function createWrites(db: Database.Database): Writes {
       const row = q.device.get(deviceId) as Row | undefined;
       if (!row || row.user_id !== userId) throw new NotFoundError("device not found");
       if (num(row.revoked_at)) throw new DeviceStateError("device is revoked");
+      // A token names one app install: whoever registers it last gets its notifications.
+      if (patch.pushToken !== "") q.takePushToken.run(patch.pushToken, deviceId);
       q.updateDevice.run(patch.platform, patch.displayName, patch.pushToken, now(), deviceId);
       return toDevice(q.device.get(deviceId) as Row);
+    },
+    forgetPushToken(deviceId, pushToken) {
+      return q.forgetPushToken.run(deviceId, pushToken).changes > 0;
     },
     revokeDevice(userId, deviceId) {
       const row = q.device.get(deviceId) as Row | undefined;

@@ -42,6 +42,7 @@ export const accountRoutes = (
   | "loadDevices"
   | "revokeDevice"
   | "loadPushTargets"
+  | "forgetPushToken"
 > => ({
   async putUser(req) {
     const { user, created } = await deps.metadata.putUser(
@@ -89,5 +90,8 @@ export const accountRoutes = (
         }),
       ),
     };
+  },
+  async forgetPushToken(req) {
+    return { forgotten: await deps.metadata.forgetPushToken(req.deviceId, req.pushToken) };
   },
 });
