@@ -75,6 +75,11 @@ export interface Config {
    * (a service account key file); off when both are empty.
    */
   push: { webhookUrl: string; webhookSecret: string; fcmCredentialsFile: string };
+  /**
+   * Soft state (registry, bus, presence, seq counters, rate limits) in Redis
+   * when `url` is set, in memory otherwise. Keys and channels start with `keyPrefix`.
+   */
+  redis: { url: string; keyPrefix: string };
 }
 
 type DeepPartial<T> = {
@@ -134,6 +139,7 @@ const defaults: Config = {
   corsOrigins: [],
   metrics: { enabled: true, host: "127.0.0.1", port: 9464 },
   push: { webhookUrl: "", webhookSecret: "", fcmCredentialsFile: "" },
+  redis: { url: "", keyPrefix: "chat:" },
 };
 
 const prefix = "CHAT_";
@@ -174,6 +180,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
     sqlite: {},
     metrics: {},
     push: {},
+    redis: {},
   };
   assign(input, "host", get("HOST"));
   assign(input, "port", num("PORT"));
@@ -234,6 +241,8 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
   assign(input.push!, "webhookUrl", get("PUSH_WEBHOOK_URL"));
   assign(input.push!, "webhookSecret", get("PUSH_WEBHOOK_SECRET"));
   assign(input.push!, "fcmCredentialsFile", get("PUSH_FCM_CREDENTIALS_FILE"));
+  assign(input.redis!, "url", get("REDIS_URL"));
+  assign(input.redis!, "keyPrefix", get("REDIS_KEY_PREFIX"));
   const sync = get("SQLITE_SYNCHRONOUS");
   if (sync !== undefined) {
     const upper = sync.toUpperCase();
@@ -265,6 +274,7 @@ export function toConfig(input: ConfigInput = {}): Config {
     corsOrigins: (input.corsOrigins ?? defaults.corsOrigins) as string[],
     metrics: { ...defaults.metrics, ...(input.metrics as Partial<Config["metrics"]>) },
     push: { ...defaults.push, ...(input.push as Partial<Config["push"]>) },
+    redis: { ...defaults.redis, ...(input.redis as Partial<Config["redis"]>) },
   };
   for (const [name, port] of [
     ["port", cfg.port],
@@ -330,6 +340,17 @@ export function toConfig(input: ConfigInput = {}): Config {
     }
     if (cfg.push.webhookSecret.length < 16) {
       throw new ConfigError("push.webhookSecret must be at least 16 characters");
+    }
+  }
+  if (cfg.redis.url) {
+    let url: URL;
+    try {
+      url = new URL(cfg.redis.url);
+    } catch {
+      throw new ConfigError("redis.url is not a URL");
+    }
+    if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
+      throw new ConfigError("redis.url must be redis:// or rediss://");
     }
   }
   if (cfg.push.webhookUrl && cfg.push.fcmCredentialsFile) {

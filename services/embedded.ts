@@ -8,6 +8,7 @@ import { createFcmPush, readFcmProjectId } from "../lib/backends/fcm-push.js";
 import { createInProcessLog } from "../lib/backends/memory/in-process-log.js";
 import { createMemorySoftState } from "../lib/backends/memory/memory-soft-state.js";
 import type { PushQueueOptions } from "../lib/backends/push-queue.js";
+import { createRedisSoftState } from "../lib/backends/redis/redis-soft-state.js";
 import { openSqliteStore } from "../lib/backends/sqlite/sqlite-store.js";
 import { createWebhookPush } from "../lib/backends/webhook-push.js";
 import type { Config } from "../lib/config.js";
@@ -22,7 +23,7 @@ import { createStore } from "./store/create.js";
 
 /**
  * The embedded default: edge, router and store in one process on SQLite,
- * the in-process log and in-memory soft state. The services still talk
+ * the in-process log and in-memory soft state (or Redis, when configured). The services still talk
  * through their Connect clients and interceptors, over in-process transports.
  * `fcmAgent` carries FCM's HTTPS requests (a proxy; tests route it to a stand-in).
  * Throws ConfigError when a configured file cannot be used.
@@ -50,7 +51,15 @@ export function createEmbedded(config: Config, deps: { logger: Logger; fcmAgent?
     synchronous: config.sqlite.synchronous,
   });
   const log = createInProcessLog();
-  const soft = createMemorySoftState();
+  const soft = config.redis.url
+    ? createRedisSoftState({
+        url: config.redis.url,
+        keyPrefix: config.redis.keyPrefix,
+        log: logger.child({ name: "redis" }),
+        // Edges re-attach devices on every heartbeat.
+        registryTtlMs: Math.max(120_000, 4 * config.session.heartbeatIntervalMs),
+      })
+    : createMemorySoftState();
   const metrics = createMetrics();
 
   const store = createStore({ config, log, events: sqlite, metadata: sqlite, logger, metrics });

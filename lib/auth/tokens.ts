@@ -5,7 +5,7 @@ import {
   randomBytes,
   timingSafeEqual,
 } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SigningKey } from "../config.js";
 
@@ -184,7 +184,7 @@ function checkClaims(c: Claims, issuer: string) {
  * are configured.
  */
 export function loadOrCreateDevKey(dataDir: string): SigningKey {
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = join(dataDir, "dev-signing-key.json");
   if (existsSync(file)) {
     const { kid, secret } = JSON.parse(readFileSync(file, "utf8")) as {
@@ -194,10 +194,13 @@ export function loadOrCreateDevKey(dataDir: string): SigningKey {
     return { kid, secret: Buffer.from(secret, "base64") };
   }
   const key = { kid: `dev-${randomBytes(4).toString("hex")}`, secret: randomBytes(32) };
+  // Written aside and renamed into place: a crash mid-write leaves no half a key to fail on.
+  const partial = `${file}.${process.pid}.tmp`;
   writeFileSync(
-    file,
+    partial,
     JSON.stringify({ kid: key.kid, secret: Buffer.from(key.secret).toString("base64") }),
     { mode: 0o600 },
   );
+  renameSync(partial, file);
   return key;
 }

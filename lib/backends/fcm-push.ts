@@ -118,8 +118,12 @@ export function createFcmPush(opts: FcmPushOptions): PushNotifier {
         if (r.success || code === undefined) continue;
         const t = devices[j]!;
         if (staleToken.has(code)) {
-          await opts.store.forgetPushToken({ deviceId: t.deviceId, pushToken: t.pushToken });
-          opts.log.info({ deviceId: t.deviceId, code }, "FCM token is stale, forgotten");
+          // A failure here must not fail the delivery: that would resend what FCM accepted.
+          await opts.store.forgetPushToken({ deviceId: t.deviceId, pushToken: t.pushToken }).then(
+            () => opts.log.info({ deviceId: t.deviceId, code }, "FCM token is stale, forgotten"),
+            (err: unknown) =>
+              opts.log.warn({ err, deviceId: t.deviceId }, "forgetting a stale FCM token failed"),
+          );
         } else if (transient.has(code)) {
           again.push(t);
         } else {

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { toBinary } from "@bufbuild/protobuf";
@@ -149,6 +149,19 @@ describe("SQLite store: the writer thread", () => {
     const check = new Database(path, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(latestVersion);
     check.close();
+  });
+
+  it("keeps a new database private: its directory, file, WAL and shared memory are the owner's alone", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "chat-sqlite-"));
+    dirs.push(dir);
+    const path = join(dir, "data", "chat.db");
+    const store = openSqliteStore({ path, synchronous: "NORMAL" });
+    stores.push(store);
+    await store.commit([ev.group(newConversationId(), "ann", ["ben"])]);
+    expect(statSync(join(dir, "data")).mode & 0o777).toBe(0o700);
+    for (const f of ["chat.db", "chat.db-wal", "chat.db-shm"]) {
+      expect(statSync(join(dir, "data", f)).mode & 0o777).toBe(0o600);
+    }
   });
 
   it("commits writes sent together as one batch, where one that fails leaves the others", async () => {

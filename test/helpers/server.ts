@@ -31,6 +31,7 @@ const merge = (a: ConfigInput, b: ConfigInput): ConfigInput => ({
   sqlite: { ...a.sqlite, ...b.sqlite },
   metrics: { ...a.metrics, ...b.metrics },
   push: { ...a.push, ...b.push },
+  redis: { ...a.redis, ...b.redis },
 });
 
 /**

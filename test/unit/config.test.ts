@@ -138,6 +138,7 @@ describe("readEnv", () => {
       sqlite: {},
       metrics: {},
       push: {},
+      redis: {},
     });
     // Nothing set means the defaults.
     expect(toConfig({ ...input, devMode: true }).port).toBe(8080);
@@ -238,6 +239,21 @@ describe("toConfig", () => {
     expect(() => toConfig({ devMode: true, push: { ...ok, webhookSecret: "short" } })).toThrow(
       /at least 16/,
     );
+  });
+
+  it("puts soft state in Redis only when a redis:// URL is set", () => {
+    expect(toConfig({ devMode: true }).redis).toEqual({ url: "", keyPrefix: "chat:" });
+    expect(
+      readEnv({ CHAT_REDIS_URL: "redis://10.0.0.5:6379/2", CHAT_REDIS_KEY_PREFIX: "eu1:" }).redis,
+    ).toEqual({ url: "redis://10.0.0.5:6379/2", keyPrefix: "eu1:" });
+    expect(toConfig({ devMode: true, redis: { url: "rediss://cache:6380" } }).redis).toEqual({
+      url: "rediss://cache:6380",
+      keyPrefix: "chat:",
+    });
+    expect(() => toConfig({ devMode: true, redis: { url: "http://127.0.0.1:6379" } })).toThrow(
+      /redis:\/\/ or rediss:\/\//,
+    );
+    expect(() => toConfig({ devMode: true, redis: { url: "not a url" } })).toThrow(/not a URL/);
   });
 
   it("refuses an FCM key file that is not a service account key, naming what is missing", () => {

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jwtVerify, SignJWT } from "jose";
@@ -219,6 +219,9 @@ describe("dev signing key", () => {
     expect(first.kid).toMatch(/^dev-[0-9a-f]{8}$/);
     expect(first.secret.length).toBe(32);
     expect(statSync(join(dir, "nested", "dev-signing-key.json")).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, "nested")).mode & 0o777).toBe(0o700);
+    // Written aside and renamed: nothing but the key is left.
+    expect(readdirSync(join(dir, "nested"))).toEqual(["dev-signing-key.json"]);
     const again = loadOrCreateDevKey(join(dir, "nested"));
     expect(again.kid).toBe(first.kid);
     expect(Buffer.from(again.secret).equals(Buffer.from(first.secret))).toBe(true);

@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { ConversationKind, Event, Role } from "../../../gen/chat/v1/event_pb.js";
@@ -194,7 +194,12 @@ export interface SqliteOptions {
  * WAL past 10,000 pages.
  */
 export function openDatabase(opts: SqliteOptions, role: "reader" | "writer"): Database.Database {
-  if (opts.path !== ":memory:") mkdirSync(dirname(opts.path), { recursive: true });
+  if (opts.path !== ":memory:") {
+    // Messages are private: a new directory and database are the owner's alone.
+    // SQLite gives the WAL and shared-memory files the database file's mode.
+    mkdirSync(dirname(opts.path), { recursive: true, mode: 0o700 });
+    closeSync(openSync(opts.path, "a", 0o600));
+  }
   const db = new Database(opts.path);
   db.pragma("journal_mode = WAL");
   db.pragma(`synchronous = ${opts.synchronous ?? "FULL"}`);

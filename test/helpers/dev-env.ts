@@ -1,0 +1,73 @@
+import { execFileSync } from "node:child_process";
+import { Redis } from "ioredis";
+
+/** The machine's Redis, which the tests share; each test keeps to its own key prefix. */
+export const redisUrl = "redis://127.0.0.1:6379";
+
+async function ping(): Promise<boolean> {
+  const r = new Redis(redisUrl, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  r.on("error", () => undefined);
+  try {
+    await r.connect();
+    return (await r.ping()) === "PONG";
+  } catch {
+    return false;
+  } finally {
+    r.disconnect();
+  }
+}
+
+/**
+ * Resolves once Redis answers at `redisUrl`, starting the machine's
+ * redis-server (in memory, nothing saved) when none is running. Throws when
+ * there is none to start: a suite that needs Redis fails rather than skips.
+ */
+export async function ensureRedis(): Promise<void> {
+  if (await ping()) return;
+  try {
+    execFileSync(
+      "redis-server",
+      [
+        "--port",
+        "6379",
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "yes",
+      ],
+      { stdio: "ignore" },
+    );
+  } catch (err) {
+    throw new Error(`Redis is not running at ${redisUrl} and redis-server could not be started`, {
+      cause: err,
+    });
+  }
+  for (let i = 0; i < 50; i++) {
+    if (await ping()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`redis-server started but ${redisUrl} does not answer`);
+}
+
+/** Deletes every key under the prefix. */
+export async function dropKeys(prefix: string) {
+  const r = new Redis(redisUrl);
+  try {
+    let cursor = "0";
+    do {
+      const [next, keys] = await r.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+      if (keys.length > 0) await r.del(...keys);
+      cursor = next;
+    } while (cursor !== "0");
+  } finally {
+    await r.quit();
+  }
+}
