@@ -1,5 +1,6 @@
+import { describe, expect, it } from "vitest";
 import { createRedisSoftState } from "../../lib/backends/redis/redis-soft-state.js";
-import { dropKeys, ensureRedis, redisUrl } from "../helpers/dev-env.js";
+import { dropKeys, ensureRedis, redisUrl, startPrivateRedis } from "../helpers/dev-env.js";
 import { softStateContract } from "./soft-state.contract.js";
 
 await ensureRedis();
@@ -14,4 +15,33 @@ softStateContract("redis", async () => {
       await dropKeys(prefix);
     },
   };
+});
+
+describe("Redis soft state, beyond the contract", () => {
+  it("writes this process's registry entries and watches again when Redis comes back empty", async () => {
+    const redis = await startPrivateRedis();
+    const soft = createRedisSoftState({ url: redis.url, keyPrefix: "t:" });
+    try {
+      await soft.registry.attach({ userId: "ann", deviceId: "a1", edgeId: "e1" });
+      await soft.registry.attach({ userId: "ann", deviceId: "a2", edgeId: "e1" });
+      await soft.registry.detach({ userId: "ann", deviceId: "a2", edgeId: "e1" });
+      await soft.presence.watch({ userId: "ann", deviceId: "a1" }, ["ben", "cat"], 10);
+      await soft.presence.unwatch({ userId: "ann", deviceId: "a1" }, ["cat"]);
+
+      await redis.down();
+      await redis.up();
+      await expect
+        .poll(async () => soft.registry.locate(["ann"]).catch(() => []), { timeout: 5000 })
+        .toEqual([{ userId: "ann", deviceId: "a1", edgeId: "e1" }]);
+      expect(await soft.presence.watchers("ben")).toEqual([{ userId: "ann", deviceId: "a1" }]);
+      expect(await soft.presence.watchers("cat")).toEqual([]);
+      // The watch set is back too: the slots it takes still count.
+      expect(await soft.presence.watch({ userId: "ann", deviceId: "a1" }, ["x1", "x2"], 2)).toBe(
+        false,
+      );
+    } finally {
+      await soft.close();
+      await redis.down();
+    }
+  });
 });

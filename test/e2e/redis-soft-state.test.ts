@@ -1,24 +1,27 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { direct, login, openSession, settle } from "../helpers/clients.js";
-import { dropKeys, ensureRedis, redisUrl } from "../helpers/dev-env.js";
+import { dropKeys, ensureRedis, redisUrl, startPrivateRedis } from "../helpers/dev-env.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 await ensureRedis();
 
 let server: TestServer | undefined;
 let prefix = "";
+let privateRedis: Awaited<ReturnType<typeof startPrivateRedis>> | undefined;
 afterEach(async () => {
   await server?.destroy();
   server = undefined;
+  await privateRedis?.down();
+  privateRedis = undefined;
   await dropKeys(prefix);
 });
 
 /** A server whose soft state lives in Redis under a prefix of its own. */
-async function start() {
+async function start(url = redisUrl) {
   prefix = `e2e:${process.pid}:${Math.random().toString(36).slice(2)}:`;
   server = await startServer({
-    redis: { url: redisUrl, keyPrefix: prefix },
+    redis: { url, keyPrefix: prefix },
     limits: { sendPerSecond: 1000, sendBurst: 1000 },
   });
   return server;
@@ -132,5 +135,58 @@ describe("soft state in Redis", () => {
       content: { text: "1" },
     });
     expect(retry.event!.seq).toBe(3n);
+  });
+
+  it("answers UNAVAILABLE while Redis is down, loses nothing acknowledged, and recovers without reusing a seq", async () => {
+    privateRedis = await startPrivateRedis();
+    const s = await start(privateRedis.url);
+    const ann = await login(s, "ann", "ann-phone");
+    const ben = await login(s, "ben");
+    const id = await direct(ann, ben);
+    const live = openSession(ben.chat);
+    await live.frames.synced();
+    for (let i = 0; i < 3; i++) {
+      await ann.chat.send({ conversationId: id, clientMsgId: `u${i}`, content: { text: `${i}` } });
+    }
+
+    await privateRedis.down();
+    const during = ann.chat.send({ conversationId: id, clientMsgId: "u3", content: { text: "3" } });
+    await expect(during).rejects.toMatchObject({ code: Code.Unavailable });
+    // The store does not need Redis: what was acknowledged reads as before.
+    const before = await ben.chat.getHistory({ conversationId: id, limit: 10 });
+    expect(seqsOf(before.events)).toEqual(range(1, 4));
+
+    // Redis comes back empty; the client retries the failed send with its key.
+    await privateRedis.up();
+    let retried: bigint | undefined;
+    for (let i = 0; i < 50 && retried === undefined; i++) {
+      try {
+        const res = await ann.chat.send({
+          conversationId: id,
+          clientMsgId: "u3",
+          content: { text: "3" },
+        });
+        retried = res.event!.seq;
+      } catch (err) {
+        expect(ConnectError.from(err).code).toBe(Code.Unavailable);
+        await settle(100);
+      }
+    }
+    expect(retried).toBe(5n);
+    const next = await ann.chat.send({
+      conversationId: id,
+      clientMsgId: "u4",
+      content: { text: "4" },
+    });
+    expect(next.event!.seq).toBe(6n);
+    const after = await ben.chat.getHistory({ conversationId: id, limit: 10 });
+    expect(seqsOf(after.events)).toEqual(range(1, 6));
+    // Ben's stream never heartbeated since: the server wrote its registry entry
+    // again when Redis came back, so delivery went on live, exactly once.
+    await live.frames.until((f) => f.events(id).some((e) => e.seq === 6n), 5000, "seq 6 live");
+    await settle(200);
+    expect(seqsOf(live.frames.events(id))).toEqual(range(1, 6));
+    expect(live.frames.of("heartbeat").length).toBe(0);
+    live.abort();
   });
 });

@@ -1,4 +1,5 @@
-import { execFileSync } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type AddressInfo, createServer } from "node:net";
 import { Redis } from "ioredis";
 
 /** The machine's Redis, which the tests share; each test keeps to its own key prefix. */
@@ -70,4 +71,55 @@ export async function dropKeys(prefix: string) {
   } finally {
     await r.quit();
   }
+}
+
+/**
+ * A redis-server of the test's own on a free port, to take down and bring
+ * back (empty) without touching the shared one.
+ */
+export async function startPrivateRedis() {
+  const port = await new Promise<number>((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const p = (probe.address() as AddressInfo).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const url = `redis://127.0.0.1:${port}`;
+  let child: ChildProcess | undefined;
+  const up = async () => {
+    child = spawn(
+      "redis-server",
+      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      { stdio: "ignore" },
+    );
+    for (let i = 0; i < 50; i++) {
+      const r = new Redis(url, {
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      r.on("error", () => undefined);
+      const ok = await r
+        .connect()
+        .then(() => r.ping())
+        .catch(() => undefined);
+      r.disconnect();
+      if (ok === "PONG") return;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    throw new Error(`redis-server on port ${port} does not answer`);
+  };
+  const down = async () => {
+    const c = child;
+    child = undefined;
+    if (!c || c.exitCode !== null) return;
+    await new Promise<void>((res) => {
+      c.once("exit", () => res());
+      c.kill("SIGKILL");
+    });
+  };
+  await up();
+  return { url, up, down };
 }

@@ -1,8 +1,10 @@
 import { createHash } from "node:crypto";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Redis } from "ioredis";
+import { type ChainableCommander, Redis } from "ioredis";
 import { type EdgeMessage, EdgeMessageSchema } from "../../../gen/chat/internal/v1/edge_pb.js";
+import { BackendUnavailableError } from "../../errors.js";
 import type { Logger } from "../../logger.js";
+import { createMemorySoftState } from "../memory/memory-soft-state.js";
 import type { DeviceAddress, DeviceLocation, PresenceRecord, SoftState } from "../soft-state.js";
 
 export interface RedisSoftStateOptions {
@@ -125,7 +127,9 @@ return redis.call('INCR', KEYS[1])
  * bus (pub/sub, a channel per edge and one for broadcasts), presence
  * (heartbeat expiries per device, an expiry index the sweepers share, watch
  * sets both ways), sequence counters (seeded from the durable head, as the
- * interface requires) and token buckets (Lua on Redis' clock).
+ * interface requires) and token buckets (Lua on Redis' clock; while Redis is
+ * away, buckets in this process). Other calls fail with
+ * BackendUnavailableError while it is away (UNAVAILABLE to clients).
  *
  * Losing Redis loses no message and reuses no seq: counters reseed from the
  * store's head, and the store refuses a seq it already holds.
@@ -133,8 +137,13 @@ return redis.call('INCR', KEYS[1])
 export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
   const prefix = opts.keyPrefix ?? "chat:";
   const registryTtlMs = opts.registryTtlMs ?? 120_000;
-  // Commands fail fast while Redis is away instead of queueing without bound.
-  const redis = new Redis(opts.url, { maxRetriesPerRequest: 2 });
+  // While Redis is away a command fails within about two seconds instead of
+  // waiting out ioredis' backoff (up to 5 s a reconnect); reconnects try every second at most.
+  const redis = new Redis(opts.url, {
+    maxRetriesPerRequest: 1,
+    commandTimeout: 2000,
+    retryStrategy: (times) => Math.min(50 * 2 ** (times - 1), 1000),
+  });
   const onError = (err: unknown) => opts.log?.warn({ err }, "redis connection error");
   redis.on("error", onError);
   // Pub/sub takes a connection to itself; made on the first subscribe.
@@ -143,6 +152,18 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
   const broadcastChannel = `${prefix}broadcast`;
   const channel = (edgeId: string) => `${prefix}bus:${edgeId}`;
   const seeding = new Map<string, Promise<bigint>>();
+  const fallback = createMemorySoftState();
+  let limiterDown = false;
+
+  /** Redis' failures are the backend's, not the caller's: UNAVAILABLE at the boundary, retryable. */
+  const unavailable = (err: unknown) =>
+    err instanceof BackendUnavailableError
+      ? err
+      : new BackendUnavailableError("soft state (redis) is unavailable", { cause: err });
+  const available = <T>(p: Promise<T>): Promise<T> =>
+    p.catch((err: unknown) => {
+      throw unavailable(err);
+    });
 
   const shas = new Map<string, string>();
   /** EVALSHA, loading the script on first use or after Redis lost it. */
@@ -155,12 +176,46 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
     try {
       return await redis.evalsha(sha, keys.length, ...keys, ...args);
     } catch (err) {
-      if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
-      return redis.eval(script, keys.length, ...keys, ...args);
+      if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw unavailable(err);
+      return available(redis.eval(script, keys.length, ...keys, ...args));
     }
   }
 
   const connKey = (userId: string) => `${prefix}conn:${userId}`;
+  const writeAttach = (c: ChainableCommander, { userId, deviceId, edgeId }: DeviceLocation) =>
+    c
+      .hset(connKey(userId), deviceId, `${edgeId}${sep}${Date.now() + registryTtlMs}`)
+      .pexpire(connKey(userId), registryTtlMs);
+
+  // What this process attached and watched, written again whenever the
+  // connection comes back: a Redis that restarted empty would otherwise miss
+  // live devices until their next heartbeat, and watches until they re-watch.
+  const mine = {
+    attached: new Map<string, DeviceLocation>(),
+    watching: new Map<string, { watcher: DeviceAddress; users: Set<string> }>(),
+  };
+  let connectedBefore = false;
+  redis.on("ready", () => {
+    if (!connectedBefore) {
+      connectedBefore = true;
+      return;
+    }
+    const p = redis.pipeline();
+    for (const location of mine.attached.values()) writeAttach(p, location);
+    for (const { watcher, users } of mine.watching.values()) {
+      if (users.size === 0) continue;
+      p.sadd(k.watching(watcher), ...users);
+      for (const u of users) p.sadd(k.watchers(u), address(watcher));
+    }
+    p.exec().then(
+      () =>
+        opts.log?.info(
+          { devices: mine.attached.size, watchers: mine.watching.size },
+          "redis is back: registry entries and watches written again",
+        ),
+      (err: unknown) => onError(err),
+    );
+  });
   const k = {
     hb: (u: string) => `${prefix}p:hb:${u}`,
     last: (u: string) => `${prefix}p:last:${u}`,
@@ -174,29 +229,27 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
 
   return {
     registry: {
-      async attach({ userId, deviceId, edgeId }) {
-        const key = connKey(userId);
-        await redis
-          .multi()
-          .hset(key, deviceId, `${edgeId}${sep}${Date.now() + registryTtlMs}`)
-          .pexpire(key, registryTtlMs)
-          .exec();
+      async attach(location) {
+        mine.attached.set(address(location), location);
+        await available(writeAttach(redis.multi(), location).exec());
       },
       async detach({ userId, deviceId, edgeId }) {
+        const local = mine.attached.get(address({ userId, deviceId }));
+        if (local?.edgeId === edgeId) mine.attached.delete(address({ userId, deviceId }));
         // Only the edge the device is on may detach it: a stale edge's detach keeps it.
         const key = connKey(userId);
-        const current = await redis.hget(key, deviceId);
-        if (current?.split(sep)[0] === edgeId) await redis.hdel(key, deviceId);
+        const current = await available(redis.hget(key, deviceId));
+        if (current?.split(sep)[0] === edgeId) await available(redis.hdel(key, deviceId));
       },
       async locate(userIds) {
         if (userIds.length === 0) return [];
         const p = redis.pipeline();
         for (const u of userIds) p.hgetall(connKey(u));
-        const res = (await p.exec()) ?? [];
+        const res = (await available(p.exec())) ?? [];
         const now = Date.now();
         const out: DeviceLocation[] = [];
         for (const [i, [err, value]] of res.entries()) {
-          if (err) throw err;
+          if (err) throw unavailable(err);
           for (const [deviceId, entry] of Object.entries(value as Record<string, string>)) {
             const [edgeId, expires] = entry.split(sep);
             if (Number(expires) > now) out.push({ userId: userIds[i]!, deviceId, edgeId: edgeId! });
@@ -207,10 +260,14 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
     },
     bus: {
       async publish(edgeId, message) {
-        await redis.publish(channel(edgeId), Buffer.from(toBinary(EdgeMessageSchema, message)));
+        await available(
+          redis.publish(channel(edgeId), Buffer.from(toBinary(EdgeMessageSchema, message))),
+        );
       },
       async broadcast(message) {
-        await redis.publish(broadcastChannel, Buffer.from(toBinary(EdgeMessageSchema, message)));
+        await available(
+          redis.publish(broadcastChannel, Buffer.from(toBinary(EdgeMessageSchema, message))),
+        );
       },
       async subscribe(edgeId, handler) {
         if (!sub) {
@@ -222,11 +279,11 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
             if (name === broadcastChannel) for (const h of handlers.values()) h(message);
             else handlers.get(name)?.(message);
           });
-          await sub.subscribe(broadcastChannel);
+          await available(sub.subscribe(broadcastChannel));
         }
         const name = channel(edgeId);
         handlers.set(name, handler);
-        await sub.subscribe(name);
+        await available(sub.subscribe(name));
         return async () => {
           if (handlers.get(name) !== handler) return;
           handlers.delete(name);
@@ -255,11 +312,11 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
         if (userIds.length === 0) return [];
         const p = redis.pipeline();
         for (const u of userIds) p.hvals(k.hb(u)).get(k.last(u));
-        const res = (await p.exec()) ?? [];
+        const res = (await available(p.exec())) ?? [];
         return userIds.map((userId, i): PresenceRecord => {
           const [e1, exps] = res[2 * i]!;
           const [e2, last] = res[2 * i + 1]!;
-          if (e1 || e2) throw e1 ?? e2;
+          if (e1 || e2) throw unavailable(e1 ?? e2);
           return {
             userId,
             online: (exps as string[]).some((e) => Number(e) > nowMs),
@@ -273,19 +330,27 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
           [k.watching(watcher)],
           [prefix, address(watcher), max, ...userIds],
         );
-        return ok === 1;
+        if (ok !== 1) return false;
+        const local = mine.watching.get(address(watcher)) ?? { watcher, users: new Set<string>() };
+        for (const u of userIds) local.users.add(u);
+        mine.watching.set(address(watcher), local);
+        return true;
       },
       async unwatch(watcher, userIds) {
         if (userIds.length === 0) return;
+        const local = mine.watching.get(address(watcher));
+        for (const u of userIds) local?.users.delete(u);
+        if (local?.users.size === 0) mine.watching.delete(address(watcher));
         const p = redis.pipeline().srem(k.watching(watcher), ...userIds);
         for (const u of userIds) p.srem(k.watchers(u), address(watcher));
-        await p.exec();
+        await available(p.exec());
       },
       async unwatchAll(watcher) {
+        mine.watching.delete(address(watcher));
         await run(unwatchAllScript, [k.watching(watcher)], [prefix, address(watcher)]);
       },
       async watchers(userId) {
-        return (await redis.smembers(k.watchers(userId))).map(parseAddress);
+        return (await available(redis.smembers(k.watchers(userId)))).map(parseAddress);
       },
     },
     sequencer: {
@@ -307,16 +372,32 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
         return BigInt((await run(seedScript, [key], [head.toString()])) as number);
       },
       async reset(conversationId) {
-        await redis.del(k.seq(conversationId));
+        await available(redis.del(k.seq(conversationId)));
       },
     },
     limiter: {
       async take(key, perSecond, burst) {
-        return (await run(takeScript, [k.bucket(key)], [perSecond, burst])) === 1;
+        try {
+          const ok = (await run(takeScript, [k.bucket(key)], [perSecond, burst])) === 1;
+          if (limiterDown) {
+            limiterDown = false;
+            opts.log?.info("rate limits are shared through redis again");
+          }
+          return ok;
+        } catch (err) {
+          // Limits stay on, per process, while Redis is away: reads that need
+          // nothing else from it keep working.
+          if (!limiterDown) {
+            limiterDown = true;
+            opts.log?.warn({ err }, "redis unavailable: rate limits fall back to this process");
+          }
+          return fallback.limiter.take(key, perSecond, burst);
+        }
       },
     },
     async close() {
       handlers.clear();
+      await fallback.close();
       await Promise.all([sub?.quit(), redis.quit()]);
     },
   };
