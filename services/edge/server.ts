@@ -2,10 +2,10 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { type ConnectRouter, cors as connectCors, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "../../lib/config.js";
 import type { Logger } from "../../lib/logger.js";
 import { edgeCompressions } from "./compression.js";
+import { createConnectAdapter } from "./connect-adapter.js";
 
 export interface HttpServerOptions {
   config: Config;
@@ -40,13 +40,14 @@ export function createHttpServer(opts: HttpServerOptions) {
   const { limits, corsOrigins } = opts.config;
   // binaryOptions stay at their defaults: toBinary must write unknown fields,
   // which carry stored events in GetHistory and Sync answers and sync frames (see storedEventFields).
-  const connect = connectNodeAdapter({
+  const connect = createConnectAdapter({
     routes: opts.routes,
     interceptors: opts.interceptors,
     readMaxBytes: limits.frameMaxBytes,
     acceptCompression: edgeCompressions,
     shutdownSignal: opts.shutdownSignal,
     maxTimeoutMs: 24 * 3600 * 1000,
+    log: opts.log,
   });
   const corsFor = corsResponseHeaders(corsOrigins);
   const handler = (

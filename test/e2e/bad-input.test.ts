@@ -1,3 +1,4 @@
+import type http2 from "node:http2";
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import {
   type Client,
@@ -29,7 +30,7 @@ import {
   transport,
   type User,
 } from "../helpers/clients.js";
-import { connectH2, rawCall } from "../helpers/raw-grpc.js";
+import { connectH2, envelope, rawCall } from "../helpers/raw-grpc.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 /*
@@ -337,12 +338,12 @@ describe("text", () => {
     acked.push({ event: res.event!, text: pair });
   });
 
-  it("answers invalid UTF-8 bytes in a unary binary request with INVALID_ARGUMENT on the direct path and INTERNAL through Connect's handler, storing nothing", async () => {
+  it("answers invalid UTF-8 bytes in a unary binary request with INVALID_ARGUMENT on the direct path and through Connect's handler, storing nothing", async () => {
     // protobuf-es decodes proto3 strings strictly, so the request never
     // reaches validation. Connect's handler reports the parse failure as
-    // INTERNAL, as gRPC servers do, before any interceptor; the direct path
-    // (gRPC over HTTP/2 here) reports it as INVALID_ARGUMENT, as it does on
-    // streams (see abuse.test.ts). fetch speaks HTTP/1.1, which Connect serves.
+    // INTERNAL, as gRPC servers do, before any interceptor; the edge's
+    // adapter turns that into INVALID_ARGUMENT, as the direct path (gRPC over
+    // HTTP/2 here) answers. fetch speaks HTTP/1.1, which Connect serves.
     const invalid = [
       Buffer.from([0x61, 0xed, 0xa0, 0x80, 0x62]), // CESU-8 lone surrogate U+D800
       Buffer.from([0xff]),
@@ -363,9 +364,8 @@ describe("text", () => {
           body,
         });
         const err = (await res.json()) as { code: string; message: string };
-        expect(res.status).toBe(500);
-        expect(err.code).toBe("internal");
-        expect(err.message).toMatch(/^parse binary/);
+        expect(res.status).toBe(400);
+        expect(err).toEqual({ code: "invalid_argument", message: "malformed request message" });
         const grpc = await rawCall(h2, "/chat.v1.ChatService/Send", ann.token, body).outcome;
         expect(grpc.code).toBe(Code.InvalidArgument);
         expect(grpc.message).toContain("malformed request message");
@@ -384,6 +384,98 @@ describe("text", () => {
     ).toEqual(["utf8-ok"]);
     const stored = history.events.find((e) => e.clientMsgId === "utf8-ok")!;
     acked.push({ event: stored, text: "valid ✓" });
+  });
+
+  it("answers an unparseable request message with INVALID_ARGUMENT in every protocol Connect's handler serves", async () => {
+    // A length-delimited field 1 that claims 5 bytes and has 1: no reader can parse it.
+    const broken = Buffer.from([0x0a, 0x05, 0x61]);
+    const auth = { authorization: `Bearer ${ann.token}` };
+    const before = (await ann.chat.listConversations({})).conversations.length;
+
+    // Connect unary (HTTP/1.1), on a method the direct path never serves.
+    const unary = await fetch(`${server.url}/chat.v1.ChatService/CreateGroupConversation`, {
+      method: "POST",
+      headers: { "content-type": "application/proto", "connect-protocol-version": "1", ...auth },
+      body: broken,
+    });
+    expect(unary.status).toBe(400);
+    expect(await unary.json()).toEqual({
+      code: "invalid_argument",
+      message: "malformed request message",
+    });
+
+    // gRPC-Web (HTTP/1.1): the status is in the trailer frame at the end of the body.
+    const web = await fetch(`${server.url}/chat.v1.ChatService/CreateGroupConversation`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1", ...auth },
+      body: envelope(broken),
+    });
+    const webBody = Buffer.from(await web.arrayBuffer());
+    expect(webBody[0]).toBe(0x80);
+    const trailer = webBody.subarray(5).toString("utf8");
+    expect(trailer).toMatch(/grpc-status: ?3\r\n/);
+    expect(decodeURIComponent(trailer)).toContain("malformed request message");
+
+    // Connect server-streaming (HTTP/1.1): the end-stream message carries the error.
+    const stream = await fetch(`${server.url}/chat.v1.ChatService/Subscribe`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/connect+proto",
+        "connect-protocol-version": "1",
+        ...auth,
+      },
+      body: envelope(broken),
+    });
+    const streamBody = Buffer.from(await stream.arrayBuffer());
+    expect(streamBody[0]).toBe(0x02);
+    expect(JSON.parse(streamBody.subarray(5).toString("utf8"))).toMatchObject({
+      error: { code: "invalid_argument", message: "malformed request message" },
+    });
+
+    // gRPC over HTTP/2 on a method Connect serves, and with a deadline on one the direct path serves.
+    const h2 = await connectH2(server.url);
+    try {
+      const grpc = await rawCall(
+        h2,
+        "/chat.v1.ChatService/CreateGroupConversation",
+        ann.token,
+        broken,
+      ).outcome;
+      expect(grpc).toMatchObject({
+        code: Code.InvalidArgument,
+        message: "malformed request message",
+      });
+      const timed = h2.request({
+        ":method": "POST",
+        ":path": "/chat.v1.ChatService/GetHistory",
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-timeout": "5S",
+        ...auth,
+      });
+      timed.end(envelope(broken));
+      const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve) => {
+        timed.on("response", (h) => {
+          if (h["grpc-status"] !== undefined) resolve(h);
+        });
+        timed.on("trailers", resolve);
+        timed.resume();
+      });
+      expect(trailers["grpc-status"]).toBe(String(Code.InvalidArgument));
+      timed.close();
+    } finally {
+      h2.destroy();
+    }
+
+    // An error our own code raises keeps its code through the same adapter.
+    const refused = await fetch(`${server.url}/chat.v1.ChatService/GetConversation`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "connect-protocol-version": "1", ...auth },
+      body: JSON.stringify({ conversationId: conversationIdLike }),
+    });
+    expect(refused.status).toBe(404);
+    expect(((await refused.json()) as { code: string }).code).toBe("not_found");
+    expect((await ann.chat.listConversations({})).conversations.length).toBe(before);
   });
 
   it("shows the JS binary client cannot send a lone surrogate: protobuf-es encodes it as U+FFFD", async () => {
