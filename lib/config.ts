@@ -80,6 +80,19 @@ export interface Config {
    * when `url` is set, in memory otherwise. Keys and channels start with `keyPrefix`.
    */
   redis: { url: string; keyPrefix: string };
+  /**
+   * Which services this process runs: "all" (the embedded default), or one
+   * side of the split: "core" (router and store, serving them to edges on its
+   * internal listener) or "edge" (client sessions, calling the core at
+   * `core.url`). A split needs soft state in Redis, shared by every process.
+   */
+  role: "all" | "core" | "edge";
+  /**
+   * The core's internal listener (host and port, for role "core"), where
+   * edges reach it (url, for role "edge"), and the secret every internal call
+   * carries (both sides).
+   */
+  core: { host: string; port: number; url: string; secret: string };
 }
 
 type DeepPartial<T> = {
@@ -140,6 +153,8 @@ const defaults: Config = {
   metrics: { enabled: true, host: "127.0.0.1", port: 9464 },
   push: { webhookUrl: "", webhookSecret: "", fcmCredentialsFile: "" },
   redis: { url: "", keyPrefix: "chat:" },
+  role: "all",
+  core: { host: "127.0.0.1", port: 8081, url: "", secret: "" },
 };
 
 const prefix = "CHAT_";
@@ -181,6 +196,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
     metrics: {},
     push: {},
     redis: {},
+    core: {},
   };
   assign(input, "host", get("HOST"));
   assign(input, "port", num("PORT"));
@@ -243,6 +259,11 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
   assign(input.push!, "fcmCredentialsFile", get("PUSH_FCM_CREDENTIALS_FILE"));
   assign(input.redis!, "url", get("REDIS_URL"));
   assign(input.redis!, "keyPrefix", get("REDIS_KEY_PREFIX"));
+  assign(input, "role", get("ROLE") as Config["role"] | undefined);
+  assign(input.core!, "host", get("CORE_HOST"));
+  assign(input.core!, "port", num("CORE_PORT"));
+  assign(input.core!, "url", get("CORE_URL"));
+  assign(input.core!, "secret", get("INTERNAL_SECRET"));
   const sync = get("SQLITE_SYNCHRONOUS");
   if (sync !== undefined) {
     const upper = sync.toUpperCase();
@@ -265,7 +286,7 @@ function assign<T extends object, K extends keyof T>(target: T, key: K, value: T
 export function toConfig(input: ConfigInput = {}): Config {
   const cfg: Config = {
     ...defaults,
-    ...pick(input, ["host", "port", "dataDir", "devMode", "logLevel"]),
+    ...pick(input, ["host", "port", "dataDir", "devMode", "logLevel", "role"]),
     auth: { ...defaults.auth, ...(input.auth as Partial<Config["auth"]>) },
     partners: (input.partners ?? defaults.partners) as PartnerCredential[],
     limits: { ...defaults.limits, ...(input.limits as Partial<Limits>) },
@@ -275,10 +296,12 @@ export function toConfig(input: ConfigInput = {}): Config {
     metrics: { ...defaults.metrics, ...(input.metrics as Partial<Config["metrics"]>) },
     push: { ...defaults.push, ...(input.push as Partial<Config["push"]>) },
     redis: { ...defaults.redis, ...(input.redis as Partial<Config["redis"]>) },
+    core: { ...defaults.core, ...(input.core as Partial<Config["core"]>) },
   };
   for (const [name, port] of [
     ["port", cfg.port],
     ["metrics.port", cfg.metrics.port],
+    ["core.port", cfg.core.port],
   ] as const) {
     if (!Number.isInteger(port) || port < 0 || port > 65_535) {
       throw new ConfigError(`${name} must be 0-65535`);
@@ -353,6 +376,28 @@ export function toConfig(input: ConfigInput = {}): Config {
       throw new ConfigError("redis.url must be redis:// or rediss://");
     }
   }
+  if (!roles.includes(cfg.role)) throw new ConfigError(`role must be one of ${roles.join(", ")}`);
+  if (cfg.role !== "all") {
+    if (!cfg.redis.url) {
+      throw new ConfigError(`role ${cfg.role} needs redis.url: a split shares soft state in Redis`);
+    }
+    if (cfg.core.secret.length < 32) {
+      throw new ConfigError(
+        "core.secret must be at least 32 characters when the services are split",
+      );
+    }
+  }
+  if (cfg.role === "edge") {
+    let url: URL;
+    try {
+      url = new URL(cfg.core.url);
+    } catch {
+      throw new ConfigError("core.url is not a URL (role edge calls the core there)");
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new ConfigError("core.url must be http(s)");
+    }
+  }
   if (cfg.push.webhookUrl && cfg.push.fcmCredentialsFile) {
     throw new ConfigError("set one of push.webhookUrl and push.fcmCredentialsFile, not both");
   }
@@ -364,6 +409,7 @@ export function toConfig(input: ConfigInput = {}): Config {
 
 /** pino's levels, and silent. */
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+const roles: Config["role"][] = ["all", "core", "edge"];
 
 /**
  * Timers take at most 2^31 - 1 ms (a longer one fires at once), and the

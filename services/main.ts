@@ -1,6 +1,9 @@
+import type { AddressInfo } from "node:net";
 import { readEnv, toConfig } from "../lib/config.js";
 import { ConfigError } from "../lib/errors.js";
 import { createRootLogger } from "../lib/logger.js";
+import { createCore } from "./core.js";
+import { createEdgeNode } from "./edge-node.js";
 import { createEmbedded } from "./embedded.js";
 
 /** Runs the server until SIGINT or SIGTERM; resolves false when it could not start. */
@@ -18,9 +21,14 @@ async function main(): Promise<boolean> {
   if (config.devMode) {
     logger.warn("DEV MODE: DevService issues tokens for any user name; never expose this server");
   }
-  let app: ReturnType<typeof createEmbedded>;
+  let app: { start(): Promise<AddressInfo>; stop(): Promise<void> };
   try {
-    app = createEmbedded(config, { logger });
+    app =
+      config.role === "core"
+        ? createCore(config, { logger })
+        : config.role === "edge"
+          ? createEdgeNode(config, { logger })
+          : createEmbedded(config, { logger });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     console.error(`chat server: invalid configuration: ${err.message}`);
@@ -35,7 +43,7 @@ async function main(): Promise<boolean> {
     await app.stop().catch(() => undefined);
     return false;
   }
-  logger.info(`chat server ready on ${address.address}:${address.port}`);
+  logger.info({ role: config.role }, `chat server ready on ${address.address}:${address.port}`);
 
   let stopping = false;
   const shutdown = (signal: string) => {

@@ -1,65 +1,31 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { HistoryDirection } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import { cursor, group, login, openSession, openSubscribe, type User } from "../helpers/clients.js";
 import type { TestServer } from "../helpers/server.js";
+import { ServerProcess, within } from "../helpers/server-process.js";
 
-const root = resolve(import.meta.dirname, "../..");
 const unlimited = "1000000";
 
 /** The real server process, with the production sqlite settings, on `dataDir`. */
-class ServerProcess {
-  out = "";
-  readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private readonly proc: ChildProcess;
-
-  constructor(dataDir: string) {
-    this.proc = spawn(process.execPath, ["--import", "tsx", "services/main.ts"], {
-      cwd: root,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: {
-        ...process.env,
-        CHAT_DEV_MODE: "true",
-        CHAT_DATA_DIR: dataDir,
-        CHAT_HOST: "127.0.0.1",
-        CHAT_PORT: "0",
-        CHAT_LOG_LEVEL: "info",
-        CHAT_METRICS_ENABLED: "false",
-        // The load is far above the per-user rate limits.
-        CHAT_SEND_PER_SECOND: unlimited,
-        CHAT_SEND_BURST: unlimited,
-        CHAT_REQUESTS_PER_SECOND: unlimited,
-        CHAT_REQUEST_BURST: unlimited,
-      },
-    });
-    for (const s of [this.proc.stdout!, this.proc.stderr!]) {
-      s.setEncoding("utf8").on("data", (d: string) => {
-        this.out += d;
-      });
-    }
-    this.exit = new Promise((r) => this.proc.on("exit", (code, signal) => r({ code, signal })));
-  }
-
-  /** Resolves once the server logs its port; login() only reads the url. */
-  ready(): Promise<TestServer> {
-    const port = new Promise<TestServer>((res, rej) => {
-      this.proc.stdout!.on("data", () => {
-        const m = /chat server ready on [^:"]+:(\d+)/.exec(this.out);
-        if (m) res({ url: `http://127.0.0.1:${m[1]}` } as TestServer);
-      });
-      void this.exit.then(() => rej(new Error(`server exited:\n${this.out}`)));
-    });
-    return within(port, 20_000, "the server to listen");
-  }
-
-  kill(signal: NodeJS.Signals = "SIGKILL") {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
-  }
+function serverProcess(dataDir: string) {
+  return new ServerProcess({
+    CHAT_DEV_MODE: "true",
+    CHAT_DATA_DIR: dataDir,
+    CHAT_HOST: "127.0.0.1",
+    CHAT_PORT: "0",
+    CHAT_LOG_LEVEL: "info",
+    CHAT_METRICS_ENABLED: "false",
+    // The load is far above the per-user rate limits.
+    CHAT_SEND_PER_SECOND: unlimited,
+    CHAT_SEND_BURST: unlimited,
+    CHAT_REQUESTS_PER_SECOND: unlimited,
+    CHAT_REQUEST_BURST: unlimited,
+  });
 }
 
 const running: ServerProcess[] = [];
@@ -72,22 +38,14 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new Error(`timed out waiting for ${what}`)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
-
 const names = Array.from({ length: 12 }, (_, i) => `u${i}`);
 
 /** Starts a server on `dataDir` (a new one if omitted) and logs every user in. */
 async function boot(dataDir = mkdtempSync(join(tmpdir(), "chat-durability-"))) {
   if (!dirs.includes(dataDir)) dirs.push(dataDir);
-  const server = new ServerProcess(dataDir);
+  const server = serverProcess(dataDir);
   running.push(server);
-  const ts = await server.ready();
+  const ts = { url: `http://127.0.0.1:${await server.ready()}` } as TestServer;
   const users = await Promise.all(names.map((n) => login(ts, n, `${n}-d`)));
   return { dataDir, server, ts, users };
 }

@@ -87,10 +87,15 @@ describe("mainThreadWaitUsOf", () => {
     const spinners = Array.from({ length: cpus().length * 2 }, () =>
       spawn(process.execPath, ["-e", "for (;;) {}"], { stdio: "ignore" }),
     );
-    const sleeper = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
-      stdio: "ignore",
-    });
+    // It says when it has started: a starting process is runnable, and on a
+    // busy machine its start-up would spill into the window measured.
+    const sleeper = spawn(
+      process.execPath,
+      ["-e", 'process.stdout.write("up\\n"); setInterval(() => {}, 1000)'],
+      { stdio: ["ignore", "pipe", "ignore"] },
+    );
     try {
+      await new Promise((r) => sleeper.stdout!.once("data", r));
       await new Promise((r) => setTimeout(r, 300));
       const spin0 = mainThreadWaitUsOf(spinners[0]!.pid!);
       const sleep0 = mainThreadWaitUsOf(sleeper.pid!);

@@ -139,6 +139,7 @@ describe("readEnv", () => {
       metrics: {},
       push: {},
       redis: {},
+      core: {},
     });
     // Nothing set means the defaults.
     expect(toConfig({ ...input, devMode: true }).port).toBe(8080);
@@ -254,6 +255,45 @@ describe("toConfig", () => {
       /redis:\/\/ or rediss:\/\//,
     );
     expect(() => toConfig({ devMode: true, redis: { url: "not a url" } })).toThrow(/not a URL/);
+  });
+
+  it("splits the services only with shared Redis, an internal secret and, on an edge, the core's URL", () => {
+    const secret = "s".repeat(32);
+    const redis = { url: "redis://127.0.0.1:6379" };
+    expect(toConfig({ devMode: true }).role).toBe("all");
+    expect(() => toConfig({ devMode: true, role: "router" as "core" })).toThrow(
+      /role must be one of/,
+    );
+    expect(() => toConfig({ devMode: true, role: "core", core: { secret } })).toThrow(
+      /needs redis.url/,
+    );
+    expect(() =>
+      toConfig({ devMode: true, role: "core", redis, core: { secret: "short" } }),
+    ).toThrow(/core.secret must be at least 32/);
+    const core = toConfig({ devMode: true, role: "core", redis, core: { secret } });
+    expect(core.core).toEqual({ host: "127.0.0.1", port: 8081, url: "", secret });
+    expect(() => toConfig({ devMode: true, role: "edge", redis, core: { secret } })).toThrow(
+      /core.url is not a URL/,
+    );
+    expect(() =>
+      toConfig({ devMode: true, role: "edge", redis, core: { secret, url: "redis://x:1" } }),
+    ).toThrow(/core.url must be http/);
+    expect(
+      toConfig({ devMode: true, role: "edge", redis, core: { secret, url: "http://core:8081" } })
+        .core.url,
+    ).toBe("http://core:8081");
+    expect(
+      readEnv({
+        CHAT_ROLE: "edge",
+        CHAT_CORE_URL: "http://10.0.0.2:8081",
+        CHAT_CORE_HOST: "0.0.0.0",
+        CHAT_CORE_PORT: "9000",
+        CHAT_INTERNAL_SECRET: secret,
+      }),
+    ).toMatchObject({
+      role: "edge",
+      core: { url: "http://10.0.0.2:8081", host: "0.0.0.0", port: 9000, secret },
+    });
   });
 
   it("refuses an FCM key file that is not a service account key, naming what is missing", () => {

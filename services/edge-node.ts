@@ -1,0 +1,65 @@
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { RouterService } from "../gen/chat/internal/v1/router_service_pb.js";
+import { StoreService } from "../gen/chat/internal/v1/store_service_pb.js";
+import type { Config } from "../lib/config.js";
+import { newId } from "../lib/ids.js";
+import { internalAuth } from "../lib/internal-auth.js";
+import type { Logger } from "../lib/logger.js";
+import { createMetrics, serveMetrics } from "../lib/metrics.js";
+import { createEdge } from "./edge/create.js";
+import { softStateFrom, tokensFrom } from "./parts.js";
+
+/**
+ * An edge of a split deployment (role "edge"): client sessions, auth and
+ * delivery, with the router and store reached over gRPC at `core.url`. Run as
+ * many as the load needs behind a proxy; they share the registry, the bus and
+ * presence in Redis, so a device may connect to any of them.
+ */
+export function createEdgeNode(config: Config, deps: { logger: Logger }) {
+  const logger = deps.logger;
+  const tokens = tokensFrom(config, logger);
+  const soft = softStateFrom(config, logger);
+  const metrics = createMetrics();
+  // One HTTP/2 connection to the core, kept alive with pings, for every internal call.
+  const sessions = new Http2SessionManager(config.core.url, {
+    pingIntervalMs: 10_000,
+    pingIdleConnection: true,
+  });
+  const transport = createGrpcTransport({
+    baseUrl: config.core.url,
+    sessionManager: sessions,
+    interceptors: [internalAuth(config.core.secret).client],
+  });
+  const edge = createEdge({
+    config,
+    edgeId: newId("g_"),
+    router: createClient(RouterService, transport),
+    store: createClient(StoreService, transport),
+    soft,
+    tokens,
+    logger,
+    metrics,
+  });
+  let metricsServer: Awaited<ReturnType<typeof serveMetrics>> | undefined;
+
+  return {
+    tokens,
+    metrics,
+    edge,
+    /** Starts the edge; resolves to its address. */
+    async start() {
+      if (config.metrics.enabled) {
+        metricsServer = await serveMetrics(metrics, config.metrics.host, config.metrics.port);
+      }
+      return edge.start();
+    },
+    /** Drains the edge's sessions, then drops its connection to the core. */
+    async stop() {
+      await edge.stop();
+      await metricsServer?.close();
+      sessions.abort();
+      await soft.close();
+    },
+  };
+}

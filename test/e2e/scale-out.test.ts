@@ -1,0 +1,210 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { StoreService } from "../../gen/chat/internal/v1/store_service_pb.js";
+import { direct, login, openSession, settle, type User } from "../helpers/clients.js";
+import { dropKeys, ensureRedis, redisUrl } from "../helpers/dev-env.js";
+import type { TestServer } from "../helpers/server.js";
+import { ServerProcess } from "../helpers/server-process.js";
+
+await ensureRedis();
+
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+
+const prefix = `split:${process.pid}:${randomBytes(4).toString("hex")}:`;
+const secret = randomBytes(24).toString("base64url");
+const dirs: string[] = [];
+const processes: ServerProcess[] = [];
+let corePort = 0;
+let edgeA: TestServer;
+let edgeB: TestServer;
+let edgeBProcess: ServerProcess;
+
+/** What every process of the deployment shares: Redis, the internal secret, the signing key. */
+const shared = () => ({
+  CHAT_REDIS_URL: redisUrl,
+  CHAT_REDIS_KEY_PREFIX: prefix,
+  CHAT_INTERNAL_SECRET: secret,
+  CHAT_AUTH_SIGNING_KEYS: `k1:${Buffer.alloc(32, 9).toString("base64")}`,
+  CHAT_METRICS_ENABLED: "false",
+  // The ready line that says the port is at info.
+  CHAT_LOG_LEVEL: "info",
+  CHAT_SEND_PER_SECOND: "1000",
+  CHAT_SEND_BURST: "1000",
+});
+
+async function start(
+  env: Record<string, string>,
+  dataDir = mkdtempSync(join(tmpdir(), "chat-split-")),
+) {
+  if (!dirs.includes(dataDir)) dirs.push(dataDir);
+  const p = new ServerProcess({ ...shared(), CHAT_DATA_DIR: dataDir, ...env });
+  processes.push(p);
+  return { process: p, port: await p.ready() };
+}
+
+async function startEdge() {
+  const { process: p, port } = await start({
+    CHAT_ROLE: "edge",
+    CHAT_HOST: "127.0.0.1",
+    CHAT_PORT: "0",
+    CHAT_CORE_URL: `http://127.0.0.1:${corePort}`,
+    CHAT_DEV_MODE: "true",
+  });
+  return { process: p, server: { url: `http://127.0.0.1:${port}` } as TestServer };
+}
+
+let coreDir: string;
+let coreProcess: ServerProcess;
+const startCore = async () => {
+  const { process: p } = await start(
+    { CHAT_ROLE: "core", CHAT_CORE_HOST: "127.0.0.1", CHAT_CORE_PORT: String(corePort) },
+    coreDir,
+  );
+  coreProcess = p;
+};
+
+beforeAll(async () => {
+  corePort = await freePort();
+  coreDir = mkdtempSync(join(tmpdir(), "chat-split-core-"));
+  await startCore();
+  const [a, b] = await Promise.all([startEdge(), startEdge()]);
+  edgeA = a.server;
+  edgeB = b.server;
+  edgeBProcess = b.process;
+}, 60_000);
+
+afterAll(async () => {
+  for (const p of processes.splice(0)) {
+    p.kill("SIGTERM");
+    await p.exit;
+  }
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  await dropKeys(prefix);
+});
+
+const seqsOf = (events: { seq: bigint }[]) => events.map((e) => Number(e.seq));
+const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+
+describe("split deployment: one core, two edge processes, soft state in Redis", () => {
+  let ann: User;
+  let ben: User;
+  let id: string;
+
+  it("delivers across edges exactly once and in order, with one sequence for sends on either edge", async () => {
+    ann = await login(edgeA, "ann", "ann-phone");
+    ben = await login(edgeB, "ben", "ben-phone");
+    id = await direct(ann, ben);
+    const annLive = openSession(ann.chat);
+    const benLive = openSession(ben.chat);
+    await Promise.all([annLive.frames.synced(), benLive.frames.synced()]);
+
+    const sends: Promise<unknown>[] = [];
+    for (let i = 0; i < 20; i++) {
+      sends.push(
+        ann.chat.send({ conversationId: id, clientMsgId: `a${i}`, content: { text: `a${i}` } }),
+        ben.chat.send({ conversationId: id, clientMsgId: `b${i}`, content: { text: `b${i}` } }),
+      );
+    }
+    await Promise.all(sends);
+    for (const live of [annLive, benLive]) {
+      await live.frames.until((f) => f.events(id).length >= 41, 10_000, "41 events");
+    }
+    await settle(300);
+    expect(seqsOf(annLive.frames.events(id))).toEqual(range(1, 41));
+    expect(seqsOf(benLive.frames.events(id))).toEqual(range(1, 41));
+
+    // Presence crosses edges too: Ben heartbeats on B, Ann asks on A.
+    benLive.send({ action: { case: "heartbeat", value: {} } });
+    await expect
+      .poll(async () => (await ann.chat.getPresence({ userIds: ["ben"] })).presences[0]?.online)
+      .toBe(true);
+    annLive.abort();
+    benLive.abort();
+  });
+
+  it("loses nothing when an edge dies: its device resumes on the other edge from its stored cursor", async () => {
+    await ben.chat.markDelivered({ conversationId: id, seq: 41n });
+    edgeBProcess.kill("SIGKILL");
+    await edgeBProcess.exit;
+    for (let i = 0; i < 5; i++) {
+      await ann.chat.send({ conversationId: id, clientMsgId: `c${i}`, content: { text: `c${i}` } });
+    }
+    // Ben's app reconnects through the proxy and lands on edge A, with his token.
+    const benOnA = await login(edgeA, "ben", "ben-phone");
+    const live = openSession(benOnA.chat);
+    await live.frames.synced();
+    await settle(200);
+    expect(seqsOf(live.frames.events(id))).toEqual(range(42, 5));
+    live.abort();
+  });
+
+  it("answers UNAVAILABLE while the core is away and goes on where it was once it is back", async () => {
+    coreProcess.kill("SIGTERM");
+    expect((await coreProcess.exit).code).toBe(0);
+    const send = () =>
+      ann.chat.send({ conversationId: id, clientMsgId: "d0", content: { text: "d0" } });
+    await expect(send()).rejects.toMatchObject({ code: Code.Unavailable });
+    // Reads need the core too; the edge says so rather than hang.
+    await expect(ann.chat.getHistory({ conversationId: id })).rejects.toMatchObject({
+      code: Code.Unavailable,
+    });
+    await startCore();
+    let seq: bigint | undefined;
+    for (let i = 0; i < 50 && seq === undefined; i++) {
+      try {
+        seq = (await send()).event!.seq;
+      } catch (err) {
+        expect(ConnectError.from(err).code).toBe(Code.Unavailable);
+        await settle(100);
+      }
+    }
+    expect(seq).toBe(47n);
+    const history = await ann.chat.getHistory({ conversationId: id, limit: 100 });
+    expect(seqsOf(history.events)).toEqual(range(1, 47));
+  });
+
+  it("refuses internal calls that lack the internal secret", async () => {
+    const call = (headers: Record<string, string>) =>
+      createClient(
+        StoreService,
+        createGrpcTransport({
+          baseUrl: `http://127.0.0.1:${corePort}`,
+          interceptors: [
+            (next) => (req) => {
+              for (const [k, v] of Object.entries(headers)) req.header.set(k, v);
+              return next(req);
+            },
+          ],
+        }),
+      ).loadUsers({ userIds: ["ann"] });
+    for (const headers of [{}, { authorization: "Bearer not-the-secret" }]) {
+      const err = await call(headers).catch((e: unknown) => ConnectError.from(e));
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).code).toBe(Code.Unauthenticated);
+    }
+    const ok = await call({ authorization: `Bearer ${secret}` });
+    expect(ok.users.map((u) => u.userId)).toEqual(["ann"]);
+  });
+
+  it("drains on SIGTERM: an edge, then the core, each exits 0", async () => {
+    const edge = processes[1]!;
+    edge.kill("SIGTERM");
+    expect((await edge.exit).code).toBe(0);
+    coreProcess.kill("SIGTERM");
+    expect((await coreProcess.exit).code).toBe(0);
+  });
+});
