@@ -270,6 +270,8 @@ const streamsOnlyOurs =
 const grpcOnlyOurs =
   "ours only: gRPC is our native clients' transport; the row above compares every system over WebSocket or XMPP, one socket per client";
 
+const splitOnlyOurs =
+  "ours only: a split deployment (a core and two edges, soft state in Redis) is ours' own way past one process; the row above compares every system as one server";
 const connectOnlyOurs =
   "ours only: Connect's protocol is our web clients' transport; the row above compares every system over WebSocket or XMPP, one socket per client";
 
@@ -302,6 +304,12 @@ function summaryRows(run: BenchRun): SummaryRow[] {
       "1:1 sustained msgs/s, ours over gRPC Session streams (one HTTP/2 connection each)",
       grpcOnlyOurs,
       "1:1 over gRPC",
+    ),
+    ...oursOnlyRamp(
+      run.oneToOneSplit,
+      "1:1 sustained msgs/s, ours split: a core and two edge processes, soft state in Redis (WebSocket; the two members of each pair on different edges)",
+      splitOnlyOurs,
+      "1:1 split",
     ),
     ...oursOnlyRamp(
       run.oneToOneConnect,
@@ -1022,6 +1030,21 @@ const oursVariants = [
       "and a unary Connect `Send` call for each message it sends, on an HTTP/2 connection of " +
       "its own (fetch cannot stream a request, so each message is a call with its own HTTP/2 " +
       "stream and headers, for the load generator as for the server; ours only).",
+  },
+  {
+    results: (run: BenchRun) => run.oneToOneSplit,
+    title: "Ours split: a core and two edges",
+    tables: " split over a core and two edges",
+    over: "split over a core and two edges, whose CPU is every process's, Redis' included,",
+    what:
+      "The same ramp for ours as a split deployment (docs/ARCHITECTURE.md, *Split deployment*): " +
+      "a core process (router and store on SQLite) and two edge processes, which call it over " +
+      "gRPC and share the registry, the edge bus and presence in the machine's Redis. Clients " +
+      "connect over WebSocket as above, spread over the edges so that the two members of each " +
+      "pair sit on different edges: every message goes from one edge to the core, is committed, " +
+      "and reaches the other edge through Redis. CPU is the core's, both edges' and Redis' " +
+      "together, and there is no one event loop to show. On two cores the extra processes and " +
+      "hops cost more than they spread; the split is for more cores and more machines (ours only).",
   },
 ] as const;
 

@@ -53,7 +53,7 @@ const args = process.argv.slice(2);
 if (args.includes("--help")) {
   process.stdout.write(`usage: npm run bench -- [flags]
   --quick                 smoke run of about a minute (writes .tmp/bench/ unless --out)
-  --only=a,b              scenarios: one-to-one (ours over WebSocket, then gRPC, then Connect), group-fanout,
+  --only=a,b              scenarios: one-to-one (ours over WebSocket, then gRPC, then Connect, then split), group-fanout,
                           idle, reconnect, history
   --targets=a,b           systems: ours, relay, ejabberd-routing, ejabberd-archive
   --out=<dir>             where results (bench/results-*.json) and BENCHMARKS.md go
@@ -129,6 +129,7 @@ const changed = sh("git", [
 const diskProbes: DiskProbe[] = [];
 const oneToOneGrpc: RampResult[] = [];
 const oneToOneConnect: RampResult[] = [];
+const oneToOneSplit: RampResult[] = [];
 const run: BenchRun = {
   startedAt: new Date(startedAt).toISOString(),
   durationMs: 0,
@@ -153,6 +154,7 @@ const run: BenchRun = {
   oneToOne: [],
   oneToOneGrpc,
   oneToOneConnect,
+  oneToOneSplit,
   groupFanout: { groupSize: 0, groups: 0, sloP99Us: groupSloUs, results: [] },
   idle: [],
   reconnect: [],
@@ -337,6 +339,16 @@ for (const [transport, results, variant] of [
   ["connect", oneToOneConnect, "Connect Subscribe + unary Send"],
 ] as const) {
   await each("one-to-one", ["ours"], (n) => oneToOne(ctx, n, transport), results, variant);
+}
+// And as a split deployment, a core and two edges (an older checkout may have no split).
+if (!serverRoot) {
+  await each(
+    "one-to-one",
+    ["ours"],
+    (n) => oneToOne(ctx, n, "websocket", 2),
+    oneToOneSplit,
+    "split: core + 2 edges, Redis",
+  );
 }
 await each(
   "group-fanout",

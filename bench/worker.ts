@@ -25,12 +25,17 @@ export type TargetSpec =
   | { kind: "relay"; host: string; port: number }
   | { kind: "xmpp"; host: string; port: number; domain: string; mucDomain: string };
 
-/** One client: `user` is u<i>; `token` for ours; `groups` to join (relay, xmpp). */
+/**
+ * One client: `user` is u<i>; `token` for ours; `groups` to join (relay,
+ * xmpp); `port` when it connects elsewhere than the target's port (an edge
+ * of a split deployment; ours over WebSocket).
+ */
 export interface ClientSpec {
   index: number;
   user: string;
   token?: string;
   groups?: string[];
+  port?: number;
 }
 
 /** A sender and where it sends: a conversation id (ours), `u:/g:` (relay), a JID (xmpp). */
@@ -151,7 +156,7 @@ async function openOne(
   if (t.kind === "ours") {
     const c = await connectOurs({
       host: t.host,
-      port: t.port,
+      port: spec.port ?? t.port,
       token: spec.token ?? "",
       localAddress,
       onEvent: (e, fromSync) => {

@@ -3,14 +3,14 @@ import type { Agent } from "node:https";
 import type net from "node:net";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { RouterService } from "../gen/chat/internal/v1/router_service_pb.js";
 import { StoreService } from "../gen/chat/internal/v1/store_service_pb.js";
 import { readFcmProjectId } from "../lib/backends/fcm-push.js";
 import { createInProcessLog } from "../lib/backends/memory/in-process-log.js";
 import { openSqliteStore } from "../lib/backends/sqlite/sqlite-store.js";
 import type { Config } from "../lib/config.js";
 import { createInProcessTransport } from "../lib/in-process-transport.js";
-import { internalAuth } from "../lib/internal-auth.js";
+import { createInternalServer } from "../lib/internal-http2.js";
 import type { Logger } from "../lib/logger.js";
 import { createMetrics, serveMetrics } from "../lib/metrics.js";
 import { internalInterceptors, pushFrom, softStateFrom } from "./parts.js";
@@ -19,9 +19,9 @@ import { createStore } from "./store/create.js";
 
 /**
  * The core of a split deployment (role "core"): router and store on SQLite
- * and the in-process log, serving RouterService and StoreService over HTTP/2
- * (gRPC) on the internal listener to any number of edge processes. Every call
- * must carry the internal secret. Fan-out reaches the edges through the edge
+ * and the in-process log, serving RouterService and StoreService on the
+ * internal listener (lib/internal-http2.ts) to any number of edge processes.
+ * Every call must carry the internal secret. Fan-out reaches the edges through the edge
  * bus in Redis, which this process and every edge share.
  */
 export function createCore(config: Config, deps: { logger: Logger; fcmAgent?: Agent }) {
@@ -56,15 +56,20 @@ export function createCore(config: Config, deps: { logger: Logger; fcmAgent?: Ag
     metrics,
     ...(push ? { push } : {}),
   });
-  const handler = connectNodeAdapter({
+  const serve = createInternalServer({
+    services: [StoreService, RouterService],
     routes: (r) => {
       store.routes(r);
       router.routes(r);
     },
-    interceptors: [internalAuth(config.core.secret).server, ...interceptors],
+    interceptors,
+    secret: config.core.secret,
   });
   // Edges multiplex every call on one connection each: no call should wait behind a stream limit.
-  const server = http2.createServer({ settings: { maxConcurrentStreams: 100_000 } }, handler);
+  const server = http2.createServer({ settings: { maxConcurrentStreams: 100_000 } });
+  server.on("stream", serve);
+  // No Nagle: an answer's headers, data and trailers go out as separate writes.
+  server.on("connection", (socket: net.Socket) => socket.setNoDelay(true));
   const connections = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     connections.add(session);

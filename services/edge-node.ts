@@ -1,10 +1,9 @@
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { RouterService } from "../gen/chat/internal/v1/router_service_pb.js";
 import { StoreService } from "../gen/chat/internal/v1/store_service_pb.js";
 import type { Config } from "../lib/config.js";
 import { newId } from "../lib/ids.js";
-import { internalAuth } from "../lib/internal-auth.js";
+import { createInternalTransport } from "../lib/internal-http2.js";
 import type { Logger } from "../lib/logger.js";
 import { createMetrics, serveMetrics } from "../lib/metrics.js";
 import { createEdge } from "./edge/create.js";
@@ -12,25 +11,18 @@ import { softStateFrom, tokensFrom } from "./parts.js";
 
 /**
  * An edge of a split deployment (role "edge"): client sessions, auth and
- * delivery, with the router and store reached over gRPC at `core.url`. Run as
- * many as the load needs behind a proxy; they share the registry, the bus and
- * presence in Redis, so a device may connect to any of them.
+ * delivery, with the router and store reached at `core.url` over one HTTP/2
+ * connection (lib/internal-http2.ts). Run as many as the load needs behind a
+ * proxy; they share the registry, the bus and presence in Redis, so a device
+ * may connect to any of them.
  */
 export function createEdgeNode(config: Config, deps: { logger: Logger }) {
   const logger = deps.logger;
   const tokens = tokensFrom(config, logger);
   const soft = softStateFrom(config, logger);
   const metrics = createMetrics();
-  // One HTTP/2 connection to the core, kept alive with pings, for every internal call.
-  const sessions = new Http2SessionManager(config.core.url, {
-    pingIntervalMs: 10_000,
-    pingIdleConnection: true,
-  });
-  const transport = createGrpcTransport({
-    baseUrl: config.core.url,
-    sessionManager: sessions,
-    interceptors: [internalAuth(config.core.secret).client],
-  });
+  // One HTTP/2 connection to the core carries every internal call.
+  const transport = createInternalTransport({ url: config.core.url, secret: config.core.secret });
   const edge = createEdge({
     config,
     edgeId: newId("g_"),
@@ -58,7 +50,7 @@ export function createEdgeNode(config: Config, deps: { logger: Logger }) {
     async stop() {
       await edge.stop();
       await metricsServer?.close();
-      sessions.abort();
+      transport.close();
       await soft.close();
     },
   };

@@ -238,14 +238,15 @@ export async function closeClients(ctx: BenchContext) {
 
 /**
  * Runs `work` and measures the CPU the target process (`targetPid`; 0 for
- * none, which reads 0), its main thread, and the load-generator processes
+ * none, which reads 0; several processes count together and have no one
+ * main thread), its main thread, and the load-generator processes
  * used meanwhile, in % of one core over the wall time; and how long the
  * target's main thread, and each generator's on average, waited for a CPU
  * while runnable, in % of the wall time.
  */
 export async function cpuDuring<T>(
   ctx: BenchContext,
-  targetPid: number,
+  targetPid: number | number[],
   work: () => Promise<T>,
 ): Promise<{
   value: T;
@@ -259,9 +260,13 @@ export async function cpuDuring<T>(
   const genWait = () =>
     ctx.workers.reduce((a, w) => a + mainThreadWaitUsOf(w.pid), 0) /
     Math.max(1, ctx.workers.length);
-  const cpu0 = targetPid ? cpuUsOf(targetPid) : 0;
-  const main0 = targetPid ? mainThreadCpuUsOf(targetPid) : 0;
-  const mainWait0 = targetPid ? mainThreadWaitUsOf(targetPid) : 0;
+  // Several processes (a split deployment) count together; their main threads are not one event loop.
+  const pids = Array.isArray(targetPid) ? targetPid : targetPid ? [targetPid] : [];
+  const single = pids.length === 1 ? pids[0]! : 0;
+  const targetCpu = () => pids.reduce((a, p) => a + cpuUsOf(p), 0);
+  const cpu0 = targetCpu();
+  const main0 = single ? mainThreadCpuUsOf(single) : 0;
+  const mainWait0 = single ? mainThreadWaitUsOf(single) : 0;
   const gen0 = genCpu();
   const genWait0 = genWait();
   const t0 = Date.now();
@@ -270,9 +275,9 @@ export async function cpuDuring<T>(
   const pct = (us: number) => Math.round((us / wallUs) * 100);
   return {
     value,
-    targetCpuPct: targetPid ? pct(cpuUsOf(targetPid) - cpu0) : 0,
-    mainThreadCpuPct: targetPid ? pct(mainThreadCpuUsOf(targetPid) - main0) : 0,
-    mainThreadWaitPct: targetPid ? pct(mainThreadWaitUsOf(targetPid) - mainWait0) : 0,
+    targetCpuPct: pids.length > 0 ? pct(targetCpu() - cpu0) : 0,
+    mainThreadCpuPct: single ? pct(mainThreadCpuUsOf(single) - main0) : 0,
+    mainThreadWaitPct: single ? pct(mainThreadWaitUsOf(single) - mainWait0) : 0,
     loadGenCpuPct: pct(genCpu() - gen0),
     loadGenWaitPct: pct(genWait() - genWait0),
   };
@@ -294,7 +299,7 @@ export async function rateStep(
   fanout: number,
   hasAck: boolean,
   sloUs = 50_000,
-  targetPid = 0,
+  targetPid: number | number[] = 0,
   eventLoop = false,
 ): Promise<RateStep> {
   const { stepMs, graceMs } = ctx.scale;
@@ -343,8 +348,9 @@ export async function rateStep(
     withinSlo: percentileCountingMissing(deliverHistogram, expected, 99) <= sloUs,
     loadGenCpuPct,
   };
-  if (targetPid) result.targetCpuPct = targetCpuPct;
-  if (targetPid && eventLoop) {
+  const measured = Array.isArray(targetPid) ? targetPid.length > 0 : targetPid !== 0;
+  if (measured) result.targetCpuPct = targetCpuPct;
+  if (measured && eventLoop) {
     result.eventLoopCpuPct = mainThreadCpuPct;
     result.eventLoopWaitPct = mainThreadWaitPct;
   }
@@ -396,12 +402,15 @@ export async function ramp(
   fanout: number,
   hasAck: boolean,
   stepBase: number,
-  targetPid: number,
+  targetPid: number | number[],
   sloUs = oneToOneSloUs,
 ) {
   if (rates.length > retryOffset) throw new Error(`ramp: at most ${retryOffset} rates`);
-  // Ours and the relay are Node processes: their main thread is the event loop.
-  const eventLoop = name === "ours" || name === "relay";
+  // Ours and the relay are Node processes: their main thread is the event loop
+  // (not so for several processes together).
+  const eventLoop = (name === "ours" || name === "relay") && !Array.isArray(targetPid);
+  const pids = Array.isArray(targetPid) ? targetPid : targetPid ? [targetPid] : [];
+  const targetCpu = () => pids.reduce((a, p) => a + cpuUsOf(p), 0);
   const steps: RateStep[] = [];
   // Every step of this ramp, warm-up and retries included, measures alike.
   const stepAt = (id: number, rate: number) =>
@@ -421,11 +430,11 @@ export async function ramp(
   const settle = async () => {
     await pause(drainMs);
     const deadline = Date.now() + (ctx.quick ? 5000 : settleMaxMs);
-    while (targetPid && Date.now() < deadline) {
-      const cpu0 = cpuUsOf(targetPid);
+    while (pids.length > 0 && Date.now() < deadline) {
+      const cpu0 = targetCpu();
       const t0 = Date.now();
       await pause(300);
-      const pct = ((cpuUsOf(targetPid) - cpu0) / ((Date.now() - t0) * 1000)) * 100;
+      const pct = ((targetCpu() - cpu0) / ((Date.now() - t0) * 1000)) * 100;
       if (pct < idleCpuPct) return;
     }
   };

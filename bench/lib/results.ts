@@ -283,6 +283,12 @@ export interface BenchRun {
    * connection of each client's own (absent in older results).
    */
   oneToOneConnect?: RampResult[];
+  /**
+   * 1:1 for ours again as a split deployment: a core and two edge processes
+   * sharing soft state in Redis, the members of each pair on different edges
+   * (absent in older results).
+   */
+  oneToOneSplit?: RampResult[];
   /** sloP99Us: the p99 send→deliver bound that "sustained" uses for fan-out. */
   groupFanout: { groupSize: number; groups: number; sloP99Us: number; results: RampResult[] };
   idle: IdleResult[];

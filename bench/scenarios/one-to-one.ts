@@ -10,16 +10,21 @@ import { clientSpec, directDest, startTarget } from "./targets.js";
  * the relay's transport, unless `transport` says otherwise: "grpc", a
  * Session stream on an HTTP/2 connection of each client's own, as a native
  * app's; "connect", a web app's Connect client (a Subscribe call, and a unary
- * Send call per message, on an HTTP/2 connection of its own).
+ * Send call per message, on an HTTP/2 connection of its own). With `split`,
+ * ours runs as a core and that many edges (clients spread over them by index,
+ * so the two members of a pair sit on different edges, and every message
+ * crosses from one edge through the core to another); its CPU is every
+ * process's, Redis' included.
  */
 export async function oneToOne(
   ctx: BenchContext,
   name: TargetName,
   transport: OursTransport = "websocket",
+  split?: number,
 ): Promise<RampResult | undefined> {
   const { pairs, rates } = ctx.scale;
   const users = pairs * 2;
-  const t = await startTarget(ctx, name, users, "one-to-one");
+  const t = await startTarget(ctx, name, users, "one-to-one", split);
   if (!t) return undefined;
   try {
     const clients: ClientSpec[] = [];
@@ -61,7 +66,7 @@ export async function oneToOne(
       1,
       name === "ours" || name === "relay",
       100,
-      t.pid,
+      split ? t.pids : t.pid,
     );
     await closeClients(ctx);
     return result;

@@ -10,6 +10,8 @@ export interface Started {
   name: TargetName;
   spec: TargetSpec;
   pid: number;
+  /** Every process of the system under test (a split's core and edges); else [pid]. */
+  pids: number[];
   /** RSS in bytes; Node targets collect garbage first so it counts live memory only. */
   rss(): Promise<number>;
   stop(): Promise<void>;
@@ -22,17 +24,21 @@ export async function startTarget(
   name: TargetName,
   users: number,
   scenario: string,
+  /** Ours as a split deployment with this many edges. */
+  split?: number,
 ): Promise<Started | undefined> {
   if (name === "ours") {
     const ours = await startOurs({
       users,
       ...(ctx.serverRoot ? { serverRoot: ctx.serverRoot } : {}),
       ...(ctx.cpuProfileDir ? { cpuProfileDir: ctx.cpuProfileDir } : {}),
+      ...(split ? { split } : {}),
     });
     return {
       name,
       spec: { kind: "ours", host: ours.host, port: ours.port },
       pid: ours.pid,
+      pids: ours.pids,
       rss: () => ours.rssAfterGc(),
       stop: () => ours.stop(),
       ours,
@@ -44,6 +50,7 @@ export async function startTarget(
       name,
       spec: { kind: "relay", host: relay.host, port: relay.port },
       pid: relay.pid,
+      pids: [relay.pid],
       rss: () => relay.rssAfterGc(),
       stop: () => relay.stop(),
     };
@@ -70,6 +77,7 @@ export async function startTarget(
       mucDomain: ej.mucDomain,
     },
     pid: ej.pid,
+    pids: [ej.pid],
     rss: () => ej.rssBytes(),
     stop: () => ej.stop(),
   };
@@ -82,6 +90,8 @@ export async function clientSpec(t: Started, i: number, groups?: string[]): Prom
     user: `u${i}`,
     ...(groups ? { groups } : {}),
     ...(t.ours ? { token: await t.ours.token(i) } : {}),
+    // A split's clients spread over its edges, by index.
+    ...(t.ours && t.ours.ports.length > 1 ? { port: t.ours.ports[i % t.ours.ports.length]! } : {}),
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * Child process: the embedded default (edge, router, store on SQLite with
- * durable acks) as `npm start` runs it, with users provisioned up front.
- * Driven by the bench over IPC.
+ * durable acks) as `npm start` runs it, with users provisioned up front; or
+ * one process of a split deployment (the core, provisioned the same way, or
+ * an edge). Driven by the bench over IPC.
  */
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -11,6 +12,7 @@ import { createRootLogger } from "../../lib/logger.js";
 import { serveRpc } from "../lib/procs.js";
 
 interface StartArgs {
+  /** Role "core" or "edge" for one process of a split deployment; the config says which. */
   config: ConfigInput;
   /** Users u0..u{n-1}, each with device d-u<i>. */
   users: number;
@@ -57,11 +59,25 @@ serveRpc({
     }));
     const config = toConfig({ ...args.config, auth: { ...auth, signingKeys } });
     const root = args.serverRoot ?? join(import.meta.dirname, "../..");
-    await provision(root, config.dataDir, args.users);
-    const mod = (await import(pathToFileURL(join(root, "services/embedded.ts")).href)) as {
-      createEmbedded: (c: unknown, d: unknown) => Embedded;
-    };
-    app = mod.createEmbedded(config, { logger: createRootLogger(config.logLevel) });
+    // An edge of a split keeps no data: the core's store holds the users.
+    if (config.role !== "edge") await provision(root, config.dataDir, args.users);
+    const logger = createRootLogger(config.logLevel);
+    if (config.role === "core") {
+      const mod = (await import(pathToFileURL(join(root, "services/core.ts")).href)) as {
+        createCore: (c: unknown, d: unknown) => Embedded;
+      };
+      app = mod.createCore(config, { logger });
+    } else if (config.role === "edge") {
+      const mod = (await import(pathToFileURL(join(root, "services/edge-node.ts")).href)) as {
+        createEdgeNode: (c: unknown, d: unknown) => Embedded;
+      };
+      app = mod.createEdgeNode(config, { logger });
+    } else {
+      const mod = (await import(pathToFileURL(join(root, "services/embedded.ts")).href)) as {
+        createEmbedded: (c: unknown, d: unknown) => Embedded;
+      };
+      app = mod.createEmbedded(config, { logger });
+    }
     const address = await app.start();
     return { port: address.port, pid: process.pid };
   },

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Client, createClient } from "@connectrpc/connect";
@@ -7,6 +8,8 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import { createTokenService, type TokenService } from "../../lib/auth/tokens.js";
 import type { ConfigInput } from "../../lib/config.js";
+// The tests' dev-env helper: the machine's Redis, started if it is not running.
+import { dropKeys, ensureRedis, redisPid, redisUrl } from "../../test/helpers/dev-env.js";
 import { forkTs, makeRpc, rssOf, waitExit } from "../lib/procs.js";
 
 /** What the bench changes from production defaults, and why; it goes into the report. */
@@ -26,8 +29,14 @@ export const benchSettings: Record<string, string> = {
 export interface OursTarget {
   name: "ours";
   host: string;
+  /** The first edge's port (the only one unless split). */
   port: number;
+  /** Every edge's port: clients spread over them. */
+  ports: number[];
+  /** The server's process, or a split's core. */
   pid: number;
+  /** Every process whose CPU counts: the server, or a split's core, edges and Redis. */
+  pids: number[];
   tokens: TokenService;
   /** A token for user u<i> on its device d-u<i>. */
   token(i: number): Promise<string>;
@@ -41,9 +50,50 @@ export interface OursTarget {
   stop(): Promise<void>;
 }
 
+/** One server process (embedded, or one role of a split), driven over IPC. */
+async function startProcess(
+  config: ConfigInput,
+  users: number,
+  opts: { serverRoot?: string; cpuProfileDir?: string },
+) {
+  const child = forkTs(join(import.meta.dirname, "ours-server.ts"), [], {
+    execArgv: [
+      "--expose-gc",
+      ...(opts.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfileDir}`] : []),
+    ],
+  });
+  const rpc = makeRpc(child);
+  try {
+    const started = await rpc<{ port: number; pid: number }>("start", {
+      config,
+      users,
+      ...(opts.serverRoot ? { serverRoot: opts.serverRoot } : {}),
+    });
+    return { ...started, rpc, child };
+  } catch (err) {
+    // A server that failed to start leaves no process behind.
+    child.kill("SIGKILL");
+    await waitExit(child, 5000);
+    throw err;
+  }
+}
+
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+
 /**
  * Starts the embedded server in a child process on a fresh data directory,
  * with users u0..u{users-1} provisioned and real signed tokens (not dev mode).
+ * With `split`, a split deployment instead: a core and `split` edges, each
+ * its own process, sharing soft state in the machine's Redis under a prefix
+ * of their own (removed at stop).
  */
 export async function startOurs(opts: {
   users: number;
@@ -51,6 +101,8 @@ export async function startOurs(opts: {
   config?: ConfigInput;
   /** Write a V8 CPU profile of the server here when it stops. */
   cpuProfileDir?: string;
+  /** Edges of a split deployment; 0 or absent for the embedded server. */
+  split?: number;
 }): Promise<OursTarget> {
   const dataDir = mkdtempSync(join(tmpdir(), "relaychat-bench-"));
   const key = { kid: "bench", secret: randomBytes(32) };
@@ -60,13 +112,6 @@ export async function startOurs(opts: {
     issuer: "relaychat",
     acceptDevTokens: false,
   });
-  const child = forkTs(join(import.meta.dirname, "ours-server.ts"), [], {
-    execArgv: [
-      "--expose-gc",
-      ...(opts.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfileDir}`] : []),
-    ],
-  });
-  const rpc = makeRpc(child);
   const config: ConfigInput = {
     host: "127.0.0.1",
     port: 0,
@@ -89,22 +134,52 @@ export async function startOurs(opts: {
     metrics: { enabled: false },
     ...opts.config,
   };
-  let started: { port: number; pid: number };
-  try {
-    started = await rpc<{ port: number; pid: number }>("start", {
-      config,
-      users: opts.users,
-      ...(opts.serverRoot ? { serverRoot: opts.serverRoot } : {}),
-    });
-  } catch (err) {
-    // A server that failed to start leaves neither a process nor its data behind.
-    child.kill("SIGKILL");
-    await waitExit(child, 5000);
+  const procOpts = {
+    ...(opts.serverRoot ? { serverRoot: opts.serverRoot } : {}),
+    ...(opts.cpuProfileDir ? { cpuProfileDir: opts.cpuProfileDir } : {}),
+  };
+  const prefix = `bench:${randomBytes(4).toString("hex")}:`;
+  const procs: Awaited<ReturnType<typeof startProcess>>[] = [];
+  const cleanup = async () => {
+    // Edges first, then the core: each drains what it holds.
+    for (const p of [...procs].reverse()) {
+      await p.rpc("stop").catch(() => undefined);
+      await waitExit(p.child, 10_000);
+    }
     rmSync(dataDir, { recursive: true, force: true });
+    if (opts.split) await dropKeys(prefix);
+  };
+  try {
+    if (!opts.split) {
+      procs.push(await startProcess(config, opts.users, procOpts));
+    } else {
+      await ensureRedis();
+      const corePort = await freePort();
+      const split: ConfigInput = {
+        ...config,
+        redis: { url: redisUrl, keyPrefix: prefix },
+        core: {
+          host: "127.0.0.1",
+          port: corePort,
+          url: `http://127.0.0.1:${corePort}`,
+          secret: randomBytes(24).toString("base64url"),
+        },
+      };
+      procs.push(await startProcess({ ...split, role: "core" }, opts.users, procOpts));
+      for (let e = 0; e < opts.split; e++) {
+        procs.push(await startProcess({ ...split, role: "edge" }, opts.users, procOpts));
+      }
+    }
+  } catch (err) {
+    await cleanup();
     throw err;
   }
-  const { port, pid } = started;
-  const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` });
+  const edges = opts.split ? procs.slice(1) : procs;
+  const ports = edges.map((p) => p.port);
+  const procPids = procs.map((p) => p.pid);
+  // A split's soft state is part of the system under test: Redis' CPU counts with it.
+  const pids = opts.split ? [...procPids, await redisPid()] : procPids;
+  const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${ports[0]}` });
   const tokenCache = new Map<number, string>();
   const token = async (i: number) => {
     let t = tokenCache.get(i);
@@ -117,20 +192,21 @@ export async function startOurs(opts: {
   return {
     name: "ours",
     host: "127.0.0.1",
-    port,
-    pid,
+    port: ports[0]!,
+    ports,
+    pid: pids[0]!,
+    pids,
     tokens,
     token,
     chat: createClient(ChatService, transport),
     async as(i) {
       return { headers: { authorization: `Bearer ${await token(i)}` } };
     },
-    rssAfterGc: () => rpc<number>("gc"),
-    rss: () => rssOf(pid),
-    async stop() {
-      await rpc("stop").catch(() => undefined);
-      await waitExit(child, 10_000);
-      rmSync(dataDir, { recursive: true, force: true });
+    async rssAfterGc() {
+      const each = await Promise.all(procs.map((p) => p.rpc<number>("gc")));
+      return each.reduce((a, b) => a + b, 0);
     },
+    rss: () => procPids.reduce((sum, pid) => sum + rssOf(pid), 0),
+    stop: cleanup,
   };
 }

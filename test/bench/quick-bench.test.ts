@@ -59,6 +59,8 @@ describe("npm run bench -- --quick", () => {
     expect(run.oneToOneGrpc?.map((r) => r.target)).toEqual(["ours"]);
     // And as web apps' Connect clients: a Subscribe call and a unary Send per message.
     expect(run.oneToOneConnect?.map((r) => r.target)).toEqual(["ours"]);
+    // And split: a core and two edge processes sharing Redis.
+    expect(run.oneToOneSplit?.map((r) => r.target)).toEqual(["ours"]);
     expect(run.groupFanout.results.map((r) => r.target).sort()).toEqual(
       ["ejabberd-routing", "ours", "relay"].sort(),
     );
@@ -123,6 +125,13 @@ describe("npm run bench -- --quick", () => {
     expect(connect.ack!.count).toBeGreaterThan(0);
     expect(connect.missing).toBe(0);
     expect(connect.deliver.count).toBe(connect.ack!.count);
+    // Split, every message crosses from one edge through the core to the other edge.
+    const split = run.oneToOneSplit![0]!.steps[0]!;
+    expect(split.ack!.count).toBeGreaterThan(0);
+    expect(split.missing).toBe(0);
+    expect(split.deliver.count).toBe(split.ack!.count);
+    expect(split.targetCpuPct).toBeGreaterThan(0);
+    expect(split.eventLoopCpuPct).toBeUndefined();
     for (const i of run.idle) {
       expect(i.held, `${i.target} ${i.transport ?? "sockets"}`).toBe(i.attempted);
       expect(i.rssHeldBytes, i.target).toBeGreaterThan(0);

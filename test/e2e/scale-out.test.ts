@@ -4,9 +4,9 @@ import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StoreService } from "../../gen/chat/internal/v1/store_service_pb.js";
+import { createInternalTransport } from "../../lib/internal-http2.js";
 import { direct, login, openSession, settle, type User } from "../helpers/clients.js";
 import { dropKeys, ensureRedis, redisUrl } from "../helpers/dev-env.js";
 import type { TestServer } from "../helpers/server.js";
@@ -177,27 +177,22 @@ describe("split deployment: one core, two edge processes, soft state in Redis", 
     expect(seqsOf(history.events)).toEqual(range(1, 47));
   });
 
-  it("refuses internal calls that lack the internal secret", async () => {
-    const call = (headers: Record<string, string>) =>
+  it("refuses internal calls that lack the internal secret, and carries the core's error codes", async () => {
+    const store = (key: string) =>
       createClient(
         StoreService,
-        createGrpcTransport({
-          baseUrl: `http://127.0.0.1:${corePort}`,
-          interceptors: [
-            (next) => (req) => {
-              for (const [k, v] of Object.entries(headers)) req.header.set(k, v);
-              return next(req);
-            },
-          ],
-        }),
-      ).loadUsers({ userIds: ["ann"] });
-    for (const headers of [{}, { authorization: "Bearer not-the-secret" }]) {
-      const err = await call(headers).catch((e: unknown) => ConnectError.from(e));
-      expect(err).toBeInstanceOf(ConnectError);
-      expect((err as ConnectError).code).toBe(Code.Unauthenticated);
-    }
-    const ok = await call({ authorization: `Bearer ${secret}` });
+        createInternalTransport({ url: `http://127.0.0.1:${corePort}`, secret: key }),
+      );
+    const err = await store("not-the-secret")
+      .loadUsers({ userIds: ["ann"] })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect(err).toMatchObject({ code: Code.Unauthenticated });
+    const ok = await store(secret).loadUsers({ userIds: ["ann"] });
     expect(ok.users.map((u) => u.userId)).toEqual(["ann"]);
+    // A domain error crosses the hop with its code, to the edge and on to the client.
+    await expect(
+      ann.chat.getHistory({ conversationId: "c_0123456789abcdefghjkmnpqrs" }),
+    ).rejects.toMatchObject({ code: Code.NotFound });
   });
 
   it("drains on SIGTERM: an edge, then the core, each exits 0", async () => {

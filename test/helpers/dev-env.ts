@@ -123,3 +123,15 @@ export async function startPrivateRedis() {
   await up();
   return { url, up, down };
 }
+
+/** The process id of the Redis at `redisUrl`, to count its CPU with the system it serves. */
+export async function redisPid(): Promise<number> {
+  const r = new Redis(redisUrl);
+  try {
+    const m = /process_id:(\d+)/.exec(await r.info("server"));
+    if (!m) throw new Error("redis INFO has no process_id");
+    return Number(m[1]);
+  } finally {
+    await r.quit();
+  }
+}

@@ -258,6 +258,28 @@ describe("renderMarkdown", () => {
     expect(md).toContain("- `relay` (1:1 over Connect): ours only: Connect's protocol");
   });
 
+  it("shows ours' 1:1 split over a core and two edges as a row of its own and a section after the transports", () => {
+    const run = fakeRun();
+    expect(renderMarkdown(run, [], {})).not.toContain("split");
+    const split = ramp("ours", 3000);
+    split.steps[0]!.targetCpuPct = 90;
+    run.oneToOne[0]!.steps[0]!.targetCpuPct = 72;
+    run.oneToOneConnect = [ramp("ours", 2000)];
+    run.oneToOneSplit = [split];
+    const md = renderMarkdown(run, [], {});
+    // 90% of a core at 3,000 msgs/s is 300 µs a message, every process counted.
+    expect(md).toContain(
+      "split over a core and two edges, whose CPU is every process's, Redis' included, 3,000 msgs/s at 300 µs.",
+    );
+    expect(md.indexOf("### Ours split: a core and two edges")).toBeGreaterThan(
+      md.indexOf("### Ours from web apps' Connect clients"),
+    );
+    expect(md).toContain(
+      "| 1:1 sustained msgs/s, ours split: a core and two edge processes, soft state in Redis (WebSocket; the two members of each pair on different edges) | 3,000 | — |",
+    );
+    expect(md).toContain("- `relay` (1:1 split): ours only: a split deployment");
+  });
+
   it("shows where the run's time went, per scenario and system, and the rest", () => {
     const run = fakeRun();
     expect(renderMarkdown(run, [], {})).not.toContain("## Where the run's time went");

@@ -140,6 +140,9 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
   // While Redis is away a command fails within about two seconds instead of
   // waiting out ioredis' backoff (up to 5 s a reconnect); reconnects try every second at most.
   const redis = new Redis(opts.url, {
+    // Commands issued in one event-loop turn go out in one write: a busy
+    // process makes several per message (sequence, locate, publish, limits).
+    enableAutoPipelining: true,
     maxRetriesPerRequest: 1,
     commandTimeout: 2000,
     retryStrategy: (times) => Math.min(50 * 2 ** (times - 1), 1000),
