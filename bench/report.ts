@@ -1039,7 +1039,8 @@ const oursVariants = [
     what:
       "The same ramp for ours as a split deployment (docs/ARCHITECTURE.md, *Split deployment*): " +
       "a core process (router and store on SQLite) and two edge processes, which call it over " +
-      "gRPC and share the registry, the edge bus and presence in the machine's Redis. Clients " +
+      "one HTTP/2 connection each (lib/internal-http2.ts) and share the registry, the edge bus " +
+      "and presence in the machine's Redis. Clients " +
       "connect over WebSocket as above, spread over the edges so that the two members of each " +
       "pair sit on different edges: every message goes from one edge to the core, is committed, " +
       "and reaches the other edge through Redis. CPU is the core's, both edges' and Redis' " +

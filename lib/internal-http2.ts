@@ -1,3 +1,4 @@
+import { timingSafeEqual } from "node:crypto";
 import http2 from "node:http2";
 import net from "node:net";
 import { connect as connectTls } from "node:tls";
@@ -50,7 +51,11 @@ export function createInternalServer(opts: {
     for (const m of s.methods)
       if (m.methodKind === "unary") methods.set(pathOf(m), m as DescMethodUnary);
   }
-  const expected = `Bearer ${opts.secret}`;
+  const expected = Buffer.from(`Bearer ${opts.secret}`);
+  const authorized = (given: string | undefined) => {
+    const b = Buffer.from(given ?? "");
+    return b.length === expected.length && timingSafeEqual(b, expected);
+  };
 
   const fail = (stream: http2.ServerHttp2Stream, err: unknown) => {
     if (stream.destroyed || stream.headersSent) return;
@@ -67,7 +72,7 @@ export function createInternalServer(opts: {
 
   return (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
     stream.on("error", () => undefined);
-    if (headers.authorization !== expected) {
+    if (!authorized(headers.authorization)) {
       fail(
         stream,
         new ConnectError("internal calls need the internal secret", Code.Unauthenticated),
@@ -202,6 +207,12 @@ export function createInternalTransport(opts: { url: string; secret: string }): 
               decodeURIComponent(String(h[messageHeader] ?? "")),
               Number(code) as Code,
             );
+          } else if (h[":status"] !== 200 || h["content-type"] !== contentType) {
+            // Something other than the core answered (a proxy, another server).
+            failed = new ConnectError(
+              `the core's address answered HTTP ${h[":status"]}`,
+              Code.Unavailable,
+            );
           }
         });
         req.on("data", (c: Buffer) => chunks.push(c));
@@ -218,13 +229,25 @@ export function createInternalTransport(opts: { url: string; secret: string }): 
         );
         req.end(body);
       });
+      let output: unknown;
+      try {
+        output = fromBinary(method.output, message);
+      } catch (err) {
+        throw new ConnectError(
+          "malformed internal answer",
+          Code.Internal,
+          undefined,
+          undefined,
+          err,
+        );
+      }
       return {
         stream: false,
         service: method.parent,
         method,
         header: new Headers(),
         trailer: new Headers(),
-        message: fromBinary(method.output, message),
+        message: output,
       } as never;
     },
     async stream(method) {

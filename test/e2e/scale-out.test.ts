@@ -189,6 +189,14 @@ describe("split deployment: one core, two edge processes, soft state in Redis", 
     expect(err).toMatchObject({ code: Code.Unauthenticated });
     const ok = await store(secret).loadUsers({ userIds: ["ann"] });
     expect(ok.users.map((u) => u.userId)).toEqual(["ann"]);
+    // An address where something else answers (here an edge's public port) is not the core.
+    const elsewhere = createClient(
+      StoreService,
+      createInternalTransport({ url: edgeA.url, secret }),
+    );
+    await expect(elsewhere.loadUsers({ userIds: ["ann"] })).rejects.toMatchObject({
+      code: Code.Unavailable,
+    });
     // A domain error crosses the hop with its code, to the edge and on to the client.
     await expect(
       ann.chat.getHistory({ conversationId: "c_0123456789abcdefghjkmnpqrs" }),
