@@ -1,16 +1,24 @@
 import type { Agent } from "node:https";
+import { join } from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { StoreService } from "../gen/chat/internal/v1/store_service_pb.js";
 import { createTokenService, loadOrCreateDevKey } from "../lib/auth/tokens.js";
-import { createFcmPush } from "../lib/backends/fcm-push.js";
+import { createFcmPush, readFcmProjectId } from "../lib/backends/fcm-push.js";
+import { createInProcessLog } from "../lib/backends/memory/in-process-log.js";
 import { createMemorySoftState } from "../lib/backends/memory/memory-soft-state.js";
 import type { PushNotifier } from "../lib/backends/push.js";
 import { createRedisSoftState } from "../lib/backends/redis/redis-soft-state.js";
 import type { SoftState } from "../lib/backends/soft-state.js";
+import { openSqliteStore } from "../lib/backends/sqlite/sqlite-store.js";
 import { createWebhookPush } from "../lib/backends/webhook-push.js";
 import type { Config } from "../lib/config.js";
+import { createInProcessTransport } from "../lib/in-process-transport.js";
 import { boundaryInterceptor } from "../lib/interceptors.js";
 import type { Logger } from "../lib/logger.js";
-import { type Metrics, metricsInterceptor } from "../lib/metrics.js";
+import { createMetrics, type Metrics, metricsInterceptor } from "../lib/metrics.js";
+import { createRouter } from "./router/create.js";
 import type { StoreClient } from "./router/store-client.js";
+import { createStore } from "./store/create.js";
 
 /** The token service: the configured signing keys, or in dev mode the data directory's dev key. */
 export function tokensFrom(config: Config, logger: Logger) {
@@ -73,3 +81,61 @@ export const internalInterceptors = (metrics: Metrics, logger: Logger) => [
   metricsInterceptor(metrics),
   boundaryInterceptor(logger.child({ name: "internal" })),
 ];
+
+/**
+ * Router and store on SQLite and the in-process log, with the store client
+ * the router uses (in process): what the embedded server and a split's core
+ * both run. Checks a configured FCM key file before anything opens.
+ */
+export function createRouterAndStore(config: Config, deps: { logger: Logger; fcmAgent?: Agent }) {
+  const logger = deps.logger;
+  // Before anything opens: a key file that cannot be used stops start-up with nothing to close.
+  if (config.push.fcmCredentialsFile) readFcmProjectId(config.push.fcmCredentialsFile);
+  const sqlite = openSqliteStore({
+    path: join(config.dataDir, "chat.db"),
+    synchronous: config.sqlite.synchronous,
+  });
+  const log = createInProcessLog();
+  const soft = softStateFrom(config, logger);
+  const metrics = createMetrics();
+  const store = createStore({ config, log, events: sqlite, metadata: sqlite, logger, metrics });
+  const interceptors = internalInterceptors(metrics, logger);
+  const storeClient = createClient(
+    StoreService,
+    createInProcessTransport(store.routes, { interceptors }),
+  );
+  const push = pushFrom(config, {
+    store: storeClient,
+    logger,
+    metrics,
+    ...(deps.fcmAgent ? { fcmAgent: deps.fcmAgent } : {}),
+  });
+  const router = createRouter({
+    config,
+    log,
+    store: storeClient,
+    soft,
+    logger,
+    metrics,
+    ...(push ? { push } : {}),
+  });
+  return {
+    soft,
+    metrics,
+    store,
+    storeClient,
+    router,
+    interceptors,
+    async start() {
+      await store.start();
+      await router.start();
+    },
+    /** Router first (it drains what is in flight into the store), then the store and the rest. */
+    async stop() {
+      await router.stop();
+      await store.stop();
+      await soft.close();
+      await sqlite.close();
+    },
+  };
+}
