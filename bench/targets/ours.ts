@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Client, createClient } from "@connectrpc/connect";
@@ -9,7 +8,7 @@ import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import { createTokenService, type TokenService } from "../../lib/auth/tokens.js";
 import type { ConfigInput } from "../../lib/config.js";
 // The tests' dev-env helper: the machine's Redis, started if it is not running.
-import { dropKeys, ensureRedis, redisPid, redisUrl } from "../../test/helpers/dev-env.js";
+import { dropKeys, ensureRedis, freePort, redisPid, redisUrl } from "../../test/helpers/dev-env.js";
 import { forkTs, makeRpc, rssOf, waitExit } from "../lib/procs.js";
 
 /** What the bench changes from production defaults, and why; it goes into the report. */
@@ -77,16 +76,6 @@ async function startProcess(
     throw err;
   }
 }
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 
 /**
  * Starts the embedded server in a child process on a fresh data directory,

@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -8,21 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StoreService } from "../../gen/chat/internal/v1/store_service_pb.js";
 import { createInternalTransport } from "../../lib/internal-http2.js";
 import { direct, login, openSession, settle, type User } from "../helpers/clients.js";
-import { dropKeys, ensureRedis, redisUrl } from "../helpers/dev-env.js";
+import { dropKeys, ensureRedis, freePort, redisUrl } from "../helpers/dev-env.js";
 import type { TestServer } from "../helpers/server.js";
 import { ServerProcess } from "../helpers/server-process.js";
 
 await ensureRedis();
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 
 const prefix = `split:${process.pid}:${randomBytes(4).toString("hex")}:`;
 const secret = randomBytes(24).toString("base64url");

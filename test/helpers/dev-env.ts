@@ -2,6 +2,18 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { type AddressInfo, createServer } from "node:net";
 import { Redis } from "ioredis";
 
+/** A loopback port nothing listens on right now, for a server that must be told its port. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
 /** The machine's Redis, which the tests share; each test keeps to its own key prefix. */
 export const redisUrl = "redis://127.0.0.1:6379";
 
@@ -78,14 +90,7 @@ export async function dropKeys(prefix: string) {
  * back (empty) without touching the shared one.
  */
 export async function startPrivateRedis() {
-  const port = await new Promise<number>((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const p = (probe.address() as AddressInfo).port;
-      probe.close(() => resolve(p));
-    });
-  });
+  const port = await freePort();
   const url = `redis://127.0.0.1:${port}`;
   let child: ChildProcess | undefined;
   const up = async () => {
