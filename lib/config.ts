@@ -81,6 +81,18 @@ export interface Config {
    */
   redis: { url: string; keyPrefix: string };
   /**
+   * Events and metadata in Cassandra when `contactPoints` (host:port) are
+   * set, in SQLite under dataDir otherwise. The keyspace is created on first
+   * start with SimpleStrategy and `replicationFactor`; create it yourself for
+   * NetworkTopologyStrategy.
+   */
+  cassandra: {
+    contactPoints: string[];
+    localDataCenter: string;
+    keyspace: string;
+    replicationFactor: number;
+  };
+  /**
    * Which services this process runs: "all" (the embedded default), or one
    * side of the split: "core" (router and store, serving them to edges on its
    * internal listener) or "edge" (client sessions, calling the core at
@@ -153,6 +165,12 @@ const defaults: Config = {
   metrics: { enabled: true, host: "127.0.0.1", port: 9464 },
   push: { webhookUrl: "", webhookSecret: "", fcmCredentialsFile: "" },
   redis: { url: "", keyPrefix: "chat:" },
+  cassandra: {
+    contactPoints: [],
+    localDataCenter: "datacenter1",
+    keyspace: "relaychat",
+    replicationFactor: 1,
+  },
   role: "all",
   core: { host: "127.0.0.1", port: 8081, url: "", secret: "" },
 };
@@ -196,6 +214,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
     metrics: {},
     push: {},
     redis: {},
+    cassandra: {},
     core: {},
   };
   assign(input, "host", get("HOST"));
@@ -259,6 +278,10 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
   assign(input.push!, "fcmCredentialsFile", get("PUSH_FCM_CREDENTIALS_FILE"));
   assign(input.redis!, "url", get("REDIS_URL"));
   assign(input.redis!, "keyPrefix", get("REDIS_KEY_PREFIX"));
+  assign(input.cassandra!, "contactPoints", list("CASSANDRA_CONTACT_POINTS"));
+  assign(input.cassandra!, "localDataCenter", get("CASSANDRA_LOCAL_DC"));
+  assign(input.cassandra!, "keyspace", get("CASSANDRA_KEYSPACE"));
+  assign(input.cassandra!, "replicationFactor", num("CASSANDRA_REPLICATION_FACTOR"));
   assign(input, "role", get("ROLE") as Config["role"] | undefined);
   assign(input.core!, "host", get("CORE_HOST"));
   assign(input.core!, "port", num("CORE_PORT"));
@@ -296,6 +319,7 @@ export function toConfig(input: ConfigInput = {}): Config {
     metrics: { ...defaults.metrics, ...(input.metrics as Partial<Config["metrics"]>) },
     push: { ...defaults.push, ...(input.push as Partial<Config["push"]>) },
     redis: { ...defaults.redis, ...(input.redis as Partial<Config["redis"]>) },
+    cassandra: { ...defaults.cassandra, ...(input.cassandra as Partial<Config["cassandra"]>) },
     core: { ...defaults.core, ...(input.core as Partial<Config["core"]>) },
   };
   for (const [name, port] of [
@@ -375,6 +399,21 @@ export function toConfig(input: ConfigInput = {}): Config {
     if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
       throw new ConfigError("redis.url must be redis:// or rediss://");
     }
+  }
+  if (cfg.cassandra.contactPoints.length > 0) {
+    for (const point of cfg.cassandra.contactPoints) {
+      if (!/^[^\s:]+(:\d{1,5})?$/.test(point)) {
+        throw new ConfigError("cassandra.contactPoints are host or host:port");
+      }
+    }
+    if (!/^[a-z][a-z0-9_]{0,47}$/.test(cfg.cassandra.keyspace)) {
+      throw new ConfigError("cassandra.keyspace must be lower case letters, digits and _");
+    }
+    const rf = cfg.cassandra.replicationFactor;
+    if (!Number.isInteger(rf) || rf < 1) {
+      throw new ConfigError("cassandra.replicationFactor must be a positive integer");
+    }
+    if (!cfg.cassandra.localDataCenter) throw new ConfigError("cassandra.localDataCenter is empty");
   }
   if (!roles.includes(cfg.role)) throw new ConfigError(`role must be one of ${roles.join(", ")}`);
   if (cfg.role !== "all") {

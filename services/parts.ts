@@ -3,9 +3,12 @@ import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { StoreService } from "../gen/chat/internal/v1/store_service_pb.js";
 import { createTokenService, loadOrCreateDevKey } from "../lib/auth/tokens.js";
+import { openCassandraStore } from "../lib/backends/cassandra/cassandra-store.js";
+import type { EventStore } from "../lib/backends/event-store.js";
 import { createFcmPush, readFcmProjectId } from "../lib/backends/fcm-push.js";
 import { createInProcessLog } from "../lib/backends/memory/in-process-log.js";
 import { createMemorySoftState } from "../lib/backends/memory/memory-soft-state.js";
+import type { MetadataStore } from "../lib/backends/metadata-store.js";
 import type { PushNotifier } from "../lib/backends/push.js";
 import { createRedisSoftState } from "../lib/backends/redis/redis-soft-state.js";
 import type { SoftState } from "../lib/backends/soft-state.js";
@@ -83,22 +86,54 @@ export const internalInterceptors = (metrics: Metrics, logger: Logger) => [
 ];
 
 /**
- * Router and store on SQLite and the in-process log, with the store client
- * the router uses (in process): what the embedded server and a split's core
- * both run. Checks a configured FCM key file before anything opens.
+ * Where events and metadata live: Cassandra when contact points are
+ * configured, else SQLite in the data directory. `open` prepares it (the
+ * Cassandra keyspace and tables are created if missing).
+ */
+export function eventsAndMetadataFrom(config: Config): {
+  events: EventStore;
+  metadata: MetadataStore;
+  open(): Promise<void>;
+  close(): Promise<void>;
+} {
+  if (config.cassandra.contactPoints.length > 0) {
+    const cassandra = openCassandraStore(config.cassandra);
+    return {
+      events: cassandra,
+      metadata: cassandra,
+      open: () => cassandra.migrate(),
+      close: () => cassandra.close(),
+    };
+  }
+  const sqlite = openSqliteStore({
+    path: join(config.dataDir, "chat.db"),
+    synchronous: config.sqlite.synchronous,
+  });
+  return { events: sqlite, metadata: sqlite, open: async () => {}, close: () => sqlite.close() };
+}
+
+/**
+ * Router and store on the configured event store and the in-process log,
+ * with the store client the router uses (in process): what the embedded
+ * server and a split's core both run. Checks a configured FCM key file
+ * before anything opens.
  */
 export function createRouterAndStore(config: Config, deps: { logger: Logger; fcmAgent?: Agent }) {
   const logger = deps.logger;
   // Before anything opens: a key file that cannot be used stops start-up with nothing to close.
   if (config.push.fcmCredentialsFile) readFcmProjectId(config.push.fcmCredentialsFile);
-  const sqlite = openSqliteStore({
-    path: join(config.dataDir, "chat.db"),
-    synchronous: config.sqlite.synchronous,
-  });
+  const stores = eventsAndMetadataFrom(config);
   const log = createInProcessLog();
   const soft = softStateFrom(config, logger);
   const metrics = createMetrics();
-  const store = createStore({ config, log, events: sqlite, metadata: sqlite, logger, metrics });
+  const store = createStore({
+    config,
+    log,
+    events: stores.events,
+    metadata: stores.metadata,
+    logger,
+    metrics,
+  });
   const interceptors = internalInterceptors(metrics, logger);
   const storeClient = createClient(
     StoreService,
@@ -127,6 +162,7 @@ export function createRouterAndStore(config: Config, deps: { logger: Logger; fcm
     router,
     interceptors,
     async start() {
+      await stores.open();
       await store.start();
       await router.start();
     },
@@ -135,7 +171,7 @@ export function createRouterAndStore(config: Config, deps: { logger: Logger; fcm
       await router.stop();
       await store.stop();
       await soft.close();
-      await sqlite.close();
+      await stores.close();
     },
   };
 }

@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConversationKind, EventSchema, MessageKind } from "../../gen/chat/v1/event_pb.js";
-import { kindNumber, openDatabase } from "../../lib/backends/sqlite/schema.js";
+import { kindNumber } from "../../lib/backends/records.js";
+import { openDatabase } from "../../lib/backends/sqlite/schema.js";
 import { createWrites } from "../../lib/backends/sqlite/writes.js";
 import type { StoreFloorProbe } from "./results.js";
 

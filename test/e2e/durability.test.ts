@@ -2,18 +2,20 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { HistoryDirection } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import { cursor, group, login, openSession, openSubscribe, type User } from "../helpers/clients.js";
+import { dropKeyspace, ensureCassandra } from "../helpers/dev-env.js";
 import type { TestServer } from "../helpers/server.js";
 import { ServerProcess, within } from "../helpers/server-process.js";
 
 const unlimited = "1000000";
 
-/** The real server process, with the production sqlite settings, on `dataDir`. */
-function serverProcess(dataDir: string) {
+/** The real server process, with production settings, on `dataDir` and the backend's `env`. */
+function serverProcess(dataDir: string, env: Record<string, string>) {
   return new ServerProcess({
+    ...env,
     CHAT_DEV_MODE: "true",
     CHAT_DATA_DIR: dataDir,
     CHAT_HOST: "127.0.0.1",
@@ -41,9 +43,12 @@ afterEach(async () => {
 const names = Array.from({ length: 12 }, (_, i) => `u${i}`);
 
 /** Starts a server on `dataDir` (a new one if omitted) and logs every user in. */
-async function boot(dataDir = mkdtempSync(join(tmpdir(), "chat-durability-"))) {
+async function boot(
+  env: Record<string, string>,
+  dataDir = mkdtempSync(join(tmpdir(), "chat-durability-")),
+) {
   if (!dirs.includes(dataDir)) dirs.push(dataDir);
-  const server = serverProcess(dataDir);
+  const server = serverProcess(dataDir, env);
   running.push(server);
   const ts = { url: `http://127.0.0.1:${await server.ready()}` } as TestServer;
   const users = await Promise.all(names.map((n) => login(ts, n, `${n}-d`)));
@@ -51,8 +56,8 @@ async function boot(dataDir = mkdtempSync(join(tmpdir(), "chat-durability-"))) {
 }
 
 /** A server with six groups every user is in, and a device of u0 following them from seq 0. */
-async function setup() {
-  const booted = await boot();
+async function setup(env: Record<string, string>) {
+  const booted = await boot(env);
   const { ts, users } = booted;
   const convs = await Promise.all(users.slice(0, 6).map((u) => group(u, users)));
   const from0 = convs.map((c) => cursor(c, 0n));
@@ -194,16 +199,47 @@ async function retry(users: User[], attempts: Attempt[], histories: Map<string, 
 }
 
 /** Restarts on `dataDir` and checks what survived, then after every client retried. */
-async function restart(dataDir: string, convs: string[], attempts: Attempt[], seenLive: Event[]) {
-  const after = await boot(dataDir);
+async function restart(
+  env: Record<string, string>,
+  dataDir: string,
+  convs: string[],
+  attempts: Attempt[],
+  seenLive: Event[],
+) {
+  const after = await boot(env, dataDir);
   const reader = after.users[0]!;
   await retry(after.users, attempts, await verify(reader, convs, attempts, seenLive));
   return { ...after, histories: await verify(reader, convs, attempts) };
 }
 
-describe("process crash and shutdown", () => {
+let keyspaces = 0;
+const cassandraKeyspaces: string[] = [];
+afterAll(async () => {
+  for (const k of cassandraKeyspaces) await dropKeyspace(k);
+});
+
+/** The server's environment for each event store: SQLite in the data dir, or a fresh keyspace. */
+const backends: [string, () => Promise<Record<string, string>>][] = [
+  ["SQLite", async () => ({})],
+  [
+    "Cassandra",
+    async () => {
+      const node = await ensureCassandra();
+      const keyspace = `durability_${process.pid}_${++keyspaces}`;
+      cassandraKeyspaces.push(keyspace);
+      return {
+        CHAT_CASSANDRA_CONTACT_POINTS: node.contactPoint,
+        CHAT_CASSANDRA_LOCAL_DC: node.localDataCenter,
+        CHAT_CASSANDRA_KEYSPACE: keyspace,
+      };
+    },
+  ],
+];
+
+describe.each(backends)("process crash and shutdown, events in %s", (_, backendEnv) => {
   it("keeps every acknowledged send across a SIGKILL under load: same seq and event id, contiguous seqs, one event per retried send, exact resume from explicit and stored cursors", async () => {
-    const { dataDir, server, ts, users, convs, from0, live } = await setup();
+    const env = await backendEnv();
+    const { dataDir, server, ts, users, convs, from0, live } = await setup(env);
     const marker = await login(ts, "u0", "u0-stored");
     const markerLive = openSession(marker.chat, { cursors: from0 });
     await markerLive.frames.synced();
@@ -235,7 +271,7 @@ describe("process crash and shutdown", () => {
     expect(inFlight).toBeGreaterThan(100);
     expect(marked.size).toBeGreaterThan(0);
 
-    const after = await restart(dataDir, convs, load.attempts, live.frames.events());
+    const after = await restart(env, dataDir, convs, load.attempts, live.frames.events());
 
     // The live device resumes after the last seq it saw without a hole, the other from its stored cursors.
     const lastSeen = new Map(convs.map((c) => [c, 0n]));
@@ -278,7 +314,8 @@ describe("process crash and shutdown", () => {
   });
 
   it("drains on SIGTERM under load: exits 0 by itself, ends every stream with UNAVAILABLE, loses no acknowledged send", async () => {
-    const { dataDir, server, users, convs, from0, listener, live } = await setup();
+    const env = await backendEnv();
+    const { dataDir, server, users, convs, from0, listener, live } = await setup(env);
     // Subscribe over Connect on HTTP/1.1, the browser path.
     const browser = openSubscribe(listener.via("connect"), from0);
     await browser.frames.synced();
@@ -293,6 +330,6 @@ describe("process crash and shutdown", () => {
       expect(frames.error?.code).toBe(Code.Unavailable);
     }
 
-    await restart(dataDir, convs, load.attempts, live.frames.events());
+    await restart(env, dataDir, convs, load.attempts, live.frames.events());
   });
 });

@@ -1,5 +1,21 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { type AddressInfo, createServer } from "node:net";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { type AddressInfo, createConnection, createServer } from "node:net";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import cassandraDriver from "cassandra-driver";
 import { Redis } from "ioredis";
 
 /** A loopback port nothing listens on right now, for a server that must be told its port. */
@@ -139,4 +155,463 @@ export async function redisPid(): Promise<number> {
   } finally {
     await r.quit();
   }
+}
+
+// ---------------------------------------------------------------------------
+// Cassandra
+
+/** The Cassandra that scripts/install-cassandra.sh assembles from Maven Central. */
+const cassandraVersion = "5.0.6";
+
+/**
+ * The test Cassandra's CQL port: fixed, so a node started by one test file (or
+ * run) is found and reused by the next, and not 9042, so it never meets a
+ * developer's own Cassandra. Its internode ports are the next two up, not
+ * 7000/7001, for the same reason.
+ */
+const cassandraPort = 19042;
+const cassandraStoragePort = cassandraPort + 1;
+const cassandraSslStoragePort = cassandraPort + 2;
+
+/**
+ * A cold start takes about 4 s on an idle 2-core box and several times that
+ * when other test files keep it busy; this leaves room for a very busy one.
+ */
+const cassandraStartTimeoutMs = 120_000;
+
+function cassandraHome(): string {
+  const cache = process.env.RELAYCHAT_CACHE || join(homedir(), ".cache", "relaychat");
+  return join(cache, `cassandra-${cassandraVersion}`);
+}
+
+/**
+ * Resolves once a single-node Cassandra answers CQL on 127.0.0.1:`cassandraPort`,
+ * starting one when none does. The node outlives the test file that started
+ * it (the next file reuses it) and is left running (test/global-setup.ts
+ * stops it after a run that started it); every cold start
+ * begins from an empty data directory, so tests must create their own
+ * keyspaces. Test files racing to start it take turns through a lock file;
+ * the losers wait for the winner's node. Throws, with the tail of the node's
+ * log, when it cannot start: a suite that needs Cassandra fails rather than
+ * skips.
+ *
+ * `contactPoint` is "host:port", usable as is in cassandra-driver's
+ * `contactPoints`; the data center is SimpleSnitch's.
+ */
+export async function ensureCassandra(): Promise<{
+  contactPoint: string;
+  localDataCenter: string;
+  port: number;
+}> {
+  const node = {
+    contactPoint: `127.0.0.1:${cassandraPort}`,
+    localDataCenter: "datacenter1",
+    port: cassandraPort,
+  };
+  if (await cqlAnswers(cassandraPort)) return node;
+  const home = cassandraHome();
+  const nodeDir = join(home, "node");
+  const lock = join(home, "start.lock");
+  // A holder gives up (and lets go) after its own timeout; this is for one that hangs.
+  const waitDeadline = Date.now() + 2 * cassandraStartTimeoutMs;
+  mkdirSync(home, { recursive: true });
+  for (;;) {
+    if (tryLock(lock)) {
+      try {
+        if (await cqlAnswers(cassandraPort)) return node;
+        // A node still starting (its starter gone) is waited for, not replaced.
+        const pid = runningCassandra(nodeDir) ?? startCassandra(home, nodeDir);
+        await waitForCql(pid, nodeDir, Date.now() + cassandraStartTimeoutMs);
+        return node;
+      } finally {
+        rmSync(lock, { force: true });
+      }
+    }
+    // Another test file is starting it: wait for its node, or for its lock to go.
+    await sleep(250);
+    if (await cqlAnswers(cassandraPort)) return node;
+    if (Date.now() > waitDeadline) {
+      throw new Error(
+        `Cassandra did not answer on port ${cassandraPort} within ` +
+          `${(2 * cassandraStartTimeoutMs) / 1000} s while another test process ` +
+          `(lock ${lock}) was starting it${cassandraLogTail(nodeDir)}`,
+      );
+    }
+  }
+}
+
+/** True when the test Cassandra answers CQL (whoever started it). */
+export function cassandraRunning(): Promise<boolean> {
+  return cqlAnswers(cassandraPort);
+}
+
+/** The test Cassandra's pid, when this helper started the node that runs. */
+export function cassandraPid(): number | undefined {
+  return runningCassandra(join(cassandraHome(), "node"));
+}
+
+/**
+ * Stops the test Cassandra this helper started (SIGTERM, then SIGKILL after
+ * 30 s), for a run that started it and should leave nothing behind.
+ */
+export async function stopCassandra(): Promise<void> {
+  const pid = cassandraPid();
+  if (pid === undefined) return;
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 30_000;
+  while (alive(pid) && Date.now() < deadline) await sleep(100);
+  if (alive(pid)) process.kill(pid, "SIGKILL");
+}
+
+/**
+ * Drops a test's keyspace from the shared test node (it keeps running
+ * between files and runs, and every keyspace left costs it memory).
+ */
+export async function dropKeyspace(keyspace: string): Promise<void> {
+  const client = new cassandraDriver.Client({
+    contactPoints: [`127.0.0.1:${cassandraPort}`],
+    localDataCenter: "datacenter1",
+  });
+  try {
+    await client.execute(`DROP KEYSPACE IF EXISTS ${keyspace}`);
+  } finally {
+    await client.shutdown();
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Takes the start lock (an O_EXCL file holding the taker's pid), or clears a
+ * lock whose taker has died so that the next call can take it.
+ */
+function tryLock(lock: string): boolean {
+  try {
+    writeFileSync(lock, String(process.pid), { flag: "wx" });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  let holder: string;
+  try {
+    holder = readFileSync(lock, "utf8");
+  } catch {
+    return false; // released in between
+  }
+  const pid = Number(holder);
+  // An empty lock is one being written; it is stale only when old.
+  const stale =
+    holder === ""
+      ? Date.now() - (statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > 10_000
+      : !(Number.isInteger(pid) && pid > 0 && alive(pid));
+  if (stale) {
+    try {
+      if (readFileSync(lock, "utf8") === holder) unlinkSync(lock);
+    } catch {
+      // gone already
+    }
+  }
+  return false;
+}
+
+/** The pid of the node this helper started in `nodeDir`, when it is still running. */
+function runningCassandra(nodeDir: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(join(nodeDir, "cassandra.pid"), "utf8"));
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined;
+  try {
+    // A recycled pid is some other process: only ours names this node's config.
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    if (!cmdline.includes("CassandraDaemon") || !cmdline.includes(nodeDir)) return undefined;
+  } catch {
+    // no /proc (not Linux): trust the pid file
+  }
+  return pid;
+}
+
+/** The end of the node's log and of its JVM's own output, for an error message. */
+function cassandraLogTail(nodeDir: string): string {
+  const tail = (file: string) => {
+    try {
+      const lines = readFileSync(join(nodeDir, "logs", file), "utf8")
+        .trimEnd()
+        .split("\n");
+      return lines.length === 1 && lines[0] === "" ? "" : lines.slice(-40).join("\n");
+    } catch {
+      return "";
+    }
+  };
+  const parts = [
+    ["logs/system.log", tail("system.log")],
+    ["logs/stdout.log", tail("stdout.log")],
+  ].filter(([, text]) => text !== "");
+  return parts.length === 0
+    ? ` (nothing logged in ${nodeDir}/logs)`
+    : parts.map(([name, text]) => `\n--- ${join(nodeDir, name!)} (tail) ---\n${text}`).join("");
+}
+
+/**
+ * Whether a CQL server answers on the port: OPTIONS, then STARTUP, which
+ * must come back READY (protocol v4, no authentication), as a driver's first
+ * connection does. Cassandra opens its CQL port only once it is up.
+ */
+function cqlAnswers(port: number, timeoutMs = 2_000): Promise<boolean> {
+  const frame = (stream: number, opcode: number, body: Buffer) => {
+    const header = Buffer.alloc(9);
+    header[0] = 0x04; // request, protocol v4
+    header.writeInt16BE(stream, 2);
+    header[4] = opcode;
+    header.writeInt32BE(body.length, 5);
+    return Buffer.concat([header, body]);
+  };
+  const text = (s: string) => {
+    const b = Buffer.from(s, "utf8");
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(b.length);
+    return Buffer.concat([len, b]);
+  };
+  const startup = Buffer.concat([Buffer.from([0, 1]), text("CQL_VERSION"), text("3.0.0")]);
+  return new Promise((resolve) => {
+    let settled = false;
+    let received = Buffer.alloc(0);
+    const socket = createConnection({ host: "127.0.0.1", port });
+    const done = (ok: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.on("error", () => done(false));
+    socket.on("close", () => done(false));
+    socket.on("connect", () => {
+      // OPTIONS (0x05) on stream 0, STARTUP (0x01) on stream 1
+      socket.write(Buffer.concat([frame(0, 0x05, Buffer.alloc(0)), frame(1, 0x01, startup)]));
+    });
+    socket.on("data", (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      while (received.length >= 9) {
+        const length = received.readInt32BE(5);
+        if (received.length < 9 + length) return;
+        const [version, , , , opcode] = received;
+        const stream = received.readInt16BE(2);
+        received = received.subarray(9 + length);
+        if (version !== 0x84) return done(false);
+        if (stream === 1) return done(opcode === 0x02); // READY
+      }
+    });
+  });
+}
+
+/** Waits for the node to answer CQL; kills it (it is ours) and throws when it will not. */
+async function waitForCql(pid: number, nodeDir: string, deadline: number): Promise<void> {
+  for (;;) {
+    if (await cqlAnswers(cassandraPort)) return;
+    if (!alive(pid)) {
+      throw new Error(
+        `Cassandra (pid ${pid}) exited before answering on port ${cassandraPort}${cassandraLogTail(nodeDir)}`,
+      );
+    }
+    if (Date.now() > deadline) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone already
+      }
+      throw new Error(
+        `Cassandra (pid ${pid}) did not answer on port ${cassandraPort} within ` +
+          `${cassandraStartTimeoutMs / 1000} s and was killed${cassandraLogTail(nodeDir)}`,
+      );
+    }
+    await sleep(250);
+  }
+}
+
+/**
+ * Starts a node in a fresh `nodeDir` as a detached process of its own (its
+ * own process group, no pipes to this one), so that it outlives the vitest
+ * worker that started it. Returns its pid.
+ */
+function startCassandra(home: string, nodeDir: string): number {
+  const lib = join(home, "lib");
+  if (!existsSync(join(home, ".installed"))) {
+    execFileSync(fileURLToPath(new URL("../../scripts/install-cassandra.sh", import.meta.url)), {
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+  }
+  rmSync(nodeDir, { recursive: true, force: true });
+  for (const d of [
+    "conf",
+    "data",
+    "commitlog",
+    "saved_caches",
+    "hints",
+    "cdc_raw",
+    "triggers",
+    "logs",
+  ]) {
+    mkdirSync(join(nodeDir, d), { recursive: true });
+  }
+  const yaml = join(nodeDir, "conf", "cassandra.yaml");
+  const logback = join(nodeDir, "conf", "logback.xml");
+  writeFileSync(yaml, cassandraYaml(nodeDir));
+  writeFileSync(logback, cassandraLogback(nodeDir));
+  const jamm = readdirSync(lib).find((f) => /^jamm-.*\.jar$/.test(f));
+  const java = process.env.JAVA_HOME ? join(process.env.JAVA_HOME, "bin", "java") : "java";
+  const args = [
+    "-Xms512m",
+    "-Xmx1g",
+    "-Xss256k",
+    "-XX:+UseG1GC",
+    "-XX:+ParallelRefProcEnabled",
+    "-XX:MaxTenuringThreshold=1",
+    "-XX:+PerfDisableSharedMem",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.net.preferIPv4Stack=true",
+    // What Cassandra's conf/jvm17-server.options opens up on JDK 17.
+    "-Djdk.attach.allowAttachSelf=true",
+    ...[
+      "java.base/jdk.internal.misc",
+      "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+      "java.rmi/sun.rmi.registry",
+      "java.rmi/sun.rmi.server",
+      "java.sql/java.sql",
+      "java.base/java.lang.ref",
+      "jdk.unsupported/sun.misc",
+      "jdk.compiler/com.sun.tools.javac.file",
+      "jdk.attach/sun.tools.attach",
+    ].flatMap((p) => ["--add-exports", `${p}=ALL-UNNAMED`]),
+    ...[
+      "java.base/java.lang.module",
+      "java.base/jdk.internal.loader",
+      "java.base/jdk.internal.ref",
+      "java.base/jdk.internal.reflect",
+      "java.base/jdk.internal.math",
+      "java.base/jdk.internal.module",
+      "java.base/jdk.internal.util.jar",
+      "jdk.management/com.sun.management.internal",
+      "java.base/sun.nio.ch",
+      "java.base/java.io",
+      "java.base/java.lang.reflect",
+      "jdk.compiler/com.sun.tools.javac",
+      "java.base/java.lang",
+      "java.base/java.util",
+    ].flatMap((p) => ["--add-opens", `${p}=ALL-UNNAMED`]),
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Dio.netty.allocator.useCacheForAllThreads=true",
+    "-Dio.netty.allocator.maxOrder=11",
+    ...(jamm ? [`-javaagent:${join(lib, jamm)}`] : []),
+    `-Dcassandra.config=${pathToFileURL(yaml).href}`,
+    `-Dlogback.configurationFile=${pathToFileURL(logback).href}`,
+    `-Dcassandra.storagedir=${nodeDir}`,
+    `-Dcassandra.logdir=${join(nodeDir, "logs")}`,
+    `-Dcassandra.triggers_dir=${join(nodeDir, "triggers")}`,
+    "-Dcassandra-foreground=yes",
+    // No JMX: neither cassandra.jmx.local.port nor a remote port is set.
+    // A single seed with nothing to wait for: skip the gossip and ring delays.
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+    "-Dcassandra.ring_delay_ms=0",
+    "-Dcassandra.superuser_setup_delay_ms=0",
+    "-Dcassandra.load_ring_state=false",
+    // A throwaway node, emptied on every cold start: no fsync, and the system
+    // tables (truncation records, schema) are not flushed at every change.
+    "-Dcassandra.skip_sync=true",
+    "-Dcassandra.unsafesystem=true",
+    "-Dchronicle.analytics.disable=true",
+    "-Dchronicle.announcer.disable=true",
+    "-cp",
+    `${lib}/*`,
+    "org.apache.cassandra.service.CassandraDaemon",
+  ];
+  const out = openSync(join(nodeDir, "logs", "stdout.log"), "a");
+  let child: ChildProcess;
+  try {
+    child = spawn(java, args, { cwd: nodeDir, detached: true, stdio: ["ignore", out, out] });
+  } finally {
+    closeSync(out);
+  }
+  child.on("error", () => undefined); // a missing java shows as no pid, below
+  child.unref();
+  if (child.pid === undefined) {
+    throw new Error(`could not run ${java} to start Cassandra: is a JDK 17 installed?`);
+  }
+  writeFileSync(join(nodeDir, "cassandra.pid"), String(child.pid));
+  return child.pid;
+}
+
+/** The node's configuration: one token, loopback only, small thread pools, nothing kept. */
+function cassandraYaml(nodeDir: string): string {
+  const dir = (d: string) => JSON.stringify(join(nodeDir, d));
+  return `# Written by test/helpers/dev-env.ts on every cold start of the test node.
+cluster_name: relaychat-test
+num_tokens: 1
+initial_token: 0
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:${cassandraStoragePort}"
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: ${cassandraStoragePort}
+ssl_storage_port: ${cassandraSslStoragePort}
+start_native_transport: true
+native_transport_port: ${cassandraPort}
+authenticator:
+  class_name: org.apache.cassandra.auth.AllowAllAuthenticator
+authorizer:
+  class_name: org.apache.cassandra.auth.AllowAllAuthorizer
+storage_compatibility_mode: NONE
+data_file_directories:
+  - ${dir("data")}
+commitlog_directory: ${dir("commitlog")}
+saved_caches_directory: ${dir("saved_caches")}
+hints_directory: ${dir("hints")}
+cdc_raw_directory: ${dir("cdc_raw")}
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+# Tests TRUNCATE and DROP a lot: no snapshot for either.
+auto_snapshot: false
+snapshot_before_compaction: false
+incremental_backups: false
+hinted_handoff_enabled: false
+concurrent_reads: 4
+concurrent_writes: 4
+concurrent_counter_writes: 4
+concurrent_materialized_view_writes: 2
+concurrent_compactors: 1
+memtable_flush_writers: 1
+native_transport_max_threads: 32
+`;
+}
+
+/** Logback for the node: warnings and errors to logs/system.log, nothing on stdout. */
+function cassandraLogback(nodeDir: string): string {
+  return `<configuration scan="false">
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>${join(nodeDir, "logs", "system.log")}</file>
+    <encoder>
+      <pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern>
+    </encoder>
+  </appender>
+  <root level="WARN">
+    <appender-ref ref="FILE" />
+  </root>
+</configuration>
+`;
 }

@@ -139,6 +139,7 @@ describe("readEnv", () => {
       metrics: {},
       push: {},
       redis: {},
+      cassandra: {},
       core: {},
     });
     // Nothing set means the defaults.
@@ -255,6 +256,39 @@ describe("toConfig", () => {
       /redis:\/\/ or rediss:\/\//,
     );
     expect(() => toConfig({ devMode: true, redis: { url: "not a url" } })).toThrow(/not a URL/);
+  });
+
+  it("keeps events in Cassandra only when contact points are set, with a keyspace CQL accepts", () => {
+    expect(toConfig({ devMode: true }).cassandra.contactPoints).toEqual([]);
+    expect(
+      readEnv({
+        CHAT_CASSANDRA_CONTACT_POINTS: "10.0.0.7:9042, 10.0.0.8",
+        CHAT_CASSANDRA_LOCAL_DC: "eu-west",
+        CHAT_CASSANDRA_KEYSPACE: "chat_eu",
+        CHAT_CASSANDRA_REPLICATION_FACTOR: "3",
+      }).cassandra,
+    ).toEqual({
+      contactPoints: ["10.0.0.7:9042", "10.0.0.8"],
+      localDataCenter: "eu-west",
+      keyspace: "chat_eu",
+      replicationFactor: 3,
+    });
+    const points = { contactPoints: ["127.0.0.1:9042"] };
+    expect(toConfig({ devMode: true, cassandra: points }).cassandra).toEqual({
+      ...points,
+      localDataCenter: "datacenter1",
+      keyspace: "relaychat",
+      replicationFactor: 1,
+    });
+    expect(() =>
+      toConfig({ devMode: true, cassandra: { ...points, keyspace: "chat; DROP" } }),
+    ).toThrow(/keyspace/);
+    expect(() =>
+      toConfig({ devMode: true, cassandra: { ...points, replicationFactor: 0 } }),
+    ).toThrow(/replicationFactor/);
+    expect(() => toConfig({ devMode: true, cassandra: { contactPoints: ["a b:1"] } })).toThrow(
+      /host:port/,
+    );
   });
 
   it("splits the services only with shared Redis, an internal secret and, on an edge, the core's URL", () => {

@@ -1,18 +1,8 @@
 import { decodeEvent, rememberEventBytes } from "../../event-bytes.js";
 import type { EventStore } from "../event-store.js";
 import type { MetadataStore, SyncState } from "../metadata-store.js";
-import {
-  big,
-  directKey,
-  num,
-  openDatabase,
-  type Row,
-  type SqliteOptions,
-  toConv,
-  toDevice,
-  toMember,
-  toUser,
-} from "./schema.js";
+import { big, directKey, num, type Row, toConv, toDevice, toMember, toUser } from "../records.js";
+import { openDatabase, type SqliteOptions } from "./schema.js";
 import { openWriter } from "./writer-client.js";
 import { fromWire } from "./writes.js";
 

@@ -1,13 +1,11 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type Database from "better-sqlite3";
 import {
   ConversationKind,
   type Event,
   EventSchema,
-  MessageEditedSchema,
   MessageKind,
-  MessagePostedSchema,
   Role,
 } from "../../../gen/chat/v1/event_pb.js";
 import { DevicePlatform } from "../../../gen/chat/v1/model_pb.js";
@@ -23,7 +21,18 @@ import {
 } from "../../errors.js";
 import { decodeEvent, encodeEvent } from "../../event-bytes.js";
 import type { MetadataStore } from "../metadata-store.js";
-import { big, directKey, kindNumber, num, type Row, toDevice, toMember, toUser } from "./schema.js";
+import {
+  big,
+  directKey,
+  kindNumber,
+  num,
+  type Row,
+  redact as redacted,
+  targetOf,
+  toDevice,
+  toMember,
+  toUser,
+} from "../records.js";
 
 /**
  * A domain error as it crosses from the writer thread: its class name and
@@ -238,19 +247,14 @@ export function createWrites(db: Database.Database): Writes {
   const redact = (conversationId: string, seq: bigint) => {
     const row = q.eventBody.get(conversationId, seq);
     if (row) {
-      const ev = fromBinary(EventSchema, body(row));
-      if (ev.kind.case === "messagePosted") {
-        ev.kind.value = create(MessagePostedSchema, { messageKind: ev.kind.value.messageKind });
-      }
-      ev.redacted = true;
-      q.setRedacted.run(toBinary(EventSchema, ev), conversationId, seq);
+      q.setRedacted.run(
+        toBinary(EventSchema, redacted(fromBinary(EventSchema, body(row)))),
+        conversationId,
+        seq,
+      );
     }
     for (const edit of q.editsOf.all(conversationId, seq) as Row[]) {
-      const ev = fromBinary(EventSchema, body(edit));
-      if (ev.kind.case === "messageEdited") {
-        ev.kind.value = create(MessageEditedSchema, { targetSeq: ev.kind.value.targetSeq });
-      }
-      ev.redacted = true;
+      const ev = redacted(fromBinary(EventSchema, body(edit)));
       q.setRedacted.run(toBinary(EventSchema, ev), conversationId, big(edit.seq));
     }
   };
@@ -302,18 +306,6 @@ export function createWrites(db: Database.Database): Writes {
    * Loaded on first use (a scan of conversations, once per writer).
    */
   let rev: bigint | undefined;
-
-  const targetOf = (ev: Event): bigint | null => {
-    switch (ev.kind.case) {
-      case "messageEdited":
-      case "messageDeleted":
-      case "reactionAdded":
-      case "reactionRemoved":
-        return ev.kind.value.targetSeq;
-      default:
-        return null;
-    }
-  };
 
   /**
    * Stores the event; its (conversation, actor, client_msg_id) key is unique,

@@ -1,0 +1,153 @@
+import { Buffer } from "node:buffer";
+import { toBinary } from "@bufbuild/protobuf";
+import cassandraDriver from "cassandra-driver";
+import { afterAll, describe, expect, it } from "vitest";
+import { EventSchema } from "../../gen/chat/v1/event_pb.js";
+import {
+  type CassandraStore,
+  openCassandraStore,
+} from "../../lib/backends/cassandra/cassandra-store.js";
+import {
+  BackendUnavailableError,
+  DuplicateEventError,
+  SeqConflictError,
+} from "../../lib/errors.js";
+import { dropKeyspace, ensureCassandra } from "../helpers/dev-env.js";
+import { eventStoreContract } from "./event-store.contract.js";
+import { ev, newConversationId, type StoreFactory, seqsOf } from "./fixtures.js";
+import { metadataStoreContract } from "./metadata-store.contract.js";
+
+const cassandra = await ensureCassandra();
+// One keyspace per test file and process: files run side by side.
+const keyspace = `contract_${process.pid}`;
+const open = () =>
+  openCassandraStore({
+    contactPoints: [cassandra.contactPoint],
+    localDataCenter: cassandra.localDataCenter,
+    keyspace,
+  });
+{
+  const setup = open();
+  await setup.migrate();
+  await setup.close();
+}
+afterAll(() => dropKeyspace(keyspace));
+
+/** A fresh store per test on emptied tables; reopen is a new session on the same keyspace. */
+const cassandraFactory: StoreFactory = async () => {
+  let store: CassandraStore = open();
+  await store.truncate();
+  return {
+    get events() {
+      return store;
+    },
+    get metadata() {
+      return store;
+    },
+    async reopen() {
+      await store.close();
+      store = open();
+      return { events: store, metadata: store };
+    },
+    async cleanup() {
+      await store.close();
+    },
+  };
+};
+
+eventStoreContract("cassandra", cassandraFactory);
+metadataStoreContract("cassandra", cassandraFactory);
+
+describe("Cassandra store, beyond the contract", () => {
+  it("lets only one of two writers take a seq, and the loser's key goes back", async () => {
+    const a = open();
+    const b = open();
+    try {
+      await a.truncate();
+      const conv = newConversationId();
+      expect(await a.commit([ev.group(conv, "ann", ["ben"])])).toEqual([undefined]);
+      // Both know the head is 1; each proposes its own event for seq 2.
+      await b.readAfter(conv, 0n, 1);
+      const [va, vb] = await Promise.all([
+        a.commit([ev.posted(conv, 2, "ann", "from a", { clientMsgId: "ka" })]),
+        b.commit([ev.posted(conv, 2, "ben", "from b", { clientMsgId: "kb" })]),
+      ]);
+      const verdicts = [...va, ...vb];
+      expect(verdicts.filter((v) => v === undefined)).toHaveLength(1);
+      expect(verdicts.find((v) => v !== undefined)).toBeInstanceOf(SeqConflictError);
+      const stored = await a.readAfter(conv, 0n, 10);
+      expect(seqsOf(stored)).toEqual([1, 2]);
+      // The loser retries at the next seq under the same key: it is not called a duplicate.
+      const loserIsA = va[0] !== undefined;
+      const loser = loserIsA ? a : b;
+      const retry = loserIsA
+        ? ev.posted(conv, 3, "ann", "from a", { clientMsgId: "ka" })
+        : ev.posted(conv, 3, "ben", "from b", { clientMsgId: "kb" });
+      expect(await loser.commit([retry])).toEqual([undefined]);
+      expect(seqsOf(await a.readAfter(conv, 0n, 10))).toEqual([1, 2, 3]);
+      // And a second retry is.
+      const again = { ...retry, seq: 4n };
+      const [dup] = await loser.commit([again]);
+      expect(dup).toBeInstanceOf(DuplicateEventError);
+      expect((dup as DuplicateEventError).original.seq).toBe(3n);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it("projects an event a writer stored but did not project, when the conversation is next touched", async () => {
+    const store = open();
+    try {
+      await store.truncate();
+      const conv = newConversationId();
+      await store.commit([ev.group(conv, "ann", ["ben"])]);
+      // As a writer that died after storing seq 2 would leave it: the event, no projection.
+      const lost = ev.added(conv, 2, "ann", ["cat"]);
+      const raw = new cassandraDriver.Client({
+        contactPoints: [cassandra.contactPoint],
+        localDataCenter: cassandra.localDataCenter,
+      });
+      try {
+        await raw.execute(
+          `INSERT INTO ${keyspace}.events (conversation_id, seq, event_id, kind, actor_user_id, body)
+           VALUES (?, ?, ?, 16, 'ann', ?)`,
+          [
+            conv,
+            cassandraDriver.types.Long.fromNumber(2),
+            lost.eventId,
+            Buffer.from(toBinary(EventSchema, lost)),
+          ],
+          { prepare: true },
+        );
+      } finally {
+        await raw.shutdown();
+      }
+      const fresh = open();
+      try {
+        expect(await fresh.commit([ev.posted(conv, 3, "cat", "hi")])).toEqual([undefined]);
+        expect((await fresh.getConversation(conv))?.headSeq).toBe(3n);
+        expect((await fresh.listMembers(conv)).map((m) => m.userId)).toEqual(["ann", "ben", "cat"]);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("answers BackendUnavailableError when no node can be reached", async () => {
+    const store = openCassandraStore({
+      contactPoints: ["127.0.0.1:1"],
+      localDataCenter: cassandra.localDataCenter,
+      keyspace,
+    });
+    try {
+      await expect(store.readAfter(newConversationId(), 0n, 10)).rejects.toBeInstanceOf(
+        BackendUnavailableError,
+      );
+    } finally {
+      await store.close().catch(() => undefined);
+    }
+  });
+});
