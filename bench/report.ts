@@ -272,6 +272,8 @@ const grpcOnlyOurs =
 
 const splitOnlyOurs =
   "ours only: a split deployment (a core and two edges, soft state in Redis) is ours' own way past one process; the row above compares every system as one server";
+const cassandraOnlyOurs =
+  "ours only: the store in Cassandra is ours' own way to keep events past one machine's disk; the row above compares every system as one server on its local store";
 const connectOnlyOurs =
   "ours only: Connect's protocol is our web clients' transport; the row above compares every system over WebSocket or XMPP, one socket per client";
 
@@ -310,6 +312,12 @@ function summaryRows(run: BenchRun): SummaryRow[] {
       "1:1 sustained msgs/s, ours split: a core and two edge processes, soft state in Redis (WebSocket; the two members of each pair on different edges)",
       splitOnlyOurs,
       "1:1 split",
+    ),
+    ...oursOnlyRamp(
+      run.oneToOneCassandra,
+      "1:1 sustained msgs/s, ours with its store in Cassandra (one server process and a single-node Cassandra 5.0 on the same machine; WebSocket)",
+      cassandraOnlyOurs,
+      "1:1 on Cassandra",
     ),
     ...oursOnlyRamp(
       run.oneToOneConnect,
@@ -1046,6 +1054,20 @@ const oursVariants = [
       "and reaches the other edge through Redis. CPU is the core's, both edges' and Redis' " +
       "together, and there is no one event loop to show. On two cores the extra processes and " +
       "hops cost more than they spread; the split is for more cores and more machines (ours only).",
+  },
+  {
+    results: (run: BenchRun) => run.oneToOneCassandra,
+    title: "Ours with its store in Cassandra",
+    tables: " with the store in Cassandra",
+    over: "with its store in Cassandra, whose CPU is the server's and Cassandra's together,",
+    what:
+      "The same ramp for ours as one server process whose events and metadata live in " +
+      "Cassandra instead of SQLite (docs/ARCHITECTURE.md, *Events in Cassandra*): a " +
+      "single-node Cassandra 5.0 (assembled from Maven Central, 1 GB heap) on the same two " +
+      "cores. Every message takes its idempotency key and its seq with a lightweight " +
+      "transaction (a Paxos round each) and then writes what it changes, where SQLite commits " +
+      "a whole batch with one fsync. CPU is the server's and Cassandra's together. One node " +
+      "on two cores shows what a message costs, not what a cluster sustains (ours only).",
   },
 ] as const;
 

@@ -130,6 +130,7 @@ const diskProbes: DiskProbe[] = [];
 const oneToOneGrpc: RampResult[] = [];
 const oneToOneConnect: RampResult[] = [];
 const oneToOneSplit: RampResult[] = [];
+const oneToOneCassandra: RampResult[] = [];
 const run: BenchRun = {
   startedAt: new Date(startedAt).toISOString(),
   durationMs: 0,
@@ -155,6 +156,7 @@ const run: BenchRun = {
   oneToOneGrpc,
   oneToOneConnect,
   oneToOneSplit,
+  oneToOneCassandra,
   groupFanout: { groupSize: 0, groups: 0, sloP99Us: groupSloUs, results: [] },
   idle: [],
   reconnect: [],
@@ -345,9 +347,16 @@ if (!serverRoot) {
   await each(
     "one-to-one",
     ["ours"],
-    (n) => oneToOne(ctx, n, "websocket", 2),
+    (n) => oneToOne(ctx, n, "websocket", { split: 2 }),
     oneToOneSplit,
     "split: core + 2 edges, Redis",
+  );
+  await each(
+    "one-to-one",
+    ["ours"],
+    (n) => oneToOne(ctx, n, "websocket", { cassandra: true }),
+    oneToOneCassandra,
+    "store in Cassandra",
   );
 }
 await each(

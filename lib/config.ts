@@ -95,16 +95,18 @@ export interface Config {
   /**
    * Which services this process runs: "all" (the embedded default), or one
    * side of the split: "core" (router and store, serving them to edges on its
-   * internal listener) or "edge" (client sessions, calling the core at
-   * `core.url`). A split needs soft state in Redis, shared by every process.
+   * internal listener) or "edge" (client sessions, calling the cores at
+   * `core.urls`). A split needs soft state in Redis, shared by every process.
    */
   role: "all" | "core" | "edge";
   /**
    * The core's internal listener (host and port, for role "core"), where
-   * edges reach it (url, for role "edge"), and the secret every internal call
-   * carries (both sides).
+   * edges reach the cores (urls, for role "edge"), and the secret every
+   * internal call carries (both sides). With several cores each conversation
+   * belongs to one of them (lib/core-shards.ts); they need the store in
+   * Cassandra.
    */
-  core: { host: string; port: number; url: string; secret: string };
+  core: { host: string; port: number; urls: string[]; secret: string };
 }
 
 type DeepPartial<T> = {
@@ -172,7 +174,7 @@ const defaults: Config = {
     replicationFactor: 1,
   },
   role: "all",
-  core: { host: "127.0.0.1", port: 8081, url: "", secret: "" },
+  core: { host: "127.0.0.1", port: 8081, urls: [], secret: "" },
 };
 
 const prefix = "CHAT_";
@@ -285,7 +287,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
   assign(input, "role", get("ROLE") as Config["role"] | undefined);
   assign(input.core!, "host", get("CORE_HOST"));
   assign(input.core!, "port", num("CORE_PORT"));
-  assign(input.core!, "url", get("CORE_URL"));
+  assign(input.core!, "urls", list("CORE_URL"));
   assign(input.core!, "secret", get("INTERNAL_SECRET"));
   const sync = get("SQLITE_SYNCHRONOUS");
   if (sync !== undefined) {
@@ -427,14 +429,22 @@ export function toConfig(input: ConfigInput = {}): Config {
     }
   }
   if (cfg.role === "edge") {
-    let url: URL;
-    try {
-      url = new URL(cfg.core.url);
-    } catch {
-      throw new ConfigError("core.url is not a URL (role edge calls the core there)");
+    if (cfg.core.urls.length === 0) {
+      throw new ConfigError("core.urls is empty (role edge calls the cores there)");
     }
-    if (url.protocol !== "http:" && url.protocol !== "https:") {
-      throw new ConfigError("core.url must be http(s)");
+    for (const u of cfg.core.urls) {
+      let url: URL;
+      try {
+        url = new URL(u);
+      } catch {
+        throw new ConfigError("core.urls holds something that is not a URL");
+      }
+      if (url.protocol !== "http:" && url.protocol !== "https:") {
+        throw new ConfigError("core.urls must be http(s)");
+      }
+    }
+    if (new Set(cfg.core.urls).size !== cfg.core.urls.length) {
+      throw new ConfigError("core.urls names a core twice");
     }
   }
   if (cfg.push.webhookUrl && cfg.push.fcmCredentialsFile) {

@@ -44,6 +44,8 @@ export function createInternalServer(opts: {
   routes: (router: ConnectRouter) => void;
   interceptors: Interceptor[];
   secret: string;
+  /** Runs for every authorized call before its body is read; an error refuses the call. */
+  admit?: (headers: http2.IncomingHttpHeaders) => ConnectError | undefined;
 }) {
   const local = createInProcessTransport(opts.routes, { interceptors: opts.interceptors });
   const methods = new Map<string, DescMethodUnary>();
@@ -77,6 +79,11 @@ export function createInternalServer(opts: {
         stream,
         new ConnectError("internal calls need the internal secret", Code.Unauthenticated),
       );
+      return;
+    }
+    const refused = opts.admit?.(headers);
+    if (refused) {
+      fail(stream, refused);
       return;
     }
     const method = methods.get(headers[":path"] ?? "");
@@ -122,7 +129,12 @@ export function createInternalServer(opts: {
  * next one reconnects). Deadlines and abort signals end a call as Connect's
  * transports do. close() drops the connection.
  */
-export function createInternalTransport(opts: { url: string; secret: string }): Transport & {
+export function createInternalTransport(opts: {
+  url: string;
+  secret: string;
+  /** Sent with every call. */
+  headers?: Record<string, string>;
+}): Transport & {
   close(): void;
 } {
   const url = new URL(opts.url);
@@ -161,6 +173,7 @@ export function createInternalTransport(opts: { url: string; secret: string }): 
         ":path": pathOf(method),
         "content-type": contentType,
         authorization: `Bearer ${opts.secret}`,
+        ...opts.headers,
       };
       new Headers(header).forEach((v, k) => {
         if (k !== "authorization") headers[k] = v;

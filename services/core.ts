@@ -1,20 +1,25 @@
 import http2 from "node:http2";
 import type { Agent } from "node:https";
 import type net from "node:net";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { RouterService } from "../gen/chat/internal/v1/router_service_pb.js";
 import { StoreService } from "../gen/chat/internal/v1/store_service_pb.js";
 import type { Config } from "../lib/config.js";
+import { coresHeader } from "../lib/core-shards.js";
 import { createInternalServer } from "../lib/internal-http2.js";
 import type { Logger } from "../lib/logger.js";
 import { serveMetrics } from "../lib/metrics.js";
 import { createRouterAndStore } from "./parts.js";
 
 /**
- * The core of a split deployment (role "core"): router and store on SQLite
- * and the in-process log, serving RouterService and StoreService on the
- * internal listener (lib/internal-http2.ts) to any number of edge processes.
- * Every call must carry the internal secret. Fan-out reaches the edges through
- * the edge bus in Redis, which this process and every edge share.
+ * The core of a split deployment (role "core"): router and store (SQLite or
+ * Cassandra) and the in-process log, serving RouterService and StoreService
+ * on the internal listener (lib/internal-http2.ts) to any number of edge
+ * processes. Every call must carry the internal secret. Fan-out reaches the
+ * edges through the edge bus in Redis, which this process and every edge
+ * share. Edges may spread conversations over several cores
+ * (lib/core-shards.ts) when the store is in Cassandra; a core on SQLite
+ * refuses calls from edges that name more than one core.
  */
 export function createCore(config: Config, deps: { logger: Logger; fcmAgent?: Agent }) {
   const core = createRouterAndStore(config, deps);
@@ -27,6 +32,13 @@ export function createCore(config: Config, deps: { logger: Logger; fcmAgent?: Ag
     },
     interceptors: core.interceptors,
     secret: config.core.secret,
+    admit: (headers) =>
+      config.cassandra.contactPoints.length === 0 && Number(headers[coresHeader] ?? 1) > 1
+        ? new ConnectError(
+            "several cores need the store in Cassandra; this core keeps it in a local SQLite file",
+            Code.FailedPrecondition,
+          )
+        : undefined,
   });
   // Edges multiplex every call on one connection each: no call should wait behind a stream limit.
   const server = http2.createServer({ settings: { maxConcurrentStreams: 100_000 } });

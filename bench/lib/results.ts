@@ -289,6 +289,11 @@ export interface BenchRun {
    * (absent in older results).
    */
   oneToOneSplit?: RampResult[];
+  /**
+   * 1:1 for ours again with its events and metadata in a single-node
+   * Cassandra on the same machine (absent in older results).
+   */
+  oneToOneCassandra?: RampResult[];
   /** sloP99Us: the p99 send→deliver bound that "sustained" uses for fan-out. */
   groupFanout: { groupSize: number; groups: number; sloP99Us: number; results: RampResult[] };
   idle: IdleResult[];

@@ -1,7 +1,7 @@
 import { type BenchContext, closeClients, openClients, ramp, setRoutes } from "../lib/context.js";
 import type { RampResult, TargetName } from "../lib/results.js";
 import type { ClientSpec, OursTransport, Route } from "../worker.js";
-import { clientSpec, directDest, startTarget } from "./targets.js";
+import { clientSpec, directDest, type OursLayout, startTarget } from "./targets.js";
 
 /**
  * 1:1 chat: `pairs` conversations, both members online, each sending to the
@@ -10,25 +10,26 @@ import { clientSpec, directDest, startTarget } from "./targets.js";
  * the relay's transport, unless `transport` says otherwise: "grpc", a
  * Session stream on an HTTP/2 connection of each client's own, as a native
  * app's; "connect", a web app's Connect client (a Subscribe call, and a unary
- * Send call per message, on an HTTP/2 connection of its own). With `split`,
- * ours runs as a core and that many edges (clients spread over them by index,
- * so the two members of a pair sit on different edges, and every message
- * crosses from one edge through the core to another); its CPU is every
- * process's, Redis' included.
+ * Send call per message, on an HTTP/2 connection of its own). With
+ * `layout.split`, ours runs as a core and that many edges (clients spread
+ * over them by index, so the two members of a pair sit on different edges,
+ * and every message crosses from one edge through the core to another); with
+ * `layout.cassandra`, its store is in Cassandra. Either way its CPU is every
+ * process's, Redis' and Cassandra's included.
  */
 export async function oneToOne(
   ctx: BenchContext,
   name: TargetName,
   transport: OursTransport = "websocket",
-  split?: number,
+  layout?: OursLayout,
 ): Promise<RampResult | undefined> {
   const { pairs } = ctx.scale;
-  // A split on this machine's two cores sustains less than the first rate: it starts lower.
-  const rates = split
+  // A split or a Cassandra store on this machine's two cores sustains less than the first rate: it starts lower.
+  const rates = layout
     ? [...[100, 200, 300, 400].filter((r) => r < ctx.scale.rates[0]!), ...ctx.scale.rates]
     : ctx.scale.rates;
   const users = pairs * 2;
-  const t = await startTarget(ctx, name, users, "one-to-one", split);
+  const t = await startTarget(ctx, name, users, "one-to-one", layout);
   if (!t) return undefined;
   try {
     const clients: ClientSpec[] = [];
@@ -70,7 +71,7 @@ export async function oneToOne(
       1,
       name === "ours" || name === "relay",
       100,
-      split ? t.pids : t.pid,
+      layout ? t.pids : t.pid,
     );
     await closeClients(ctx);
     return result;

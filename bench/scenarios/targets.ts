@@ -5,12 +5,20 @@ import { startOurs } from "../targets/ours.js";
 import { startRelay } from "../targets/relay.js";
 import type { ClientSpec, TargetSpec } from "../worker.js";
 
+/** How ours runs, beyond the embedded default. */
+export interface OursLayout {
+  /** A split deployment with this many edges (and a core). */
+  split?: number;
+  /** Events and metadata in the test Cassandra instead of SQLite. */
+  cassandra?: boolean;
+}
+
 /** A started system under test, as the scenarios need it. */
 export interface Started {
   name: TargetName;
   spec: TargetSpec;
   pid: number;
-  /** Every process of the system under test (a split's core and edges); else [pid]. */
+  /** Every process of the system under test (a split's core and edges, Redis, Cassandra); else [pid]. */
   pids: number[];
   /** RSS in bytes; Node targets collect garbage first so it counts live memory only. */
   rss(): Promise<number>;
@@ -24,15 +32,14 @@ export async function startTarget(
   name: TargetName,
   users: number,
   scenario: string,
-  /** Ours as a split deployment with this many edges. */
-  split?: number,
+  layout: OursLayout = {},
 ): Promise<Started | undefined> {
   if (name === "ours") {
     const ours = await startOurs({
       users,
       ...(ctx.serverRoot ? { serverRoot: ctx.serverRoot } : {}),
       ...(ctx.cpuProfileDir ? { cpuProfileDir: ctx.cpuProfileDir } : {}),
-      ...(split ? { split } : {}),
+      ...layout,
     });
     return {
       name,

@@ -1,6 +1,7 @@
 /**
  * Child process: the embedded default (edge, router, store on SQLite with
- * durable acks) as `npm start` runs it, with users provisioned up front; or
+ * durable acks, or on Cassandra when configured) as `npm start` runs it,
+ * with users provisioned up front; or
  * one process of a split deployment (the core, provisioned the same way, or
  * an edge). Driven by the bench over IPC.
  */
@@ -27,21 +28,37 @@ type Embedded = {
 let app: Embedded | undefined;
 
 type OpenStore = typeof import("../../lib/backends/sqlite/sqlite-store.js").openSqliteStore;
+type StoresFrom = typeof import("../../services/parts.js").eventsAndMetadataFrom;
+type Config = ReturnType<typeof toConfig>;
 
-async function provision(root: string, dataDir: string, users: number) {
+/** The server's own store, opened as the server opens it: SQLite in the data dir, or Cassandra. */
+async function openStore(root: string, config: Config) {
+  if (config.cassandra.contactPoints.length > 0) {
+    const { eventsAndMetadataFrom } = (await import(
+      pathToFileURL(join(root, "services/parts.ts")).href
+    )) as { eventsAndMetadataFrom: StoresFrom };
+    const stores = eventsAndMetadataFrom(config);
+    await stores.open();
+    return { metadata: stores.metadata, close: () => stores.close(), chunk: 200 };
+  }
   const { openSqliteStore } = (await import(
     pathToFileURL(join(root, "lib/backends/sqlite/sqlite-store.ts")).href
   )) as { openSqliteStore: OpenStore };
   // Provisioning is setup, not load: no fsync per row. The server itself runs synchronous=FULL.
-  const store = openSqliteStore({ path: join(dataDir, "chat.db"), synchronous: "NORMAL" });
-  // Writes issued together commit together (the writer batches what is queued).
-  for (let from = 0; from < users; from += 1000) {
+  const store = openSqliteStore({ path: join(config.dataDir, "chat.db"), synchronous: "NORMAL" });
+  return { metadata: store, close: () => store.close(), chunk: 1000 };
+}
+
+async function provision(root: string, config: Config, users: number) {
+  const store = await openStore(root, config);
+  // Writes issued together commit together (the SQLite writer batches what is queued).
+  for (let from = 0; from < users; from += store.chunk) {
     const chunk: Promise<unknown>[] = [];
-    for (let i = from; i < Math.min(users, from + 1000); i++) {
+    for (let i = from; i < Math.min(users, from + store.chunk); i++) {
       chunk.push(
-        store
+        store.metadata
           .putUser(`u${i}`, `u${i}`, false)
-          .then(() => store.ensureDevice(`u${i}`, `d-u${i}`, DevicePlatform.UNSPECIFIED)),
+          .then(() => store.metadata.ensureDevice(`u${i}`, `d-u${i}`, DevicePlatform.UNSPECIFIED)),
       );
     }
     await Promise.all(chunk);
@@ -60,7 +77,7 @@ serveRpc({
     const config = toConfig({ ...args.config, auth: { ...auth, signingKeys } });
     const root = args.serverRoot ?? join(import.meta.dirname, "../..");
     // An edge of a split keeps no data: the core's store holds the users.
-    if (config.role !== "edge") await provision(root, config.dataDir, args.users);
+    if (config.role !== "edge") await provision(root, config, args.users);
     const logger = createRootLogger(config.logLevel);
     if (config.role === "core") {
       const mod = (await import(pathToFileURL(join(root, "services/core.ts")).href)) as {

@@ -7,8 +7,19 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import { createTokenService, type TokenService } from "../../lib/auth/tokens.js";
 import type { ConfigInput } from "../../lib/config.js";
-// The tests' dev-env helper: the machine's Redis, started if it is not running.
-import { dropKeys, ensureRedis, freePort, redisPid, redisUrl } from "../../test/helpers/dev-env.js";
+// The tests' dev-env helper: the machine's Redis, started if it is not running, and the test Cassandra.
+import {
+  cassandraPid,
+  cassandraRunning,
+  dropKeys,
+  dropKeyspace,
+  ensureCassandra,
+  ensureRedis,
+  freePort,
+  redisPid,
+  redisUrl,
+  stopCassandra,
+} from "../../test/helpers/dev-env.js";
 import { forkTs, makeRpc, rssOf, waitExit } from "../lib/procs.js";
 
 /** What the bench changes from production defaults, and why; it goes into the report. */
@@ -92,6 +103,11 @@ export async function startOurs(opts: {
   cpuProfileDir?: string;
   /** Edges of a split deployment; 0 or absent for the embedded server. */
   split?: number;
+  /**
+   * Events and metadata in the test Cassandra (started if none runs, and
+   * then stopped again at stop), in a keyspace of its own dropped at stop.
+   */
+  cassandra?: boolean;
 }): Promise<OursTarget> {
   const dataDir = mkdtempSync(join(tmpdir(), "relaychat-bench-"));
   const key = { kid: "bench", secret: randomBytes(32) };
@@ -128,6 +144,8 @@ export async function startOurs(opts: {
     ...(opts.cpuProfileDir ? { cpuProfileDir: opts.cpuProfileDir } : {}),
   };
   const prefix = `bench:${randomBytes(4).toString("hex")}:`;
+  const keyspace = `bench_${randomBytes(4).toString("hex")}`;
+  let startedCassandra = false;
   const procs: Awaited<ReturnType<typeof startProcess>>[] = [];
   const cleanup = async () => {
     // Edges first, then the core: each drains what it holds.
@@ -137,8 +155,21 @@ export async function startOurs(opts: {
     }
     rmSync(dataDir, { recursive: true, force: true });
     if (opts.split) await dropKeys(prefix);
+    if (opts.cassandra) {
+      if (startedCassandra) await stopCassandra();
+      else await dropKeyspace(keyspace).catch(() => undefined);
+    }
   };
   try {
+    if (opts.cassandra) {
+      startedCassandra = !(await cassandraRunning());
+      const node = await ensureCassandra();
+      config.cassandra = {
+        contactPoints: [node.contactPoint],
+        localDataCenter: node.localDataCenter,
+        keyspace,
+      };
+    }
     if (!opts.split) {
       procs.push(await startProcess(config, opts.users, procOpts));
     } else {
@@ -150,7 +181,7 @@ export async function startOurs(opts: {
         core: {
           host: "127.0.0.1",
           port: corePort,
-          url: `http://127.0.0.1:${corePort}`,
+          urls: [`http://127.0.0.1:${corePort}`],
           secret: randomBytes(24).toString("base64url"),
         },
       };
@@ -166,8 +197,12 @@ export async function startOurs(opts: {
   const edges = opts.split ? procs.slice(1) : procs;
   const ports = edges.map((p) => p.port);
   const procPids = procs.map((p) => p.pid);
-  // A split's soft state is part of the system under test: Redis' CPU counts with it.
-  const pids = opts.split ? [...procPids, await redisPid()] : procPids;
+  // A split's soft state and a Cassandra store are part of the system under test: their CPU counts.
+  const pids = [
+    ...procPids,
+    ...(opts.split ? [await redisPid()] : []),
+    ...(opts.cassandra ? [cassandraPid() ?? 0].filter((p) => p > 0) : []),
+  ];
   const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${ports[0]}` });
   const tokenCache = new Map<number, string>();
   const token = async (i: number) => {

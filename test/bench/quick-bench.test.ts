@@ -61,6 +61,8 @@ describe("npm run bench -- --quick", () => {
     expect(run.oneToOneConnect?.map((r) => r.target)).toEqual(["ours"]);
     // And split: a core and two edge processes sharing Redis.
     expect(run.oneToOneSplit?.map((r) => r.target)).toEqual(["ours"]);
+    // And with its store in Cassandra.
+    expect(run.oneToOneCassandra?.map((r) => r.target)).toEqual(["ours"]);
     expect(run.groupFanout.results.map((r) => r.target).sort()).toEqual(
       ["ejabberd-routing", "ours", "relay"].sort(),
     );
@@ -132,6 +134,12 @@ describe("npm run bench -- --quick", () => {
     expect(split.deliver.count).toBe(split.ack!.count);
     expect(split.targetCpuPct).toBeGreaterThan(0);
     expect(split.eventLoopCpuPct).toBeUndefined();
+    // On Cassandra, every acknowledged message was delivered once, and Cassandra's CPU counts.
+    const onCassandra = run.oneToOneCassandra![0]!.steps[0]!;
+    expect(onCassandra.ack!.count).toBeGreaterThan(0);
+    expect(onCassandra.missing).toBe(0);
+    expect(onCassandra.deliver.count).toBe(onCassandra.ack!.count);
+    expect(onCassandra.targetCpuPct).toBeGreaterThan(0);
     for (const i of run.idle) {
       expect(i.held, `${i.target} ${i.transport ?? "sockets"}`).toBe(i.attempted);
       expect(i.rssHeldBytes, i.target).toBeGreaterThan(0);

@@ -5,9 +5,17 @@ import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StoreService } from "../../gen/chat/internal/v1/store_service_pb.js";
+import { coresHeader, ownerOf } from "../../lib/core-shards.js";
 import { createInternalTransport } from "../../lib/internal-http2.js";
 import { direct, login, openSession, settle, type User } from "../helpers/clients.js";
-import { dropKeys, ensureRedis, freePort, redisUrl } from "../helpers/dev-env.js";
+import {
+  dropKeys,
+  dropKeyspace,
+  ensureCassandra,
+  ensureRedis,
+  freePort,
+  redisUrl,
+} from "../helpers/dev-env.js";
 import type { TestServer } from "../helpers/server.js";
 import { ServerProcess } from "../helpers/server-process.js";
 
@@ -186,6 +194,18 @@ describe("split deployment: one core, two edge processes, soft state in Redis", 
     await expect(elsewhere.loadUsers({ userIds: ["ann"] })).rejects.toMatchObject({
       code: Code.Unavailable,
     });
+    // Edges that spread conversations over several cores need them to share a store.
+    const sharded = createClient(
+      StoreService,
+      createInternalTransport({
+        url: `http://127.0.0.1:${corePort}`,
+        secret,
+        headers: { [coresHeader]: "2" },
+      }),
+    );
+    await expect(sharded.loadUsers({ userIds: ["ann"] })).rejects.toMatchObject({
+      code: Code.FailedPrecondition,
+    });
     // A domain error crosses the hop with its code, to the edge and on to the client.
     await expect(
       ann.chat.getHistory({ conversationId: "c_0123456789abcdefghjkmnpqrs" }),
@@ -198,5 +218,144 @@ describe("split deployment: one core, two edge processes, soft state in Redis", 
     expect((await edge.exit).code).toBe(0);
     coreProcess.kill("SIGTERM");
     expect((await coreProcess.exit).code).toBe(0);
+  });
+});
+
+describe("split deployment with the store in Cassandra: two cores share the conversations, and keep nothing of their own", () => {
+  const keyspace = `split_${process.pid}`;
+  const redisPrefix = `${prefix}cassandra:`;
+  const own: ServerProcess[] = [];
+  const corePorts: number[] = [];
+  const coreProcesses: ServerProcess[] = [];
+  const edges: TestServer[] = [];
+  let contactPoint = "";
+
+  const startCassandraCore = async (k: number) => {
+    const { process: p } = await start({
+      CHAT_ROLE: "core",
+      CHAT_CORE_HOST: "127.0.0.1",
+      CHAT_CORE_PORT: String(corePorts[k]),
+      CHAT_CASSANDRA_CONTACT_POINTS: contactPoint,
+      CHAT_CASSANDRA_KEYSPACE: keyspace,
+      CHAT_REDIS_KEY_PREFIX: redisPrefix,
+    });
+    own.push(p);
+    coreProcesses[k] = p;
+  };
+
+  beforeAll(async () => {
+    contactPoint = (await ensureCassandra()).contactPoint;
+    corePorts.push(await freePort(), await freePort());
+    // The first core creates the keyspace; the second finds it.
+    await startCassandraCore(0);
+    await startCassandraCore(1);
+    for (let e = 0; e < 2; e++) {
+      const { process: p, port } = await start({
+        CHAT_ROLE: "edge",
+        CHAT_HOST: "127.0.0.1",
+        CHAT_PORT: "0",
+        CHAT_CORE_URL: corePorts.map((c) => `http://127.0.0.1:${c}`).join(","),
+        CHAT_DEV_MODE: "true",
+        CHAT_REDIS_KEY_PREFIX: redisPrefix,
+      });
+      own.push(p);
+      edges.push({ url: `http://127.0.0.1:${port}` } as TestServer);
+    }
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const p of own.splice(0).reverse()) {
+      p.kill("SIGTERM");
+      await p.exit;
+    }
+    await dropKeyspace(keyspace);
+    await dropKeys(redisPrefix);
+  });
+
+  const ownerOfConv = (conv: string) => ownerOf(`c ${conv}`, 2);
+  /** Retries while the answer is UNAVAILABLE (a core just started), for up to 5 s. */
+  const untilAvailable = async <T>(call: () => Promise<T>): Promise<T> => {
+    for (let i = 0; ; i++) {
+      try {
+        return await call();
+      } catch (err) {
+        if (i >= 50 || ConnectError.from(err).code !== Code.Unavailable) throw err;
+        await settle(100);
+      }
+    }
+  };
+  /** Direct conversations of cat (on edge 0) with others (on edge 1), until both cores own one. */
+  let cat: User;
+  const peers: User[] = [];
+  const convs: string[] = [];
+  const send = (conv: string, key: string) =>
+    cat.chat.send({ conversationId: conv, clientMsgId: key, content: { text: key } });
+
+  it("sends every conversation's changes through the core that owns it: exactly once and in order across edges, on both cores", async () => {
+    cat = await login(edges[0]!, "cat", "cat-phone");
+    for (let i = 0; i < 12 && new Set(convs.map(ownerOfConv)).size < 2; i++) {
+      const peer = await login(edges[1]!, `peer${i}`, `peer${i}-phone`);
+      peers.push(peer);
+      convs.push(await direct(cat, peer));
+    }
+    expect(new Set(convs.map(ownerOfConv)).size).toBe(2);
+    const catLive = openSession(cat.chat);
+    const peerLives = peers.map((p) => openSession(p.chat));
+    await Promise.all([catLive, ...peerLives].map((l) => l.frames.synced()));
+    // Both sides send at once, from both edges, in every conversation.
+    await Promise.all(
+      convs.flatMap((conv, k) =>
+        Array.from({ length: 10 }, (_, i) => [
+          send(conv, `c${i}`),
+          peers[k]!.chat.send({
+            conversationId: conv,
+            clientMsgId: `p${i}`,
+            content: { text: "p" },
+          }),
+        ]).flat(),
+      ),
+    );
+    for (const [k, conv] of convs.entries()) {
+      for (const live of [catLive, peerLives[k]!]) {
+        await live.frames.until((f) => f.events(conv).length >= 21, 10_000, "21 events");
+      }
+    }
+    await settle(300);
+    for (const [k, conv] of convs.entries()) {
+      expect(seqsOf(catLive.frames.events(conv))).toEqual(range(1, 21));
+      expect(seqsOf(peerLives[k]!.frames.events(conv))).toEqual(range(1, 21));
+    }
+    for (const l of [catLive, ...peerLives]) l.abort();
+  });
+
+  it("loses only its own conversations while a core is away, and a new core in a new data directory goes on where the old one stopped", async () => {
+    const gone = 1;
+    const kept = convs.filter((c) => ownerOfConv(c) !== gone);
+    const moved = convs.filter((c) => ownerOfConv(c) === gone);
+    const last = await Promise.all(moved.map((c) => send(c, "last")));
+    coreProcesses[gone]!.kill("SIGKILL");
+    await coreProcesses[gone]!.exit;
+    // The other core's conversations go on; the gone core's answer UNAVAILABLE.
+    for (const c of kept) expect((await send(c, "while-away")).event!.seq).toBe(22n);
+    for (const c of moved) {
+      await expect(send(c, "while-away")).rejects.toMatchObject({ code: Code.Unavailable });
+    }
+    // A new machine: nothing of the old core's directory, the same keyspace and Redis.
+    await startCassandraCore(gone);
+    for (const [k, c] of moved.entries()) {
+      const retried = await untilAvailable(() => send(c, "last"));
+      expect(retried).toMatchObject({
+        duplicate: true,
+        event: { eventId: last[k]!.event!.eventId },
+      });
+      expect((await send(c, "after")).event!.seq).toBe(23n);
+      const history = await cat.chat.getHistory({ conversationId: c, limit: 100 });
+      expect(seqsOf(history.events)).toEqual(range(1, 23));
+    }
+    const { conversations } = await cat.chat.listConversations({});
+    const heads = new Map(conversations.map((c) => [c.conversationId, c.headSeq]));
+    expect(convs.map((c) => heads.get(c))).toEqual(
+      convs.map((c) => (ownerOfConv(c) === gone ? 23n : 22n)),
+    );
   });
 });

@@ -280,6 +280,25 @@ describe("renderMarkdown", () => {
     expect(md).toContain("- `relay` (1:1 split): ours only: a split deployment");
   });
 
+  it("shows ours' 1:1 with the store in Cassandra as a row of its own and a section after the split", () => {
+    const run = fakeRun();
+    expect(renderMarkdown(run, [], {})).not.toContain("Cassandra");
+    const onCassandra = ramp("ours", 500);
+    onCassandra.steps[0]!.targetCpuPct = 150;
+    run.oneToOneSplit = [ramp("ours", 3000)];
+    run.oneToOneCassandra = [onCassandra];
+    const md = renderMarkdown(run, [], {});
+    // 150% of a core at 500 msgs/s is 3 ms a message, Cassandra's CPU counted.
+    expect(md).toContain(
+      "with its store in Cassandra, whose CPU is the server's and Cassandra's together, 500 msgs/s at 3,000 µs.",
+    );
+    expect(md.indexOf("### Ours with its store in Cassandra")).toBeGreaterThan(
+      md.indexOf("### Ours split: a core and two edges"),
+    );
+    expect(md).toContain("| 1:1 sustained msgs/s, ours with its store in Cassandra (");
+    expect(md).toContain("- `relay` (1:1 on Cassandra): ours only: the store in Cassandra");
+  });
+
   it("shows where the run's time went, per scenario and system, and the rest", () => {
     const run = fakeRun();
     expect(renderMarkdown(run, [], {})).not.toContain("## Where the run's time went");

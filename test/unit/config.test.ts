@@ -305,17 +305,28 @@ describe("toConfig", () => {
       toConfig({ devMode: true, role: "core", redis, core: { secret: "short" } }),
     ).toThrow(/core.secret must be at least 32/);
     const core = toConfig({ devMode: true, role: "core", redis, core: { secret } });
-    expect(core.core).toEqual({ host: "127.0.0.1", port: 8081, url: "", secret });
+    expect(core.core).toEqual({ host: "127.0.0.1", port: 8081, urls: [], secret });
     expect(() => toConfig({ devMode: true, role: "edge", redis, core: { secret } })).toThrow(
-      /core.url is not a URL/,
+      /core.urls is empty/,
     );
     expect(() =>
-      toConfig({ devMode: true, role: "edge", redis, core: { secret, url: "redis://x:1" } }),
-    ).toThrow(/core.url must be http/);
+      toConfig({ devMode: true, role: "edge", redis, core: { secret, urls: ["not a url"] } }),
+    ).toThrow(/not a URL/);
+    expect(() =>
+      toConfig({ devMode: true, role: "edge", redis, core: { secret, urls: ["redis://x:1"] } }),
+    ).toThrow(/core.urls must be http/);
+    const twice = ["http://core:8081", "http://core:8081"];
+    expect(() =>
+      toConfig({ devMode: true, role: "edge", redis, core: { secret, urls: twice } }),
+    ).toThrow(/names a core twice/);
     expect(
-      toConfig({ devMode: true, role: "edge", redis, core: { secret, url: "http://core:8081" } })
-        .core.url,
-    ).toBe("http://core:8081");
+      toConfig({ devMode: true, role: "edge", redis, core: { secret, urls: ["http://core:8081"] } })
+        .core.urls,
+    ).toEqual(["http://core:8081"]);
+    expect(readEnv({ CHAT_CORE_URL: "http://c1:8081, http://c2:8081" }).core?.urls).toEqual([
+      "http://c1:8081",
+      "http://c2:8081",
+    ]);
     expect(
       readEnv({
         CHAT_ROLE: "edge",
@@ -326,7 +337,7 @@ describe("toConfig", () => {
       }),
     ).toMatchObject({
       role: "edge",
-      core: { url: "http://10.0.0.2:8081", host: "0.0.0.0", port: 9000, secret },
+      core: { urls: ["http://10.0.0.2:8081"], host: "0.0.0.0", port: 9000, secret },
     });
   });
 
