@@ -56,10 +56,12 @@ export interface CassandraOptions {
 }
 
 export interface CassandraStore extends EventStore, MetadataStore {
-  /** Creates the keyspace and tables if missing. Call once before use. */
+  /**
+   * Creates the keyspace and tables if missing. Call once before use. Two
+   * processes creating the same table at once can leave Cassandra with
+   * conflicting schema versions: start one core first on a new keyspace.
+   */
   migrate(): Promise<void>;
-  /** Empties every table (tests). */
-  truncate(): Promise<void>;
 }
 
 /** Driver failures that mean "try again": no node, timeouts, overload. */
@@ -88,6 +90,9 @@ const ms = (n: number) => BigInt(n);
 
 /** The driver takes blobs as Buffers only: a view of the same bytes. */
 const blob = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+
+/** Conversations whose heads a store remembers; past it the least recently used are read again. */
+const maxHeads = 200_000;
 
 /** How long a conversation key may go without its first event before it counts as abandoned. */
 const staleKeyMs = 30_000;
@@ -166,6 +171,12 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
    * projection is brought up to its last event (see catchUp).
    */
   const heads = new Map<string, bigint>();
+  /** Records a head, forgetting the oldest past the bound (a forgotten one is read again). */
+  const setHead = (conversationId: string, seq: bigint) => {
+    heads.delete(conversationId);
+    heads.set(conversationId, seq);
+    if (heads.size > maxHeads) heads.delete(heads.keys().next().value!);
+  };
   const commits = createKeyedQueue();
 
   /** The projected head, after re-projecting events a writer stored but did not project. */
@@ -197,7 +208,7 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
       }
       await advanceHead(conversationId, projected, atMs);
     }
-    heads.set(conversationId, logHead);
+    setHead(conversationId, logHead);
     return logHead;
   };
 
@@ -364,7 +375,7 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
       return new SeqConflictError(conv, (now ?? 0n) + 1n, ev.seq);
     }
     await project(ev, createdMs(ev));
-    heads.set(conv, ev.seq);
+    setHead(conv, ev.seq);
     return bytes;
   };
 
@@ -611,15 +622,17 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
 
   return {
     async migrate() {
+      const existing = await all(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+        [ks],
+      );
+      const have = new Set(existing.map((r) => r.table_name));
+      if (tableNames.every((n) => have.has(n))) return;
       await run(
         `CREATE KEYSPACE IF NOT EXISTS ${ks} WITH replication =
          {'class': 'SimpleStrategy', 'replication_factor': ${opts.replicationFactor ?? 1}}`,
       );
       for (const table of tables) await run(table.replace(/EXISTS (\w+)/, `EXISTS ${ks}.$1`));
-    },
-    async truncate() {
-      for (const name of tableNames) await run(`TRUNCATE ${ks}.${name}`);
-      heads.clear();
     },
 
     async commit(events) {
