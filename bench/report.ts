@@ -1067,7 +1067,11 @@ const oursVariants = [
       "cores. Every message takes its idempotency key and its seq with a lightweight " +
       "transaction (a Paxos round each) and then writes what it changes, where SQLite commits " +
       "a whole batch with one fsync. CPU is the server's and Cassandra's together. One node " +
-      "on two cores shows what a message costs, not what a cluster sustains (ours only).",
+      "on two cores shows what a message costs, not what a cluster sustains. The node is the " +
+      "tests' (scripts/install-cassandra.sh): its commit log is synced periodically, as " +
+      "Cassandra's default is, and not fsync'd at all, so an ack here waits for the node's " +
+      "memtable and commit log write, not for a disk; a cluster's durability is its replicas " +
+      "(ours only).",
   },
 ] as const;
 

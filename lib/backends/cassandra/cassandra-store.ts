@@ -168,7 +168,7 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
 
   /**
    * Heads as this process projected them. On first touch a conversation's
-   * projection is brought up to its last event (see catchUp).
+   * projection is brought up to its last event (see headOf and caughtUp).
    */
   const heads = new Map<string, bigint>();
   /** Records a head, forgetting the oldest past the bound (a forgotten one is read again). */
@@ -250,7 +250,7 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
     if (taken.applied) return undefined;
     const holder = taken.row!.conversation_id as string;
     if (holder === conversationId) return undefined;
-    if ((await headOf(holder)) !== undefined) return holder;
+    if ((await commits.run(holder, () => headOf(holder))) !== undefined) return holder;
     // No first event yet: a creation in flight, or one that died half way
     // (its key is taken over once it is older than any creation takes).
     const age = await first(
