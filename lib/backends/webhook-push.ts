@@ -8,7 +8,12 @@ export type { PushDropReason } from "./push-queue.js";
 export interface WebhookPushOptions extends PushQueueOptions {
   /** The push gateway that turns notifications into FCM/APNs/Web Push calls. */
   url: string;
-  /** Signs each body: `x-chat-signature: sha256=<hex HMAC of the raw body>`. */
+  /**
+   * Signs each request: `x-chat-timestamp: <unix seconds>` and
+   * `x-chat-signature: sha256=<hex HMAC of "<timestamp>.<raw body>">`. The
+   * timestamp is signed so that a gateway can refuse a replayed request
+   * (say, one older than five minutes); each attempt is signed anew.
+   */
   secret: string;
   timeoutMs?: number;
 }
@@ -49,10 +54,17 @@ export function createWebhookPush(opts: WebhookPushOptions): PushNotifier {
       })),
     };
     const body = JSON.stringify(n);
-    const signature = createHmac("sha256", opts.secret).update(body).digest("hex");
+    const timestamp = String(Math.floor(Date.now() / 1000));
+    const signature = createHmac("sha256", opts.secret)
+      .update(`${timestamp}.${body}`)
+      .digest("hex");
     const res = await fetch(opts.url, {
       method: "POST",
-      headers: { "content-type": "application/json", "x-chat-signature": `sha256=${signature}` },
+      headers: {
+        "content-type": "application/json",
+        "x-chat-timestamp": timestamp,
+        "x-chat-signature": `sha256=${signature}`,
+      },
       body,
       signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
     });

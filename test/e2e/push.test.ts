@@ -14,6 +14,7 @@ interface Received {
   body: PushNotification;
   raw: string;
   signature: string;
+  timestamp: string;
 }
 
 /** A push gateway on loopback: records every POST, answering with `statuses` in turn, then 200. */
@@ -34,6 +35,7 @@ async function startGateway(statuses: number[] = []) {
           body: JSON.parse(raw) as PushNotification,
           raw,
           signature: String(req.headers["x-chat-signature"] ?? ""),
+          timestamp: String(req.headers["x-chat-timestamp"] ?? ""),
         });
       }
       res.writeHead(status).end();
@@ -99,7 +101,9 @@ describe("push for devices without a live session", () => {
       ],
     });
     expect(n!.raw).not.toContain("secret plans");
-    const expected = createHmac("sha256", secret).update(n!.raw).digest("hex");
+    // The signature covers the timestamp, which says when it was sent: a replay is visible.
+    expect(Math.abs(Number(n!.timestamp) - Date.now() / 1000)).toBeLessThan(30);
+    const expected = createHmac("sha256", secret).update(`${n!.timestamp}.${n!.raw}`).digest("hex");
     expect(n!.signature).toBe(`sha256=${expected}`);
     expect(benTablet.deviceId).toBe("ben-tablet");
 
