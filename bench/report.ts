@@ -1068,10 +1068,9 @@ const oursVariants = [
       "transaction (a Paxos round each) and then writes what it changes, where SQLite commits " +
       "a whole batch with one fsync. CPU is the server's and Cassandra's together. One node " +
       "on two cores shows what a message costs, not what a cluster sustains. The node is the " +
-      "tests' (scripts/install-cassandra.sh): its commit log is synced periodically, as " +
-      "Cassandra's default is, and not fsync'd at all, so an ack here waits for the node's " +
-      "memtable and commit log write, not for a disk; a cluster's durability is its replicas " +
-      "(ours only).",
+      "tests' (scripts/install-cassandra.sh, test/helpers/dev-env.ts), with its commit log in " +
+      "group mode: a write is acknowledged once the commit log holding it is fsync'd, as " +
+      "durable acks need (ours only).",
   },
 ] as const;
 

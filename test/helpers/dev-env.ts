@@ -3,6 +3,7 @@ import {
   closeSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   openSync,
   readdirSync,
   readFileSync,
@@ -12,7 +13,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { type AddressInfo, createConnection, createServer } from "node:net";
-import { homedir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import cassandraDriver from "cassandra-driver";
@@ -170,8 +171,18 @@ const cassandraVersion = "5.0.6";
  * 7000/7001, for the same reason.
  */
 const cassandraPort = 19042;
-const cassandraStoragePort = cassandraPort + 1;
-const cassandraSslStoragePort = cassandraPort + 2;
+
+/** A node's ports: CQL, and the two internode ones it must bind even alone. */
+interface NodePorts {
+  native: number;
+  storage: number;
+  ssl: number;
+}
+const sharedPorts: NodePorts = {
+  native: cassandraPort,
+  storage: cassandraPort + 1,
+  ssl: cassandraPort + 2,
+};
 
 /**
  * A cold start takes about 4 s on an idle 2-core box and several times that
@@ -220,8 +231,8 @@ export async function ensureCassandra(): Promise<{
       try {
         if (await cqlAnswers(cassandraPort)) return node;
         // A node still starting (its starter gone) is waited for, not replaced.
-        const pid = runningCassandra(nodeDir) ?? startCassandra(home, nodeDir);
-        await waitForCql(pid, nodeDir, Date.now() + cassandraStartTimeoutMs);
+        const pid = runningCassandra(nodeDir) ?? startCassandra(home, nodeDir, sharedPorts);
+        await waitForCql(pid, nodeDir, Date.now() + cassandraStartTimeoutMs, cassandraPort);
         return node;
       } finally {
         rmSync(lock, { force: true });
@@ -238,6 +249,45 @@ export async function ensureCassandra(): Promise<{
       );
     }
   }
+}
+
+/**
+ * A Cassandra node of a test's own, on free ports and in a directory of its
+ * own, for tests that take it away and bring it back: `kill` SIGKILLs it,
+ * `restart` starts it again on the same data (its commit log replayed), and
+ * `stop` kills it and removes the data.
+ */
+export async function startPrivateCassandra() {
+  const home = cassandraHome();
+  const nodeDir = mkdtempSync(join(tmpdir(), "chat-cassandra-"));
+  const ports: NodePorts = { native: await freePort(), storage: await freePort(), ssl: 0 };
+  ports.ssl = await freePort();
+  const run = async (keep: boolean) => {
+    const pid = startCassandra(home, nodeDir, ports, { keep });
+    await waitForCql(pid, nodeDir, Date.now() + cassandraStartTimeoutMs, ports.native);
+    return pid;
+  };
+  let pid = await run(false);
+  const kill = async () => {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone already
+    }
+    while (alive(pid)) await sleep(50);
+  };
+  return {
+    contactPoint: `127.0.0.1:${ports.native}`,
+    localDataCenter: "datacenter1",
+    kill,
+    async restart() {
+      pid = await run(true);
+    },
+    async stop() {
+      await kill();
+      rmSync(nodeDir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** True when the test Cassandra answers CQL (whoever started it). */
@@ -418,12 +468,17 @@ function cqlAnswers(port: number, timeoutMs = 2_000): Promise<boolean> {
 }
 
 /** Waits for the node to answer CQL; kills it (it is ours) and throws when it will not. */
-async function waitForCql(pid: number, nodeDir: string, deadline: number): Promise<void> {
+async function waitForCql(
+  pid: number,
+  nodeDir: string,
+  deadline: number,
+  port: number,
+): Promise<void> {
   for (;;) {
-    if (await cqlAnswers(cassandraPort)) return;
+    if (await cqlAnswers(port)) return;
     if (!alive(pid)) {
       throw new Error(
-        `Cassandra (pid ${pid}) exited before answering on port ${cassandraPort}${cassandraLogTail(nodeDir)}`,
+        `Cassandra (pid ${pid}) exited before answering on port ${port}${cassandraLogTail(nodeDir)}`,
       );
     }
     if (Date.now() > deadline) {
@@ -433,7 +488,7 @@ async function waitForCql(pid: number, nodeDir: string, deadline: number): Promi
         // gone already
       }
       throw new Error(
-        `Cassandra (pid ${pid}) did not answer on port ${cassandraPort} within ` +
+        `Cassandra (pid ${pid}) did not answer on port ${port} within ` +
           `${cassandraStartTimeoutMs / 1000} s and was killed${cassandraLogTail(nodeDir)}`,
       );
     }
@@ -442,18 +497,25 @@ async function waitForCql(pid: number, nodeDir: string, deadline: number): Promi
 }
 
 /**
- * Starts a node in a fresh `nodeDir` as a detached process of its own (its
- * own process group, no pipes to this one), so that it outlives the vitest
- * worker that started it. Returns its pid.
+ * Starts a node in a fresh `nodeDir` (or, with `keep`, on what a previous
+ * node left there) as a detached process of its own (its own process group,
+ * no pipes to this one), so that it outlives the vitest worker that started
+ * it. Returns its pid.
  */
-function startCassandra(home: string, nodeDir: string): number {
+function startCassandra(
+  home: string,
+  nodeDir: string,
+  ports: NodePorts,
+  opts: { keep?: boolean } = {},
+): number {
+  const keep = opts.keep ?? false;
   const lib = join(home, "lib");
   if (!existsSync(join(home, ".installed"))) {
     execFileSync(fileURLToPath(new URL("../../scripts/install-cassandra.sh", import.meta.url)), {
       stdio: ["ignore", "inherit", "inherit"],
     });
   }
-  rmSync(nodeDir, { recursive: true, force: true });
+  if (!keep) rmSync(nodeDir, { recursive: true, force: true });
   for (const d of [
     "conf",
     "data",
@@ -468,7 +530,7 @@ function startCassandra(home: string, nodeDir: string): number {
   }
   const yaml = join(nodeDir, "conf", "cassandra.yaml");
   const logback = join(nodeDir, "conf", "logback.xml");
-  writeFileSync(yaml, cassandraYaml(nodeDir));
+  writeFileSync(yaml, cassandraYaml(nodeDir, ports));
   writeFileSync(logback, cassandraLogback(nodeDir));
   const jamm = readdirSync(lib).find((f) => /^jamm-.*\.jar$/.test(f));
   const java = process.env.JAVA_HOME ? join(process.env.JAVA_HOME, "bin", "java") : "java";
@@ -527,10 +589,6 @@ function startCassandra(home: string, nodeDir: string): number {
     "-Dcassandra.ring_delay_ms=0",
     "-Dcassandra.superuser_setup_delay_ms=0",
     "-Dcassandra.load_ring_state=false",
-    // A throwaway node, emptied on every cold start: no fsync, and the system
-    // tables (truncation records, schema) are not flushed at every change.
-    "-Dcassandra.skip_sync=true",
-    "-Dcassandra.unsafesystem=true",
     "-Dchronicle.analytics.disable=true",
     "-Dchronicle.announcer.disable=true",
     "-cp",
@@ -554,7 +612,7 @@ function startCassandra(home: string, nodeDir: string): number {
 }
 
 /** The node's configuration: one token, loopback only, small thread pools, nothing kept. */
-function cassandraYaml(nodeDir: string): string {
+function cassandraYaml(nodeDir: string, ports: NodePorts): string {
   const dir = (d: string) => JSON.stringify(join(nodeDir, d));
   return `# Written by test/helpers/dev-env.ts on every cold start of the test node.
 cluster_name: relaychat-test
@@ -565,13 +623,13 @@ endpoint_snitch: SimpleSnitch
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:${cassandraStoragePort}"
+      - seeds: "127.0.0.1:${ports.storage}"
 listen_address: 127.0.0.1
 rpc_address: 127.0.0.1
-storage_port: ${cassandraStoragePort}
-ssl_storage_port: ${cassandraSslStoragePort}
+storage_port: ${ports.storage}
+ssl_storage_port: ${ports.ssl}
 start_native_transport: true
-native_transport_port: ${cassandraPort}
+native_transport_port: ${ports.native}
 authenticator:
   class_name: org.apache.cassandra.auth.AllowAllAuthenticator
 authorizer:
@@ -583,8 +641,12 @@ commitlog_directory: ${dir("commitlog")}
 saved_caches_directory: ${dir("saved_caches")}
 hints_directory: ${dir("hints")}
 cdc_raw_directory: ${dir("cdc_raw")}
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+# A write is acknowledged once the commit log holding it is fsync'd, as
+# durable acks need (the default, periodic, acks before and syncs every 10 s:
+# a node killed in between loses what it acknowledged). Group mode shares an
+# fsync among the writes of a few milliseconds.
+commitlog_sync: group
+commitlog_sync_group_window: 2ms
 # Tests TRUNCATE and DROP a lot: no snapshot for either.
 auto_snapshot: false
 snapshot_before_compaction: false

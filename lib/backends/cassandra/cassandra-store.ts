@@ -127,6 +127,14 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
       serialConsistency: types.consistencies.localSerial,
     },
     socketOptions: { connectTimeout: 5000, readTimeout: 12_000 },
+    // A node that comes back is used again within seconds (the driver's default waits up to 10 min).
+    policies: {
+      reconnection: new cassandra.policies.reconnection.ExponentialReconnectionPolicy(
+        250,
+        5000,
+        false,
+      ),
+    },
   });
   const ks = opts.keyspace;
   const t = Object.fromEntries(tableNames.map((n) => [n, `${ks}.${n}`])) as Record<string, string>;
@@ -280,8 +288,10 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
 
   /**
    * Takes the event's idempotency key for its seq. Returns the original event
-   * when the key is another event's; a key left by a writer that lost its seq
-   * (or died before storing it) is taken over.
+   * when the key is another event's; a key left by an attempt that lost its
+   * seq (or failed before storing it) is taken over. Needs one writer per
+   * conversation: a key another process holds for a seq it has yet to store
+   * would be taken from under it.
    */
   const takeEventKey = async (ev: Event): Promise<Event | undefined> => {
     const key = [ev.conversationId, ev.actorUserId, ev.clientMsgId];
@@ -299,10 +309,10 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
       if (original.actorUserId === ev.actorUserId && original.clientMsgId === ev.clientMsgId) {
         return original;
       }
-    } else if (heldSeq > (await headOf(ev.conversationId))!) {
-      // Another writer holds the key for a seq it has yet to store.
-      throw new BackendUnavailableError("idempotency key in flight");
     }
+    // Left by an attempt that lost its seq or failed before storing it. A
+    // conversation has one writer (its core; commits in turn within it), so
+    // that attempt is over.
     const moved = await lwt(
       `UPDATE ${t.event_keys} SET seq = ? WHERE conversation_id = ? AND actor_user_id = ?
        AND client_msg_id = ? IF seq = ?`,
