@@ -179,6 +179,89 @@ const defaults: Config = {
 
 const prefix = "CHAT_";
 
+/** Variables (after the CHAT_ prefix) that set one field each: its path and how it is read. */
+const variables: [path: string, name: string, kind: "get" | "num" | "bool" | "list"][] = [
+  ["host", "HOST", "get"],
+  ["port", "PORT", "num"],
+  ["dataDir", "DATA_DIR", "get"],
+  ["devMode", "DEV_MODE", "bool"],
+  ["logLevel", "LOG_LEVEL", "get"],
+  ["corsOrigins", "CORS_ORIGINS", "list"],
+  ["auth.activeKeyId", "AUTH_ACTIVE_KEY_ID", "get"],
+  ["auth.issuer", "AUTH_ISSUER", "get"],
+  ["auth.tokenTtlSeconds", "TOKEN_TTL_SECONDS", "num"],
+  ["auth.maxTokenTtlSeconds", "TOKEN_MAX_TTL_SECONDS", "num"],
+  ["session.heartbeatIntervalMs", "HEARTBEAT_INTERVAL_MS", "num"],
+  ["session.presenceTtlMs", "PRESENCE_TTL_MS", "num"],
+  ["session.typingTtlMs", "TYPING_TTL_MS", "num"],
+  ["session.syncLimit", "SYNC_LIMIT", "num"],
+  ["session.gapWaitMs", "GAP_WAIT_MS", "num"],
+  ["metrics.enabled", "METRICS_ENABLED", "bool"],
+  ["metrics.host", "METRICS_HOST", "get"],
+  ["metrics.port", "METRICS_PORT", "num"],
+  ["push.webhookUrl", "PUSH_WEBHOOK_URL", "get"],
+  ["push.webhookSecret", "PUSH_WEBHOOK_SECRET", "get"],
+  ["push.fcmCredentialsFile", "PUSH_FCM_CREDENTIALS_FILE", "get"],
+  ["redis.url", "REDIS_URL", "get"],
+  ["redis.keyPrefix", "REDIS_KEY_PREFIX", "get"],
+  ["cassandra.contactPoints", "CASSANDRA_CONTACT_POINTS", "list"],
+  ["cassandra.localDataCenter", "CASSANDRA_LOCAL_DC", "get"],
+  ["cassandra.keyspace", "CASSANDRA_KEYSPACE", "get"],
+  ["cassandra.replicationFactor", "CASSANDRA_REPLICATION_FACTOR", "num"],
+  ["role", "ROLE", "get"],
+  ["core.host", "CORE_HOST", "get"],
+  ["core.port", "CORE_PORT", "num"],
+  ["core.urls", "CORE_URL", "list"],
+  ["core.secret", "INTERNAL_SECRET", "get"],
+];
+
+/** The limits' variables, by field. */
+const limitEnv: Record<keyof Limits, string> = {
+  messageMaxBytes: "MESSAGE_MAX_BYTES",
+  requestsPerSecond: "REQUESTS_PER_SECOND",
+  requestBurst: "REQUEST_BURST",
+  frameMaxBytes: "FRAME_MAX_BYTES",
+  groupMaxMembers: "GROUP_MAX_MEMBERS",
+  sendPerSecond: "SEND_PER_SECOND",
+  sendBurst: "SEND_BURST",
+  typingPerSecond: "TYPING_PER_SECOND",
+  typingBurst: "TYPING_BURST",
+  streamsPerDevice: "STREAMS_PER_DEVICE",
+  streamsPerUser: "STREAMS_PER_USER",
+  presenceWatchMax: "PRESENCE_WATCH_MAX",
+  outboxMaxFrames: "OUTBOX_MAX_FRAMES",
+  lagTimeoutMs: "LAG_TIMEOUT_MS",
+  http2MaxConcurrentStreams: "HTTP2_MAX_CONCURRENT_STREAMS",
+  http2MaxSessionMemoryMb: "HTTP2_MAX_SESSION_MEMORY_MB",
+  receiptFanoutMaxMembers: "RECEIPT_FANOUT_MAX_MEMBERS",
+};
+
+/** The variable that sets a field, by its path in Config ("cassandra.keyspace"). */
+export const variableOf: Record<string, string> = Object.fromEntries([
+  ...variables.map(([path, name]) => [path, `${prefix}${name}`]),
+  ...Object.entries(limitEnv).map(([key, name]) => [`limits.${key}`, `${prefix}${name}`]),
+  ["auth.signingKeys", `${prefix}AUTH_SIGNING_KEYS`],
+  ["partners", `${prefix}PARTNER_CREDENTIALS`],
+  ["sqlite.synchronous", `${prefix}SQLITE_SYNCHRONOUS`],
+]);
+
+/**
+ * A configuration error as an operator who set variables reads it: each
+ * field it names is followed by its variable, "logLevel (CHAT_LOG_LEVEL)".
+ * Fields with a dot are named anywhere; one-word fields ("host", "role")
+ * only as the message's first word, where they cannot be plain English.
+ */
+export function withVariables(message: string): string {
+  const paths = Object.keys(variableOf).sort((a, b) => b.length - a.length);
+  const dotted = paths.filter((p) => p.includes(".")).map((p) => p.replace(/[.]/g, "\\."));
+  const anywhere = new RegExp(`(?<![\\w.])(${dotted.join("|")})(?![\\w.(])`, "g");
+  const first = /^(\w+)(?![\w.(])/.exec(message)?.[1];
+  const annotate = (path: string) => `${path} (${variableOf[path]})`;
+  const lead = first && !first.includes(".") && variableOf[first] ? annotate(first) : first;
+  const rest = message.slice(first?.length ?? 0).replace(anywhere, annotate);
+  return `${lead ?? ""}${rest}`;
+}
+
 /**
  * Reads CHAT_* environment variables into a ConfigInput. This is the only
  * place that reads process.env; everything else takes a Config.
@@ -219,12 +302,6 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
     cassandra: {},
     core: {},
   };
-  assign(input, "host", get("HOST"));
-  assign(input, "port", num("PORT"));
-  assign(input, "dataDir", get("DATA_DIR"));
-  assign(input, "devMode", bool("DEV_MODE"));
-  assign(input, "logLevel", get("LOG_LEVEL"));
-  assign(input, "corsOrigins", list("CORS_ORIGINS"));
   const keys = list("AUTH_SIGNING_KEYS");
   if (keys) {
     input.auth!.signingKeys = keys.map((entry) => {
@@ -233,10 +310,6 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
       return { kid: entry.slice(0, i), secret: Buffer.from(entry.slice(i + 1), "base64") };
     });
   }
-  assign(input.auth!, "activeKeyId", get("AUTH_ACTIVE_KEY_ID"));
-  assign(input.auth!, "issuer", get("AUTH_ISSUER"));
-  assign(input.auth!, "tokenTtlSeconds", num("TOKEN_TTL_SECONDS"));
-  assign(input.auth!, "maxTokenTtlSeconds", num("TOKEN_MAX_TTL_SECONDS"));
   const partners = list("PARTNER_CREDENTIALS");
   if (partners) {
     input.partners = partners.map((entry) => {
@@ -245,50 +318,20 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
       return { key: entry.slice(0, i), secret: entry.slice(i + 1) };
     });
   }
-  const limitEnv: Record<keyof Limits, string> = {
-    messageMaxBytes: "MESSAGE_MAX_BYTES",
-    requestsPerSecond: "REQUESTS_PER_SECOND",
-    requestBurst: "REQUEST_BURST",
-    frameMaxBytes: "FRAME_MAX_BYTES",
-    groupMaxMembers: "GROUP_MAX_MEMBERS",
-    sendPerSecond: "SEND_PER_SECOND",
-    sendBurst: "SEND_BURST",
-    typingPerSecond: "TYPING_PER_SECOND",
-    typingBurst: "TYPING_BURST",
-    streamsPerDevice: "STREAMS_PER_DEVICE",
-    streamsPerUser: "STREAMS_PER_USER",
-    presenceWatchMax: "PRESENCE_WATCH_MAX",
-    outboxMaxFrames: "OUTBOX_MAX_FRAMES",
-    lagTimeoutMs: "LAG_TIMEOUT_MS",
-    http2MaxConcurrentStreams: "HTTP2_MAX_CONCURRENT_STREAMS",
-    http2MaxSessionMemoryMb: "HTTP2_MAX_SESSION_MEMORY_MB",
-    receiptFanoutMaxMembers: "RECEIPT_FANOUT_MAX_MEMBERS",
-  };
+
   for (const [key, name] of Object.entries(limitEnv) as [keyof Limits, string][]) {
     assign(input.limits!, key, num(name));
   }
-  assign(input.session!, "heartbeatIntervalMs", num("HEARTBEAT_INTERVAL_MS"));
-  assign(input.session!, "presenceTtlMs", num("PRESENCE_TTL_MS"));
-  assign(input.session!, "typingTtlMs", num("TYPING_TTL_MS"));
-  assign(input.session!, "syncLimit", num("SYNC_LIMIT"));
-  assign(input.session!, "gapWaitMs", num("GAP_WAIT_MS"));
-  assign(input.metrics!, "enabled", bool("METRICS_ENABLED"));
-  assign(input.metrics!, "host", get("METRICS_HOST"));
-  assign(input.metrics!, "port", num("METRICS_PORT"));
-  assign(input.push!, "webhookUrl", get("PUSH_WEBHOOK_URL"));
-  assign(input.push!, "webhookSecret", get("PUSH_WEBHOOK_SECRET"));
-  assign(input.push!, "fcmCredentialsFile", get("PUSH_FCM_CREDENTIALS_FILE"));
-  assign(input.redis!, "url", get("REDIS_URL"));
-  assign(input.redis!, "keyPrefix", get("REDIS_KEY_PREFIX"));
-  assign(input.cassandra!, "contactPoints", list("CASSANDRA_CONTACT_POINTS"));
-  assign(input.cassandra!, "localDataCenter", get("CASSANDRA_LOCAL_DC"));
-  assign(input.cassandra!, "keyspace", get("CASSANDRA_KEYSPACE"));
-  assign(input.cassandra!, "replicationFactor", num("CASSANDRA_REPLICATION_FACTOR"));
-  assign(input, "role", get("ROLE") as Config["role"] | undefined);
-  assign(input.core!, "host", get("CORE_HOST"));
-  assign(input.core!, "port", num("CORE_PORT"));
-  assign(input.core!, "urls", list("CORE_URL"));
-  assign(input.core!, "secret", get("INTERNAL_SECRET"));
+  for (const [path, name, kind] of variables) {
+    const value = { get, num, bool, list }[kind](name);
+    if (value === undefined) continue;
+    const [section, key] = path.includes(".") ? path.split(".") : [undefined, path];
+    const target = (section ? (input as Record<string, object>)[section] : input) as Record<
+      string,
+      unknown
+    >;
+    target[key!] = value;
+  }
   const sync = get("SQLITE_SYNCHRONOUS");
   if (sync !== undefined) {
     const upper = sync.toUpperCase();

@@ -1,5 +1,5 @@
 import type { AddressInfo } from "node:net";
-import { readEnv, toConfig } from "../lib/config.js";
+import { readEnv, toConfig, withVariables } from "../lib/config.js";
 import { ConfigError } from "../lib/errors.js";
 import { createRootLogger } from "../lib/logger.js";
 import { createCore } from "./core.js";
@@ -14,7 +14,7 @@ async function main(): Promise<boolean> {
   } catch (err) {
     // A setting to fix, said once, without a stack trace around it.
     if (!(err instanceof ConfigError)) throw err;
-    console.error(`chat server: invalid configuration: ${err.message}`);
+    console.error(`chat server: invalid configuration: ${withVariables(err.message)}`);
     return false;
   }
   const logger = createRootLogger(config.logLevel);
@@ -31,7 +31,7 @@ async function main(): Promise<boolean> {
           : createEmbedded(config, { logger });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    console.error(`chat server: invalid configuration: ${err.message}`);
+    console.error(`chat server: invalid configuration: ${withVariables(err.message)}`);
     return false;
   }
   let address: Awaited<ReturnType<typeof app.start>>;

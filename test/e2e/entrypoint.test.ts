@@ -39,7 +39,10 @@ describe("the entrypoint", () => {
     );
     const level = await run({ CHAT_DEV_MODE: "true", CHAT_LOG_LEVEL: "verbose" });
     expect(level.code).toBe(1);
-    expect(level.output).toMatch(/^chat server: invalid configuration: logLevel must be one of /);
+    // The field, and the variable that sets it.
+    expect(level.output).toMatch(
+      /^chat server: invalid configuration: logLevel \(CHAT_LOG_LEVEL\) must be one of /,
+    );
     expect(level.output).not.toMatch(/\n\s+at /);
     // A file the settings name is checked at start, before anything opens.
     const fcm = await run({
@@ -49,7 +52,7 @@ describe("the entrypoint", () => {
     expect(fcm.code).toBe(1);
     // Its one line, among the log lines (pino writes them asynchronously, so in any order).
     expect(fcm.output.split("\n")).toContain(
-      "chat server: invalid configuration: push.fcmCredentialsFile is not a readable JSON file",
+      "chat server: invalid configuration: push.fcmCredentialsFile (CHAT_PUSH_FCM_CREDENTIALS_FILE) is not a readable JSON file",
     );
     expect(fcm.output).not.toContain("using the dev signing key");
     expect(fcm.output).not.toMatch(/\n\s+at /);

@@ -3,7 +3,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readFcmProjectId } from "../../lib/backends/fcm-push.js";
-import { type ConfigInput, readEnv, toConfig } from "../../lib/config.js";
+import {
+  type ConfigInput,
+  readEnv,
+  toConfig,
+  variableOf,
+  withVariables,
+} from "../../lib/config.js";
 import { ConfigError } from "../../lib/errors.js";
 
 const secret32 = Buffer.alloc(32, 7);
@@ -127,6 +133,38 @@ describe("readEnv", () => {
     const cfg = toConfig(input);
     expect(cfg.auth.activeKeyId).toBe("k2");
     expect(cfg.limits.sendPerSecond).toBe(1.5);
+  });
+
+  it("names the variable beside each field an error names, for operators who set variables", () => {
+    expect(withVariables("logLevel must be one of a, b")).toBe(
+      "logLevel (CHAT_LOG_LEVEL) must be one of a, b",
+    );
+    expect(withVariables("role core needs redis.url: a split shares soft state")).toBe(
+      "role (CHAT_ROLE) core needs redis.url (CHAT_REDIS_URL): a split shares soft state",
+    );
+    expect(withVariables("limits.sendPerSecond must be a positive number")).toBe(
+      "limits.sendPerSecond (CHAT_SEND_PER_SECOND) must be a positive number",
+    );
+    // One-word fields only as the first word: "host" in a sentence is English.
+    expect(withVariables("cassandra.contactPoints are host or host:port")).toBe(
+      "cassandra.contactPoints (CHAT_CASSANDRA_CONTACT_POINTS) are host or host:port",
+    );
+    expect(withVariables("core.secret must be at least 32 characters")).toBe(
+      "core.secret (CHAT_INTERNAL_SECRET) must be at least 32 characters",
+    );
+    // Every field's error names a variable that readEnv reads.
+    for (const [path, variable] of Object.entries(variableOf)) {
+      expect(variable, path).toMatch(/^CHAT_[A-Z0-9_]+$/);
+    }
+    for (const [path, variable] of Object.entries(variableOf)) {
+      if (path === "auth.signingKeys" || path === "partners") continue;
+      // "1" reads as a number, a boolean, a string and a list alike.
+      const value = path === "sqlite.synchronous" ? "NORMAL" : "1";
+      const read = readEnv({ [variable]: value }) as Record<string, unknown>;
+      const [section, key] = path.includes(".") ? path.split(".") : [undefined, path];
+      const holder = (section ? read[section] : read) as Record<string, unknown>;
+      expect(holder[key!], `${variable} sets ${path}`).toBeDefined();
+    }
   });
 
   it("ignores unset, empty and foreign variables", () => {

@@ -10,6 +10,7 @@ import {
   Role,
 } from "../../../gen/chat/v1/event_pb.js";
 import { DevicePlatform } from "../../../gen/chat/v1/model_pb.js";
+import { setBounded } from "../../bounded-map.js";
 import {
   BackendUnavailableError,
   ConversationExistsError,
@@ -180,11 +181,8 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
    */
   const heads = new Map<string, bigint>();
   /** Records a head, forgetting the oldest past the bound (a forgotten one is read again). */
-  const setHead = (conversationId: string, seq: bigint) => {
-    heads.delete(conversationId);
-    heads.set(conversationId, seq);
-    if (heads.size > maxHeads) heads.delete(heads.keys().next().value!);
-  };
+  const setHead = (conversationId: string, seq: bigint) =>
+    setBounded(heads, conversationId, seq, maxHeads);
   const commits = createKeyedQueue();
 
   /** The projected head, after re-projecting events a writer stored but did not project. */

@@ -9,6 +9,7 @@ import {
   Role,
 } from "../../../gen/chat/v1/event_pb.js";
 import { DevicePlatform } from "../../../gen/chat/v1/model_pb.js";
+import { setBounded } from "../../bounded-map.js";
 import {
   BackendUnavailableError,
   ConversationExistsError,
@@ -33,6 +34,9 @@ import {
   toMember,
   toUser,
 } from "../records.js";
+
+/** Conversations whose heads the writer remembers. */
+const maxHeads = 200_000;
 
 /**
  * A domain error as it crosses from the writer thread: its class name and
@@ -262,7 +266,8 @@ export function createWrites(db: Database.Database): Writes {
   /**
    * Heads of conversations as committed, so checking an event's seq needs no
    * read. Exact because this connection is the database's only writer; a
-   * write that rolls back drops it (see forget).
+   * write that rolls back drops it (see forget). Bounded: a conversation
+   * forgotten is read again (its row's head is current between commits).
    */
   const heads = new Map<string, bigint>();
   const headOf = (conversationId: string): bigint | undefined => {
@@ -271,7 +276,7 @@ export function createWrites(db: Database.Database): Writes {
       const row = q.conv.get(conversationId) as Row | undefined;
       if (!row) return undefined;
       head = big(row.head_seq);
-      heads.set(conversationId, head);
+      setBounded(heads, conversationId, head, maxHeads);
     }
     return head;
   };
@@ -413,7 +418,7 @@ export function createWrites(db: Database.Database): Writes {
         if (original) return toWire(new DuplicateEventError(original));
         const atMs = ev.createdAt ? timestampMs(ev.createdAt) : now();
         project(ev, atMs);
-        heads.set(ev.conversationId, ev.seq);
+        setBounded(heads, ev.conversationId, ev.seq, maxHeads);
         advanced.set(ev.conversationId, { seq: ev.seq, atMs });
         return bytes;
       });
