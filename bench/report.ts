@@ -1069,8 +1069,8 @@ const oursVariants = [
       "a whole batch with one fsync. CPU is the server's and Cassandra's together. One node " +
       "on two cores shows what a message costs, not what a cluster sustains. The node is the " +
       "tests' (scripts/install-cassandra.sh, test/helpers/dev-env.ts), with its commit log in " +
-      "group mode: a write is acknowledged once the commit log holding it is fsync'd, as " +
-      "durable acks need (ours only).",
+      "batch mode: a write is acknowledged once the commit log holding it is fsync'd, as " +
+      "durable acks need, and a send is a chain of such writes (ours only).",
   },
 ] as const;
 

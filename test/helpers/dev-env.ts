@@ -643,18 +643,20 @@ hints_directory: ${dir("hints")}
 cdc_raw_directory: ${dir("cdc_raw")}
 # A write is acknowledged once the commit log holding it is fsync'd, as
 # durable acks need (the default, periodic, acks before and syncs every 10 s:
-# a node killed in between loses what it acknowledged). Group mode shares an
-# fsync among the writes of a few milliseconds.
-commitlog_sync: group
-commitlog_sync_group_window: 2ms
+# a node killed in between loses what it acknowledged). Batch mode syncs at
+# once, sharing the fsync among the writes waiting; group mode waits for a
+# window first, which every write of a send's chain would pay.
+commitlog_sync: batch
+# Lightweight transactions in two round trips instead of four.
+paxos_variant: v2
 # Tests TRUNCATE and DROP a lot: no snapshot for either.
 auto_snapshot: false
 snapshot_before_compaction: false
 incremental_backups: false
 hinted_handoff_enabled: false
-concurrent_reads: 4
-concurrent_writes: 4
-concurrent_counter_writes: 4
+concurrent_reads: 16
+concurrent_writes: 64
+concurrent_counter_writes: 8
 concurrent_materialized_view_writes: 2
 concurrent_compactors: 1
 memtable_flush_writers: 1

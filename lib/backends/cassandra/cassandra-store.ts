@@ -509,28 +509,32 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
         // Writing implies having read up to here; bot and system posts do not.
         if (ev.actorUserId && k.value.messageKind === MessageKind.USER) {
           const user = ev.actorUserId;
-          await rows.run(`m ${conv} ${user}`, async () => {
-            const m = await memberRow(conv, user);
-            if (!m || m.left_seq !== null || big(m.read_seq) >= ev.seq) return;
-            const delivered = big(m.delivered_seq) > ev.seq ? big(m.delivered_seq) : ev.seq;
-            await run(
-              `UPDATE ${t.members} SET read_seq = ?, delivered_seq = ?, receipt_at = ?
-               WHERE conversation_id = ? AND user_id = ?`,
-              [ev.seq, delivered, ms(atMs), conv, user],
-            );
-          });
-          // Only from the seq right below: a device that sends has not thereby
-          // received what others posted since its cursor.
           const device = ev.actorDeviceId;
-          if (device) {
-            await rows.run(`d ${device} ${conv}`, async () => {
-              const c = await first(
-                `SELECT delivered_seq FROM ${t.device_cursors} WHERE device_id = ? AND conversation_id = ?`,
-                [device, conv],
+          // Two rows of their own: written side by side.
+          await Promise.all([
+            rows.run(`m ${conv} ${user}`, async () => {
+              const m = await memberRow(conv, user);
+              if (!m || m.left_seq !== null || big(m.read_seq) >= ev.seq) return;
+              const delivered = big(m.delivered_seq) > ev.seq ? big(m.delivered_seq) : ev.seq;
+              await run(
+                `UPDATE ${t.members} SET read_seq = ?, delivered_seq = ?, receipt_at = ?
+                 WHERE conversation_id = ? AND user_id = ?`,
+                [ev.seq, delivered, ms(atMs), conv, user],
               );
-              if (c && big(c.delivered_seq) === ev.seq - 1n) await setCursor(device, conv, ev.seq);
-            });
-          }
+            }),
+            // Only from the seq right below: a device that sends has not thereby
+            // received what others posted since its cursor.
+            device &&
+              rows.run(`d ${device} ${conv}`, async () => {
+                const c = await first(
+                  `SELECT delivered_seq FROM ${t.device_cursors} WHERE device_id = ? AND conversation_id = ?`,
+                  [device, conv],
+                );
+                if (c && big(c.delivered_seq) === ev.seq - 1n) {
+                  await setCursor(device, conv, ev.seq);
+                }
+              }),
+          ]);
         }
         break;
       case "messageEdited":
