@@ -14,9 +14,9 @@ import { softStateFrom, tokensFrom } from "./parts.js";
  * An edge of a split deployment (role "edge"): client sessions, auth and
  * delivery, with the router and store reached at `core.urls`, over one HTTP/2
  * connection per core (lib/internal-http2.ts); with several cores each call
- * goes to the core that owns what it is about (lib/core-shards.ts). Run as many as the load needs behind a
- * proxy; they share the registry, the bus and presence in Redis, so a device
- * may connect to any of them.
+ * goes to the core that owns what it is about (lib/core-shards.ts). Run as
+ * many as the load needs behind a proxy; they share the registry, the bus and
+ * presence in Redis, so a device may connect to any of them.
  */
 export function createEdgeNode(config: Config, deps: { logger: Logger }) {
   const logger = deps.logger;
