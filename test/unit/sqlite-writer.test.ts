@@ -58,4 +58,36 @@ describe("SQLite writer thread", () => {
     await store.close();
     stores.pop();
   });
+
+  it("is replaced after a pause when it dies before answering anything, and at once again once one has served", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "chat-writer-"));
+    dirs.push(dir);
+    const store = openSqliteStore({ path: join(dir, "chat.db"), synchronous: "NORMAL" });
+    stores.push(store);
+    const g = newConversationId();
+    await store.commit([ev.group(g, "ann", ["ben"])]);
+    // A thread that served dies: the next write starts a new one, which dies before answering.
+    const served = nextWriter();
+    const lost = store.commit([ev.posted(g, 2, "ann", "a")]).catch((e: unknown) => e);
+    await (await served).terminate();
+    await lost;
+    const young = nextWriter();
+    const first = store.commit([ev.posted(g, 2, "ann", "b")]).catch((e: unknown) => e);
+    await (await young).terminate();
+    expect(await first).toBeInstanceOf(BackendUnavailableError);
+    // Within the pause no thread starts: the write fails at once.
+    let started = false;
+    void nextWriter().then(() => {
+      started = true;
+    });
+    const paused = await store.commit([ev.posted(g, 2, "ann", "c")]).catch((e: unknown) => e);
+    expect(paused).toBeInstanceOf(BackendUnavailableError);
+    expect((paused as Error).message).toBe("sqlite writer restarting");
+    expect(started).toBe(false);
+    // After it, a new thread serves, and the head is where the failed writes left it.
+    await new Promise((r) => setTimeout(r, 150));
+    const head = (await store.getConversation(g))!.headSeq;
+    expect(await store.commit([ev.posted(g, head + 1n, "ann", "d")])).toEqual([undefined]);
+    expect(started).toBe(true);
+  });
 });

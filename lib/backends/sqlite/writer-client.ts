@@ -8,7 +8,9 @@ import { fromWire, type WriteOps } from "./writes.js";
 /**
  * Writes to one database, committed by the writer thread. If the thread dies,
  * the writes waiting on it fail (their outcome is unknown: a retry with its
- * key finds the original) and the next write opens the database on a new one.
+ * key finds the original) and the next write opens the database on a new one
+ * (after a pause, if the thread died before answering anything: see
+ * writerThread).
  */
 export interface DatabaseWriter {
   call<K extends keyof WriteOps>(
@@ -36,6 +38,9 @@ class WriterThread {
   private nextId = 1;
   private nextDb = 1;
   failure: Error | undefined;
+  /** When it failed, and whether it had answered anything before. */
+  failedAt = 0;
+  served = false;
 
   constructor() {
     this.worker = startThread(siblingModule(import.meta.url, "writer-thread"));
@@ -53,6 +58,8 @@ class WriterThread {
   open(opts: SqliteOptions): Omit<DatabaseWriter, "close"> & { close(): Promise<void> } {
     const db = this.nextDb++;
     const opened = this.request({ db, op: "open", args: [opts] });
+    // A failed open shows in the writes sent after it, which fail alike.
+    opened.catch(() => undefined);
     let closing: Promise<void> | undefined;
     return {
       call: (op, ...args) => {
@@ -80,6 +87,7 @@ class WriterThread {
   }
 
   private settle(replies: WriterReply[]) {
+    this.served = true;
     for (const r of replies) {
       const p = this.pending.get(r.id);
       if (!p) continue;
@@ -91,6 +99,7 @@ class WriterThread {
   }
 
   private failAll(err: Error) {
+    if (!this.failure) this.failedAt = Date.now();
     this.failure ??= err;
     for (const p of this.pending.values()) p.reject(this.failure);
     this.pending.clear();
@@ -98,9 +107,26 @@ class WriterThread {
 }
 
 let shared: WriterThread | undefined;
+/** Threads in a row that died before answering anything. */
+let diedYoung = 0;
 
-/** The process's writer thread; a thread that died is replaced. */
+/**
+ * The process's writer thread; a thread that died is replaced. One that died
+ * before answering anything (the database cannot be opened, say) is replaced
+ * only after a pause that doubles with each such death, up to 5 s, so a
+ * lasting fault costs a failed write rather than a thread start per write.
+ */
 function writerThread(): WriterThread {
+  if (shared?.failure) {
+    if (shared.served) diedYoung = 0;
+    else {
+      const pauseMs = Math.min(5000, 100 * 2 ** diedYoung);
+      if (Date.now() - shared.failedAt < pauseMs) {
+        throw new BackendUnavailableError("sqlite writer restarting", { cause: shared.failure });
+      }
+      diedYoung++;
+    }
+  }
   if (!shared || shared.failure) shared = new WriterThread();
   return shared;
 }
@@ -114,7 +140,11 @@ export function openWriter(opts: SqliteOptions): DatabaseWriter {
     call: (op, ...args) => {
       if (closing) return Promise.reject(new BackendUnavailableError("store closed"));
       if (thread.failure) {
-        thread = writerThread();
+        try {
+          thread = writerThread();
+        } catch (err) {
+          return Promise.reject(err);
+        }
         current = thread.open(opts);
       }
       return current.call(op, ...args);
