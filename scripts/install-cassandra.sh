@@ -11,15 +11,8 @@ if [ -f "$marker" ]; then
   exit 0
 fi
 if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ]; then
-    sudo=""
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo="sudo"
-  else
-    echo "Java or Maven is missing and this user cannot install them:" \
-      "run 'apt-get install -y openjdk-17-jre-headless maven' as root." >&2
-    exit 1
-  fi
+  source "$(dirname "$0")/root.sh"
+  need_root "Java or Maven is" openjdk-17-jre-headless maven
   echo "Installing Java 17 and Maven from Debian (once per machine)..." >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null

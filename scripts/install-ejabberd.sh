@@ -6,15 +6,8 @@ set -euo pipefail
 if [ -x /usr/sbin/ejabberdctl ]; then
   exit 0
 fi
-if [ "$(id -u)" -eq 0 ]; then
-  sudo=""
-elif command -v sudo >/dev/null 2>&1; then
-  sudo="sudo"
-else
-  echo "ejabberd is missing and this user cannot install it:" \
-    "run 'apt-get install -y ejabberd erlang-p1-pgsql' as root." >&2
-  exit 1
-fi
+source "$(dirname "$0")/root.sh"
+need_root "ejabberd is" ejabberd erlang-p1-pgsql
 policy=/usr/sbin/policy-rc.d
 backup=""
 if [ -e "$policy" ]; then

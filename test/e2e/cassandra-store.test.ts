@@ -1,8 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HistoryDirection } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
-import { direct, login, openSession, settle } from "../helpers/clients.js";
+import { direct, login, openSession, readAll, settle } from "../helpers/clients.js";
 import { startPrivateCassandra } from "../helpers/dev-env.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
@@ -73,17 +72,8 @@ describe("the store in Cassandra, while its node goes away and comes back", () =
         }
       }
     }
-    const history: Event[] = [];
-    for (let more = true; more; ) {
-      const page = await ben.chat.getHistory({
-        conversationId: id,
-        anchorSeq: BigInt(history.length),
-        direction: HistoryDirection.FORWARD,
-        limit: 200,
-      });
-      history.push(...page.events);
-      more = page.hasMore && page.events.length > 0;
-    }
+    // In pages of 20, so that paging over the restart's seqs is read too.
+    const history = await readAll(ben, id, 20);
     const head = history.length;
     expect(seqsOf(history)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
     const keys = history.slice(1).map((e) => e.clientMsgId);

@@ -3,9 +3,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { HistoryDirection } from "../../gen/chat/v1/chat_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
-import { cursor, group, login, openSession, openSubscribe, type User } from "../helpers/clients.js";
+import {
+  cursor,
+  group,
+  login,
+  openSession,
+  openSubscribe,
+  readAll,
+  type User,
+} from "../helpers/clients.js";
 import { dropKeyspace, ensureCassandra } from "../helpers/dev-env.js";
 import type { TestServer } from "../helpers/server.js";
 import { ServerProcess, within } from "../helpers/server-process.js";
@@ -154,17 +161,7 @@ function sendLoad(unary: User[], piped: User[], convs: string[], ackTarget: numb
 async function verify(reader: User, convs: string[], attempts: Attempt[], seenLive: Event[] = []) {
   const histories = new Map<string, Event[]>();
   for (const c of convs) {
-    const h: Event[] = [];
-    for (let more = true; more; ) {
-      const page = await reader.chat.getHistory({
-        conversationId: c,
-        anchorSeq: BigInt(h.length),
-        direction: HistoryDirection.FORWARD,
-        limit: 500,
-      });
-      h.push(...page.events);
-      more = page.hasMore && page.events.length > 0;
-    }
+    const h = await readAll(reader, c);
     expect(h.map((e) => e.seq)).toEqual(h.map((_, i) => BigInt(i + 1)));
     const keys = h.filter((e) => e.clientMsgId).map((e) => `${e.actorUserId}/${e.clientMsgId}`);
     expect(keys.length - new Set(keys).size, `${c}: client_msg_ids stored twice`).toBe(0);

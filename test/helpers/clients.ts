@@ -14,6 +14,7 @@ import {
 } from "@connectrpc/connect-node";
 import {
   ChatService,
+  HistoryDirection,
   type ServerFrame,
   type SessionRequest,
   SessionRequestSchema,
@@ -266,3 +267,23 @@ export const cursor = (conversationId: string, seq: bigint) =>
   ({ conversationId, seq }) as ConversationCursor;
 
 export const seqs = (events: Event[]) => events.map((e) => Number(e.seq));
+
+/** A conversation's whole history as `user` may read it, paged forward from the start. */
+export async function readAll(
+  user: User,
+  conversationId: string,
+  pageSize = 500,
+): Promise<Event[]> {
+  const events: Event[] = [];
+  for (let more = true; more; ) {
+    const page = await user.chat.getHistory({
+      conversationId,
+      anchorSeq: BigInt(events.length),
+      direction: HistoryDirection.FORWARD,
+      limit: pageSize,
+    });
+    events.push(...page.events);
+    more = page.hasMore && page.events.length > 0;
+  }
+  return events;
+}
