@@ -1064,9 +1064,10 @@ const oursVariants = [
       "The same ramp for ours as one server process whose events and metadata live in " +
       "Cassandra instead of SQLite (docs/ARCHITECTURE.md, *Events in Cassandra*): a " +
       "single-node Cassandra 5.0 (assembled from Maven Central, 1 GB heap) on the same two " +
-      "cores. Every message takes its idempotency key and its seq with a lightweight " +
-      "transaction (a Paxos round each) and then writes what it changes, where SQLite commits " +
-      "a whole batch with one fsync. CPU is the server's and Cassandra's together. One node " +
+      "cores. Every message takes its seq with a lightweight transaction (a Paxos round on " +
+      "its conversation's partition) and then writes its idempotency key and what it changes, " +
+      "where SQLite commits a whole batch with one fsync. CPU is the server's and Cassandra's " +
+      "together. One node " +
       "on two cores shows what a message costs, not what a cluster sustains. The node is the " +
       "tests' (scripts/install-cassandra.sh, test/helpers/dev-env.ts), with its commit log in " +
       "batch mode: a write is acknowledged once the commit log holding it is fsync'd, as " +

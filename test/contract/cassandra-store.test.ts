@@ -73,7 +73,7 @@ eventStoreContract("cassandra", cassandraFactory);
 metadataStoreContract("cassandra", cassandraFactory);
 
 describe("Cassandra store, beyond the contract", () => {
-  it("lets only one of two writers take a seq, and the loser's key goes back", async () => {
+  it("lets only one of two writers take a seq, and the loser's retry keeps its key", async () => {
     const a = open();
     const b = open();
     try {
@@ -142,6 +142,51 @@ describe("Cassandra store, beyond the contract", () => {
         expect(await fresh.commit([ev.posted(conv, 3, "cat", "hi")])).toEqual([undefined]);
         expect((await fresh.getConversation(conv))?.headSeq).toBe(3n);
         expect((await fresh.listMembers(conv)).map((m) => m.userId)).toEqual(["ann", "ben", "cat"]);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("restores the idempotency key of a message a writer stored but did not project", async () => {
+    const store = open();
+    try {
+      await truncate();
+      const conv = newConversationId();
+      await store.commit([ev.group(conv, "ann", ["ben"])]);
+      // A writer that died right after storing seq 2 leaves the event without its key row.
+      const lost = ev.posted(conv, 2, "ann", "once", { clientMsgId: "k-lost" });
+      const raw = new cassandraDriver.Client({
+        contactPoints: [cassandra.contactPoint],
+        localDataCenter: cassandra.localDataCenter,
+      });
+      try {
+        await raw.execute(
+          `INSERT INTO ${keyspace}.events (conversation_id, seq, event_id, kind, actor_user_id,
+            client_msg_id, body) VALUES (?, ?, ?, 11, 'ann', 'k-lost', ?)`,
+          [
+            conv,
+            cassandraDriver.types.Long.fromNumber(2),
+            lost.eventId,
+            Buffer.from(toBinary(EventSchema, lost)),
+          ],
+          { prepare: true },
+        );
+      } finally {
+        await raw.shutdown();
+      }
+      const fresh = open();
+      try {
+        // The client's retry of that message, sequenced after it: the original, not a second copy.
+        const [verdict] = await fresh.commit([
+          ev.posted(conv, 3, "ann", "once", { clientMsgId: "k-lost" }),
+        ]);
+        expect(verdict).toBeInstanceOf(DuplicateEventError);
+        expect((verdict as DuplicateEventError).original.eventId).toBe(lost.eventId);
+        expect((await fresh.findByClientMsgId(conv, "ann", "k-lost"))?.seq).toBe(2n);
+        expect(seqsOf(await fresh.readAfter(conv, 0n, 10))).toEqual([1, 2]);
       } finally {
         await fresh.close();
       }

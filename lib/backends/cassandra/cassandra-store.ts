@@ -104,12 +104,15 @@ const keyspacePattern = /^[a-z][a-z0-9_]{0,47}$/;
  * Events and metadata in Cassandra: the store for a core that has outgrown
  * one SQLite file. The rules of EventStore.commit hold across processes:
  * an event takes its seq with INSERT ... IF NOT EXISTS (a Paxos round on
- * the conversation's partition), and idempotency keys and direct/request
- * keys are taken the same way, so two writers can never both commit a seq
- * or a key. What an event changes in the metadata is written after the
- * event, idempotently, and each process checks on first touching a
- * conversation that the projection caught up with the events (a writer that
- * died between the two leaves nothing half done for long).
+ * the conversation's partition, the one a message pays for), and
+ * direct/request keys are taken the same way, so two writers can never both
+ * commit a seq or open a pair twice. Idempotency keys are checked with a
+ * plain read and written with the event's projection: a conversation has one
+ * writer (its core), whose commits take turns. What an event changes in the
+ * metadata is written after the event, idempotently, and each process checks
+ * on first touching a conversation that the projection caught up with the
+ * events (a writer that died between the two leaves nothing half done for
+ * long, its keys included).
  *
  * Read-modify-writes of metadata rows (cursors, devices) are serialized per
  * row within the process; across processes the last write to a cell wins.
@@ -150,6 +153,22 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
   const first = async (cql: string, params: unknown[]) =>
     (await run(cql, params)).first() as Row | null;
   const all = async (cql: string, params: unknown[]) => (await run(cql, params)).rows as Row[];
+  /**
+   * Idempotent writes in one round trip (an unlogged batch: each partition's
+   * part applies on its own, so a failure may leave some applied).
+   */
+  const writeSideBySide = async (queries: { query: string; params: unknown[] }[]) => {
+    if (queries.length === 0) return;
+    if (queries.length === 1) {
+      await run(queries[0]!.query, queries[0]!.params);
+      return;
+    }
+    try {
+      await client.batch(queries, { prepare: true, logged: false });
+    } catch (err) {
+      throw unavailable(err);
+    }
+  };
   /** A logged batch: all of it is applied or, after a failure, eventually all. */
   const batch = async (queries: { query: string; params: unknown[] }[]) => {
     if (queries.length === 0) return;
@@ -285,47 +304,29 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
   };
 
   /**
-   * Takes the event's idempotency key for its seq. Returns the original event
-   * when the key is another event's; a key left by an attempt that lost its
-   * seq (or failed before storing it) is taken over. Needs one writer per
-   * conversation: a key another process holds for a seq it has yet to store
-   * would be taken from under it.
+   * The original event when another stored event holds this event's
+   * idempotency key. A plain read: the key is written with the event's
+   * projection (see project), and a conversation has one writer, whose
+   * commits take turns; a key that points at no event of its own (left by an
+   * attempt that lost its seq) is overwritten when this event is projected.
    */
-  const takeEventKey = async (ev: Event): Promise<Event | undefined> => {
-    const key = [ev.conversationId, ev.actorUserId, ev.clientMsgId];
-    const taken = await lwt(
-      `INSERT INTO ${t.event_keys} (conversation_id, actor_user_id, client_msg_id, seq)
-       VALUES (?, ?, ?, ?) IF NOT EXISTS`,
-      [...key, ev.seq],
+  const heldKey = async (ev: Event): Promise<Event | undefined> => {
+    const held = await first(
+      `SELECT seq FROM ${t.event_keys} WHERE conversation_id = ? AND actor_user_id = ?
+       AND client_msg_id = ?`,
+      [ev.conversationId, ev.actorUserId, ev.clientMsgId],
     );
-    if (taken.applied) return undefined;
-    const heldSeq = big(taken.row!.seq);
-    if (heldSeq === ev.seq) return undefined;
-    const held = await eventAt(ev.conversationId, heldSeq);
-    if (held) {
-      const original = decodeEvent(held.body as Uint8Array);
-      if (original.actorUserId === ev.actorUserId && original.clientMsgId === ev.clientMsgId) {
-        return original;
-      }
-    }
-    // Left by an attempt that lost its seq or failed before storing it. A
-    // conversation has one writer (its core; commits in turn within it), so
-    // that attempt is over.
-    const moved = await lwt(
-      `UPDATE ${t.event_keys} SET seq = ? WHERE conversation_id = ? AND actor_user_id = ?
-       AND client_msg_id = ? IF seq = ?`,
-      [ev.seq, ...key, heldSeq],
-    );
-    if (!moved.applied) throw new BackendUnavailableError("idempotency key contended");
-    return undefined;
+    if (!held || big(held.seq) === ev.seq) return undefined;
+    const row = await eventAt(ev.conversationId, big(held.seq));
+    if (!row) return undefined;
+    const original = decodeEvent(row.body as Uint8Array);
+    return original.actorUserId === ev.actorUserId && original.clientMsgId === ev.clientMsgId
+      ? original
+      : undefined;
   };
 
-  const releaseEventKey = (ev: Event) =>
-    lwt(
-      `DELETE FROM ${t.event_keys} WHERE conversation_id = ? AND actor_user_id = ?
-       AND client_msg_id = ? IF seq = ?`,
-      [ev.conversationId, ev.actorUserId, ev.clientMsgId, ev.seq],
-    );
+  /** Whether the event carries an idempotency key (creations keep theirs in conversation_keys). */
+  const keyed = (ev: Event) => ev.kind.case !== "conversationCreated" && ev.clientMsgId !== "";
 
   const seqVerdict = (ev: Event, head: bigint | undefined): Error | undefined => {
     const conv = ev.conversationId;
@@ -354,9 +355,8 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
       const holder = await takeConversationKey(convKey, conv);
       if (holder) return new ConversationExistsError(holder);
     }
-    const keyed = ev.kind.case !== "conversationCreated" && ev.clientMsgId !== "";
-    if (keyed) {
-      const original = await takeEventKey(ev);
+    if (keyed(ev)) {
+      const original = await heldKey(ev);
       if (original) return new DuplicateEventError(original);
     }
     const bytes = encodeEvent(ev);
@@ -370,14 +370,13 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
         ev.eventId,
         kindNumber[ev.kind.case as keyof typeof kindNumber] ?? 0,
         ev.actorUserId,
-        keyed ? ev.clientMsgId : null,
+        keyed(ev) ? ev.clientMsgId : null,
         targetOf(ev),
         blob(bytes),
       ],
     );
     if (!stored.applied && stored.row!.event_id !== ev.eventId) {
       // Another writer took the seq first.
-      if (keyed) await releaseEventKey(ev);
       heads.delete(conv);
       const now = await headOf(conv);
       return new SeqConflictError(conv, (now ?? 0n) + 1n, ev.seq);
@@ -439,9 +438,77 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
 
   /**
    * What an event changes besides the log, written so that doing it again
-   * changes nothing more (the head is advanced by the caller).
+   * changes nothing more (the head is advanced by the caller): its
+   * idempotency key, and what its kind changes.
    */
   const project = async (ev: Event, atMs: number) => {
+    const key = keyed(ev)
+      ? [
+          {
+            query: `INSERT INTO ${t.event_keys} (conversation_id, actor_user_id, client_msg_id, seq)
+              VALUES (?, ?, ?, ?)`,
+            params: [ev.conversationId, ev.actorUserId, ev.clientMsgId, ev.seq],
+          },
+        ]
+      : [];
+    const k = ev.kind;
+    // Writing implies having read up to here; bot and system posts do not.
+    if (k.case === "messagePosted" && ev.actorUserId && k.value.messageKind === MessageKind.USER) {
+      await projectOwnPost(ev, atMs, key);
+      return;
+    }
+    await Promise.all([writeSideBySide(key), projectKind(ev, atMs)]);
+  };
+
+  /**
+   * A user's message moves the sender's read mark, and the sending device's
+   * cursor when it stood right below (a device that sends has not thereby
+   * received what others posted since). Both rows are read, then written
+   * with the key in one unlogged batch: the writes are idempotent, so one
+   * that half applied is completed when the event is projected again.
+   */
+  const projectOwnPost = async (
+    ev: Event,
+    atMs: number,
+    writes: { query: string; params: unknown[] }[],
+  ) => {
+    const conv = ev.conversationId;
+    const user = ev.actorUserId;
+    const device = ev.actorDeviceId;
+    const body = async () => {
+      const [m, c] = await Promise.all([
+        memberRow(conv, user),
+        device
+          ? first(
+              `SELECT delivered_seq FROM ${t.device_cursors} WHERE device_id = ? AND conversation_id = ?`,
+              [device, conv],
+            )
+          : null,
+      ]);
+      if (m && m.left_seq === null && big(m.read_seq) < ev.seq) {
+        const delivered = big(m.delivered_seq) > ev.seq ? big(m.delivered_seq) : ev.seq;
+        writes.push({
+          query: `UPDATE ${t.members} SET read_seq = ?, delivered_seq = ?, receipt_at = ?
+            WHERE conversation_id = ? AND user_id = ?`,
+          params: [ev.seq, delivered, ms(atMs), conv, user],
+        });
+      }
+      if (device && c && big(c.delivered_seq) === ev.seq - 1n) {
+        writes.push({
+          query: `INSERT INTO ${t.device_cursors} (device_id, conversation_id, delivered_seq)
+            VALUES (?, ?, ?)`,
+          params: [device, conv, ev.seq],
+        });
+      }
+      await writeSideBySide(writes);
+    };
+    // The member row's lock, then the cursor's: nothing takes them the other way round.
+    await rows.run(`m ${conv} ${user}`, () =>
+      device ? rows.run(`d ${device} ${conv}`, body) : body(),
+    );
+  };
+
+  const projectKind = async (ev: Event, atMs: number) => {
     const conv = ev.conversationId;
     const k = ev.kind;
     switch (k.case) {
@@ -506,36 +573,7 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
         ]);
         break;
       case "messagePosted":
-        // Writing implies having read up to here; bot and system posts do not.
-        if (ev.actorUserId && k.value.messageKind === MessageKind.USER) {
-          const user = ev.actorUserId;
-          const device = ev.actorDeviceId;
-          // Two rows of their own: written side by side.
-          await Promise.all([
-            rows.run(`m ${conv} ${user}`, async () => {
-              const m = await memberRow(conv, user);
-              if (!m || m.left_seq !== null || big(m.read_seq) >= ev.seq) return;
-              const delivered = big(m.delivered_seq) > ev.seq ? big(m.delivered_seq) : ev.seq;
-              await run(
-                `UPDATE ${t.members} SET read_seq = ?, delivered_seq = ?, receipt_at = ?
-                 WHERE conversation_id = ? AND user_id = ?`,
-                [ev.seq, delivered, ms(atMs), conv, user],
-              );
-            }),
-            // Only from the seq right below: a device that sends has not thereby
-            // received what others posted since its cursor.
-            device &&
-              rows.run(`d ${device} ${conv}`, async () => {
-                const c = await first(
-                  `SELECT delivered_seq FROM ${t.device_cursors} WHERE device_id = ? AND conversation_id = ?`,
-                  [device, conv],
-                );
-                if (c && big(c.delivered_seq) === ev.seq - 1n) {
-                  await setCursor(device, conv, ev.seq);
-                }
-              }),
-          ]);
-        }
+        // A user's own post is projected by projectOwnPost; other posts change nothing else.
         break;
       case "messageEdited":
         await run(`INSERT INTO ${t.edits} (conversation_id, target_seq, seq) VALUES (?, ?, ?)`, [
