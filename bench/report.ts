@@ -1072,6 +1072,22 @@ const oursVariants = [
       "tests' (scripts/install-cassandra.sh, test/helpers/dev-env.ts), with its commit log in " +
       "batch mode: a write is acknowledged once the commit log holding it is fsync'd, as " +
       "durable acks need, and a send is a chain of such writes (ours only).",
+    extra: (run: BenchRun) => {
+      const f = run.cassandraFloor;
+      if (!f) return undefined;
+      const cassandra =
+        f.cassandraCpuUsPerEvent === undefined
+          ? ""
+          : `${fmtNum(f.cassandraCpuUsPerEvent)} µs of Cassandra's CPU and `;
+      return (
+        `Before the ramp the store alone (bench/lib/cassandra-floor.ts: ${fmtNum(f.conversations)} ` +
+        "direct conversations committing keyed messages side by side through the Cassandra store, " +
+        "no sockets, no router) committed " +
+        `${fmtNum(f.eventsPerSec)} messages/s with the node saturated, at ${cassandra}` +
+        `${fmtNum(f.serverCpuUsPerEvent)} µs of the committing process's per message: what ` +
+        "storing a message costs before delivery, receipts and the sessions add theirs."
+      );
+    },
   },
 ] as const;
 
@@ -1104,10 +1120,11 @@ function oursVariantsOneToOne(run: BenchRun): string[] {
       ws === undefined
         ? ""
         : ` Over WebSocket the same server sustained ${cost(ws, true)}; ${v.over} ${cost(r, false)}.`;
+    const extra = "extra" in v ? v.extra(run) : undefined;
     out.push(
       `### ${v.title}`,
       "",
-      `${v.what}${compare}`,
+      `${v.what}${compare}${extra ? ` ${extra}` : ""}`,
       "",
       ...rampTables([r], "msgs", v.tables),
       ...(notesList([r]).length > 0 ? [...notesList([r]), ""] : []),

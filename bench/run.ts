@@ -16,6 +16,13 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join, resolve } from "node:path";
 import {
+  cassandraPid,
+  cassandraRunning,
+  ensureCassandra,
+  stopCassandra,
+} from "../test/helpers/dev-env.js";
+import { probeCassandraFloor } from "./lib/cassandra-floor.js";
+import {
   type BenchContext,
   fullScale,
   groupSloUs,
@@ -354,7 +361,29 @@ if (!serverRoot) {
   await each(
     "one-to-one",
     ["ours"],
-    (n) => oneToOne(ctx, n, "websocket", { cassandra: true }),
+    async (n) => {
+      // The store alone first, on the node the ramp then uses: what a message costs Cassandra.
+      const started = !(await cassandraRunning());
+      const node = await ensureCassandra();
+      const pid = cassandraPid();
+      try {
+        const floor = await probeCassandraFloor({
+          ...node,
+          ...(pid ? { pid } : {}),
+          ...(quick ? { conversations: 20, perConversation: 10, warmUpRounds: 1 } : {}),
+        });
+        run.cassandraFloor = floor;
+        log(
+          `one-to-one: ours' Cassandra store alone, ${floor.conversations} conversations: ` +
+            `${floor.eventsPerSec} msgs/s, Cassandra ${floor.cassandraCpuUsPerEvent ?? "?"} µs ` +
+            `and the server ${floor.serverCpuUsPerEvent} µs of CPU per message`,
+        );
+        await machineQuiet(15, quick ? 250 : 1000);
+        return await oneToOne(ctx, n, "websocket", { cassandra: true });
+      } finally {
+        if (started) await stopCassandra();
+      }
+    },
     oneToOneCassandra,
     "store in Cassandra",
   );

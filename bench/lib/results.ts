@@ -211,6 +211,24 @@ export interface StoreFloorProbe {
   committed: number;
 }
 
+/**
+ * Ours' Cassandra store alone, saturated (bench/lib/cassandra-floor.ts),
+ * probed before ours' 1:1 ramp on Cassandra.
+ */
+export interface CassandraFloorProbe {
+  /** Direct conversations committing side by side, each one message at a time. */
+  conversations: number;
+  /** Messages in the measured round. */
+  events: number;
+  /** The node's CPU, µs per message (absent when the node was started elsewhere). */
+  cassandraCpuUsPerEvent?: number;
+  /** The committing process's CPU (driver, encoding), µs per message. */
+  serverCpuUsPerEvent: number;
+  eventsPerSec: number;
+  /** Message rows in the keyspace afterwards, warm-up included. */
+  committed: number;
+}
+
 /** The CPU probe taken just before ours' 1:1 ramp. */
 export const oursCpuProbe = (run: BenchRun): CpuProbe | undefined =>
   run.cpu?.find((d) => d.before === "one-to-one/ours");
@@ -250,6 +268,8 @@ export interface BenchRun {
   cpu?: CpuProbe[];
   /** The store's floor per event, probed before ours' 1:1 ramp (absent in older results). */
   storeFloor?: StoreFloorProbe;
+  /** The Cassandra store's cost per message, probed before ours' ramp on it (absent in older results). */
+  cassandraFloor?: CassandraFloorProbe;
   /** Bench-only server settings that differ from production defaults, and why. */
   settings: Record<string, string>;
   /**
