@@ -274,6 +274,8 @@ const splitOnlyOurs =
   "ours only: a split deployment (a core and two edges, soft state in Redis) is ours' own way past one process; the row above compares every system as one server";
 const cassandraOnlyOurs =
   "ours only: the store in Cassandra is ours' own way to keep events past one machine's disk; the row above compares every system as one server on its local store";
+const pulsarOnlyOurs =
+  "ours only: the log in Pulsar is ours' own way to acknowledge from a replicated log before its store commits; the row above compares every system as one server on its local store";
 const connectOnlyOurs =
   "ours only: Connect's protocol is our web clients' transport; the row above compares every system over WebSocket or XMPP, one socket per client";
 
@@ -318,6 +320,12 @@ function summaryRows(run: BenchRun): SummaryRow[] {
       "1:1 sustained msgs/s, ours with its store in Cassandra (one server process and a single-node Cassandra 5.0 on the same machine; WebSocket)",
       cassandraOnlyOurs,
       "1:1 on Cassandra",
+    ),
+    ...oursOnlyRamp(
+      run.oneToOnePulsar,
+      "1:1 sustained msgs/s, ours with its log in Pulsar (one server process, events in SQLite, and a standalone Pulsar 4.0 on the same machine; WebSocket)",
+      pulsarOnlyOurs,
+      "1:1 on Pulsar",
     ),
     ...oursOnlyRamp(
       run.oneToOneConnect,
@@ -1088,6 +1096,22 @@ const oursVariants = [
         "storing a message costs before delivery, receipts and the sessions add theirs."
       );
     },
+  },
+  {
+    results: (run: BenchRun) => run.oneToOnePulsar,
+    title: "Ours with its log in Pulsar",
+    tables: " with the log in Pulsar",
+    over: "with its log in Pulsar, whose CPU is the server's and the broker's together,",
+    what:
+      "The same ramp for ours as one server process whose message log is a standalone " +
+      "Pulsar 4.0 (assembled from Maven Central, 768 MB heap, one bookie whose journal is " +
+      "synced before it acknowledges) on the same two cores, events still in SQLite " +
+      "(docs/ARCHITECTURE.md, *The log in Pulsar*). A send is acknowledged once the broker " +
+      "holds it, and delivered then; the store consumes the topic and commits after. Every " +
+      "message crosses the broker's WebSocket API twice (in from the router, out to the " +
+      "store) and its key is read from the store before its seq is taken. CPU is the " +
+      "server's and the broker's together. One broker on two cores shows what a message " +
+      "costs, not what a cluster sustains (ours only).",
   },
 ] as const;
 

@@ -138,6 +138,7 @@ const oneToOneGrpc: RampResult[] = [];
 const oneToOneConnect: RampResult[] = [];
 const oneToOneSplit: RampResult[] = [];
 const oneToOneCassandra: RampResult[] = [];
+const oneToOnePulsar: RampResult[] = [];
 const run: BenchRun = {
   startedAt: new Date(startedAt).toISOString(),
   durationMs: 0,
@@ -164,6 +165,7 @@ const run: BenchRun = {
   oneToOneConnect,
   oneToOneSplit,
   oneToOneCassandra,
+  oneToOnePulsar,
   groupFanout: { groupSize: 0, groups: 0, sloP99Us: groupSloUs, results: [] },
   idle: [],
   reconnect: [],
@@ -386,6 +388,13 @@ if (!serverRoot) {
     },
     oneToOneCassandra,
     "store in Cassandra",
+  );
+  await each(
+    "one-to-one",
+    ["ours"],
+    (n) => oneToOne(ctx, n, "websocket", { pulsar: true }),
+    oneToOnePulsar,
+    "log in Pulsar",
   );
 }
 await each(

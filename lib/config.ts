@@ -93,6 +93,13 @@ export interface Config {
     replicationFactor: number;
   };
   /**
+   * The message log in Apache Pulsar when `webUrl` (the broker's web
+   * service, http(s)://host:port, which serves its WebSocket API) is set, in
+   * process otherwise. Each core needs a topic of its own: it writes and
+   * consumes it alone (an Exclusive subscription named `subscription`).
+   */
+  pulsar: { webUrl: string; topic: string; subscription: string };
+  /**
    * Which services this process runs: "all" (the embedded default), or one
    * side of the split: "core" (router and store, serving them to edges on its
    * internal listener) or "edge" (client sessions, calling the cores at
@@ -173,6 +180,11 @@ const defaults: Config = {
     keyspace: "relaychat",
     replicationFactor: 1,
   },
+  pulsar: {
+    webUrl: "",
+    topic: "persistent://public/default/relaychat-events",
+    subscription: "relaychat-store",
+  },
   role: "all",
   core: { host: "127.0.0.1", port: 8081, urls: [], secret: "" },
 };
@@ -208,6 +220,9 @@ const variables: [path: string, name: string, kind: "get" | "num" | "bool" | "li
   ["cassandra.localDataCenter", "CASSANDRA_LOCAL_DC", "get"],
   ["cassandra.keyspace", "CASSANDRA_KEYSPACE", "get"],
   ["cassandra.replicationFactor", "CASSANDRA_REPLICATION_FACTOR", "num"],
+  ["pulsar.webUrl", "PULSAR_URL", "get"],
+  ["pulsar.topic", "PULSAR_TOPIC", "get"],
+  ["pulsar.subscription", "PULSAR_SUBSCRIPTION", "get"],
   ["role", "ROLE", "get"],
   ["core.host", "CORE_HOST", "get"],
   ["core.port", "CORE_PORT", "num"],
@@ -300,6 +315,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
     push: {},
     redis: {},
     cassandra: {},
+    pulsar: {},
     core: {},
   };
   const keys = list("AUTH_SIGNING_KEYS");
@@ -365,6 +381,7 @@ export function toConfig(input: ConfigInput = {}): Config {
     push: { ...defaults.push, ...(input.push as Partial<Config["push"]>) },
     redis: { ...defaults.redis, ...(input.redis as Partial<Config["redis"]>) },
     cassandra: { ...defaults.cassandra, ...(input.cassandra as Partial<Config["cassandra"]>) },
+    pulsar: { ...defaults.pulsar, ...(input.pulsar as Partial<Config["pulsar"]>) },
     core: { ...defaults.core, ...(input.core as Partial<Config["core"]>) },
   };
   for (const [name, port] of [
@@ -459,6 +476,23 @@ export function toConfig(input: ConfigInput = {}): Config {
       throw new ConfigError("cassandra.replicationFactor must be a positive integer");
     }
     if (!cfg.cassandra.localDataCenter) throw new ConfigError("cassandra.localDataCenter is empty");
+  }
+  if (cfg.pulsar.webUrl) {
+    let url: URL;
+    try {
+      url = new URL(cfg.pulsar.webUrl);
+    } catch {
+      throw new ConfigError("pulsar.webUrl is not a URL");
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new ConfigError("pulsar.webUrl must be http:// or https://");
+    }
+    if (!/^persistent:\/\/[^/\s]+\/[^/\s]+\/[^/\s]+$/.test(cfg.pulsar.topic)) {
+      throw new ConfigError("pulsar.topic must be persistent://tenant/namespace/topic");
+    }
+    if (!/^[\w.-]{1,128}$/.test(cfg.pulsar.subscription)) {
+      throw new ConfigError("pulsar.subscription must be 1-128 letters, digits, _ . or -");
+    }
   }
   if (!roles.includes(cfg.role)) throw new ConfigError(`role must be one of ${roles.join(", ")}`);
   if (cfg.role !== "all") {

@@ -8,7 +8,9 @@ import type { EventStore } from "../lib/backends/event-store.js";
 import { createFcmPush, readFcmProjectId } from "../lib/backends/fcm-push.js";
 import { createInProcessLog } from "../lib/backends/memory/in-process-log.js";
 import { createMemorySoftState } from "../lib/backends/memory/memory-soft-state.js";
+import type { MessageLog } from "../lib/backends/message-log.js";
 import type { MetadataStore } from "../lib/backends/metadata-store.js";
+import { createPulsarLog } from "../lib/backends/pulsar/pulsar-log.js";
 import type { PushNotifier } from "../lib/backends/push.js";
 import { createRedisSoftState } from "../lib/backends/redis/redis-soft-state.js";
 import type { SoftState } from "../lib/backends/soft-state.js";
@@ -113,9 +115,27 @@ export function eventsAndMetadataFrom(config: Config): {
 }
 
 /**
- * Router and store on the configured event store and the in-process log,
- * with the store client the router uses (in process): what the embedded
- * server and a split's core both run. Checks a configured FCM key file
+ * The message log: Pulsar when configured (`open` connects and waits for the
+ * store to consume the topic's backlog), else in process.
+ */
+export function logFrom(
+  config: Config,
+  logger: Logger,
+): { log: MessageLog; open(): Promise<void> } {
+  if (!config.pulsar.webUrl) return { log: createInProcessLog(), open: async () => {} };
+  const log = createPulsarLog({
+    webUrl: config.pulsar.webUrl,
+    topic: config.pulsar.topic,
+    subscription: config.pulsar.subscription,
+    log: logger.child({ name: "pulsar" }),
+  });
+  return { log, open: () => log.open() };
+}
+
+/**
+ * Router and store on the configured event store and log, with the store
+ * client the router uses (in process): what the embedded server and a
+ * split's core both run. Checks a configured FCM key file
  * before anything opens.
  */
 export function createRouterAndStore(config: Config, deps: { logger: Logger; fcmAgent?: Agent }) {
@@ -123,7 +143,7 @@ export function createRouterAndStore(config: Config, deps: { logger: Logger; fcm
   // Before anything opens: a key file that cannot be used stops start-up with nothing to close.
   if (config.push.fcmCredentialsFile) readFcmProjectId(config.push.fcmCredentialsFile);
   const stores = eventsAndMetadataFrom(config);
-  const log = createInProcessLog();
+  const { log, open: openLog } = logFrom(config, logger);
   const soft = softStateFrom(config, logger);
   const metrics = createMetrics();
   const store = createStore({
@@ -164,6 +184,7 @@ export function createRouterAndStore(config: Config, deps: { logger: Logger; fcm
     async start() {
       await stores.open();
       await store.start();
+      await openLog();
       await router.start();
     },
     /** Router first (it drains what is in flight into the store), then the store and the rest. */

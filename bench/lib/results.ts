@@ -314,6 +314,11 @@ export interface BenchRun {
    * Cassandra on the same machine (absent in older results).
    */
   oneToOneCassandra?: RampResult[];
+  /**
+   * 1:1 for ours again with its message log in a standalone Pulsar on the
+   * same machine, events in SQLite (absent in older results).
+   */
+  oneToOnePulsar?: RampResult[];
   /** sloP99Us: the p99 send→deliver bound that "sustained" uses for fan-out. */
   groupFanout: { groupSize: number; groups: number; sloP99Us: number; results: RampResult[] };
   idle: IdleResult[];

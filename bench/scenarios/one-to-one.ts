@@ -24,7 +24,7 @@ export async function oneToOne(
   layout?: OursLayout,
 ): Promise<RampResult | undefined> {
   const { pairs } = ctx.scale;
-  // A split or a Cassandra store on this machine's two cores sustains less than the first rate: it starts lower.
+  // A split, a Cassandra store or a Pulsar log on this machine's two cores sustains less than the first rate: it starts lower.
   const rates = layout
     ? [...[100, 200, 300, 400].filter((r) => r < ctx.scale.rates[0]!), ...ctx.scale.rates]
     : ctx.scale.rates;

@@ -11,6 +11,8 @@ export interface OursLayout {
   split?: number;
   /** Events and metadata in the test Cassandra instead of SQLite. */
   cassandra?: boolean;
+  /** The message log in the test Pulsar instead of in process. */
+  pulsar?: boolean;
 }
 
 /** A started system under test, as the scenarios need it. */

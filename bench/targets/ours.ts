@@ -14,11 +14,15 @@ import {
   dropKeys,
   dropKeyspace,
   ensureCassandra,
+  ensurePulsar,
   ensureRedis,
   freePort,
+  pulsarPid,
+  pulsarRunning,
   redisPid,
   redisUrl,
   stopCassandra,
+  stopPulsar,
 } from "../../test/helpers/dev-env.js";
 import { forkTs, makeRpc, rssOf, waitExit } from "../lib/procs.js";
 
@@ -108,6 +112,11 @@ export async function startOurs(opts: {
    * then stopped again at stop), in a keyspace of its own dropped at stop.
    */
   cassandra?: boolean;
+  /**
+   * The message log in the test Pulsar (started if none runs, and then
+   * stopped again at stop), on a topic of its own.
+   */
+  pulsar?: boolean;
 }): Promise<OursTarget> {
   const dataDir = mkdtempSync(join(tmpdir(), "relaychat-bench-"));
   const key = { kid: "bench", secret: randomBytes(32) };
@@ -146,6 +155,7 @@ export async function startOurs(opts: {
   const prefix = `bench:${randomBytes(4).toString("hex")}:`;
   const keyspace = `bench_${randomBytes(4).toString("hex")}`;
   let startedCassandra = false;
+  let startedPulsar = false;
   const procs: Awaited<ReturnType<typeof startProcess>>[] = [];
   const cleanup = async () => {
     // Edges first, then the core: each drains what it holds.
@@ -159,6 +169,7 @@ export async function startOurs(opts: {
       if (startedCassandra) await stopCassandra();
       else await dropKeyspace(keyspace).catch(() => undefined);
     }
+    if (startedPulsar) await stopPulsar();
   };
   try {
     if (opts.cassandra) {
@@ -168,6 +179,14 @@ export async function startOurs(opts: {
         contactPoints: [node.contactPoint],
         localDataCenter: node.localDataCenter,
         keyspace,
+      };
+    }
+    if (opts.pulsar) {
+      startedPulsar = !(await pulsarRunning());
+      const broker = await ensurePulsar();
+      config.pulsar = {
+        webUrl: broker.webUrl,
+        topic: `persistent://public/default/bench-${randomBytes(4).toString("hex")}`,
       };
     }
     if (!opts.split) {
@@ -202,6 +221,7 @@ export async function startOurs(opts: {
     ...procPids,
     ...(opts.split ? [await redisPid()] : []),
     ...(opts.cassandra ? [cassandraPid() ?? 0].filter((p) => p > 0) : []),
+    ...(opts.pulsar ? [pulsarPid() ?? 0].filter((p) => p > 0) : []),
   ];
   const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${ports[0]}` });
   const tokenCache = new Map<number, string>();

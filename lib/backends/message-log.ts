@@ -5,11 +5,13 @@ import type { Event } from "../../gen/chat/v1/event_pb.js";
  * conversation. The router appends; the store consumes.
  *
  * Implementations: the in-process log (embedded; an append settles when the
- * store has committed the event, with the store's verdict on it) and a
- * distributed log (settles when the broker has persisted it). A log whose
- * durability point cannot judge events reports no verdicts; the router then
- * has to rule conflicts out before appending (durable dedup check, one writer
- * per conversation), as it already does on the embedded path.
+ * store has committed the event, with the store's verdict on it) and the
+ * Pulsar log (settles when the broker has persisted it; the store commits it
+ * later). A log whose durability point cannot judge events reports no
+ * verdicts; the router then rules conflicts out before appending (a dedup
+ * check that covers what the store has not consumed yet, one writer per
+ * conversation), and reads that must see every acknowledged change wait for
+ * the store to catch up (caughtUp).
  */
 export interface MessageLog {
   /**
@@ -27,6 +29,20 @@ export interface MessageLog {
    * UnknownConversationError); other events are unaffected.
    */
   append(event: Event): Promise<void>;
+  /**
+   * Resolves once the consumer has handled every event appended here, when
+   * called, to the conversation (or to any conversation, without one). At
+   * once for a log that judges: its appends settle only after that. Rejects
+   * with BackendUnavailableError when the store stays behind.
+   */
+  caughtUp(conversationId?: string): Promise<void>;
+  /**
+   * The unconsumed event appended here under this idempotency key, if any: a
+   * log without verdicts acknowledges events before the store holds them, so
+   * a dedup check asks the log as well as the store (undefined for a log that
+   * judges).
+   */
+  pendingKey(conversationId: string, actorUserId: string, clientMsgId: string): Event | undefined;
   /**
    * Registers the consumer. `handler` gets batches in log order and returns
    * one verdict per event (undefined = committed); the batch counts as

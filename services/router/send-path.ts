@@ -99,9 +99,26 @@ export function createSendPath(deps: SendPathDeps) {
 
   const durableHead = async (conversationId: string) => {
     // A head read while own appends are in flight lags them: seeding from it
-    // would hand their seqs out again and fail every change behind them.
+    // would hand their seqs out again and fail every change behind them (the
+    // store's reads wait for it to consume what was appended; see createStore).
     await deps.cache.settled(conversationId);
     return (await deps.store.loadMembership({ conversationId })).headSeq;
+  };
+
+  /**
+   * The event stored or appended under a sender's key: the log holds what
+   * the store has not consumed yet (a log without verdicts), the store the rest.
+   */
+  const findByKey = async (actor: Actor, proposal: Event) => {
+    const conversationId = proposal.conversationId;
+    const pending = deps.log.pendingKey(conversationId, actor.userId, proposal.clientMsgId);
+    if (pending) return pending;
+    const { event } = await deps.store.findEvent({
+      conversationId,
+      actorUserId: actor.userId,
+      clientMsgId: proposal.clientMsgId,
+    });
+    return event;
   };
 
   /** Drops every cached notion of the conversation's state after a failed append. */
@@ -119,14 +136,7 @@ export function createSendPath(deps: SendPathDeps) {
    */
   const original = async (actor: Actor, proposal: Event) => {
     if (!proposal.clientMsgId) return undefined;
-    const found = await deps.store
-      .findEvent({
-        conversationId: proposal.conversationId,
-        actorUserId: actor.userId,
-        clientMsgId: proposal.clientMsgId,
-      })
-      .catch(() => undefined);
-    return found?.event;
+    return findByKey(actor, proposal).catch(() => undefined);
   };
 
   async function sequence(actor: Actor, proposal: Event) {
@@ -219,13 +229,9 @@ export function createSendPath(deps: SendPathDeps) {
         if (first?.event) return applied(first.event, true);
       }
       if (!deps.log.judges || lookUpFirst(proposal.conversationId)) {
-        // Without verdicts from the log, ask the durable store before a seq
-        // is taken: a retry, however late, must not be appended again.
-        const { event } = await deps.store.findEvent({
-          conversationId: proposal.conversationId,
-          actorUserId: actor.userId,
-          clientMsgId: proposal.clientMsgId,
-        });
+        // Without verdicts from the log, ask the log and the durable store
+        // before a seq is taken: a retry, however late, must not be appended again.
+        const event = await findByKey(actor, proposal);
         if (event) return applied(event, true);
       }
     }

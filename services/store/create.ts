@@ -1,9 +1,11 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { StoreService } from "../../gen/chat/internal/v1/store_service_pb.js";
+import type { Event } from "../../gen/chat/v1/event_pb.js";
 import type { EventStore } from "../../lib/backends/event-store.js";
 import type { MessageLog } from "../../lib/backends/message-log.js";
 import type { MetadataStore } from "../../lib/backends/metadata-store.js";
 import type { Config } from "../../lib/config.js";
+import { DuplicateEventError, SeqConflictError } from "../../lib/errors.js";
 import type { Logger } from "../../lib/logger.js";
 import type { Metrics } from "../../lib/metrics.js";
 import { storeLoggers } from "./logger.js";
@@ -22,6 +24,45 @@ export interface StoreServiceDeps {
 }
 
 /**
+ * Store calls that read what the log carries, by whether they wait for the
+ * store to consume one conversation's appends or everyone's. Key lookups
+ * (findEvent) do not wait: the router asks the log for unconsumed keys.
+ */
+const waitsForAll = new Set(["readSync", "loadConversations", "findConversation", "filterPeers"]);
+const waitsForOne = new Set([
+  "readHistory",
+  "readEvent",
+  "loadConversation",
+  "loadMembership",
+  "applyReceipt",
+  "loadReadReceipts",
+]);
+
+type Method = (req: { conversationId?: string }, ctx: HandlerContext) => Promise<unknown>;
+
+/**
+ * Makes every read wait until the store has consumed what this process
+ * appended to the log before the call (for a log that acknowledges before the
+ * store commits): a sender's receipt, history or sync never misses, or is
+ * refused for, a change already acknowledged to someone.
+ */
+function afterTheLog<T extends object>(impl: T, log: MessageLog): T {
+  if (log.judges) return impl;
+  return Object.fromEntries(
+    Object.entries(impl).map(([name, fn]) => {
+      const method = fn as Method;
+      const scope = waitsForAll.has(name) ? "all" : waitsForOne.has(name) ? "one" : undefined;
+      if (!scope) return [name, method];
+      const waiting: Method = async (req, ctx) => {
+        await log.caughtUp(scope === "one" ? req.conversationId : undefined);
+        return method(req, ctx);
+      };
+      return [name, waiting];
+    }),
+  ) as T;
+}
+
+/**
  * The store: consumes the message log into the event store (one commit per
  * batch) and serves history, sync, conversations, receipts and accounts.
  */
@@ -32,19 +73,40 @@ export function createStore(deps: StoreServiceDeps) {
     metadata: deps.metadata,
     syncLimit: deps.config.session.syncLimit,
   };
+  const impl = afterTheLog(
+    {
+      ...historyRoutes(routeDeps),
+      ...conversationRoutes(routeDeps),
+      ...receiptRoutes(routeDeps),
+      ...accountRoutes(routeDeps),
+    },
+    deps.log,
+  );
+
+  /**
+   * Refusals of events stored already: a log that redelivers what it was not
+   * told is consumed (after a reconnect or a restart) hands them over again.
+   */
+  const storedAlready = async (batch: Event[], verdicts: (Error | undefined)[]) => {
+    await Promise.all(
+      verdicts.map(async (v, i) => {
+        if (!(v instanceof SeqConflictError || v instanceof DuplicateEventError)) return;
+        const ev = batch[i]!;
+        const stored = await deps.events.readEvent(ev.conversationId, ev.seq);
+        if (stored?.eventId === ev.eventId) verdicts[i] = undefined;
+      }),
+    );
+  };
+
   return {
     routes(router: ConnectRouter) {
-      router.service(StoreService, {
-        ...historyRoutes(routeDeps),
-        ...conversationRoutes(routeDeps),
-        ...receiptRoutes(routeDeps),
-        ...accountRoutes(routeDeps),
-      });
+      router.service(StoreService, impl);
     },
     async start() {
       const { metrics } = deps;
       deps.log.consume(async (batch) => {
         const verdicts = await deps.events.commit(batch);
+        if (!deps.log.judges) await storedAlready(batch, verdicts);
         metrics.batchSize.observe(batch.length);
         batch.forEach((ev, i) => {
           const refused = verdicts[i];

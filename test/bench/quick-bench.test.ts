@@ -61,8 +61,9 @@ describe("npm run bench -- --quick", () => {
     expect(run.oneToOneConnect?.map((r) => r.target)).toEqual(["ours"]);
     // And split: a core and two edge processes sharing Redis.
     expect(run.oneToOneSplit?.map((r) => r.target)).toEqual(["ours"]);
-    // And with its store in Cassandra.
+    // And with its store in Cassandra, and with its log in Pulsar.
     expect(run.oneToOneCassandra?.map((r) => r.target)).toEqual(["ours"]);
+    expect(run.oneToOnePulsar?.map((r) => r.target)).toEqual(["ours"]);
     expect(run.groupFanout.results.map((r) => r.target).sort()).toEqual(
       ["ejabberd-routing", "ours", "relay"].sort(),
     );
@@ -140,6 +141,15 @@ describe("npm run bench -- --quick", () => {
     expect(onCassandra.missing).toBe(0);
     expect(onCassandra.deliver.count).toBe(onCassandra.ack!.count);
     expect(onCassandra.targetCpuPct).toBeGreaterThan(0);
+    // The Cassandra store alone was probed before that ramp, and committed what it timed.
+    expect(run.cassandraFloor?.committed).toBeGreaterThanOrEqual(run.cassandraFloor?.events ?? 1);
+    expect(run.cassandraFloor?.cassandraCpuUsPerEvent).toBeGreaterThan(0);
+    // With the log in Pulsar, every acknowledged message was delivered once, the broker's CPU counted.
+    const onPulsar = run.oneToOnePulsar![0]!.steps[0]!;
+    expect(onPulsar.ack!.count).toBeGreaterThan(0);
+    expect(onPulsar.missing).toBe(0);
+    expect(onPulsar.deliver.count).toBe(onPulsar.ack!.count);
+    expect(onPulsar.targetCpuPct).toBeGreaterThan(0);
     for (const i of run.idle) {
       expect(i.held, `${i.target} ${i.transport ?? "sockets"}`).toBe(i.attempted);
       expect(i.rssHeldBytes, i.target).toBeGreaterThan(0);

@@ -35,30 +35,23 @@ const accept: Handler = async (batch) => batch.map(() => undefined);
 
 /**
  * The MessageLog contract: every implementation (in-process, Pulsar) must
- * pass it. The log is exercised only through its interface.
+ * pass it. The log is exercised only through its interface. `judges` says
+ * which kind it is: a log whose appends settle with the consumer's verdict,
+ * or one whose appends settle once the log holds them (the consumer catches
+ * up later, and is handed again whatever it did not commit).
  */
-export function messageLogContract(name: string, factory: MessageLogFactory) {
+export function messageLogContract(
+  name: string,
+  factory: MessageLogFactory,
+  kind: { judges: boolean },
+) {
   describe(`MessageLog contract: ${name}`, () => {
     const fresh = freshPerTest(factory);
-    const open = async () => (await fresh()).log;
-
-    it("resolves an append only after the consumer handled its event", async () => {
-      const log = await open();
-      const release = gate();
-      const handled: string[] = [];
-      log.consume(async (batch) => {
-        await release.opened;
-        for (const e of batch) handled.push(e.eventId);
-        return batch.map(() => undefined);
-      });
-      const event = ev.posted(newConversationId(), 2, "ann", "hi");
-      const append = watch(log.append(event));
-      await sleep(50);
-      expect(append.settled).toBe(false);
-      release.open();
-      await append.promise;
-      expect(handled).toEqual([event.eventId]);
-    });
+    const open = async () => {
+      const { log } = await fresh();
+      expect(log.judges).toBe(kind.judges);
+      return log;
+    };
 
     it("hands the consumer each conversation's events in append order", async () => {
       const log = await open();
@@ -79,8 +72,54 @@ export function messageLogContract(name: string, factory: MessageLogFactory) {
         if (seq % 20 === 0) await Promise.resolve();
       }
       await Promise.all(appends);
+      await log.caughtUp();
       const expected = Array.from({ length: 60 }, (_, i) => BigInt(i + 1));
       for (const c of convs) expect(seen.get(c)).toEqual(expected);
+    });
+
+    it("refuses appends after close", async () => {
+      const log = await open();
+      log.consume(accept);
+      await log.close();
+      await expect(
+        log.append(ev.posted(newConversationId(), 1, "ann", "late")),
+      ).rejects.toBeInstanceOf(BackendUnavailableError);
+    });
+
+    if (kind.judges) judgingCases(open);
+    else unjudgedCases(open);
+  });
+}
+
+/** A log whose appends settle with the consumer's verdict (the in-process log). */
+function judgingCases(open: () => Promise<MessageLog>) {
+  describe("with verdicts", () => {
+    it("is caught up with whatever has settled, and holds no keys of its own", async () => {
+      const log = await open();
+      log.consume(accept);
+      const conv = newConversationId();
+      await log.append(ev.posted(conv, 1, "ann", "x", { clientMsgId: "k1" }));
+      await log.caughtUp(conv);
+      await log.caughtUp();
+      expect(log.pendingKey(conv, "ann", "k1")).toBeUndefined();
+    });
+
+    it("resolves an append only after the consumer handled its event", async () => {
+      const log = await open();
+      const release = gate();
+      const handled: string[] = [];
+      log.consume(async (batch) => {
+        await release.opened;
+        for (const e of batch) handled.push(e.eventId);
+        return batch.map(() => undefined);
+      });
+      const event = ev.posted(newConversationId(), 2, "ann", "hi");
+      const append = watch(log.append(event));
+      await sleep(50);
+      expect(append.settled).toBe(false);
+      release.open();
+      await append.promise;
+      expect(handled).toEqual([event.eventId]);
     });
 
     it("rejects only the append whose event got a verdict error", async () => {
@@ -182,6 +221,80 @@ export function messageLogContract(name: string, factory: MessageLogFactory) {
       await Promise.all([first, ...rest]);
       expect(sizes.reduce((a, b) => a + b, 0)).toBe(21);
       expect(Math.max(...sizes.slice(1))).toBeGreaterThan(1);
+    });
+  });
+}
+
+/** A log whose appends settle once it holds them (Pulsar): the consumer catches up later. */
+function unjudgedCases(open: () => Promise<MessageLog>) {
+  describe("without verdicts", () => {
+    it("resolves an append once held, and knows its key and conversation until the consumer commits it", async () => {
+      const log = await open();
+      const release = gate();
+      const handled: string[] = [];
+      log.consume(async (batch) => {
+        await release.opened;
+        for (const e of batch) handled.push(e.eventId);
+        return batch.map(() => undefined);
+      });
+      const conv = newConversationId();
+      const event = ev.posted(conv, 2, "ann", "hi", { clientMsgId: "k-held" });
+      await log.append(event);
+      expect(handled).toEqual([]);
+      expect(log.pendingKey(conv, "ann", "k-held")?.eventId).toBe(event.eventId);
+      expect(log.pendingKey(conv, "ben", "k-held")).toBeUndefined();
+      const one = watch(log.caughtUp(conv));
+      const all = watch(log.caughtUp());
+      // Another conversation has nothing pending.
+      await log.caughtUp(newConversationId());
+      await sleep(50);
+      expect(one.settled || all.settled).toBe(false);
+      release.open();
+      await one.promise;
+      await all.promise;
+      expect(handled).toEqual([event.eventId]);
+      expect(log.pendingKey(conv, "ann", "k-held")).toBeUndefined();
+    });
+
+    it("hands over again, in order, what the consumer failed to commit or refused", async () => {
+      const log = await open();
+      const conv = newConversationId();
+      const committed: bigint[] = [];
+      let calls = 0;
+      let refusals = 0;
+      log.consume(async (batch) => {
+        calls++;
+        if (calls === 1) throw new Error("disk on fire");
+        return batch.map((e) => {
+          // The first time seq 3 comes, refuse it (as a store that lags would).
+          if (e.seq === 3n && refusals++ === 0) return new SeqConflictError(conv, 2n, e.seq);
+          const head = committed.at(-1) ?? 0n;
+          if (e.seq !== head + 1n) return new SeqConflictError(conv, head + 1n, e.seq);
+          committed.push(e.seq);
+          return undefined;
+        });
+      });
+      for (const seq of [1, 2, 3, 4, 5]) {
+        await log.append(ev.posted(conv, seq, "ann", `m${seq}`));
+      }
+      await log.caughtUp(conv);
+      expect(committed).toEqual([1n, 2n, 3n, 4n, 5n]);
+      expect(calls).toBeGreaterThan(1);
+      expect(refusals).toBeGreaterThan(1);
+    });
+
+    it("holds appends made before any consumer, for the consumer that registers", async () => {
+      const log = await open();
+      const conv = newConversationId();
+      const events = [1, 2, 3].map((seq) => ev.posted(conv, seq, "ann", `early${seq}`));
+      for (const e of events) await log.append(e);
+      const handled: string[] = [];
+      log.consume(async (batch) => {
+        for (const e of batch) handled.push(e.eventId);
+        return batch.map(() => undefined);
+      });
+      await log.caughtUp();
+      expect(handled).toEqual(events.map((e) => e.eventId));
     });
   });
 }

@@ -4,15 +4,23 @@ import { createInProcessLog } from "../../lib/backends/memory/in-process-log.js"
 import { ev, newConversationId, sleep } from "./fixtures.js";
 import { messageLogContract } from "./message-log.contract.js";
 
-messageLogContract("in-process log", async () => {
-  const log = createInProcessLog();
-  return { log, cleanup: () => log.close() };
-});
+messageLogContract(
+  "in-process log",
+  async () => {
+    const log = createInProcessLog();
+    return { log, cleanup: () => log.close() };
+  },
+  { judges: true },
+);
 
-messageLogContract("in-process log with small batches", async () => {
-  const log = createInProcessLog({ maxBatch: 3 });
-  return { log, cleanup: () => log.close() };
-});
+messageLogContract(
+  "in-process log with small batches",
+  async () => {
+    const log = createInProcessLog({ maxBatch: 3 });
+    return { log, cleanup: () => log.close() };
+  },
+  { judges: true },
+);
 
 describe("in-process log", () => {
   it("hands over up to maxInFlight batches before the first is handled, in append order", async () => {

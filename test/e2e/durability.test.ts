@@ -13,7 +13,7 @@ import {
   readAll,
   type User,
 } from "../helpers/clients.js";
-import { dropKeyspace, ensureCassandra } from "../helpers/dev-env.js";
+import { dropKeyspace, ensureCassandra, ensurePulsar } from "../helpers/dev-env.js";
 import type { TestServer } from "../helpers/server.js";
 import { ServerProcess, within } from "../helpers/server-process.js";
 
@@ -210,12 +210,16 @@ async function restart(
 }
 
 let keyspaces = 0;
+let topics = 0;
 const cassandraKeyspaces: string[] = [];
 afterAll(async () => {
   for (const k of cassandraKeyspaces) await dropKeyspace(k);
 });
 
-/** The server's environment for each event store: SQLite in the data dir, or a fresh keyspace. */
+/**
+ * The server's environment for each backend: SQLite in the data dir, a fresh
+ * Cassandra keyspace, or SQLite behind a fresh Pulsar topic.
+ */
 const backends: [string, () => Promise<Record<string, string>>][] = [
   ["SQLite", async () => ({})],
   [
@@ -228,6 +232,17 @@ const backends: [string, () => Promise<Record<string, string>>][] = [
         CHAT_CASSANDRA_CONTACT_POINTS: node.contactPoint,
         CHAT_CASSANDRA_LOCAL_DC: node.localDataCenter,
         CHAT_CASSANDRA_KEYSPACE: keyspace,
+      };
+    },
+  ],
+  [
+    // Acknowledged once Pulsar holds them: the restarted process commits what its store had not.
+    "SQLite, the log in Pulsar",
+    async () => {
+      const broker = await ensurePulsar();
+      return {
+        CHAT_PULSAR_URL: broker.webUrl,
+        CHAT_PULSAR_TOPIC: `persistent://public/default/durability-${process.pid}-${++topics}`,
       };
     },
   ],

@@ -679,3 +679,401 @@ function cassandraLogback(nodeDir: string): string {
 </configuration>
 `;
 }
+
+// ---------------------------------------------------------------------------
+// Pulsar
+
+/** The Pulsar that scripts/install-pulsar.sh assembles from Maven Central. */
+const pulsarVersion = "4.0.7";
+
+/** A broker's ports: the binary protocol, HTTP (admin and WebSocket API), and its one bookie. */
+interface BrokerPorts {
+  broker: number;
+  web: number;
+  bookie: number;
+}
+
+/**
+ * The test broker's ports: fixed, so a broker started by one test file (or
+ * run) is found and reused by the next, and not 6650/8080/3181, so it never
+ * meets a developer's own Pulsar.
+ */
+const pulsarSharedPorts: BrokerPorts = { broker: 16650, web: 18080, bookie: 13181 };
+
+/**
+ * A cold start takes 5-10 s on a 2-core box that other work keeps half busy,
+ * and longer while test files compete for it; this leaves room for a very busy one.
+ */
+const pulsarStartTimeoutMs = 180_000;
+
+function pulsarHome(): string {
+  const cache = process.env.RELAYCHAT_CACHE || join(homedir(), ".cache", "relaychat");
+  return join(cache, `pulsar-${pulsarVersion}`);
+}
+
+/**
+ * Resolves once a standalone Pulsar (broker, one bookie, RocksDB metadata)
+ * passes its health check on 127.0.0.1 and has its public/default
+ * namespace, starting one when none does. The broker outlives the test file
+ * that started it (the next file reuses it) and is left running
+ * (test/global-setup.ts stops it after a run that started it); every cold
+ * start begins from an empty data directory, so tests must use topics of
+ * their own. Test files racing to start it take turns through a lock file;
+ * the losers wait for the winner's broker. Throws, with the tail of the
+ * broker's log, when it cannot start: a suite that needs Pulsar fails rather
+ * than skips.
+ *
+ * `webUrl` serves the admin API and the WebSocket API (ws://…/ws/v2/…);
+ * `serviceUrl` is the binary protocol's; `port` is the web port.
+ */
+export async function ensurePulsar(): Promise<{
+  webUrl: string;
+  serviceUrl: string;
+  port: number;
+}> {
+  const ports = pulsarSharedPorts;
+  const broker = brokerUrls(ports);
+  if (await pulsarAnswers(ports.web)) return broker;
+  const home = pulsarHome();
+  const nodeDir = join(home, "node");
+  const lock = join(home, "start.lock");
+  // A holder gives up (and lets go) after its own timeout; this is for one that hangs.
+  const waitDeadline = Date.now() + 2 * pulsarStartTimeoutMs;
+  mkdirSync(home, { recursive: true });
+  for (;;) {
+    if (tryLock(lock)) {
+      try {
+        if (await pulsarAnswers(ports.web)) return broker;
+        // A broker still starting (its starter gone) is waited for, not replaced.
+        const pid = runningPulsar(nodeDir) ?? startPulsar(home, nodeDir, ports);
+        await waitForPulsar(pid, nodeDir, Date.now() + pulsarStartTimeoutMs, ports.web);
+        return broker;
+      } finally {
+        rmSync(lock, { force: true });
+      }
+    }
+    // Another test file is starting it: wait for its broker, or for its lock to go.
+    await sleep(250);
+    if (await pulsarAnswers(ports.web)) return broker;
+    if (Date.now() > waitDeadline) {
+      throw new Error(
+        `Pulsar did not answer on port ${ports.web} within ` +
+          `${(2 * pulsarStartTimeoutMs) / 1000} s while another test process ` +
+          `(lock ${lock}) was starting it${pulsarLogTail(nodeDir)}`,
+      );
+    }
+  }
+}
+
+/**
+ * A standalone Pulsar of a test's own, on free ports and in a directory of
+ * its own, for tests that take it away and bring it back: `kill` SIGKILLs
+ * it, `restart` starts it again on the same data (the bookie replays its
+ * journal, subscriptions resume from their persisted positions), and `stop`
+ * kills it and removes the data.
+ */
+export async function startPrivatePulsar() {
+  const home = pulsarHome();
+  const nodeDir = mkdtempSync(join(tmpdir(), "chat-pulsar-"));
+  const ports: BrokerPorts = { broker: await freePort(), web: await freePort(), bookie: 0 };
+  ports.bookie = await freePort();
+  const run = async (keep: boolean) => {
+    const pid = startPulsar(home, nodeDir, ports, { keep });
+    await waitForPulsar(pid, nodeDir, Date.now() + pulsarStartTimeoutMs, ports.web);
+    return pid;
+  };
+  let pid = await run(false);
+  const kill = async () => {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone already
+    }
+    while (alive(pid)) await sleep(50);
+  };
+  return {
+    ...brokerUrls(ports),
+    /** The broker's pid, to measure or signal it. */
+    pid: () => pid,
+    kill,
+    async restart() {
+      pid = await run(true);
+    },
+    async stop() {
+      await kill();
+      rmSync(nodeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** True when the test Pulsar is healthy (whoever started it). */
+export function pulsarRunning(): Promise<boolean> {
+  return pulsarAnswers(pulsarSharedPorts.web);
+}
+
+/** The test Pulsar's pid, when this helper started the broker that runs. */
+export function pulsarPid(): number | undefined {
+  return runningPulsar(join(pulsarHome(), "node"));
+}
+
+/**
+ * Stops the test Pulsar this helper started (SIGTERM, then SIGKILL after
+ * 30 s), for a run that started it and should leave nothing behind.
+ */
+export async function stopPulsar(): Promise<void> {
+  const pid = pulsarPid();
+  if (pid === undefined) return;
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 30_000;
+  while (alive(pid) && Date.now() < deadline) await sleep(100);
+  if (alive(pid)) process.kill(pid, "SIGKILL");
+}
+
+function brokerUrls(ports: BrokerPorts) {
+  return {
+    webUrl: `http://127.0.0.1:${ports.web}`,
+    serviceUrl: `pulsar://127.0.0.1:${ports.broker}`,
+    port: ports.web,
+  };
+}
+
+/**
+ * Whether the broker on the web port is up for tests: its namespace
+ * public/default exists (standalone creates it once the broker has started)
+ * and its health check, a produce and consume on a heartbeat topic, passes.
+ */
+async function pulsarAnswers(webPort: number): Promise<boolean> {
+  const ok = async (path: string, timeoutMs: number) => {
+    try {
+      const res = await fetch(`http://127.0.0.1:${webPort}${path}`, {
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      await res.arrayBuffer();
+      return res.ok;
+    } catch {
+      return false;
+    }
+  };
+  return (
+    (await ok("/admin/v2/namespaces/public/default", 2_000)) &&
+    (await ok("/admin/v2/brokers/health", 10_000))
+  );
+}
+
+/** The pid of the broker this helper started in `nodeDir`, when it is still running. */
+function runningPulsar(nodeDir: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(join(nodeDir, "pulsar.pid"), "utf8"));
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined;
+  try {
+    // A recycled pid is some other process: only ours names this broker's config.
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    if (!cmdline.includes("PulsarStandaloneStarter") || !cmdline.includes(nodeDir)) {
+      return undefined;
+    }
+  } catch {
+    // no /proc (not Linux): trust the pid file
+  }
+  return pid;
+}
+
+/** The end of the broker's log and of its JVM's own output, for an error message. */
+function pulsarLogTail(nodeDir: string): string {
+  const tail = (file: string) => {
+    try {
+      const lines = readFileSync(join(nodeDir, "logs", file), "utf8")
+        .trimEnd()
+        .split("\n");
+      return lines.length === 1 && lines[0] === "" ? "" : lines.slice(-40).join("\n");
+    } catch {
+      return "";
+    }
+  };
+  const parts = [
+    ["logs/pulsar.log", tail("pulsar.log")],
+    ["logs/stdout.log", tail("stdout.log")],
+  ].filter(([, text]) => text !== "");
+  return parts.length === 0
+    ? ` (nothing logged in ${nodeDir}/logs)`
+    : parts.map(([name, text]) => `\n--- ${join(nodeDir, name!)} (tail) ---\n${text}`).join("");
+}
+
+/** Waits for the broker to be healthy; kills it (it is ours) and throws when it will not be. */
+async function waitForPulsar(
+  pid: number,
+  nodeDir: string,
+  deadline: number,
+  webPort: number,
+): Promise<void> {
+  for (;;) {
+    if (await pulsarAnswers(webPort)) return;
+    if (!alive(pid)) {
+      throw new Error(
+        `Pulsar (pid ${pid}) exited before answering on port ${webPort}${pulsarLogTail(nodeDir)}`,
+      );
+    }
+    if (Date.now() > deadline) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone already
+      }
+      throw new Error(
+        `Pulsar (pid ${pid}) did not answer on port ${webPort} within ` +
+          `${pulsarStartTimeoutMs / 1000} s and was killed${pulsarLogTail(nodeDir)}`,
+      );
+    }
+    await sleep(250);
+  }
+}
+
+/**
+ * Starts a standalone broker in a fresh `nodeDir` (or, with `keep`, on what
+ * a previous one left there) as a detached process of its own (its own
+ * process group, no pipes to this one), so that it outlives the vitest worker
+ * that started it. Returns its pid.
+ */
+function startPulsar(
+  home: string,
+  nodeDir: string,
+  ports: BrokerPorts,
+  opts: { keep?: boolean } = {},
+): number {
+  const keep = opts.keep ?? false;
+  const lib = join(home, "lib");
+  if (!existsSync(join(home, ".installed"))) {
+    execFileSync(fileURLToPath(new URL("../../scripts/install-pulsar.sh", import.meta.url)), {
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+  }
+  if (!keep) rmSync(nodeDir, { recursive: true, force: true });
+  for (const d of ["conf", "data", "logs"]) mkdirSync(join(nodeDir, d), { recursive: true });
+  const conf = join(nodeDir, "conf", "standalone.conf");
+  const log4j = join(nodeDir, "conf", "log4j2.xml");
+  writeFileSync(conf, pulsarConf(ports));
+  writeFileSync(log4j, pulsarLog4j(nodeDir));
+  const java = process.env.JAVA_HOME ? join(process.env.JAVA_HOME, "bin", "java") : "java";
+  const args = [
+    "-Xms256m",
+    "-Xmx768m",
+    "-XX:MaxDirectMemorySize=512m",
+    "-XX:+UseG1GC",
+    "-XX:+PerfDisableSharedMem",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.net.preferIPv4Stack=true",
+    // What Pulsar's bin/pulsar opens up on JDK 17: BookKeeper's fadvise and
+    // CRC32 digest, Netty's direct buffers, DNS and GC metrics.
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    ...[
+      "java.base/java.io",
+      "java.base/java.util.zip",
+      "java.base/java.nio",
+      "java.base/jdk.internal.misc",
+      "java.base/sun.net",
+      "java.management/sun.management",
+    ].flatMap((p) => ["--add-opens", `${p}=ALL-UNNAMED`]),
+    `-Dlog4j.configurationFile=${pathToFileURL(log4j).href}`,
+    // Lets the broker log its own shutdown, as bin/pulsar does.
+    "-Dlog4j.shutdownHookEnabled=false",
+    "-cp",
+    `${lib}/*`,
+    "org.apache.pulsar.PulsarStandaloneStarter",
+    "--config",
+    conf,
+    "--no-functions-worker",
+    "--no-stream-storage",
+    // Metadata in RocksDB under the node (no ZooKeeper, no port of its own).
+    "--metadata-dir",
+    join(nodeDir, "data", "metadata"),
+    "--bookkeeper-dir",
+    join(nodeDir, "data", "bookkeeper"),
+    "--bookkeeper-port",
+    String(ports.bookie),
+  ];
+  const out = openSync(join(nodeDir, "logs", "stdout.log"), "a");
+  let child: ChildProcess;
+  try {
+    child = spawn(java, args, { cwd: nodeDir, detached: true, stdio: ["ignore", out, out] });
+  } finally {
+    closeSync(out);
+  }
+  child.on("error", () => undefined); // a missing java shows as no pid, below
+  child.unref();
+  if (child.pid === undefined) {
+    throw new Error(`could not run ${java} to start Pulsar: is a JDK 17 installed?`);
+  }
+  writeFileSync(join(nodeDir, "pulsar.pid"), String(child.pid));
+  return child.pid;
+}
+
+/**
+ * The broker's and its bookie's configuration (standalone reads both from
+ * one file): loopback only, one copy of everything, small caches, and an
+ * acknowledgement only once the data is on disk.
+ */
+function pulsarConf(ports: BrokerPorts): string {
+  return `# Written by test/helpers/dev-env.ts on every start of a test broker.
+clusterName=standalone
+bindAddress=127.0.0.1
+advertisedAddress=127.0.0.1
+brokerServicePort=${ports.broker}
+webServicePort=${ports.web}
+# The WebSocket API (/ws/v2/...) on the web port.
+webSocketServiceEnabled=true
+loadManagerClassName=org.apache.pulsar.broker.loadbalance.NoopLoadManager
+loadBalancerEnabled=false
+transactionCoordinatorEnabled=false
+allowAutoTopicCreation=true
+allowAutoTopicCreationType=non-partitioned
+# A topic nobody is connected to keeps its messages until they are consumed.
+brokerDeleteInactiveTopicsEnabled=false
+managedLedgerDefaultEnsembleSize=1
+managedLedgerDefaultWriteQuorum=1
+managedLedgerDefaultAckQuorum=1
+# Every acknowledgement moves the subscription's persisted position at once
+# (rate-limited, a restart would redeliver what was acknowledged meanwhile).
+managedLedgerDefaultMarkDeleteRateLimit=0
+# A caught-up subscription looks for new messages at once, not 10 ms later.
+managedLedgerNewEntriesCheckDelayInMillis=0
+# --- the bookie ---
+# Binds the given --bookkeeper-port (without it, BKCluster picks a free one).
+allowEphemeralPorts=true
+allowLoopback=true
+listeningInterface=lo
+# A write is acknowledged only once its journal entry is fsync'd, flushed as
+# soon as no other write waits (the journal's group commit).
+journalSyncData=true
+journalWriteData=true
+journalFlushWhenQueueEmpty=true
+journalMaxGroupWaitMSec=1
+ledgerStorageClass=org.apache.bookkeeper.bookie.storage.ldb.DbLedgerStorage
+dbStorage_writeCacheMaxSizeMb=16
+dbStorage_readAheadCacheMaxSizeMb=16
+dbStorage_rocksDB_blockCacheSize=16777216
+diskUsageThreshold=0.99
+diskUsageWarnThreshold=0.99
+`;
+}
+
+/** Log4j for the broker: warnings and errors, and its start-up steps, to logs/pulsar.log. */
+function pulsarLog4j(nodeDir: string): string {
+  return `<Configuration status="warn">
+  <Appenders>
+    <File name="File" fileName="${join(nodeDir, "logs", "pulsar.log")}">
+      <PatternLayout pattern="%d{ISO8601} %-5level [%t] %c{1} - %msg%n" />
+    </File>
+  </Appenders>
+  <Loggers>
+    <Logger name="org.apache.pulsar.PulsarStandalone" level="info" />
+    <Logger name="org.apache.pulsar.metadata.bookkeeper.BKCluster" level="info" />
+    <Root level="warn">
+      <AppenderRef ref="File" />
+    </Root>
+  </Loggers>
+</Configuration>
+`;
+}

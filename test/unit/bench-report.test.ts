@@ -299,6 +299,25 @@ describe("renderMarkdown", () => {
     expect(md).toContain("- `relay` (1:1 on Cassandra): ours only: the store in Cassandra");
   });
 
+  it("shows ours' 1:1 with the log in Pulsar as a row of its own and a section after Cassandra", () => {
+    const run = fakeRun();
+    expect(renderMarkdown(run, [], {})).not.toContain("log in Pulsar");
+    const onPulsar = ramp("ours", 2000);
+    onPulsar.steps[0]!.targetCpuPct = 120;
+    run.oneToOneCassandra = [ramp("ours", 500)];
+    run.oneToOnePulsar = [onPulsar];
+    const md = renderMarkdown(run, [], {});
+    // 120% of a core at 2,000 msgs/s is 600 µs a message, the broker's CPU counted.
+    expect(md).toContain(
+      "with its log in Pulsar, whose CPU is the server's and the broker's together, 2,000 msgs/s at 600 µs.",
+    );
+    expect(md.indexOf("### Ours with its log in Pulsar")).toBeGreaterThan(
+      md.indexOf("### Ours with its store in Cassandra"),
+    );
+    expect(md).toContain("| 1:1 sustained msgs/s, ours with its log in Pulsar (");
+    expect(md).toContain("- `relay` (1:1 on Pulsar): ours only: the log in Pulsar");
+  });
+
   it("shows where the run's time went, per scenario and system, and the rest", () => {
     const run = fakeRun();
     expect(renderMarkdown(run, [], {})).not.toContain("## Where the run's time went");

@@ -178,6 +178,7 @@ describe("readEnv", () => {
       push: {},
       redis: {},
       cassandra: {},
+      pulsar: {},
       core: {},
     });
     // Nothing set means the defaults.
@@ -326,6 +327,37 @@ describe("toConfig", () => {
     ).toThrow(/replicationFactor/);
     expect(() => toConfig({ devMode: true, cassandra: { contactPoints: ["a b:1"] } })).toThrow(
       /host:port/,
+    );
+  });
+
+  it("keeps the log in Pulsar only when its web URL is set, on a persistent topic", () => {
+    expect(toConfig({ devMode: true }).pulsar.webUrl).toBe("");
+    expect(
+      readEnv({
+        CHAT_PULSAR_URL: "http://pulsar.internal:8080",
+        CHAT_PULSAR_TOPIC: "persistent://chat/prod/core-1",
+        CHAT_PULSAR_SUBSCRIPTION: "store-1",
+      }).pulsar,
+    ).toEqual({
+      webUrl: "http://pulsar.internal:8080",
+      topic: "persistent://chat/prod/core-1",
+      subscription: "store-1",
+    });
+    const webUrl = "http://127.0.0.1:8080";
+    expect(toConfig({ devMode: true, pulsar: { webUrl } }).pulsar).toEqual({
+      webUrl,
+      topic: "persistent://public/default/relaychat-events",
+      subscription: "relaychat-store",
+    });
+    expect(() => toConfig({ devMode: true, pulsar: { webUrl: "pulsar://x:6650" } })).toThrow(
+      /http/,
+    );
+    expect(() => toConfig({ devMode: true, pulsar: { webUrl: "not a url" } })).toThrow(/URL/);
+    expect(() =>
+      toConfig({ devMode: true, pulsar: { webUrl, topic: "non-persistent://a/b/c" } }),
+    ).toThrow(/persistent/);
+    expect(() => toConfig({ devMode: true, pulsar: { webUrl, subscription: "a/b" } })).toThrow(
+      /subscription/,
     );
   });
 

@@ -66,6 +66,8 @@ export function createInProcessLog(
 
   return {
     judges: true,
+    caughtUp: async () => {},
+    pendingKey: () => undefined,
     append(event) {
       if (closed) return Promise.reject(new BackendUnavailableError("log closed"));
       return new Promise<void>((resolve, reject) => {

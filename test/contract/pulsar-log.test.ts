@@ -1,0 +1,126 @@
+import { randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import type { Event } from "../../gen/chat/v1/event_pb.js";
+import { createPulsarLog, topicPath } from "../../lib/backends/pulsar/pulsar-log.js";
+import { BackendUnavailableError } from "../../lib/errors.js";
+import { createRootLogger } from "../../lib/logger.js";
+import { ensurePulsar, startPrivatePulsar } from "../helpers/dev-env.js";
+import { ev, newConversationId, sleep } from "./fixtures.js";
+import { messageLogContract } from "./message-log.contract.js";
+
+const broker = await ensurePulsar();
+const logger = createRootLogger("silent");
+
+/** A topic of the test's own: each one starts empty. */
+const freshTopic = () => `persistent://public/default/test-${randomBytes(6).toString("hex")}`;
+
+const openLog = (topic: string, webUrl = broker.webUrl) =>
+  createPulsarLog({ webUrl, topic, subscription: "store", log: logger, sendTimeoutMs: 3000 });
+
+messageLogContract(
+  "Pulsar log",
+  async () => {
+    const log = openLog(freshTopic());
+    return { log, cleanup: () => log.close() };
+  },
+  { judges: false },
+);
+
+/** A consumer that commits each event once, as the store does (what comes again is stored already). */
+const committing = (into: Event[]) => async (batch: Event[]) => {
+  for (const e of batch) if (!into.some((c) => c.eventId === e.eventId)) into.push(e);
+  return batch.map(() => undefined);
+};
+
+describe("Pulsar log, beyond the contract", () => {
+  it("names the WebSocket path of a persistent topic and refuses other names", () => {
+    expect(topicPath("persistent://public/default/events")).toBe(
+      "persistent/public/default/events",
+    );
+    expect(() => topicPath("non-persistent://public/default/events")).toThrow();
+    expect(() => topicPath("public/default/events")).toThrow();
+  });
+
+  it("hands a new process on the topic what an earlier one appended and its store never committed, before open() resolves", async () => {
+    const topic = freshTopic();
+    const conv = newConversationId();
+    const earlier = openLog(topic);
+    // Acknowledged to their senders; the process dies before its store consumed them.
+    const appended = [1, 2, 3].map((seq) => ev.posted(conv, seq, "ann", `m${seq}`));
+    for (const e of appended) await earlier.append(e);
+    await earlier.close();
+
+    const later = openLog(topic);
+    try {
+      const seen: Event[] = [];
+      later.consume(committing(seen));
+      await later.open();
+      expect(seen.map((e) => e.eventId)).toEqual(appended.map((e) => e.eventId));
+    } finally {
+      await later.close();
+    }
+  });
+
+  it("lets only one process consume a topic", async () => {
+    const topic = freshTopic();
+    const first = openLog(topic);
+    const second = createPulsarLog({
+      webUrl: broker.webUrl,
+      topic,
+      subscription: "store",
+      log: logger,
+      openTimeoutMs: 1500,
+    });
+    try {
+      first.consume(committing([]));
+      await first.open();
+      second.consume(committing([]));
+      await expect(second.open()).rejects.toBeInstanceOf(BackendUnavailableError);
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
+
+  it("answers UNAVAILABLE while the broker is away, and loses nothing it acknowledged", async () => {
+    const own = await startPrivatePulsar();
+    const topic = freshTopic();
+    const conv = newConversationId();
+    const seen: Event[] = [];
+    const log = openLog(topic, own.webUrl);
+    try {
+      log.consume(committing(seen));
+      await log.open();
+      const before = [1, 2].map((seq) => ev.posted(conv, seq, "ann", `m${seq}`));
+      for (const e of before) await log.append(e);
+      await log.caughtUp();
+      await own.kill();
+      await expect(log.append(ev.posted(conv, 3, "ann", "while away"))).rejects.toBeInstanceOf(
+        BackendUnavailableError,
+      );
+      await own.restart();
+      // Once the broker is back, appends go through again (after the resync the failure started).
+      let after: Event | undefined;
+      for (let seq = 3; !after; ) {
+        const e = ev.posted(conv, seq, "ann", `m${seq}`);
+        try {
+          await log.append(e);
+          after = e;
+        } catch (err) {
+          expect(err).toBeInstanceOf(BackendUnavailableError);
+          await sleep(250);
+        }
+      }
+      await log.caughtUp();
+      const ids = seen.map((e) => e.eventId);
+      for (const e of [...before, after]) expect(ids).toContain(e.eventId);
+      // In append order.
+      expect(ids.filter((id) => before.some((e) => e.eventId === id))).toEqual(
+        before.map((e) => e.eventId),
+      );
+    } finally {
+      await log.close();
+      await own.stop();
+    }
+  }, 240_000);
+});
