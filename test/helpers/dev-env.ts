@@ -159,6 +159,220 @@ export async function redisPid(): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------
+// Java servers (Cassandra, Pulsar): assembled from Maven Central by the
+// project's scripts into a cache outside the repository, started with `java`
+
+/** One kind of Java server the tests run, and how to tell that a node of it is up. */
+interface JvmService {
+  name: string;
+  /** Where its jars (lib/) and its shared node (node/) live. */
+  home: string;
+  /** Assembles it into `home` (once per machine; a no-op afterwards). */
+  installScript: string;
+  /** The main class its command line names, with its node's directory (against recycled pids). */
+  mainClass: string;
+  /** Its files under logs/, quoted when it will not start. */
+  logs: string[];
+  startTimeoutMs: number;
+  /** Whether the node on this port is up for tests. */
+  answers(port: number): Promise<boolean>;
+}
+
+const cacheDir = () => process.env.RELAYCHAT_CACHE || join(homedir(), ".cache", "relaychat");
+
+/** The pid of the node this helper started in `nodeDir`, when it is still running. */
+function runningNode(svc: JvmService, nodeDir: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(join(nodeDir, "node.pid"), "utf8"));
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined;
+  try {
+    // A recycled pid is some other process: only ours names this node's directory.
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    if (!cmdline.includes(svc.mainClass) || !cmdline.includes(nodeDir)) return undefined;
+  } catch {
+    // no /proc (not Linux): trust the pid file
+  }
+  return pid;
+}
+
+/** The end of the node's logs, for an error message. */
+function logTail(svc: JvmService, nodeDir: string): string {
+  const tail = (file: string) => {
+    try {
+      const lines = readFileSync(join(nodeDir, "logs", file), "utf8")
+        .trimEnd()
+        .split("\n");
+      return lines.length === 1 && lines[0] === "" ? "" : lines.slice(-40).join("\n");
+    } catch {
+      return "";
+    }
+  };
+  const parts = svc.logs
+    .map((file) => [`logs/${file}`, tail(file)] as const)
+    .filter(([, text]) => text !== "");
+  return parts.length === 0
+    ? ` (nothing logged in ${nodeDir}/logs)`
+    : parts.map(([name, text]) => `\n--- ${join(nodeDir, name)} (tail) ---\n${text}`).join("");
+}
+
+/** Waits for the node to be up; kills it (it is ours) and throws when it will not be. */
+async function waitForNode(svc: JvmService, pid: number, nodeDir: string, port: number) {
+  const deadline = Date.now() + svc.startTimeoutMs;
+  for (;;) {
+    if (await svc.answers(port)) return;
+    if (!alive(pid)) {
+      throw new Error(
+        `${svc.name} (pid ${pid}) exited before answering on port ${port}${logTail(svc, nodeDir)}`,
+      );
+    }
+    if (Date.now() > deadline) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone already
+      }
+      throw new Error(
+        `${svc.name} (pid ${pid}) did not answer on port ${port} within ` +
+          `${svc.startTimeoutMs / 1000} s and was killed${logTail(svc, nodeDir)}`,
+      );
+    }
+    await sleep(250);
+  }
+}
+
+/**
+ * Starts `java args` in `nodeDir` as a detached process of its own (its own
+ * process group, no pipes to this one), so that it outlives the vitest
+ * worker that started it, with its output in logs/stdout.log. Assembles the
+ * server first on a machine that lacks it. Returns its pid.
+ */
+function spawnNode(svc: JvmService, nodeDir: string, args: string[]): number {
+  const java = process.env.JAVA_HOME ? join(process.env.JAVA_HOME, "bin", "java") : "java";
+  const out = openSync(join(nodeDir, "logs", "stdout.log"), "a");
+  let child: ChildProcess;
+  try {
+    child = spawn(java, args, { cwd: nodeDir, detached: true, stdio: ["ignore", out, out] });
+  } finally {
+    closeSync(out);
+  }
+  child.on("error", () => undefined); // a missing java shows as no pid, below
+  child.unref();
+  if (child.pid === undefined) {
+    throw new Error(`could not run ${java} to start ${svc.name}: is a JDK 17 installed?`);
+  }
+  writeFileSync(join(nodeDir, "node.pid"), String(child.pid));
+  return child.pid;
+}
+
+/** Assembles the server on a machine that lacks it (the test command's pretest does it first). */
+function installed(svc: JvmService): string {
+  if (!existsSync(join(svc.home, ".installed"))) {
+    execFileSync(fileURLToPath(new URL(svc.installScript, import.meta.url)), {
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+  }
+  return join(svc.home, "lib");
+}
+
+/**
+ * Resolves once the shared node answers on `port`, starting one (`start`,
+ * in the service's node/ directory) when none does. Test files racing to
+ * start it take turns through a lock file; the losers wait for the winner's
+ * node. A node still starting whose starter is gone is waited for, not
+ * replaced.
+ */
+async function ensureSharedNode(
+  svc: JvmService,
+  port: number,
+  start: (nodeDir: string) => number,
+): Promise<void> {
+  if (await svc.answers(port)) return;
+  const nodeDir = join(svc.home, "node");
+  const lock = join(svc.home, "start.lock");
+  // A holder gives up (and lets go) after its own timeout; this is for one that hangs.
+  const waitDeadline = Date.now() + 2 * svc.startTimeoutMs;
+  mkdirSync(svc.home, { recursive: true });
+  for (;;) {
+    if (tryLock(lock)) {
+      try {
+        if (await svc.answers(port)) return;
+        const pid = runningNode(svc, nodeDir) ?? start(nodeDir);
+        await waitForNode(svc, pid, nodeDir, port);
+        return;
+      } finally {
+        rmSync(lock, { force: true });
+      }
+    }
+    // Another test file is starting it: wait for its node, or for its lock to go.
+    await sleep(250);
+    if (await svc.answers(port)) return;
+    if (Date.now() > waitDeadline) {
+      throw new Error(
+        `${svc.name} did not answer on port ${port} within ` +
+          `${(2 * svc.startTimeoutMs) / 1000} s while another test process ` +
+          `(lock ${lock}) was starting it${logTail(svc, nodeDir)}`,
+      );
+    }
+  }
+}
+
+/**
+ * A node of a test's own in a temp directory, started at once: `kill`
+ * SIGKILLs it, `restart` starts it again on the same data, and `stop` kills
+ * it and removes the data.
+ */
+async function privateNode(
+  svc: JvmService,
+  port: number,
+  start: (nodeDir: string, keep: boolean) => number,
+) {
+  const nodeDir = mkdtempSync(join(tmpdir(), `chat-${svc.name.toLowerCase()}-`));
+  const run = async (keep: boolean) => {
+    const pid = start(nodeDir, keep);
+    await waitForNode(svc, pid, nodeDir, port);
+    return pid;
+  };
+  let pid = await run(false);
+  const kill = async () => {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone already
+    }
+    while (alive(pid)) await sleep(50);
+  };
+  return {
+    /** The node's pid, to measure or signal it. */
+    pid: () => pid,
+    kill,
+    async restart() {
+      pid = await run(true);
+    },
+    async stop() {
+      await kill();
+      rmSync(nodeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Stops the shared node this helper started (SIGTERM, then SIGKILL after
+ * 30 s), for a run that started it and should leave nothing behind.
+ */
+async function stopSharedNode(svc: JvmService): Promise<void> {
+  const pid = runningNode(svc, join(svc.home, "node"));
+  if (pid === undefined) return;
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 30_000;
+  while (alive(pid) && Date.now() < deadline) await sleep(100);
+  if (alive(pid)) process.kill(pid, "SIGKILL");
+}
+
+// ---------------------------------------------------------------------------
 // Cassandra
 
 /** The Cassandra that scripts/install-cassandra.sh assembles from Maven Central. */
@@ -188,23 +402,24 @@ const sharedPorts: NodePorts = {
  * A cold start takes about 4 s on an idle 2-core box and several times that
  * when other test files keep it busy; this leaves room for a very busy one.
  */
-const cassandraStartTimeoutMs = 120_000;
-
-function cassandraHome(): string {
-  const cache = process.env.RELAYCHAT_CACHE || join(homedir(), ".cache", "relaychat");
-  return join(cache, `cassandra-${cassandraVersion}`);
-}
+const cassandra: JvmService = {
+  name: "Cassandra",
+  home: join(cacheDir(), `cassandra-${cassandraVersion}`),
+  installScript: "../../scripts/install-cassandra.sh",
+  mainClass: "CassandraDaemon",
+  logs: ["system.log", "stdout.log"],
+  startTimeoutMs: 120_000,
+  answers: (port) => cqlAnswers(port),
+};
 
 /**
  * Resolves once a single-node Cassandra answers CQL on 127.0.0.1:`cassandraPort`,
  * starting one when none does. The node outlives the test file that started
  * it (the next file reuses it) and is left running (test/global-setup.ts
- * stops it after a run that started it); every cold start
- * begins from an empty data directory, so tests must create their own
- * keyspaces. Test files racing to start it take turns through a lock file;
- * the losers wait for the winner's node. Throws, with the tail of the node's
- * log, when it cannot start: a suite that needs Cassandra fails rather than
- * skips.
+ * stops it after a run that started it); every cold start begins from an
+ * empty data directory, so tests must create their own keyspaces. Throws,
+ * with the tail of the node's log, when it cannot start: a suite that needs
+ * Cassandra fails rather than skips.
  *
  * `contactPoint` is "host:port", usable as is in cassandra-driver's
  * `contactPoints`; the data center is SimpleSnitch's.
@@ -214,41 +429,14 @@ export async function ensureCassandra(): Promise<{
   localDataCenter: string;
   port: number;
 }> {
-  const node = {
+  await ensureSharedNode(cassandra, cassandraPort, (nodeDir) =>
+    startCassandra(nodeDir, sharedPorts),
+  );
+  return {
     contactPoint: `127.0.0.1:${cassandraPort}`,
     localDataCenter: "datacenter1",
     port: cassandraPort,
   };
-  if (await cqlAnswers(cassandraPort)) return node;
-  const home = cassandraHome();
-  const nodeDir = join(home, "node");
-  const lock = join(home, "start.lock");
-  // A holder gives up (and lets go) after its own timeout; this is for one that hangs.
-  const waitDeadline = Date.now() + 2 * cassandraStartTimeoutMs;
-  mkdirSync(home, { recursive: true });
-  for (;;) {
-    if (tryLock(lock)) {
-      try {
-        if (await cqlAnswers(cassandraPort)) return node;
-        // A node still starting (its starter gone) is waited for, not replaced.
-        const pid = runningCassandra(nodeDir) ?? startCassandra(home, nodeDir, sharedPorts);
-        await waitForCql(pid, nodeDir, Date.now() + cassandraStartTimeoutMs, cassandraPort);
-        return node;
-      } finally {
-        rmSync(lock, { force: true });
-      }
-    }
-    // Another test file is starting it: wait for its node, or for its lock to go.
-    await sleep(250);
-    if (await cqlAnswers(cassandraPort)) return node;
-    if (Date.now() > waitDeadline) {
-      throw new Error(
-        `Cassandra did not answer on port ${cassandraPort} within ` +
-          `${(2 * cassandraStartTimeoutMs) / 1000} s while another test process ` +
-          `(lock ${lock}) was starting it${cassandraLogTail(nodeDir)}`,
-      );
-    }
-  }
 }
 
 /**
@@ -258,35 +446,17 @@ export async function ensureCassandra(): Promise<{
  * `stop` kills it and removes the data.
  */
 export async function startPrivateCassandra() {
-  const home = cassandraHome();
-  const nodeDir = mkdtempSync(join(tmpdir(), "chat-cassandra-"));
   const ports: NodePorts = { native: await freePort(), storage: await freePort(), ssl: 0 };
   ports.ssl = await freePort();
-  const run = async (keep: boolean) => {
-    const pid = startCassandra(home, nodeDir, ports, { keep });
-    await waitForCql(pid, nodeDir, Date.now() + cassandraStartTimeoutMs, ports.native);
-    return pid;
-  };
-  let pid = await run(false);
-  const kill = async () => {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone already
-    }
-    while (alive(pid)) await sleep(50);
-  };
+  const node = await privateNode(cassandra, ports.native, (nodeDir, keep) =>
+    startCassandra(nodeDir, ports, { keep }),
+  );
   return {
     contactPoint: `127.0.0.1:${ports.native}`,
     localDataCenter: "datacenter1",
-    kill,
-    async restart() {
-      pid = await run(true);
-    },
-    async stop() {
-      await kill();
-      rmSync(nodeDir, { recursive: true, force: true });
-    },
+    kill: node.kill,
+    restart: node.restart,
+    stop: node.stop,
   };
 }
 
@@ -297,20 +467,12 @@ export function cassandraRunning(): Promise<boolean> {
 
 /** The test Cassandra's pid, when this helper started the node that runs. */
 export function cassandraPid(): number | undefined {
-  return runningCassandra(join(cassandraHome(), "node"));
+  return runningNode(cassandra, join(cassandra.home, "node"));
 }
 
-/**
- * Stops the test Cassandra this helper started (SIGTERM, then SIGKILL after
- * 30 s), for a run that started it and should leave nothing behind.
- */
-export async function stopCassandra(): Promise<void> {
-  const pid = cassandraPid();
-  if (pid === undefined) return;
-  process.kill(pid, "SIGTERM");
-  const deadline = Date.now() + 30_000;
-  while (alive(pid) && Date.now() < deadline) await sleep(100);
-  if (alive(pid)) process.kill(pid, "SIGKILL");
+/** Stops the test Cassandra this helper started, for a run that should leave nothing behind. */
+export function stopCassandra(): Promise<void> {
+  return stopSharedNode(cassandra);
 }
 
 /**
@@ -373,46 +535,6 @@ function tryLock(lock: string): boolean {
   return false;
 }
 
-/** The pid of the node this helper started in `nodeDir`, when it is still running. */
-function runningCassandra(nodeDir: string): number | undefined {
-  let pid: number;
-  try {
-    pid = Number(readFileSync(join(nodeDir, "cassandra.pid"), "utf8"));
-  } catch {
-    return undefined;
-  }
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined;
-  try {
-    // A recycled pid is some other process: only ours names this node's config.
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    if (!cmdline.includes("CassandraDaemon") || !cmdline.includes(nodeDir)) return undefined;
-  } catch {
-    // no /proc (not Linux): trust the pid file
-  }
-  return pid;
-}
-
-/** The end of the node's log and of its JVM's own output, for an error message. */
-function cassandraLogTail(nodeDir: string): string {
-  const tail = (file: string) => {
-    try {
-      const lines = readFileSync(join(nodeDir, "logs", file), "utf8")
-        .trimEnd()
-        .split("\n");
-      return lines.length === 1 && lines[0] === "" ? "" : lines.slice(-40).join("\n");
-    } catch {
-      return "";
-    }
-  };
-  const parts = [
-    ["logs/system.log", tail("system.log")],
-    ["logs/stdout.log", tail("stdout.log")],
-  ].filter(([, text]) => text !== "");
-  return parts.length === 0
-    ? ` (nothing logged in ${nodeDir}/logs)`
-    : parts.map(([name, text]) => `\n--- ${join(nodeDir, name!)} (tail) ---\n${text}`).join("");
-}
-
 /**
  * Whether a CQL server answers on the port: OPTIONS, then STARTUP, which
  * must come back READY (protocol v4, no authentication), as a driver's first
@@ -467,54 +589,13 @@ function cqlAnswers(port: number, timeoutMs = 2_000): Promise<boolean> {
   });
 }
 
-/** Waits for the node to answer CQL; kills it (it is ours) and throws when it will not. */
-async function waitForCql(
-  pid: number,
-  nodeDir: string,
-  deadline: number,
-  port: number,
-): Promise<void> {
-  for (;;) {
-    if (await cqlAnswers(port)) return;
-    if (!alive(pid)) {
-      throw new Error(
-        `Cassandra (pid ${pid}) exited before answering on port ${port}${cassandraLogTail(nodeDir)}`,
-      );
-    }
-    if (Date.now() > deadline) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // gone already
-      }
-      throw new Error(
-        `Cassandra (pid ${pid}) did not answer on port ${port} within ` +
-          `${cassandraStartTimeoutMs / 1000} s and was killed${cassandraLogTail(nodeDir)}`,
-      );
-    }
-    await sleep(250);
-  }
-}
-
 /**
  * Starts a node in a fresh `nodeDir` (or, with `keep`, on what a previous
- * node left there) as a detached process of its own (its own process group,
- * no pipes to this one), so that it outlives the vitest worker that started
- * it. Returns its pid.
+ * node left there). Returns its pid.
  */
-function startCassandra(
-  home: string,
-  nodeDir: string,
-  ports: NodePorts,
-  opts: { keep?: boolean } = {},
-): number {
+function startCassandra(nodeDir: string, ports: NodePorts, opts: { keep?: boolean } = {}): number {
   const keep = opts.keep ?? false;
-  const lib = join(home, "lib");
-  if (!existsSync(join(home, ".installed"))) {
-    execFileSync(fileURLToPath(new URL("../../scripts/install-cassandra.sh", import.meta.url)), {
-      stdio: ["ignore", "inherit", "inherit"],
-    });
-  }
+  const lib = installed(cassandra);
   if (!keep) rmSync(nodeDir, { recursive: true, force: true });
   for (const d of [
     "conf",
@@ -533,8 +614,7 @@ function startCassandra(
   writeFileSync(yaml, cassandraYaml(nodeDir, ports));
   writeFileSync(logback, cassandraLogback(nodeDir));
   const jamm = readdirSync(lib).find((f) => /^jamm-.*\.jar$/.test(f));
-  const java = process.env.JAVA_HOME ? join(process.env.JAVA_HOME, "bin", "java") : "java";
-  const args = [
+  return spawnNode(cassandra, nodeDir, [
     "-Xms512m",
     "-Xmx1g",
     "-Xss256k",
@@ -594,21 +674,7 @@ function startCassandra(
     "-cp",
     `${lib}/*`,
     "org.apache.cassandra.service.CassandraDaemon",
-  ];
-  const out = openSync(join(nodeDir, "logs", "stdout.log"), "a");
-  let child: ChildProcess;
-  try {
-    child = spawn(java, args, { cwd: nodeDir, detached: true, stdio: ["ignore", out, out] });
-  } finally {
-    closeSync(out);
-  }
-  child.on("error", () => undefined); // a missing java shows as no pid, below
-  child.unref();
-  if (child.pid === undefined) {
-    throw new Error(`could not run ${java} to start Cassandra: is a JDK 17 installed?`);
-  }
-  writeFileSync(join(nodeDir, "cassandra.pid"), String(child.pid));
-  return child.pid;
+  ]);
 }
 
 /** The node's configuration: one token, loopback only, small thread pools, nothing kept. */
@@ -704,12 +770,15 @@ const pulsarSharedPorts: BrokerPorts = { broker: 16650, web: 18080, bookie: 1318
  * A cold start takes 5-10 s on a 2-core box that other work keeps half busy,
  * and longer while test files compete for it; this leaves room for a very busy one.
  */
-const pulsarStartTimeoutMs = 180_000;
-
-function pulsarHome(): string {
-  const cache = process.env.RELAYCHAT_CACHE || join(homedir(), ".cache", "relaychat");
-  return join(cache, `pulsar-${pulsarVersion}`);
-}
+const pulsar: JvmService = {
+  name: "Pulsar",
+  home: join(cacheDir(), `pulsar-${pulsarVersion}`),
+  installScript: "../../scripts/install-pulsar.sh",
+  mainClass: "PulsarStandaloneStarter",
+  logs: ["pulsar.log", "stdout.log"],
+  startTimeoutMs: 180_000,
+  answers: (port) => pulsarAnswers(port),
+};
 
 /**
  * Resolves once a standalone Pulsar (broker, one bookie, RocksDB metadata)
@@ -718,10 +787,8 @@ function pulsarHome(): string {
  * that started it (the next file reuses it) and is left running
  * (test/global-setup.ts stops it after a run that started it); every cold
  * start begins from an empty data directory, so tests must use topics of
- * their own. Test files racing to start it take turns through a lock file;
- * the losers wait for the winner's broker. Throws, with the tail of the
- * broker's log, when it cannot start: a suite that needs Pulsar fails rather
- * than skips.
+ * their own. Throws, with the tail of the broker's log, when it cannot
+ * start: a suite that needs Pulsar fails rather than skips.
  *
  * `webUrl` serves the admin API and the WebSocket API (ws://…/ws/v2/…);
  * `serviceUrl` is the binary protocol's; `port` is the web port.
@@ -731,38 +798,10 @@ export async function ensurePulsar(): Promise<{
   serviceUrl: string;
   port: number;
 }> {
-  const ports = pulsarSharedPorts;
-  const broker = brokerUrls(ports);
-  if (await pulsarAnswers(ports.web)) return broker;
-  const home = pulsarHome();
-  const nodeDir = join(home, "node");
-  const lock = join(home, "start.lock");
-  // A holder gives up (and lets go) after its own timeout; this is for one that hangs.
-  const waitDeadline = Date.now() + 2 * pulsarStartTimeoutMs;
-  mkdirSync(home, { recursive: true });
-  for (;;) {
-    if (tryLock(lock)) {
-      try {
-        if (await pulsarAnswers(ports.web)) return broker;
-        // A broker still starting (its starter gone) is waited for, not replaced.
-        const pid = runningPulsar(nodeDir) ?? startPulsar(home, nodeDir, ports);
-        await waitForPulsar(pid, nodeDir, Date.now() + pulsarStartTimeoutMs, ports.web);
-        return broker;
-      } finally {
-        rmSync(lock, { force: true });
-      }
-    }
-    // Another test file is starting it: wait for its broker, or for its lock to go.
-    await sleep(250);
-    if (await pulsarAnswers(ports.web)) return broker;
-    if (Date.now() > waitDeadline) {
-      throw new Error(
-        `Pulsar did not answer on port ${ports.web} within ` +
-          `${(2 * pulsarStartTimeoutMs) / 1000} s while another test process ` +
-          `(lock ${lock}) was starting it${pulsarLogTail(nodeDir)}`,
-      );
-    }
-  }
+  await ensureSharedNode(pulsar, pulsarSharedPorts.web, (nodeDir) =>
+    startPulsar(nodeDir, pulsarSharedPorts),
+  );
+  return brokerUrls(pulsarSharedPorts);
 }
 
 /**
@@ -773,37 +812,12 @@ export async function ensurePulsar(): Promise<{
  * kills it and removes the data.
  */
 export async function startPrivatePulsar() {
-  const home = pulsarHome();
-  const nodeDir = mkdtempSync(join(tmpdir(), "chat-pulsar-"));
   const ports: BrokerPorts = { broker: await freePort(), web: await freePort(), bookie: 0 };
   ports.bookie = await freePort();
-  const run = async (keep: boolean) => {
-    const pid = startPulsar(home, nodeDir, ports, { keep });
-    await waitForPulsar(pid, nodeDir, Date.now() + pulsarStartTimeoutMs, ports.web);
-    return pid;
-  };
-  let pid = await run(false);
-  const kill = async () => {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone already
-    }
-    while (alive(pid)) await sleep(50);
-  };
-  return {
-    ...brokerUrls(ports),
-    /** The broker's pid, to measure or signal it. */
-    pid: () => pid,
-    kill,
-    async restart() {
-      pid = await run(true);
-    },
-    async stop() {
-      await kill();
-      rmSync(nodeDir, { recursive: true, force: true });
-    },
-  };
+  const node = await privateNode(pulsar, ports.web, (nodeDir, keep) =>
+    startPulsar(nodeDir, ports, { keep }),
+  );
+  return { ...brokerUrls(ports), ...node };
 }
 
 /** True when the test Pulsar is healthy (whoever started it). */
@@ -813,20 +827,12 @@ export function pulsarRunning(): Promise<boolean> {
 
 /** The test Pulsar's pid, when this helper started the broker that runs. */
 export function pulsarPid(): number | undefined {
-  return runningPulsar(join(pulsarHome(), "node"));
+  return runningNode(pulsar, join(pulsar.home, "node"));
 }
 
-/**
- * Stops the test Pulsar this helper started (SIGTERM, then SIGKILL after
- * 30 s), for a run that started it and should leave nothing behind.
- */
-export async function stopPulsar(): Promise<void> {
-  const pid = pulsarPid();
-  if (pid === undefined) return;
-  process.kill(pid, "SIGTERM");
-  const deadline = Date.now() + 30_000;
-  while (alive(pid) && Date.now() < deadline) await sleep(100);
-  if (alive(pid)) process.kill(pid, "SIGKILL");
+/** Stops the test Pulsar this helper started, for a run that should leave nothing behind. */
+export function stopPulsar(): Promise<void> {
+  return stopSharedNode(pulsar);
 }
 
 function brokerUrls(ports: BrokerPorts) {
@@ -860,104 +866,20 @@ async function pulsarAnswers(webPort: number): Promise<boolean> {
   );
 }
 
-/** The pid of the broker this helper started in `nodeDir`, when it is still running. */
-function runningPulsar(nodeDir: string): number | undefined {
-  let pid: number;
-  try {
-    pid = Number(readFileSync(join(nodeDir, "pulsar.pid"), "utf8"));
-  } catch {
-    return undefined;
-  }
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined;
-  try {
-    // A recycled pid is some other process: only ours names this broker's config.
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    if (!cmdline.includes("PulsarStandaloneStarter") || !cmdline.includes(nodeDir)) {
-      return undefined;
-    }
-  } catch {
-    // no /proc (not Linux): trust the pid file
-  }
-  return pid;
-}
-
-/** The end of the broker's log and of its JVM's own output, for an error message. */
-function pulsarLogTail(nodeDir: string): string {
-  const tail = (file: string) => {
-    try {
-      const lines = readFileSync(join(nodeDir, "logs", file), "utf8")
-        .trimEnd()
-        .split("\n");
-      return lines.length === 1 && lines[0] === "" ? "" : lines.slice(-40).join("\n");
-    } catch {
-      return "";
-    }
-  };
-  const parts = [
-    ["logs/pulsar.log", tail("pulsar.log")],
-    ["logs/stdout.log", tail("stdout.log")],
-  ].filter(([, text]) => text !== "");
-  return parts.length === 0
-    ? ` (nothing logged in ${nodeDir}/logs)`
-    : parts.map(([name, text]) => `\n--- ${join(nodeDir, name!)} (tail) ---\n${text}`).join("");
-}
-
-/** Waits for the broker to be healthy; kills it (it is ours) and throws when it will not be. */
-async function waitForPulsar(
-  pid: number,
-  nodeDir: string,
-  deadline: number,
-  webPort: number,
-): Promise<void> {
-  for (;;) {
-    if (await pulsarAnswers(webPort)) return;
-    if (!alive(pid)) {
-      throw new Error(
-        `Pulsar (pid ${pid}) exited before answering on port ${webPort}${pulsarLogTail(nodeDir)}`,
-      );
-    }
-    if (Date.now() > deadline) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // gone already
-      }
-      throw new Error(
-        `Pulsar (pid ${pid}) did not answer on port ${webPort} within ` +
-          `${pulsarStartTimeoutMs / 1000} s and was killed${pulsarLogTail(nodeDir)}`,
-      );
-    }
-    await sleep(250);
-  }
-}
-
 /**
  * Starts a standalone broker in a fresh `nodeDir` (or, with `keep`, on what
- * a previous one left there) as a detached process of its own (its own
- * process group, no pipes to this one), so that it outlives the vitest worker
- * that started it. Returns its pid.
+ * a previous one left there). Returns its pid.
  */
-function startPulsar(
-  home: string,
-  nodeDir: string,
-  ports: BrokerPorts,
-  opts: { keep?: boolean } = {},
-): number {
+function startPulsar(nodeDir: string, ports: BrokerPorts, opts: { keep?: boolean } = {}): number {
   const keep = opts.keep ?? false;
-  const lib = join(home, "lib");
-  if (!existsSync(join(home, ".installed"))) {
-    execFileSync(fileURLToPath(new URL("../../scripts/install-pulsar.sh", import.meta.url)), {
-      stdio: ["ignore", "inherit", "inherit"],
-    });
-  }
+  const lib = installed(pulsar);
   if (!keep) rmSync(nodeDir, { recursive: true, force: true });
   for (const d of ["conf", "data", "logs"]) mkdirSync(join(nodeDir, d), { recursive: true });
   const conf = join(nodeDir, "conf", "standalone.conf");
   const log4j = join(nodeDir, "conf", "log4j2.xml");
   writeFileSync(conf, pulsarConf(ports));
   writeFileSync(log4j, pulsarLog4j(nodeDir));
-  const java = process.env.JAVA_HOME ? join(process.env.JAVA_HOME, "bin", "java") : "java";
-  const args = [
+  return spawnNode(pulsar, nodeDir, [
     "-Xms256m",
     "-Xmx768m",
     "-XX:MaxDirectMemorySize=512m",
@@ -993,21 +915,7 @@ function startPulsar(
     join(nodeDir, "data", "bookkeeper"),
     "--bookkeeper-port",
     String(ports.bookie),
-  ];
-  const out = openSync(join(nodeDir, "logs", "stdout.log"), "a");
-  let child: ChildProcess;
-  try {
-    child = spawn(java, args, { cwd: nodeDir, detached: true, stdio: ["ignore", out, out] });
-  } finally {
-    closeSync(out);
-  }
-  child.on("error", () => undefined); // a missing java shows as no pid, below
-  child.unref();
-  if (child.pid === undefined) {
-    throw new Error(`could not run ${java} to start Pulsar: is a JDK 17 installed?`);
-  }
-  writeFileSync(join(nodeDir, "pulsar.pid"), String(child.pid));
-  return child.pid;
+  ]);
 }
 
 /**
