@@ -1088,7 +1088,7 @@ const oursVariants = [
           ? ""
           : `${fmtNum(f.cassandraCpuUsPerEvent)} µs of Cassandra's CPU and `;
       return (
-        `Before the ramp the store alone (bench/lib/cassandra-floor.ts: ${fmtNum(f.conversations)} ` +
+        `After the ramp the store alone (bench/lib/cassandra-floor.ts: ${fmtNum(f.conversations)} ` +
         "direct conversations committing keyed messages side by side through the Cassandra store, " +
         "no sockets, no router) committed " +
         `${fmtNum(f.eventsPerSec)} messages/s with the node saturated, at ${cassandra}` +

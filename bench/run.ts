@@ -364,11 +364,12 @@ if (!serverRoot) {
     "one-to-one",
     ["ours"],
     async (n) => {
-      // The store alone first, on the node the ramp then uses: what a message costs Cassandra.
       const started = !(await cassandraRunning());
       const node = await ensureCassandra();
       const pid = cassandraPid();
       try {
+        const ramp = await oneToOne(ctx, n, "websocket", { cassandra: true });
+        // Then the store alone on the node the ramp warmed up: what a message costs Cassandra.
         const floor = await probeCassandraFloor({
           ...node,
           ...(pid ? { pid } : {}),
@@ -380,8 +381,7 @@ if (!serverRoot) {
             `${floor.eventsPerSec} msgs/s, Cassandra ${floor.cassandraCpuUsPerEvent ?? "?"} µs ` +
             `and the server ${floor.serverCpuUsPerEvent} µs of CPU per message`,
         );
-        await machineQuiet(15, quick ? 250 : 1000);
-        return await oneToOne(ctx, n, "websocket", { cassandra: true });
+        return ramp;
       } finally {
         if (started) await stopCassandra();
       }

@@ -213,7 +213,7 @@ export interface StoreFloorProbe {
 
 /**
  * Ours' Cassandra store alone, saturated (bench/lib/cassandra-floor.ts),
- * probed before ours' 1:1 ramp on Cassandra.
+ * probed after ours' 1:1 ramp on Cassandra, on the node it warmed up.
  */
 export interface CassandraFloorProbe {
   /** Direct conversations committing side by side, each one message at a time. */
@@ -268,7 +268,7 @@ export interface BenchRun {
   cpu?: CpuProbe[];
   /** The store's floor per event, probed before ours' 1:1 ramp (absent in older results). */
   storeFloor?: StoreFloorProbe;
-  /** The Cassandra store's cost per message, probed before ours' ramp on it (absent in older results). */
+  /** The Cassandra store's cost per message, probed after ours' ramp on it (absent in older results). */
   cassandraFloor?: CassandraFloorProbe;
   /** Bench-only server settings that differ from production defaults, and why. */
   settings: Record<string, string>;

@@ -1,4 +1,4 @@
-import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import type { ConnectRouter, HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { StoreService } from "../../gen/chat/internal/v1/store_service_pb.js";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import type { EventStore } from "../../lib/backends/event-store.js";
@@ -24,19 +24,34 @@ export interface StoreServiceDeps {
 }
 
 /**
- * Store calls that read what the log carries, by whether they wait for the
- * store to consume one conversation's appends or everyone's. Key lookups
- * (findEvent) do not wait: the router asks the log for unconsumed keys.
+ * What each store call waits for when the log acknowledges before the store
+ * commits: the store to consume one conversation's appends, everyone's, or
+ * nothing (accounts are not in the log; key lookups are not either, since
+ * the router asks the log for unconsumed keys). Typed so that a new call
+ * cannot go unclassified.
  */
-const waitsForAll = new Set(["readSync", "loadConversations", "findConversation", "filterPeers"]);
-const waitsForOne = new Set([
-  "readHistory",
-  "readEvent",
-  "loadConversation",
-  "loadMembership",
-  "applyReceipt",
-  "loadReadReceipts",
-]);
+const waitsFor: Record<keyof ServiceImpl<typeof StoreService>, "one" | "all" | "none"> = {
+  readHistory: "one",
+  readSync: "all",
+  readEvent: "one",
+  findEvent: "none",
+  loadConversation: "one",
+  loadConversations: "all",
+  loadMembership: "one",
+  findConversation: "all",
+  applyReceipt: "one",
+  loadReadReceipts: "one",
+  filterPeers: "all",
+  putUser: "none",
+  loadUsers: "none",
+  ensureDevice: "none",
+  updateDevice: "none",
+  loadDevice: "none",
+  loadDevices: "none",
+  revokeDevice: "none",
+  loadPushTargets: "none",
+  forgetPushToken: "none",
+};
 
 type Method = (req: { conversationId?: string }, ctx: HandlerContext) => Promise<unknown>;
 
@@ -51,8 +66,8 @@ function afterTheLog<T extends object>(impl: T, log: MessageLog): T {
   return Object.fromEntries(
     Object.entries(impl).map(([name, fn]) => {
       const method = fn as Method;
-      const scope = waitsForAll.has(name) ? "all" : waitsForOne.has(name) ? "one" : undefined;
-      if (!scope) return [name, method];
+      const scope = waitsFor[name as keyof typeof waitsFor];
+      if (scope === "none") return [name, method];
       const waiting: Method = async (req, ctx) => {
         await log.caughtUp(scope === "one" ? req.conversationId : undefined);
         return method(req, ctx);

@@ -141,7 +141,7 @@ describe("npm run bench -- --quick", () => {
     expect(onCassandra.missing).toBe(0);
     expect(onCassandra.deliver.count).toBe(onCassandra.ack!.count);
     expect(onCassandra.targetCpuPct).toBeGreaterThan(0);
-    // The Cassandra store alone was probed before that ramp, and committed what it timed.
+    // The Cassandra store alone was probed after that ramp, and committed what it timed.
     expect(run.cassandraFloor?.committed).toBeGreaterThanOrEqual(run.cassandraFloor?.events ?? 1);
     expect(run.cassandraFloor?.cassandraCpuUsPerEvent).toBeGreaterThan(0);
     // With the log in Pulsar, every acknowledged message was delivered once, the broker's CPU counted.

@@ -82,6 +82,55 @@ describe("Pulsar log, beyond the contract", () => {
     }
   });
 
+  it("after a send whose receipt did not come in time, takes appends again only once that event is committed or certainly not in the log", async () => {
+    const own = await startPrivatePulsar();
+    const seen: Event[] = [];
+    const log = createPulsarLog({
+      webUrl: own.webUrl,
+      topic: freshTopic(),
+      subscription: "store",
+      log: logger,
+      sendTimeoutMs: 1000,
+    });
+    const conv = newConversationId();
+    try {
+      log.consume(committing(seen));
+      await log.open();
+      // The broker stops answering with the send in its socket, and takes it once it runs again.
+      process.kill(own.pid(), "SIGSTOP");
+      const late = ev.posted(conv, 1, "ann", "late", { clientMsgId: "k-late" });
+      await expect(log.append(late)).rejects.toBeInstanceOf(BackendUnavailableError);
+      // Its fate unknown, its key stays taken: a retry of it is answered with it, not sent again.
+      expect(log.pendingKey(conv, "ann", "k-late")?.eventId).toBe(late.eventId);
+      await expect(log.append(ev.posted(conv, 1, "ann", "meanwhile"))).rejects.toBeInstanceOf(
+        BackendUnavailableError,
+      );
+      process.kill(own.pid(), "SIGCONT");
+      // Appends come back once the log knows; the late event, if it landed, is consumed before.
+      let next: Event | undefined;
+      while (!next) {
+        const e = ev.posted(conv, 2, "ann", "next");
+        try {
+          await log.append(e);
+          next = e;
+        } catch (err) {
+          expect(err).toBeInstanceOf(BackendUnavailableError);
+          await sleep(100);
+        }
+      }
+      await log.caughtUp();
+      const ids = seen.map((e) => e.eventId);
+      expect(ids).toContain(next.eventId);
+      const at = ids.indexOf(late.eventId);
+      if (at >= 0) expect(at).toBeLessThan(ids.indexOf(next.eventId));
+      expect(log.pendingKey(conv, "ann", "k-late")).toBeUndefined();
+    } finally {
+      process.kill(own.pid(), "SIGCONT");
+      await log.close();
+      await own.stop();
+    }
+  }, 240_000);
+
   it("answers UNAVAILABLE while the broker is away, and loses nothing it acknowledged", async () => {
     const own = await startPrivatePulsar();
     const topic = freshTopic();
