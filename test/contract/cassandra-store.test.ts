@@ -2,12 +2,13 @@ import { Buffer } from "node:buffer";
 import { toBinary } from "@bufbuild/protobuf";
 import cassandraDriver from "cassandra-driver";
 import { afterAll, describe, expect, it } from "vitest";
-import { EventSchema } from "../../gen/chat/v1/event_pb.js";
+import { type Event, EventSchema } from "../../gen/chat/v1/event_pb.js";
 import {
   type CassandraStore,
   openCassandraStore,
 } from "../../lib/backends/cassandra/cassandra-store.js";
 import { tableNames } from "../../lib/backends/cassandra/schema.js";
+import { kindNumber } from "../../lib/backends/records.js";
 import {
   BackendUnavailableError,
   DuplicateEventError,
@@ -72,6 +73,32 @@ const cassandraFactory: StoreFactory = async () => {
 eventStoreContract("cassandra", cassandraFactory);
 metadataStoreContract("cassandra", cassandraFactory);
 
+/** Writes an event's row alone, as a writer that died right after storing it leaves it. */
+async function storeEventOnly(event: Event) {
+  const raw = new cassandraDriver.Client({
+    contactPoints: [cassandra.contactPoint],
+    localDataCenter: cassandra.localDataCenter,
+  });
+  try {
+    await raw.execute(
+      `INSERT INTO ${keyspace}.events (conversation_id, seq, event_id, kind, actor_user_id,
+        client_msg_id, body) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      [
+        event.conversationId,
+        cassandraDriver.types.Long.fromNumber(Number(event.seq)),
+        event.eventId,
+        kindNumber[event.kind.case!],
+        event.actorUserId,
+        event.clientMsgId || null,
+        Buffer.from(toBinary(EventSchema, event)),
+      ],
+      { prepare: true },
+    );
+  } finally {
+    await raw.shutdown();
+  }
+}
+
 describe("Cassandra store, beyond the contract", () => {
   it("lets only one of two writers take a seq, and the loser's retry keeps its key", async () => {
     const a = open();
@@ -118,25 +145,7 @@ describe("Cassandra store, beyond the contract", () => {
       await store.commit([ev.group(conv, "ann", ["ben"])]);
       // As a writer that died after storing seq 2 would leave it: the event, no projection.
       const lost = ev.added(conv, 2, "ann", ["cat"]);
-      const raw = new cassandraDriver.Client({
-        contactPoints: [cassandra.contactPoint],
-        localDataCenter: cassandra.localDataCenter,
-      });
-      try {
-        await raw.execute(
-          `INSERT INTO ${keyspace}.events (conversation_id, seq, event_id, kind, actor_user_id, body)
-           VALUES (?, ?, ?, 16, 'ann', ?)`,
-          [
-            conv,
-            cassandraDriver.types.Long.fromNumber(2),
-            lost.eventId,
-            Buffer.from(toBinary(EventSchema, lost)),
-          ],
-          { prepare: true },
-        );
-      } finally {
-        await raw.shutdown();
-      }
+      await storeEventOnly(lost);
       const fresh = open();
       try {
         expect(await fresh.commit([ev.posted(conv, 3, "cat", "hi")])).toEqual([undefined]);
@@ -158,25 +167,7 @@ describe("Cassandra store, beyond the contract", () => {
       await store.commit([ev.group(conv, "ann", ["ben"])]);
       // A writer that died right after storing seq 2 leaves the event without its key row.
       const lost = ev.posted(conv, 2, "ann", "once", { clientMsgId: "k-lost" });
-      const raw = new cassandraDriver.Client({
-        contactPoints: [cassandra.contactPoint],
-        localDataCenter: cassandra.localDataCenter,
-      });
-      try {
-        await raw.execute(
-          `INSERT INTO ${keyspace}.events (conversation_id, seq, event_id, kind, actor_user_id,
-            client_msg_id, body) VALUES (?, ?, ?, 11, 'ann', 'k-lost', ?)`,
-          [
-            conv,
-            cassandraDriver.types.Long.fromNumber(2),
-            lost.eventId,
-            Buffer.from(toBinary(EventSchema, lost)),
-          ],
-          { prepare: true },
-        );
-      } finally {
-        await raw.shutdown();
-      }
+      await storeEventOnly(lost);
       const fresh = open();
       try {
         // The client's retry of that message, sequenced after it: the original, not a second copy.
