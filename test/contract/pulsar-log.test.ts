@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import { createPulsarLog, topicPath } from "../../lib/backends/pulsar/pulsar-log.js";
 import { BackendUnavailableError } from "../../lib/errors.js";
@@ -8,14 +8,25 @@ import { ensurePulsar, startPrivatePulsar } from "../helpers/dev-env.js";
 import { ev, newConversationId, sleep } from "./fixtures.js";
 import { messageLogContract } from "./message-log.contract.js";
 
+// A real broker on two cores shared with the rest of the suite: its redeliveries take their time.
+vi.setConfig({ testTimeout: 60_000 });
+
 const broker = await ensurePulsar();
 const logger = createRootLogger("silent");
 
 /** A topic of the test's own: each one starts empty. */
 const freshTopic = () => `persistent://public/default/test-${randomBytes(6).toString("hex")}`;
 
+// Generous waits: the broker shares two cores with the rest of the suite.
 const openLog = (topic: string, webUrl = broker.webUrl) =>
-  createPulsarLog({ webUrl, topic, subscription: "store", log: logger, sendTimeoutMs: 3000 });
+  createPulsarLog({
+    webUrl,
+    topic,
+    subscription: "store",
+    log: logger,
+    sendTimeoutMs: 3000,
+    catchUpTimeoutMs: 30_000,
+  });
 
 messageLogContract(
   "Pulsar log",

@@ -27,6 +27,8 @@ export interface PulsarLogOptions {
   maxRedeliveries?: number;
   /** How long caughtUp waits for the store before it answers UNAVAILABLE. */
   catchUpTimeoutMs?: number;
+  /** How long the consumer may get nothing while events wait before it starts over. */
+  stallMs?: number;
 }
 
 export interface PulsarLog extends MessageLog {
@@ -108,6 +110,7 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
   const openTimeoutMs = opts.openTimeoutMs ?? 60_000;
   const maxRedeliveries = opts.maxRedeliveries ?? 20;
   const catchUpTimeoutMs = opts.catchUpTimeoutMs ?? 10_000;
+  const stallMs = opts.stallMs ?? 10_000;
   const log = opts.log;
 
   const pending = new Map<string, Pending>();
@@ -327,16 +330,38 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
   /** The consumer connection's batches, in order: false once one failed. */
   let chain: Promise<boolean> = Promise.resolve(true);
 
+  /**
+   * A consumer that gets nothing while this log waits for events to come
+   * through starts over. After a consumer stopped itself, the broker has
+   * been seen, rarely, to hand the next one nothing of what the last one left
+   * unacknowledged (a read already under way when it rewound); a new
+   * consumer makes it rewind again.
+   */
+  let lastHeard = Date.now();
+  const watchdog = setInterval(() => {
+    const ws = consumer;
+    const waiting = pending.size > 0 || markers.size > 0;
+    if (ws && waiting && Date.now() - lastHeard > stallMs) {
+      log.warn({ stallMs }, "pulsar consumer: nothing arrives while events wait; reconnecting");
+      lastHeard = Date.now();
+      ws.terminate();
+    }
+  }, stallMs / 2);
+  watchdog.unref();
+
   const consumerSocket = (): Promise<void> => {
     consumerConnecting ??= connect(consumerUrl)
       .then((ws) => {
         consumer = ws;
+        lastHeard = Date.now();
         retryMs = 250;
         chain = Promise.resolve(true);
         ws.on("message", (data) => onMessage(ws, data as Buffer));
         ws.on("error", (err) => log.warn({ err }, "pulsar consumer error"));
         ws.on("close", () => {
-          if (consumer === ws) consumer = undefined;
+          // A connection this log already stopped using has nothing left to undo.
+          if (consumer !== ws) return;
+          consumer = undefined;
           // What was received and not handed over comes again to the next consumer.
           queue = [];
           reconnectConsumer();
@@ -354,7 +379,9 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
       consumerRetry = undefined;
       consumerSocket().catch((err: unknown) => {
         log.warn({ err, retryMs }, "pulsar consumer: reconnecting");
-        retryMs = Math.min(retryMs * 2, 5000);
+        // Short: after this consumer stopped itself, the broker refuses the next (409) only
+        // until it has let the last one go, and the store waits meanwhile.
+        retryMs = Math.min(retryMs * 2, 1000);
         reconnectConsumer();
       });
     }, retryMs);
@@ -375,6 +402,7 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
       return;
     }
     if (typeof msg.messageId !== "string") return;
+    lastHeard = Date.now();
     const marker = msg.properties?.[markerProperty];
     let event: Event | undefined;
     if (marker === undefined) {
@@ -551,6 +579,7 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
     },
     async close() {
       if (closed) return;
+      clearInterval(watchdog);
       // The router has drained into the log: leave the store current if it keeps up.
       await Promise.race([caughtUp().catch(() => undefined), pause(5000)]);
       closed = true;
