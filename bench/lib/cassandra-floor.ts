@@ -2,11 +2,12 @@ import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import cassandra from "cassandra-driver";
-import { ConversationKind, EventSchema, MessageKind } from "../../gen/chat/v1/event_pb.js";
+import { ConversationKind, EventSchema } from "../../gen/chat/v1/event_pb.js";
 import { openCassandraStore } from "../../lib/backends/cassandra/cassandra-store.js";
 import { kindNumber } from "../../lib/backends/records.js";
 import { cpuUsOf } from "./procs.js";
 import type { CassandraFloorProbe } from "./results.js";
+import { floorMessage } from "./store-floor.js";
 
 export interface CassandraFloorOptions {
   contactPoint: string;
@@ -76,22 +77,7 @@ export async function probeCassandraFloor(
         convs.map(async (c, i) => {
           for (let k = 0; k < perConversation; k++) {
             const seq = BigInt(2 + round * perConversation + k);
-            const posted = create(EventSchema, {
-              conversationId: c,
-              seq,
-              eventId: `${c}-${seq}`,
-              actorUserId: `a${i}`,
-              actorDeviceId: `da${i}`,
-              clientMsgId: `m${seq}`,
-              createdAt: timestampFromMs(Date.now()),
-              kind: {
-                case: "messagePosted",
-                value: {
-                  messageKind: MessageKind.USER,
-                  content: { text: "a message of about the length people type" },
-                },
-              },
-            });
+            const posted = floorMessage(c, seq, `a${i}`, `da${i}`, `m${seq}`);
             const [verdict] = await store.commit([posted]);
             if (verdict) throw verdict;
           }

@@ -9,6 +9,32 @@ import { openDatabase } from "../../lib/backends/sqlite/schema.js";
 import { createWrites } from "../../lib/backends/sqlite/writes.js";
 import type { StoreFloorProbe } from "./results.js";
 
+/** A user's text message as the store floor probes commit it: keyed, from a device. */
+export function floorMessage(
+  conversationId: string,
+  seq: bigint,
+  actorUserId: string,
+  actorDeviceId: string,
+  clientMsgId: string,
+) {
+  return create(EventSchema, {
+    conversationId,
+    seq,
+    eventId: `${conversationId}-${seq}`,
+    actorUserId,
+    actorDeviceId,
+    clientMsgId,
+    createdAt: timestampFromMs(Date.now()),
+    kind: {
+      case: "messagePosted",
+      value: {
+        messageKind: MessageKind.USER,
+        content: { text: "a message of about the length people type" },
+      },
+    },
+  });
+}
+
 /**
  * The least CPU ours' store spends to make one 1:1 message durable: `events`
  * text messages across `pairs` direct conversations, committed `perCommit`
@@ -61,21 +87,7 @@ export function probeStoreFloor(
       const seq = (heads[i] ?? 1n) + 1n;
       heads[i] = seq;
       made++;
-      return create(EventSchema, {
-        conversationId: `c${i}`,
-        seq,
-        actorUserId: `${side}${i}`,
-        actorDeviceId: `d${side}${i}`,
-        clientMsgId: `m${made}`,
-        createdAt: timestampFromMs(Date.now()),
-        kind: {
-          case: "messagePosted",
-          value: {
-            messageKind: MessageKind.USER,
-            content: { text: "a message of about the length people type" },
-          },
-        },
-      });
+      return floorMessage(`c${i}`, seq, `${side}${i}`, `d${side}${i}`, `m${made}`);
     };
     const commitBatch = () => {
       const batch = Array.from({ length: perCommit }, next);

@@ -33,6 +33,18 @@ function gate() {
 
 const accept: Handler = async (batch) => batch.map(() => undefined);
 
+/** A consumer that accepts every batch once `release` opens, noting the event ids it handled. */
+function consumeBehindGate(log: MessageLog) {
+  const release = gate();
+  const handled: string[] = [];
+  log.consume(async (batch) => {
+    await release.opened;
+    for (const e of batch) handled.push(e.eventId);
+    return batch.map(() => undefined);
+  });
+  return { release, handled };
+}
+
 /**
  * The MessageLog contract: every implementation (in-process, Pulsar) must
  * pass it. The log is exercised only through its interface. `judges` says
@@ -114,13 +126,7 @@ function judgingCases(open: () => Promise<MessageLog>) {
 
     it("resolves an append only after the consumer handled its event", async () => {
       const log = await open();
-      const release = gate();
-      const handled: string[] = [];
-      log.consume(async (batch) => {
-        await release.opened;
-        for (const e of batch) handled.push(e.eventId);
-        return batch.map(() => undefined);
-      });
+      const { release, handled } = consumeBehindGate(log);
       const event = ev.posted(newConversationId(), 2, "ann", "hi");
       const append = watch(log.append(event));
       await sleep(50);
@@ -238,13 +244,7 @@ function unjudgedCases(open: () => Promise<MessageLog>) {
   describe("without verdicts", () => {
     it("resolves an append once held, and knows its key and conversation until the consumer commits it", async () => {
       const log = await open();
-      const release = gate();
-      const handled: string[] = [];
-      log.consume(async (batch) => {
-        await release.opened;
-        for (const e of batch) handled.push(e.eventId);
-        return batch.map(() => undefined);
-      });
+      const { release, handled } = consumeBehindGate(log);
       const conv = newConversationId();
       const event = ev.posted(conv, 2, "ann", "hi", { clientMsgId: "k-held" });
       await log.append(event);
