@@ -1,4 +1,5 @@
 import { Code, ConnectError, type Transport } from "@connectrpc/connect";
+import { ConversationKind } from "../gen/chat/v1/event_pb.js";
 
 /** FNV-1a: a stable 32-bit hash, the same in every process and version. */
 function fnv1a(key: string): number {
@@ -23,8 +24,9 @@ type Fields = Record<string, unknown> & { proposal?: unknown; actor?: unknown };
 
 /**
  * What a call is about, for picking its core: the conversation it names
- * (also inside a proposed event), else the device, else the user; undefined
- * for calls about none of them (lookups of several users).
+ * (also inside a proposed event), the pair a direct conversation is opened
+ * for, else the device, else the user; undefined for calls about none of
+ * them (lookups of several users).
  */
 export function shardKey(input: unknown): string | undefined {
   const i = (input ?? {}) as Fields;
@@ -34,6 +36,13 @@ export function shardKey(input: unknown): string | undefined {
     vals.find((v): v is string => typeof v === "string" && v !== "");
   const conv = pick(i.conversationId, proposal.conversationId);
   if (conv) return `c ${conv}`;
+  // Both users of a pair open their direct conversation on one core, which
+  // serializes the two: on two cores each could create one.
+  const peer = Array.isArray(i.memberUserIds) ? pick(i.memberUserIds[0]) : undefined;
+  const opener = pick(actor.userId);
+  if (i.kind === ConversationKind.DIRECT && peer && opener) {
+    return `p ${[opener, peer].sort().join(" ")}`;
+  }
   const device = pick(i.deviceId, actor.deviceId);
   if (device) return `d ${device}`;
   const user = pick(i.userId, i.viewerUserId, actor.userId, i.creatorUserId);
@@ -44,7 +53,9 @@ export function shardKey(input: unknown): string | undefined {
  * Internal calls spread over several cores, each reached by its own
  * transport. A call about a conversation goes to the core that owns it (a
  * hash of its id), so one router sequences and caches each conversation;
- * device and user calls go by the device or user, so one core writes each
+ * a direct conversation is opened on its pair's core, so the pair's two
+ * users cannot each create one; device and user calls go by the device or
+ * user, so one core writes each
  * device's rows; the rest take turns. Every core must share one Cassandra
  * keyspace and one Redis. A core that is away makes its share UNAVAILABLE
  * (no other core takes it over: two routers for a conversation would each

@@ -289,6 +289,9 @@ export function createSendPath(deps: SendPathDeps) {
       deps.fanout.enqueue(event, durable, members);
       try {
         await durable;
+        // Its id may be used next on any core (it owns the conversation, not this
+        // one): the store holds it before anyone learns the id.
+        await deps.log.caughtUp(event.conversationId);
       } catch (err) {
         if (err instanceof ConversationExistsError) {
           return { conversationId: err.conversationId, created: false };

@@ -18,6 +18,9 @@ import type { TestServer } from "../helpers/server.js";
 import { ServerProcess, within } from "../helpers/server-process.js";
 
 const unlimited = "1000000";
+// Two real server processes per test, a restart and every conversation read back: on
+// Cassandra under the full suite's load that has taken 29 s of the default 30.
+const slowMs = 60_000;
 
 /** The real server process, with production settings, on `dataDir` and the backend's `env`. */
 function serverProcess(dataDir: string, env: Record<string, string>) {
@@ -249,84 +252,91 @@ const backends: [string, () => Promise<Record<string, string>>][] = [
 ];
 
 describe.each(backends)("process crash and shutdown, events in %s", (name, backendEnv) => {
-  it("keeps every acknowledged send across a SIGKILL under load: same seq and event id, contiguous seqs, one event per retried send, exact resume from explicit and stored cursors", async () => {
-    const env = await backendEnv();
-    const { dataDir, server, ts, users, convs, from0, live } = await setup(env);
-    const marker = await login(ts, "u0", "u0-stored");
-    const markerLive = openSession(marker.chat, { cursors: from0 });
-    await markerLive.frames.synced();
+  it(
+    "keeps every acknowledged send across a SIGKILL under load: same seq and event id, contiguous seqs, one event per retried send, exact resume from explicit and stored cursors",
+    async () => {
+      const env = await backendEnv();
+      const { dataDir, server, ts, users, convs, from0, live } = await setup(env);
+      const marker = await login(ts, "u0", "u0-stored");
+      const markerLive = openSession(marker.chat, { cursors: from0 });
+      await markerLive.frames.synced();
 
-    const load = sendLoad(users.slice(0, 8), users.slice(8), convs, 500);
-    // A second device marks what it receives as delivered, so it has stored cursors when
-    // the kill comes; `asked` bounds a mark whose answer the kill cut off.
-    const marked = new Map<string, bigint>();
-    const asked = new Map<string, bigint>();
-    const marking = (async () => {
-      for (let seen = 0; !markerLive.frames.ended; seen = markerLive.frames.all.length) {
-        await markerLive.frames.until((f) => f.ended || f.all.length > seen, 20_000, "events");
-        for (const c of convs) {
-          const top = markerLive.frames.events(c).at(-1)?.seq ?? 0n;
-          if (top <= (asked.get(c) ?? 0n)) continue;
-          asked.set(c, top);
-          await marker.chat.markDelivered({ conversationId: c, seq: top }).then(
-            () => marked.set(c, top),
-            () => undefined,
-          );
+      const load = sendLoad(users.slice(0, 8), users.slice(8), convs, 500);
+      // A second device marks what it receives as delivered, so it has stored cursors when
+      // the kill comes; `asked` bounds a mark whose answer the kill cut off.
+      const marked = new Map<string, bigint>();
+      const asked = new Map<string, bigint>();
+      const marking = (async () => {
+        for (let seen = 0; !markerLive.frames.ended; seen = markerLive.frames.all.length) {
+          await markerLive.frames.until((f) => f.ended || f.all.length > seen, 20_000, "events");
+          for (const c of convs) {
+            const top = markerLive.frames.events(c).at(-1)?.seq ?? 0n;
+            if (top <= (asked.get(c) ?? 0n)) continue;
+            asked.set(c, top);
+            await marker.chat.markDelivered({ conversationId: c, seq: top }).then(
+              () => marked.set(c, top),
+              () => undefined,
+            );
+          }
         }
+      })();
+      await load.reached;
+      const inFlight = load.inFlight();
+      server.kill("SIGKILL");
+      expect(await server.exit).toEqual({ code: null, signal: "SIGKILL" });
+      await Promise.all([load.settled(), within(marking, 15_000, "the marking device")]);
+      expect(inFlight).toBeGreaterThan(100);
+      expect(marked.size).toBeGreaterThan(0);
+
+      const after = await restart(env, dataDir, convs, load.attempts, live.frames.events());
+
+      // The live device resumes after the last seq it saw without a hole, the other from its stored cursors.
+      const lastSeen = new Map(convs.map((c) => [c, 0n]));
+      for (const e of live.frames.events()) {
+        if (e.seq === lastSeen.get(e.conversationId)! + 1n) lastSeen.set(e.conversationId, e.seq);
       }
-    })();
-    await load.reached;
-    const inFlight = load.inFlight();
-    server.kill("SIGKILL");
-    expect(await server.exit).toEqual({ code: null, signal: "SIGKILL" });
-    await Promise.all([load.settled(), within(marking, 15_000, "the marking device")]);
-    expect(inFlight).toBeGreaterThan(100);
-    expect(marked.size).toBeGreaterThan(0);
-
-    const after = await restart(env, dataDir, convs, load.attempts, live.frames.events());
-
-    // The live device resumes after the last seq it saw without a hole, the other from its stored cursors.
-    const lastSeen = new Map(convs.map((c) => [c, 0n]));
-    for (const e of live.frames.events()) {
-      if (e.seq === lastSeen.get(e.conversationId)! + 1n) lastSeen.set(e.conversationId, e.seq);
-    }
-    const at = convs.map((c) => cursor(c, lastSeen.get(c)!));
-    const resumed = openSession((await login(after.ts, "u0", "u0-live")).chat, { cursors: at });
-    const fromStore = openSession((await login(after.ts, "u0", "u0-stored")).chat, { cursors: [] });
-    await Promise.all([resumed.frames.synced(), fromStore.frames.synced()]);
-    // One more send per conversation: a stream that has it has everything before it.
-    const fences = await Promise.all(
-      convs.map((c) => after.users[1]!.chat.send(message(c, "fence"))),
-    );
-    expect(fences.map((f) => f.event!.seq)).toEqual(
-      convs.map((c) => BigInt(after.histories.get(c)!.length + 1)),
-    );
-    const ids = fences.map((f) => f.event!.eventId);
-    for (const { frames } of [resumed, fromStore]) {
-      await frames.until(
-        (f) => ids.every((id) => f.events().some((e) => e.eventId === id)),
-        10_000,
-        "fences",
+      const at = convs.map((c) => cursor(c, lastSeen.get(c)!));
+      const resumed = openSession((await login(after.ts, "u0", "u0-live")).chat, { cursors: at });
+      const fromStore = openSession((await login(after.ts, "u0", "u0-stored")).chat, {
+        cursors: [],
+      });
+      await Promise.all([resumed.frames.synced(), fromStore.frames.synced()]);
+      // One more send per conversation: a stream that has it has everything before it.
+      const fences = await Promise.all(
+        convs.map((c) => after.users[1]!.chat.send(message(c, "fence"))),
       );
-    }
-    const final = await verify(after.users[0]!, convs, load.attempts);
-    for (const c of convs) {
-      const h = final.get(c)!.map((e) => e.seq);
-      expect(resumed.frames.events(c).map((e) => e.seq)).toEqual(
-        h.filter((s) => s > lastSeen.get(c)!),
+      expect(fences.map((f) => f.event!.seq)).toEqual(
+        convs.map((c) => BigInt(after.histories.get(c)!.length + 1)),
       );
-      const got = fromStore.frames.events(c).map((e) => e.seq);
-      const from = got[0]! - 1n;
-      expect(from, "stored cursor ≥ last acknowledged mark").toBeGreaterThanOrEqual(
-        marked.get(c) ?? 0n,
-      );
-      expect(from, "stored cursor ≤ last requested mark").toBeLessThanOrEqual(asked.get(c) ?? 0n);
-      expect(got).toEqual(h.filter((s) => s > from));
-    }
-  });
+      const ids = fences.map((f) => f.event!.eventId);
+      for (const { frames } of [resumed, fromStore]) {
+        await frames.until(
+          (f) => ids.every((id) => f.events().some((e) => e.eventId === id)),
+          10_000,
+          "fences",
+        );
+      }
+      const final = await verify(after.users[0]!, convs, load.attempts);
+      for (const c of convs) {
+        const h = final.get(c)!.map((e) => e.seq);
+        expect(resumed.frames.events(c).map((e) => e.seq)).toEqual(
+          h.filter((s) => s > lastSeen.get(c)!),
+        );
+        const got = fromStore.frames.events(c).map((e) => e.seq);
+        const from = got[0]! - 1n;
+        expect(from, "stored cursor ≥ last acknowledged mark").toBeGreaterThanOrEqual(
+          marked.get(c) ?? 0n,
+        );
+        expect(from, "stored cursor ≤ last requested mark").toBeLessThanOrEqual(asked.get(c) ?? 0n);
+        expect(got).toEqual(h.filter((s) => s > from));
+      }
+    },
+    slowMs,
+  );
 
-  // With the log in Pulsar, one stream in a few drains ends CANCELED instead of UNAVAILABLE: an
-  // open problem (docs/ARCHITECTURE.md, The log in Pulsar), so that case is not claimed here.
+  // With the log in Pulsar, under the full suite's load, Session streams opened during the load
+  // were seen to get no answer before the drain's grace ran out (CANCELED instead of UNAVAILABLE):
+  // an open problem (docs/ARCHITECTURE.md, The log in Pulsar), so that case is not claimed here.
   it.runIf(name !== "SQLite, the log in Pulsar")(
     "drains on SIGTERM under load: exits 0 by itself, ends every stream with UNAVAILABLE, loses no acknowledged send",
     async () => {
@@ -348,5 +358,6 @@ describe.each(backends)("process crash and shutdown, events in %s", (name, backe
 
       await restart(env, dataDir, convs, load.attempts, live.frames.events());
     },
+    slowMs,
   );
 });

@@ -12,6 +12,7 @@ import {
   dropKeys,
   dropKeyspace,
   ensureCassandra,
+  ensurePulsar,
   ensureRedis,
   freePort,
   redisUrl,
@@ -221,141 +222,186 @@ describe("split deployment: one core, two edge processes, soft state in Redis", 
   });
 });
 
-describe("split deployment with the store in Cassandra: two cores share the conversations, and keep nothing of their own", () => {
-  const keyspace = `split_${process.pid}`;
-  const redisPrefix = `${prefix}cassandra:`;
-  const own: ServerProcess[] = [];
-  const corePorts: number[] = [];
-  const coreProcesses: ServerProcess[] = [];
-  const edges: TestServer[] = [];
-  let contactPoint = "";
+/**
+ * Each core's message log: in process (acknowledged once Cassandra holds the event), or a
+ * Pulsar topic of the core's own (acknowledged once the broker does; the core's store then
+ * commits it to Cassandra). A core started in another's place takes its topic.
+ */
+const logs: [string, (() => Promise<(k: number) => Record<string, string>>) | undefined][] = [
+  ["in process", undefined],
+  [
+    "in Pulsar",
+    async () => {
+      const { webUrl } = await ensurePulsar();
+      return (k) => ({
+        CHAT_PULSAR_URL: webUrl,
+        CHAT_PULSAR_TOPIC: `persistent://public/default/split-${process.pid}-${k}`,
+      });
+    },
+  ],
+];
 
-  const startCassandraCore = async (k: number) => {
-    const { process: p } = await start({
-      CHAT_ROLE: "core",
-      CHAT_CORE_HOST: "127.0.0.1",
-      CHAT_CORE_PORT: String(corePorts[k]),
-      CHAT_CASSANDRA_CONTACT_POINTS: contactPoint,
-      CHAT_CASSANDRA_KEYSPACE: keyspace,
-      CHAT_REDIS_KEY_PREFIX: redisPrefix,
-    });
-    own.push(p);
-    coreProcesses[k] = p;
-  };
+describe.each(logs)(
+  "split deployment with the store in Cassandra, the log %s: two cores share the conversations, and keep nothing of their own",
+  (_, logEnv) => {
+    const tag = logEnv ? "pulsar" : "local";
+    const keyspace = `split_${process.pid}_${tag}`;
+    const redisPrefix = `${prefix}cassandra-${tag}:`;
+    let logOf: (k: number) => Record<string, string> = () => ({});
+    const own: ServerProcess[] = [];
+    const corePorts: number[] = [];
+    const coreProcesses: ServerProcess[] = [];
+    const edges: TestServer[] = [];
+    let contactPoint = "";
 
-  beforeAll(async () => {
-    contactPoint = (await ensureCassandra()).contactPoint;
-    corePorts.push(await freePort(), await freePort());
-    // The first core creates the keyspace; the second finds it.
-    await startCassandraCore(0);
-    await startCassandraCore(1);
-    for (let e = 0; e < 2; e++) {
-      const { process: p, port } = await start({
-        CHAT_ROLE: "edge",
-        CHAT_HOST: "127.0.0.1",
-        CHAT_PORT: "0",
-        CHAT_CORE_URL: corePorts.map((c) => `http://127.0.0.1:${c}`).join(","),
-        CHAT_DEV_MODE: "true",
+    const startCassandraCore = async (k: number) => {
+      const { process: p } = await start({
+        CHAT_ROLE: "core",
+        CHAT_CORE_HOST: "127.0.0.1",
+        CHAT_CORE_PORT: String(corePorts[k]),
+        CHAT_CASSANDRA_CONTACT_POINTS: contactPoint,
+        CHAT_CASSANDRA_KEYSPACE: keyspace,
         CHAT_REDIS_KEY_PREFIX: redisPrefix,
+        ...logOf(k),
       });
       own.push(p);
-      edges.push({ url: `http://127.0.0.1:${port}` } as TestServer);
-    }
-  }, 120_000);
+      coreProcesses[k] = p;
+    };
 
-  afterAll(async () => {
-    for (const p of own.splice(0).reverse()) {
-      p.kill("SIGTERM");
-      await p.exit;
-    }
-    await dropKeyspace(keyspace);
-    await dropKeys(redisPrefix);
-  });
-
-  const ownerOfConv = (conv: string) => ownerOf(`c ${conv}`, 2);
-  /** Retries while the answer is UNAVAILABLE (a core just started), for up to 5 s. */
-  const untilAvailable = async <T>(call: () => Promise<T>): Promise<T> => {
-    for (let i = 0; ; i++) {
-      try {
-        return await call();
-      } catch (err) {
-        if (i >= 50 || ConnectError.from(err).code !== Code.Unavailable) throw err;
-        await settle(100);
+    beforeAll(async () => {
+      contactPoint = (await ensureCassandra()).contactPoint;
+      if (logEnv) logOf = await logEnv();
+      corePorts.push(await freePort(), await freePort());
+      // The first core creates the keyspace; the second finds it.
+      await startCassandraCore(0);
+      await startCassandraCore(1);
+      for (let e = 0; e < 2; e++) {
+        const { process: p, port } = await start({
+          CHAT_ROLE: "edge",
+          CHAT_HOST: "127.0.0.1",
+          CHAT_PORT: "0",
+          CHAT_CORE_URL: corePorts.map((c) => `http://127.0.0.1:${c}`).join(","),
+          CHAT_DEV_MODE: "true",
+          CHAT_REDIS_KEY_PREFIX: redisPrefix,
+        });
+        own.push(p);
+        edges.push({ url: `http://127.0.0.1:${port}` } as TestServer);
       }
-    }
-  };
-  /** Direct conversations of cat (on edge 0) with others (on edge 1), until both cores own one. */
-  let cat: User;
-  const peers: User[] = [];
-  const convs: string[] = [];
-  const send = (conv: string, key: string) =>
-    cat.chat.send({ conversationId: conv, clientMsgId: key, content: { text: key } });
+    }, 120_000);
 
-  it("sends every conversation's changes through the core that owns it: exactly once and in order across edges, on both cores", async () => {
-    cat = await login(edges[0]!, "cat", "cat-phone");
-    for (let i = 0; i < 12 && new Set(convs.map(ownerOfConv)).size < 2; i++) {
-      const peer = await login(edges[1]!, `peer${i}`, `peer${i}-phone`);
-      peers.push(peer);
-      convs.push(await direct(cat, peer));
-    }
-    expect(new Set(convs.map(ownerOfConv)).size).toBe(2);
-    const catLive = openSession(cat.chat);
-    const peerLives = peers.map((p) => openSession(p.chat));
-    await Promise.all([catLive, ...peerLives].map((l) => l.frames.synced()));
-    // Both sides send at once, from both edges, in every conversation.
-    await Promise.all(
-      convs.flatMap((conv, k) =>
-        Array.from({ length: 10 }, (_, i) => [
-          send(conv, `c${i}`),
-          peers[k]!.chat.send({
-            conversationId: conv,
-            clientMsgId: `p${i}`,
-            content: { text: "p" },
-          }),
-        ]).flat(),
-      ),
-    );
-    for (const [k, conv] of convs.entries()) {
-      for (const live of [catLive, peerLives[k]!]) {
-        await live.frames.until((f) => f.events(conv).length >= 21, 10_000, "21 events");
+    afterAll(async () => {
+      for (const p of own.splice(0).reverse()) {
+        p.kill("SIGTERM");
+        await p.exit;
       }
-    }
-    await settle(300);
-    for (const [k, conv] of convs.entries()) {
-      expect(seqsOf(catLive.frames.events(conv))).toEqual(range(1, 21));
-      expect(seqsOf(peerLives[k]!.frames.events(conv))).toEqual(range(1, 21));
-    }
-    for (const l of [catLive, ...peerLives]) l.abort();
-  });
+      await dropKeyspace(keyspace);
+      await dropKeys(redisPrefix);
+    });
 
-  it("loses only its own conversations while a core is away, and a new core in a new data directory goes on where the old one stopped", async () => {
-    const gone = 1;
-    const kept = convs.filter((c) => ownerOfConv(c) !== gone);
-    const moved = convs.filter((c) => ownerOfConv(c) === gone);
-    const last = await Promise.all(moved.map((c) => send(c, "last")));
-    coreProcesses[gone]!.kill("SIGKILL");
-    await coreProcesses[gone]!.exit;
-    // The other core's conversations go on; the gone core's answer UNAVAILABLE.
-    for (const c of kept) expect((await send(c, "while-away")).event!.seq).toBe(22n);
-    for (const c of moved) {
-      await expect(send(c, "while-away")).rejects.toMatchObject({ code: Code.Unavailable });
-    }
-    // A new machine: nothing of the old core's directory, the same keyspace and Redis.
-    await startCassandraCore(gone);
-    for (const [k, c] of moved.entries()) {
-      const retried = await untilAvailable(() => send(c, "last"));
-      expect(retried).toMatchObject({
-        duplicate: true,
-        event: { eventId: last[k]!.event!.eventId },
-      });
-      expect((await send(c, "after")).event!.seq).toBe(23n);
-      const history = await cat.chat.getHistory({ conversationId: c, limit: 100 });
-      expect(seqsOf(history.events)).toEqual(range(1, 23));
-    }
-    const { conversations } = await cat.chat.listConversations({});
-    const heads = new Map(conversations.map((c) => [c.conversationId, c.headSeq]));
-    expect(convs.map((c) => heads.get(c))).toEqual(
-      convs.map((c) => (ownerOfConv(c) === gone ? 23n : 22n)),
-    );
-  });
-});
+    const ownerOfConv = (conv: string) => ownerOf(`c ${conv}`, 2);
+    /** Retries while the answer is UNAVAILABLE (a core just started), for up to 5 s. */
+    const untilAvailable = async <T>(call: () => Promise<T>): Promise<T> => {
+      for (let i = 0; ; i++) {
+        try {
+          return await call();
+        } catch (err) {
+          if (i >= 50 || ConnectError.from(err).code !== Code.Unavailable) throw err;
+          await settle(100);
+        }
+      }
+    };
+    /** Direct conversations of cat (on edge 0) with others (on edge 1), until both cores own one. */
+    let cat: User;
+    const peers: User[] = [];
+    const convs: string[] = [];
+    const send = (conv: string, key: string) =>
+      cat.chat.send({ conversationId: conv, clientMsgId: key, content: { text: key } });
+
+    it("sends every conversation's changes through the core that owns it: exactly once and in order across edges, on both cores", async () => {
+      cat = await login(edges[0]!, "cat", "cat-phone");
+      for (let i = 0; i < 12 && new Set(convs.map(ownerOfConv)).size < 2; i++) {
+        const peer = await login(edges[1]!, `peer${i}`, `peer${i}-phone`);
+        peers.push(peer);
+        convs.push(await direct(cat, peer));
+      }
+      expect(new Set(convs.map(ownerOfConv)).size).toBe(2);
+      const catLive = openSession(cat.chat);
+      const peerLives = peers.map((p) => openSession(p.chat));
+      await Promise.all([catLive, ...peerLives].map((l) => l.frames.synced()));
+      // Both sides send at once, from both edges, in every conversation.
+      await Promise.all(
+        convs.flatMap((conv, k) =>
+          Array.from({ length: 10 }, (_, i) => [
+            send(conv, `c${i}`),
+            peers[k]!.chat.send({
+              conversationId: conv,
+              clientMsgId: `p${i}`,
+              content: { text: "p" },
+            }),
+          ]).flat(),
+        ),
+      );
+      for (const [k, conv] of convs.entries()) {
+        for (const live of [catLive, peerLives[k]!]) {
+          await live.frames.until((f) => f.events(conv).length >= 21, 10_000, "21 events");
+        }
+      }
+      await settle(300);
+      for (const [k, conv] of convs.entries()) {
+        expect(seqsOf(catLive.frames.events(conv))).toEqual(range(1, 21));
+        expect(seqsOf(peerLives[k]!.frames.events(conv))).toEqual(range(1, 21));
+      }
+      for (const l of [catLive, ...peerLives]) l.abort();
+    });
+
+    it("loses only its own conversations while a core is away, and a new core in a new data directory goes on where the old one stopped", async () => {
+      const gone = 1;
+      const kept = convs.filter((c) => ownerOfConv(c) !== gone);
+      const moved = convs.filter((c) => ownerOfConv(c) === gone);
+      const last = await Promise.all(moved.map((c) => send(c, "last")));
+      coreProcesses[gone]!.kill("SIGKILL");
+      await coreProcesses[gone]!.exit;
+      // The other core's conversations go on; the gone core's answer UNAVAILABLE.
+      for (const c of kept) expect((await send(c, "while-away")).event!.seq).toBe(22n);
+      for (const c of moved) {
+        await expect(send(c, "while-away")).rejects.toMatchObject({ code: Code.Unavailable });
+      }
+      // A new machine: nothing of the old core's directory, the same keyspace and Redis.
+      await startCassandraCore(gone);
+      for (const [k, c] of moved.entries()) {
+        const retried = await untilAvailable(() => send(c, "last"));
+        expect(retried).toMatchObject({
+          duplicate: true,
+          event: { eventId: last[k]!.event!.eventId },
+        });
+        expect((await send(c, "after")).event!.seq).toBe(23n);
+        const history = await cat.chat.getHistory({ conversationId: c, limit: 100 });
+        expect(seqsOf(history.events)).toEqual(range(1, 23));
+      }
+      const { conversations } = await cat.chat.listConversations({});
+      const heads = new Map(conversations.map((c) => [c.conversationId, c.headSeq]));
+      expect(convs.map((c) => heads.get(c))).toEqual(
+        convs.map((c) => (ownerOfConv(c) === gone ? 23n : 22n)),
+      );
+    });
+
+    it("opens one direct conversation for a pair whose users open it at once, from either edge", async () => {
+      const pairs = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          Promise.all([
+            login(edges[0]!, `dora${i}`, `dora${i}-phone`),
+            login(edges[1]!, `eli${i}`, `eli${i}-phone`),
+          ]),
+        ),
+      );
+      await Promise.all(
+        pairs.map(async ([dora, eli]) => {
+          const [mine, theirs] = await Promise.all([direct(dora, eli), direct(eli, dora)]);
+          expect(theirs).toBe(mine);
+          const hi = { conversationId: mine, clientMsgId: "hi", content: { text: "hi" } };
+          expect((await dora.chat.send(hi)).event!.seq).toBe(2n);
+        }),
+      );
+    });
+  },
+);

@@ -7,7 +7,7 @@ import {
   RouterService,
 } from "../../gen/chat/internal/v1/router_service_pb.js";
 import { StoreService } from "../../gen/chat/internal/v1/store_service_pb.js";
-import { EventSchema } from "../../gen/chat/v1/event_pb.js";
+import { ConversationKind, EventSchema } from "../../gen/chat/v1/event_pb.js";
 import { createCoreShards, ownerOf, shardKey } from "../../lib/core-shards.js";
 
 /** A core that records the calls it gets and answers each with an empty message. */
@@ -34,13 +34,19 @@ function fakeCore(name: string, calls: string[]): Transport & { close(): void } 
 }
 
 describe("core shards", () => {
-  it("names a call by its conversation, else its device, else its user", () => {
+  it("names a call by its conversation, a direct pair being opened, else its device, else its user", () => {
     const proposal = create(EventSchema, { conversationId: "c_1" });
     expect(shardKey({ actor: { userId: "ann", deviceId: "a1" }, proposal })).toBe("c c_1");
     expect(shardKey({ viewerUserId: "ann", conversationId: "c_2" })).toBe("c c_2");
     expect(shardKey({ userId: "ann", deviceId: "a1" })).toBe("d a1");
     expect(shardKey({ actor: { userId: "ann", deviceId: "a1" }, title: "x" })).toBe("d a1");
     expect(shardKey({ viewerUserId: "ann" })).toBe("u ann");
+    // A direct conversation is opened on the pair's core, whichever of the two asks.
+    const opens = (userId: string, peer: string, kind = ConversationKind.DIRECT) =>
+      shardKey({ actor: { userId, deviceId: `${userId}1` }, kind, memberUserIds: [peer] });
+    expect(opens("ann", "ben")).toBe("p ann ben");
+    expect(opens("ben", "ann")).toBe("p ann ben");
+    expect(opens("ann", "ben", ConversationKind.GROUP)).toBe("d ann1");
     expect(shardKey({ userIds: ["ann", "ben"] })).toBeUndefined();
   });
 
