@@ -55,12 +55,11 @@ export function shardKey(input: unknown): string | undefined {
  * hash of its id), so one router sequences and caches each conversation;
  * a direct conversation is opened on its pair's core, so the pair's two
  * users cannot each create one; device and user calls go by the device or
- * user, so one core writes each
- * device's rows; the rest take turns. Every core must share one Cassandra
- * keyspace and one Redis. A core that is away makes its share UNAVAILABLE
- * (no other core takes it over: two routers for a conversation would each
- * trust their own cache); changing the list moves ownership, so restart the
- * cores with the edges.
+ * user, so one core writes each device's rows; the rest take turns. Every
+ * core must share one Cassandra keyspace and one Redis. A core that is away
+ * makes its share UNAVAILABLE (no other core takes it over: two routers for
+ * a conversation would each trust their own cache); changing the list moves
+ * ownership, so restart the cores with the edges.
  */
 export function createCoreShards(
   cores: (Transport & { close(): void })[],

@@ -285,13 +285,12 @@ export function createSendPath(deps: SendPathDeps) {
           value: { kind, title: direct ? "" : title, memberUserIds: members },
         },
       });
-      const durable = deps.log.append(event);
-      deps.fanout.enqueue(event, durable, members);
+      // Its id may be used next on any core (another core may own it): the store
+      // holds it before anyone, creator or member, learns the id.
+      const stored = deps.log.append(event).then(() => deps.log.caughtUp(event.conversationId));
+      deps.fanout.enqueue(event, stored, members);
       try {
-        await durable;
-        // Its id may be used next on any core (it owns the conversation, not this
-        // one): the store holds it before anyone learns the id.
-        await deps.log.caughtUp(event.conversationId);
+        await stored;
       } catch (err) {
         if (err instanceof ConversationExistsError) {
           return { conversationId: err.conversationId, created: false };
