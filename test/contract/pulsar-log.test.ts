@@ -72,6 +72,33 @@ describe("Pulsar log, beyond the contract", () => {
     }
   });
 
+  it("loses none of the backlog when it arrives with the consumer's handshake, to a process too busy to read in between", async () => {
+    const topic = freshTopic();
+    const conv = newConversationId();
+    const earlier = openLog(topic);
+    const appended = [1, 2, 3].map((seq) => ev.posted(conv, seq, "ann", `m${seq}`));
+    for (const e of appended) await earlier.append(e);
+    await earlier.close();
+
+    const later = openLog(topic);
+    // The event loop mostly blocked: the handshake's answer and the first events
+    // pile up and are read in one go.
+    const busy = setInterval(() => {
+      const until = Date.now() + 30;
+      while (Date.now() < until);
+    }, 1);
+    try {
+      const seen: Event[] = [];
+      later.consume(committing(seen));
+      await later.open();
+      clearInterval(busy);
+      expect(seen.map((e) => e.eventId)).toEqual(appended.map((e) => e.eventId));
+    } finally {
+      clearInterval(busy);
+      await later.close();
+    }
+  });
+
   it("lets only one process consume a topic", async () => {
     const topic = freshTopic();
     const first = openLog(topic);

@@ -133,7 +133,12 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
 
   // ---- connections ----
 
-  const connect = (url: string) =>
+  /**
+   * Opens a WebSocket and hands it to `opened` as it opens, in the same turn:
+   * frames that came with the handshake are emitted before a promise's
+   * continuation could add a handler, and a message nobody hears is lost.
+   */
+  const connect = (url: string, opened: (ws: WebSocket) => void) =>
     new Promise<WebSocket>((resolve, reject) => {
       const ws = new WebSocket(url, { perMessageDeflate: false });
       const fail = (err: unknown) => {
@@ -144,8 +149,7 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
       };
       ws.once("open", () => {
         ws.removeAllListeners();
-        // The caller adds its own handlers; until then an error must not go unheard.
-        ws.on("error", () => undefined);
+        opened(ws);
         resolve(ws);
       });
       ws.once("error", fail);
@@ -192,9 +196,8 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
 
   const producerSocket = (): Promise<WebSocket> => {
     producerReady ??= ensureSubscription()
-      .then(() => connect(producerUrl))
-      .then(
-        (ws) => {
+      .then(() =>
+        connect(producerUrl, (ws) => {
           producer = ws;
           ws.on("message", (data) => onReceipt(ws, data as Buffer));
           ws.on("error", (err) => log.warn({ err }, "pulsar producer error"));
@@ -206,13 +209,12 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
             if (inFlight.size > 0)
               unknownOutcome(new BackendUnavailableError("pulsar producer closed"));
           });
-          return ws;
-        },
-        (err: unknown) => {
-          producerReady = undefined;
-          throw err;
-        },
-      );
+        }),
+      )
+      .catch((err: unknown) => {
+        producerReady = undefined;
+        throw err;
+      });
     return producerReady;
   };
 
@@ -332,10 +334,9 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
 
   /**
    * A consumer that gets nothing while this log waits for events to come
-   * through starts over. After a consumer stopped itself, the broker has
-   * been seen, rarely, to hand the next one nothing of what the last one left
-   * unacknowledged (a read already under way when it rewound); a new
-   * consumer makes it rewind again.
+   * through starts over, which makes the broker rewind to what is not yet
+   * acknowledged: a safety net for a delivery lost on the way (the broker
+   * does not send a connection what it already sent it).
    */
   let lastHeard = Date.now();
   const watchdog = setInterval(() => {
@@ -350,23 +351,23 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
   watchdog.unref();
 
   const consumerSocket = (): Promise<void> => {
-    consumerConnecting ??= connect(consumerUrl)
-      .then((ws) => {
-        consumer = ws;
-        lastHeard = Date.now();
-        retryMs = 250;
-        chain = Promise.resolve(true);
-        ws.on("message", (data) => onMessage(ws, data as Buffer));
-        ws.on("error", (err) => log.warn({ err }, "pulsar consumer error"));
-        ws.on("close", () => {
-          // A connection this log already stopped using has nothing left to undo.
-          if (consumer !== ws) return;
-          consumer = undefined;
-          // What was received and not handed over comes again to the next consumer.
-          queue = [];
-          reconnectConsumer();
-        });
-      })
+    consumerConnecting ??= connect(consumerUrl, (ws) => {
+      consumer = ws;
+      lastHeard = Date.now();
+      retryMs = 250;
+      chain = Promise.resolve(true);
+      ws.on("message", (data) => onMessage(ws, data as Buffer));
+      ws.on("error", (err) => log.warn({ err }, "pulsar consumer error"));
+      ws.on("close", () => {
+        // A connection this log already stopped using has nothing left to undo.
+        if (consumer !== ws) return;
+        consumer = undefined;
+        // What was received and not handed over comes again to the next consumer.
+        queue = [];
+        reconnectConsumer();
+      });
+    })
+      .then(() => undefined)
       .finally(() => {
         consumerConnecting = undefined;
       });
