@@ -52,51 +52,48 @@ describe("Pulsar log, beyond the contract", () => {
     expect(() => topicPath("public/default/events")).toThrow();
   });
 
-  it("hands a new process on the topic what an earlier one appended and its store never committed, before open() resolves", async () => {
+  /**
+   * Three events on a fresh topic, acknowledged to their senders by a process that died
+   * before its store consumed them; resolves to what a new process's open() had committed.
+   */
+  async function takeOver(whileOpening: () => () => void = () => () => {}) {
     const topic = freshTopic();
     const conv = newConversationId();
     const earlier = openLog(topic);
-    // Acknowledged to their senders; the process dies before its store consumed them.
     const appended = [1, 2, 3].map((seq) => ev.posted(conv, seq, "ann", `m${seq}`));
     for (const e of appended) await earlier.append(e);
     await earlier.close();
 
     const later = openLog(topic);
+    const done = whileOpening();
     try {
       const seen: Event[] = [];
       later.consume(committing(seen));
       await later.open();
-      expect(seen.map((e) => e.eventId)).toEqual(appended.map((e) => e.eventId));
+      done();
+      return { appended: appended.map((e) => e.eventId), seen: seen.map((e) => e.eventId) };
     } finally {
+      done();
       await later.close();
     }
+  }
+
+  it("hands a new process on the topic what an earlier one appended and its store never committed, before open() resolves", async () => {
+    const { appended, seen } = await takeOver();
+    expect(seen).toEqual(appended);
   });
 
   it("loses none of the backlog when it arrives with the consumer's handshake, to a process too busy to read in between", async () => {
-    const topic = freshTopic();
-    const conv = newConversationId();
-    const earlier = openLog(topic);
-    const appended = [1, 2, 3].map((seq) => ev.posted(conv, seq, "ann", `m${seq}`));
-    for (const e of appended) await earlier.append(e);
-    await earlier.close();
-
-    const later = openLog(topic);
     // The event loop mostly blocked: the handshake's answer and the first events
     // pile up and are read in one go.
-    const busy = setInterval(() => {
-      const until = Date.now() + 30;
-      while (Date.now() < until);
-    }, 1);
-    try {
-      const seen: Event[] = [];
-      later.consume(committing(seen));
-      await later.open();
-      clearInterval(busy);
-      expect(seen.map((e) => e.eventId)).toEqual(appended.map((e) => e.eventId));
-    } finally {
-      clearInterval(busy);
-      await later.close();
-    }
+    const { appended, seen } = await takeOver(() => {
+      const busy = setInterval(() => {
+        const until = Date.now() + 30;
+        while (Date.now() < until);
+      }, 1);
+      return () => clearInterval(busy);
+    });
+    expect(seen).toEqual(appended);
   });
 
   it("lets only one process consume a topic", async () => {
