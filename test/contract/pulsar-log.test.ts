@@ -43,6 +43,27 @@ const committing = (into: Event[]) => async (batch: Event[]) => {
   return batch.map(() => undefined);
 };
 
+/**
+ * Appends a new event from `make` until the log takes one (each refusal must be
+ * UNAVAILABLE, pausing `pauseMs` between tries); resolves to the one it took.
+ */
+async function appendOnceBack(
+  log: ReturnType<typeof openLog>,
+  make: () => Event,
+  pauseMs: number,
+): Promise<Event> {
+  for (;;) {
+    const e = make();
+    try {
+      await log.append(e);
+      return e;
+    } catch (err) {
+      expect(err).toBeInstanceOf(BackendUnavailableError);
+      await sleep(pauseMs);
+    }
+  }
+}
+
 describe("Pulsar log, beyond the contract", () => {
   it("names the WebSocket path of a persistent topic and refuses other names", () => {
     expect(topicPath("persistent://public/default/events")).toBe(
@@ -142,17 +163,7 @@ describe("Pulsar log, beyond the contract", () => {
       );
       process.kill(own.pid(), "SIGCONT");
       // Appends come back once the log knows; the late event, if it landed, is consumed before.
-      let next: Event | undefined;
-      while (!next) {
-        const e = ev.posted(conv, 2, "ann", "next");
-        try {
-          await log.append(e);
-          next = e;
-        } catch (err) {
-          expect(err).toBeInstanceOf(BackendUnavailableError);
-          await sleep(100);
-        }
-      }
+      const next = await appendOnceBack(log, () => ev.posted(conv, 2, "ann", "next"), 100);
       await log.caughtUp();
       const ids = seen.map((e) => e.eventId);
       expect(ids).toContain(next.eventId);
@@ -184,17 +195,7 @@ describe("Pulsar log, beyond the contract", () => {
       );
       await own.restart();
       // Once the broker is back, appends go through again (after the resync the failure started).
-      let after: Event | undefined;
-      for (let seq = 3; !after; ) {
-        const e = ev.posted(conv, seq, "ann", `m${seq}`);
-        try {
-          await log.append(e);
-          after = e;
-        } catch (err) {
-          expect(err).toBeInstanceOf(BackendUnavailableError);
-          await sleep(250);
-        }
-      }
+      const after = await appendOnceBack(log, () => ev.posted(conv, 3, "ann", "m3"), 250);
       await log.caughtUp();
       const ids = seen.map((e) => e.eventId);
       for (const e of [...before, after]) expect(ids).toContain(e.eventId);
