@@ -14,6 +14,7 @@ import {
   DuplicateEventError,
   SeqConflictError,
 } from "../../lib/errors.js";
+import { startCuttingProxy } from "../helpers/cutting-proxy.js";
 import { dropKeyspace, ensureCassandra } from "../helpers/dev-env.js";
 import { eventStoreContract } from "./event-store.contract.js";
 import { ev, newConversationId, type StoreFactory, seqsOf } from "./fixtures.js";
@@ -183,6 +184,33 @@ describe("Cassandra store, beyond the contract", () => {
       }
     } finally {
       await store.close();
+    }
+  });
+
+  it("answers BackendUnavailableError when its connection dies with a write in flight, and the retry stores it once", async () => {
+    const proxy = await startCuttingProxy(cassandra.contactPoint);
+    const store = openCassandraStore({
+      contactPoints: [proxy.address],
+      localDataCenter: cassandra.localDataCenter,
+      keyspace,
+    });
+    try {
+      const conv = newConversationId();
+      // Prepares the statements a send uses, so that what is cut is the send's own request.
+      await store.commit([ev.group(conv, "ann", ["ben"])]);
+      await store.commit([ev.posted(conv, 2, "ann", "before", { clientMsgId: "k2" })]);
+      const sent = ev.posted(conv, 3, "ann", "cut", { clientMsgId: "k3" });
+      proxy.cutOnNextRequest();
+      // The outcome is unknown (the request left, no answer came): "try again", not an internal error.
+      await expect(store.commit([sent])).rejects.toBeInstanceOf(BackendUnavailableError);
+      expect(proxy.cuts).toBe(1);
+      await expect
+        .poll(() => store.commit([sent]).catch((err: unknown) => err), { timeout: 20_000 })
+        .toEqual([undefined]);
+      expect(seqsOf(await store.readAfter(conv, 0n, 10))).toEqual([1, 2, 3]);
+    } finally {
+      await store.close().catch(() => undefined);
+      await proxy.close();
     }
   });
 

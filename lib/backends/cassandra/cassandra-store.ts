@@ -76,13 +76,24 @@ const transientCodes = new Set<number>([
   types.responseErrorCodes.writeFailure,
 ]);
 
+/**
+ * A driver failure that means "try again": the request never left or its
+ * outcome is unknown. A connection that dies with a request in flight
+ * (`isSocketError`) is one: the driver retries only idempotent statements,
+ * and none of ours is marked so. A client's retried send is safe: if the
+ * event was stored, its key is found (restored on first touch if need be).
+ */
 function unavailable(err: unknown): unknown {
   const transient =
     err instanceof errors.NoHostAvailableError ||
     err instanceof errors.OperationTimedOutError ||
     err instanceof errors.BusyConnectionError ||
     (err instanceof errors.ResponseError && transientCodes.has(err.code)) ||
-    (err instanceof Error && /shutdown|not connected/i.test(err.message));
+    (err instanceof Error &&
+      ((err as { isSocketError?: unknown }).isSocketError === true ||
+        /shutdown|not connected|connection (closed|timeout)|no connection available/i.test(
+          err.message,
+        )));
   return transient ? new BackendUnavailableError("cassandra unavailable", { cause: err }) : err;
 }
 
