@@ -65,6 +65,11 @@ export interface Config {
     syncLimit: number;
     /** How long an out-of-order event waits for the missing ones before they are read from the store. */
     gapWaitMs: number;
+    /**
+     * On shutdown, how long connections get to finish (answers read, GOAWAY
+     * seen, hung up) before what is left is closed on.
+     */
+    drainGraceMs: number;
   };
   sqlite: { synchronous: "FULL" | "NORMAL" };
   corsOrigins: string[];
@@ -168,6 +173,7 @@ const defaults: Config = {
     typingTtlMs: 5_000,
     syncLimit: 500,
     gapWaitMs: 250,
+    drainGraceMs: 5_000,
   },
   sqlite: { synchronous: "FULL" },
   corsOrigins: [],
@@ -208,6 +214,7 @@ const variables: [path: string, name: string, kind: "get" | "num" | "bool" | "li
   ["session.typingTtlMs", "TYPING_TTL_MS", "num"],
   ["session.syncLimit", "SYNC_LIMIT", "num"],
   ["session.gapWaitMs", "GAP_WAIT_MS", "num"],
+  ["session.drainGraceMs", "DRAIN_GRACE_MS", "num"],
   ["metrics.enabled", "METRICS_ENABLED", "bool"],
   ["metrics.host", "METRICS_HOST", "get"],
   ["metrics.port", "METRICS_PORT", "num"],

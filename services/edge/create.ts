@@ -151,7 +151,7 @@ export function createEdge(deps: EdgeDeps) {
       await sessions.stop(err);
       shutdown.abort(err);
       websocket.close();
-      await server.close();
+      await server.close(config.session.drainGraceMs);
     },
     get address() {
       return address;

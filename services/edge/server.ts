@@ -103,6 +103,26 @@ export function createHttpServer(opts: HttpServerOptions) {
   h1.emit("listening");
 
   const sockets = new Set<net.Socket>();
+  const goingAway = new WeakSet<http2.Http2Session>();
+  /**
+   * Closes a session without refusing a stream its client already sent: a
+   * PING first, since every frame the client wrote before answering it comes
+   * before the answer; then close() sends the GOAWAY naming the last stream
+   * taken (a later one is refused, REFUSED_STREAM) and ends the session once
+   * its streams are done. (A GOAWAY before the PING would make Node's HTTP/2
+   * core ignore new streams at once.) A client that never answers the PING is
+   * closed on when `waitMs` runs out.
+   */
+  const goAway = (s: http2.Http2Session, waitMs: number) => {
+    if (goingAway.has(s) || s.closed || s.destroyed) return;
+    goingAway.add(s);
+    const close = () => {
+      clearTimeout(timer);
+      if (!s.closed && !s.destroyed) s.close();
+    };
+    const timer = setTimeout(close, waitMs);
+    if (!s.ping(close)) close();
+  };
   // Open streams per HTTP/2 session, so shutdown can tell idle sessions and
   // finished calls apart.
   const h2Sessions = new Map<http2.Http2Session, Set<http2.ServerHttp2Stream>>();
@@ -167,25 +187,38 @@ export function createHttpServer(opts: HttpServerOptions) {
         });
       });
     },
-    /** Stops accepting, asks HTTP/2 peers to go away, then closes what is left after graceMs. */
+    /**
+     * Stops accepting, asks HTTP/2 peers to go away, then closes what is left
+     * after graceMs. A connection is never torn down under a request the
+     * client already sent: each session takes what is on its way before its
+     * GOAWAY (see goAway), so those streams are answered (UNAVAILABLE once
+     * the edge stops), and Node ends the session once its streams are done,
+     * reading until the client hangs up. A connection accepted but not yet
+     * read gets the same once it is, as late as the grace allows.
+     */
     async close(graceMs = 2000) {
       const closed = new Promise<void>((r) => listener.close(() => r()));
-      for (const s of h2Sessions.keys()) s.close();
       const until = Date.now() + graceMs;
       const settled = Date.now() + Math.min(200, graceMs / 4);
       for (;;) {
         h1.closeIdleConnections();
         for (const [s, open] of h2Sessions) {
+          goAway(s, Math.max(0, until - Date.now()));
           // A call whose response is complete but whose client never closed
           // its request side is over: reset it, as gRPC servers do.
           if (Date.now() >= settled) {
             for (const st of open)
               if (st.writableFinished) st.close(http2.constants.NGHTTP2_NO_ERROR);
           }
-          if (open.size === 0) s.destroy();
         }
         if (sockets.size === 0 || Date.now() >= until) break;
         await new Promise((r) => setTimeout(r, 20));
+      }
+      if (sockets.size > 0) {
+        opts.log.warn(
+          { connections: sockets.size, graceMs },
+          "drain grace ran out: closing on connections left",
+        );
       }
       for (const s of sockets) s.destroy();
       // Stops h1's connection tracking timer.

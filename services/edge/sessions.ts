@@ -28,6 +28,8 @@ export function createSessions(deps: {
 }) {
   const { limits, session: timing } = deps.config;
   const byDevice = new Map<string, Set<Session>>();
+  /** Set once stop() began: a stream that comes later is refused with it. */
+  let stopped: ConnectError | undefined;
   const perUser = new Map<string, number>();
   let sweeper: NodeJS.Timeout | undefined;
   let unsubscribe: (() => Promise<void>) | undefined;
@@ -51,6 +53,7 @@ export function createSessions(deps: {
    * `binary`: the transport writes frames in binary protobuf (see Session).
    */
   async function open(who: Caller, kind: SessionKind, binary: boolean): Promise<Session> {
+    if (stopped) throw stopped;
     const mine = byDevice.get(who.deviceId);
     if ((mine?.size ?? 0) >= limits.streamsPerDevice) {
       throw fail.exhausted(`at most ${limits.streamsPerDevice} streams per device`);
@@ -167,8 +170,9 @@ export function createSessions(deps: {
       sweeper = setInterval(sweep, every);
       sweeper.unref();
     },
-    /** Ends every stream with the given error (UNAVAILABLE on shutdown). */
+    /** Ends every stream with the given error (UNAVAILABLE on shutdown), and refuses new ones with it. */
     async stop(err: ConnectError) {
+      stopped = err;
       if (sweeper) clearInterval(sweeper);
       for (const s of [...all()]) s.close(err);
       await Promise.all([...all()].map(release));

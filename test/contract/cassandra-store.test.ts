@@ -14,8 +14,8 @@ import {
   DuplicateEventError,
   SeqConflictError,
 } from "../../lib/errors.js";
-import { startCuttingProxy } from "../helpers/cutting-proxy.js";
 import { dropKeyspace, ensureCassandra } from "../helpers/dev-env.js";
+import { startTcpProxy } from "../helpers/tcp-proxy.js";
 import { eventStoreContract } from "./event-store.contract.js";
 import { ev, newConversationId, type StoreFactory, seqsOf } from "./fixtures.js";
 import { metadataStoreContract } from "./metadata-store.contract.js";
@@ -188,7 +188,7 @@ describe("Cassandra store, beyond the contract", () => {
   });
 
   it("answers BackendUnavailableError when its connection dies with a write in flight, and the retry stores it once", async () => {
-    const proxy = await startCuttingProxy(cassandra.contactPoint);
+    const proxy = await startTcpProxy(cassandra.contactPoint);
     const store = openCassandraStore({
       contactPoints: [proxy.address],
       localDataCenter: cassandra.localDataCenter,

@@ -70,6 +70,7 @@ describe("readEnv", () => {
       CHAT_TYPING_TTL_MS: "700",
       CHAT_SYNC_LIMIT: "77",
       CHAT_GAP_WAIT_MS: "20",
+      CHAT_DRAIN_GRACE_MS: "900",
       CHAT_SQLITE_SYNCHRONOUS: "normal",
       CHAT_METRICS_ENABLED: "off",
       CHAT_METRICS_HOST: "0.0.0.0",
@@ -121,6 +122,7 @@ describe("readEnv", () => {
       typingTtlMs: 700,
       syncLimit: 77,
       gapWaitMs: 20,
+      drainGraceMs: 900,
     });
     expect(input.sqlite).toEqual({ synchronous: "NORMAL" });
     expect(input.metrics).toEqual({ enabled: false, host: "0.0.0.0", port: 9100 });
