@@ -120,7 +120,7 @@ export function createHttpServer(opts: HttpServerOptions) {
       clearTimeout(timer);
       if (!s.closed && !s.destroyed) s.close();
     };
-    const timer = setTimeout(close, waitMs);
+    const timer = setTimeout(close, waitMs).unref();
     if (!s.ping(close)) close();
   };
   // Open streams per HTTP/2 session, so shutdown can tell idle sessions and
