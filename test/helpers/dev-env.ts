@@ -12,23 +12,47 @@ import {
   unlinkSync,
   writeFileSync,
 } from "node:fs";
-import { type AddressInfo, createConnection, createServer } from "node:net";
+import { createConnection, createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import cassandraDriver from "cassandra-driver";
 import { Redis } from "ioredis";
 
-/** A loopback port nothing listens on right now, for a server that must be told its port. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Whether a listener can bind `port` on loopback right now. */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
+    probe.once("error", () => resolve(false));
+    probe.listen(port, "127.0.0.1", () => probe.close(() => resolve(true)));
   });
+}
+
+/** The lowest port the kernel hands outgoing connections (Linux; 32768 elsewhere). */
+function ephemeralLow(): number {
+  try {
+    const low = Number(
+      readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0],
+    );
+    return Number.isInteger(low) && low > 2048 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+/**
+ * A loopback port nothing listens on right now, for a server that must be
+ * told its port (and may be restarted on it). Drawn below the ephemeral
+ * range: a port the kernel can hand an outgoing connection may be taken by
+ * one of the suite's many connections before the server binds it.
+ */
+export async function freePort(): Promise<number> {
+  // From 20000: the shared nodes' fixed ports (Cassandra 19042-19044, Pulsar 18080...) lie below.
+  const low = Math.max(Math.min(ephemeralLow(), 32_768), 24_000);
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * (low - 20_000));
+    if (await canListen(port)) return port;
+  }
 }
 
 /** The machine's Redis, which the tests share; each test keeps to its own key prefix. */
