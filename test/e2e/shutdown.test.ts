@@ -1,9 +1,7 @@
 import { connect } from "node:net";
-import { Code, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
-import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
-import { login, openSession, settle } from "../helpers/clients.js";
+import { login, openSession, settle, userFromToken } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 import { startTcpProxy } from "../helpers/tcp-proxy.js";
 
@@ -23,17 +21,12 @@ async function connectionUnreadAtDrain(frameGapMs: number) {
   server = await startServer();
   proxy = await startTcpProxy(`127.0.0.1:${server.port}`);
   const ann = await login(server, "ann", "ann-phone");
-  const chat = createClient(
-    ChatService,
-    createGrpcTransport({
-      baseUrl: proxy.url,
-      interceptors: [
-        (next) => (req) => {
-          req.header.set("authorization", `Bearer ${ann.token}`);
-          return next(req);
-        },
-      ],
-    }),
+  // Ann's client, pointed at the proxy.
+  const { chat } = userFromToken(
+    { ...server, url: proxy.url },
+    ann.userId,
+    ann.deviceId,
+    ann.token,
   );
   proxy.hold();
   const session = openSession(chat);
