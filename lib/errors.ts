@@ -75,6 +75,17 @@ export class BackendUnavailableError extends Error {
   override name = "BackendUnavailableError";
 }
 
+/**
+ * The server is shutting down: what it ends for that is answered UNAVAILABLE,
+ * so clients reconnect elsewhere. Expected, so not logged per call.
+ */
+export class ServerStoppingError extends Error {
+  override name = "ServerStoppingError";
+  constructor() {
+    super("server is shutting down");
+  }
+}
+
 const codes: [new (...args: never[]) => Error, Code][] = [
   [SeqConflictError, Code.Aborted],
   [DuplicateEventError, Code.AlreadyExists],
@@ -86,6 +97,7 @@ const codes: [new (...args: never[]) => Error, Code][] = [
   [DeviceStateError, Code.FailedPrecondition],
   [NotFoundError, Code.NotFound],
   [BackendUnavailableError, Code.Unavailable],
+  [ServerStoppingError, Code.Unavailable],
 ];
 
 /**

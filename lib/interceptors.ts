@@ -1,5 +1,5 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { asClientsFault, toConnectError } from "./errors.js";
+import { asClientsFault, ServerStoppingError, toConnectError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
 // Built once per method: internal calls run the interceptors for every message.
@@ -20,13 +20,14 @@ export function procedureOf(req: {
 
 /**
  * Logs a call that ended with `ce`: server faults as errors with their
- * cause, UNAVAILABLE as a warning, the client's own mistakes at debug.
+ * cause, UNAVAILABLE as a warning, the client's own mistakes and calls
+ * ended by a shutdown (which logs them once, counted) at debug.
  */
 export function logCallError(log: Logger, fields: Record<string, unknown>, ce: ConnectError) {
   const code = Code[ce.code];
   if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.DataLoss) {
     log.error({ ...fields, code, err: ce.cause ?? ce }, "call failed");
-  } else if (ce.code === Code.Unavailable) {
+  } else if (ce.code === Code.Unavailable && !(ce.cause instanceof ServerStoppingError)) {
     log.warn({ ...fields, code, err: ce.cause ?? ce }, "call unavailable");
   } else {
     log.debug({ ...fields, code, reason: ce.rawMessage }, "call rejected");

@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
 import type net from "node:net";
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter } from "@connectrpc/connect";
 import { ChatService } from "../../gen/chat/v1/chat_service_pb.js";
 import { DevService } from "../../gen/chat/v1/dev_service_pb.js";
 import { PartnerService } from "../../gen/chat/v1/partner_service_pb.js";
@@ -9,6 +9,7 @@ import { createPartnerAuth } from "../../lib/auth/partner.js";
 import type { TokenService } from "../../lib/auth/tokens.js";
 import type { SoftState } from "../../lib/backends/soft-state.js";
 import type { Config } from "../../lib/config.js";
+import { ServerStoppingError, toConnectError } from "../../lib/errors.js";
 import { boundaryInterceptor } from "../../lib/interceptors.js";
 import type { Logger } from "../../lib/logger.js";
 import { type Metrics, metricsInterceptor } from "../../lib/metrics.js";
@@ -146,8 +147,10 @@ export function createEdge(deps: EdgeDeps) {
     /** Turns health NOT_SERVING, ends streams with UNAVAILABLE and drains connections. */
     async stop() {
       health.setServing(false);
-      const err = new ConnectError("server is shutting down", Code.Unavailable);
+      const err = toConnectError(new ServerStoppingError());
       // Sessions first, so their clients see UNAVAILABLE and reconnect elsewhere.
+      // One line for all of them: each call ended this way is logged at debug only.
+      log.session.info({ sessions: sessions.count }, "ending sessions: server is shutting down");
       await sessions.stop(err);
       shutdown.abort(err);
       websocket.close();

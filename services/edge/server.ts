@@ -197,9 +197,17 @@ export function createHttpServer(opts: HttpServerOptions) {
      * read gets the same once it is, as late as the grace allows.
      */
     async close(graceMs = 2000) {
+      const started = Date.now();
       const closed = new Promise<void>((r) => listener.close(() => r()));
-      const until = Date.now() + graceMs;
-      const settled = Date.now() + Math.min(200, graceMs / 4);
+      const until = started + graceMs;
+      const settled = started + Math.min(200, graceMs / 4);
+      // What went wrong while draining, for the summary below: a session that
+      // ends in an error may take a client's last frames with it.
+      const sessionErrors: string[] = [];
+      const onSessionError = (err: Error & { code?: string }) =>
+        sessionErrors.push(err.code ?? err.message);
+      h2.on("sessionError", onSessionError);
+      let streamsReset = 0;
       for (;;) {
         h1.closeIdleConnections();
         for (const [s, open] of h2Sessions) {
@@ -207,20 +215,29 @@ export function createHttpServer(opts: HttpServerOptions) {
           // A call whose response is complete but whose client never closed
           // its request side is over: reset it, as gRPC servers do.
           if (Date.now() >= settled) {
-            for (const st of open)
-              if (st.writableFinished) st.close(http2.constants.NGHTTP2_NO_ERROR);
+            for (const st of open) {
+              if (!st.writableFinished || st.closed) continue;
+              st.close(http2.constants.NGHTTP2_NO_ERROR);
+              streamsReset++;
+            }
           }
         }
         if (sockets.size === 0 || Date.now() >= until) break;
         await new Promise((r) => setTimeout(r, 20));
       }
-      if (sockets.size > 0) {
+      const closedOn = sockets.size;
+      if (closedOn > 0) {
         opts.log.warn(
-          { connections: sockets.size, graceMs },
+          { connections: closedOn, graceMs },
           "drain grace ran out: closing on connections left",
         );
       }
       for (const s of sockets) s.destroy();
+      h2.off("sessionError", onSessionError);
+      opts.log.info(
+        { ms: Date.now() - started, closedOn, streamsReset, sessionErrors },
+        "connections drained",
+      );
       // Stops h1's connection tracking timer.
       h1.close();
       await closed;

@@ -1,8 +1,12 @@
+import { mkdtempSync, rmSync } from "node:fs";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
-import { login, openSession, settle, userFromToken } from "../helpers/clients.js";
+import { login, openSession, openSubscribe, settle, userFromToken } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
+import { ServerProcess, within } from "../helpers/server-process.js";
 import { startTcpProxy } from "../helpers/tcp-proxy.js";
 
 let server: TestServer | undefined;
@@ -68,5 +72,47 @@ describe("shutting down with a connection the server has not read yet", () => {
     // It waited for the grace, not for the default (5 s).
     expect(took).toBeGreaterThanOrEqual(400);
     expect(took).toBeLessThan(4000);
+  });
+});
+
+describe("shutting down with many sessions open", () => {
+  it("logs one line for the sessions it ends, not a warning per stream", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "chat-shutdown-"));
+    const proc = new ServerProcess({
+      CHAT_DEV_MODE: "true",
+      CHAT_DATA_DIR: dataDir,
+      CHAT_HOST: "127.0.0.1",
+      CHAT_PORT: "0",
+      CHAT_LOG_LEVEL: "info",
+      CHAT_METRICS_ENABLED: "false",
+    });
+    try {
+      const ts = { url: `http://127.0.0.1:${await proc.ready()}` } as TestServer;
+      const users = await Promise.all(["ann", "bob", "cat"].map((n) => login(ts, n, `${n}-1`)));
+      const streams = [
+        ...users.map((u) => openSession(u.chat)),
+        openSubscribe(users[0]!.via("connect")),
+      ];
+      for (const s of streams) await s.frames.synced();
+      proc.kill("SIGTERM");
+      expect(await within(proc.exit, 10_000, "the server to exit")).toEqual({
+        code: 0,
+        signal: null,
+      });
+      for (const s of streams) expect(s.frames.error?.code).toBe(Code.Unavailable);
+      const lines = proc.out
+        .slice(proc.out.indexOf('"shutting down"'))
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as { level: number; msg: string; sessions?: number });
+      expect(lines.filter((l) => l.level >= 40).map((l) => l.msg)).toEqual([]);
+      expect(lines.filter((l) => l.msg.startsWith("ending sessions"))).toMatchObject([
+        { sessions: streams.length },
+      ]);
+    } finally {
+      proc.kill();
+      await proc.exit;
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -14,6 +14,7 @@ import {
   NotFoundError,
   NotMemberError,
   SeqConflictError,
+  ServerStoppingError,
   toConnectError,
   UnknownConversationError,
   UnknownUserError,
@@ -32,6 +33,7 @@ describe("toConnectError", () => {
     ["DeviceStateError", new DeviceStateError("device is revoked"), Code.FailedPrecondition],
     ["NotFoundError", new NotFoundError("device not found"), Code.NotFound],
     ["BackendUnavailableError", new BackendUnavailableError("log closed"), Code.Unavailable],
+    ["ServerStoppingError", new ServerStoppingError(), Code.Unavailable],
   ])("maps %s to its code, keeping the message and the cause", (_, err, code) => {
     const ce = toConnectError(err);
     expect(ce).toBeInstanceOf(ConnectError);
