@@ -19,9 +19,10 @@ import {
   writeFileSync,
 } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "../../test/helpers/dev-env.js";
 
 /** A running ejabberd started by {@link startEjabberd}. */
 export interface EjabberdTarget {
@@ -189,28 +190,6 @@ export function ensureEjabberd(
 function pgsqlInErlangLib(): boolean {
   const dir = "/usr/lib/erlang/lib";
   return existsSync(dir) && readdirSync(dir).some((e) => e.startsWith("p1_pgsql"));
-}
-
-/** Binds port 0 on loopback to learn free ports (held together so they differ). */
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-          const srv = createServer();
-          srv.once("error", reject);
-          srv.listen(0, "127.0.0.1", () => resolve(srv));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => {
-    const addr = s.address();
-    if (addr === null || typeof addr === "string") throw new Error("no port");
-    return addr.port;
-  });
-  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-  return ports;
 }
 
 function canConnect(port: number): Promise<boolean> {
@@ -385,7 +364,10 @@ export async function startEjabberd(opts: StartEjabberdOptions): Promise<Ejabber
     ]);
     log(`ejabberd: database ${db} with ${opts.users} users in ${Date.now() - t0} ms`);
 
-    const [port, distPort] = (await freePorts(2)) as [number, number];
+    // Drawn below the ephemeral range, where no outgoing connection takes them before ejabberd binds.
+    const port = await freePort();
+    let distPort = await freePort();
+    while (distPort === port) distPort = await freePort();
     const configPath = join(dir, "ejabberd.yml");
     writeFileSync(configPath, ejabberdYml({ port, db, archive, mucMaxUsers }));
     writeFileSync(
