@@ -47,8 +47,12 @@ export function createWebSocketEndpoint(ctx: EdgeContext) {
       }
       wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ctx, ws, socket, who));
     },
+    /**
+     * Stops taking upgrades. Open sockets are left to the server's drain: each
+     * has its error frame and close frame on the way (its session ended), and
+     * terminating it now would drop them and leave the client a bare 1006.
+     */
     close() {
-      for (const ws of wss.clients) ws.terminate();
       wss.close();
     },
   };

@@ -416,3 +416,35 @@ describe("WebSocket bad frames", () => {
     expect(events.some((e) => e.clientMsgId === "big")).toBe(false);
   });
 });
+
+describe("WebSocket shutdown", () => {
+  it("ends a socket that is still sending with an UNAVAILABLE error frame and close code 4014", async () => {
+    server = await startServer({ limits: { sendPerSecond: 1_000_000, sendBurst: 1_000_000 } });
+    const [a, b] = await Promise.all([login(server, "ann", "ann-ws"), login(server, "ben")]);
+    const conv = await direct(a, b);
+    const s = await openWs(server, a.token);
+    await s.frames.synced();
+    // Sends stay in flight until the socket closes, so the server stops with frames unread.
+    let n = 0;
+    const sending = setInterval(() => {
+      for (let i = 0; i < 20 && s.ws.readyState === WebSocket.OPEN; i++, n++) {
+        s.send({
+          frameId: `f${n}`,
+          action: {
+            case: "send",
+            value: { conversationId: conv, clientMsgId: `m${n}`, content: text("x") },
+          },
+        });
+      }
+    }, 1);
+    try {
+      await s.frames.until((f) => f.of("sendAck").length >= 100, 10_000, "acks");
+      await server.stop();
+      const closed = await s.closed;
+      expect(s.frames.of("error").at(-1)?.code).toBe(Code.Unavailable);
+      expect(closed.code).toBe(4000 + Code.Unavailable);
+    } finally {
+      clearInterval(sending);
+    }
+  });
+});
