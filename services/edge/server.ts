@@ -201,11 +201,13 @@ export function createHttpServer(opts: HttpServerOptions) {
       const closed = new Promise<void>((r) => listener.close(() => r()));
       const until = started + graceMs;
       const settled = started + Math.min(200, graceMs / 4);
-      // What went wrong while draining, for the summary below: a session that
-      // ends in an error may take a client's last frames with it.
-      const sessionErrors: string[] = [];
-      const onSessionError = (err: Error & { code?: string }) =>
-        sessionErrors.push(err.code ?? err.message);
+      // What went wrong while draining, counted by code for the summary below:
+      // a session that ends in an error may take a client's last frames with it.
+      const sessionErrors: Record<string, number> = {};
+      const onSessionError = (err: Error & { code?: string }) => {
+        const code = err.code ?? err.name;
+        sessionErrors[code] = (sessionErrors[code] ?? 0) + 1;
+      };
       h2.on("sessionError", onSessionError);
       let streamsReset = 0;
       for (;;) {

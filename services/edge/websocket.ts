@@ -20,6 +20,9 @@ export const websocketPath = "/v1/ws";
 export function createWebSocketEndpoint(ctx: EdgeContext) {
   const wss = new WebSocketServer({
     noServer: true,
+    // The server tracks sockets for its drain and sessions by device; ws's own set would
+    // cost every connection an entry and a listener.
+    clientTracking: false,
     maxPayload: ctx.config.limits.frameMaxBytes,
     perMessageDeflate: false,
   });

@@ -15,7 +15,7 @@ import {
 } from "../helpers/clients.js";
 import { dropKeyspace, ensureCassandra, ensurePulsar } from "../helpers/dev-env.js";
 import type { TestServer } from "../helpers/server.js";
-import { ServerProcess, within } from "../helpers/server-process.js";
+import { embeddedProcess, type ServerProcess, within } from "../helpers/server-process.js";
 
 const unlimited = "1000000";
 // Two real server processes per test, a restart and every conversation read back: on
@@ -24,14 +24,8 @@ const slowMs = 60_000;
 
 /** The real server process, with production settings, on `dataDir` and the backend's `env`. */
 function serverProcess(dataDir: string, env: Record<string, string>) {
-  return new ServerProcess({
+  return embeddedProcess(dataDir, {
     ...env,
-    CHAT_DEV_MODE: "true",
-    CHAT_DATA_DIR: dataDir,
-    CHAT_HOST: "127.0.0.1",
-    CHAT_PORT: "0",
-    CHAT_LOG_LEVEL: "info",
-    CHAT_METRICS_ENABLED: "false",
     // The load is far above the per-user rate limits.
     CHAT_SEND_PER_SECOND: unlimited,
     CHAT_SEND_BURST: unlimited,

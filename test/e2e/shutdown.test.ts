@@ -6,7 +6,7 @@ import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { login, openSession, openSubscribe, settle, userFromToken } from "../helpers/clients.js";
 import { startServer, type TestServer } from "../helpers/server.js";
-import { ServerProcess, within } from "../helpers/server-process.js";
+import { embeddedProcess, within } from "../helpers/server-process.js";
 import { startTcpProxy } from "../helpers/tcp-proxy.js";
 
 let server: TestServer | undefined;
@@ -78,14 +78,7 @@ describe("shutting down with a connection the server has not read yet", () => {
 describe("shutting down with many sessions open", () => {
   it("logs one line for the sessions it ends, not a warning per stream", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "chat-shutdown-"));
-    const proc = new ServerProcess({
-      CHAT_DEV_MODE: "true",
-      CHAT_DATA_DIR: dataDir,
-      CHAT_HOST: "127.0.0.1",
-      CHAT_PORT: "0",
-      CHAT_LOG_LEVEL: "info",
-      CHAT_METRICS_ENABLED: "false",
-    });
+    const proc = embeddedProcess(dataDir);
     try {
       const ts = { url: `http://127.0.0.1:${await proc.ready()}` } as TestServer;
       const users = await Promise.all(["ann", "bob", "cat"].map((n) => login(ts, n, `${n}-1`)));

@@ -53,3 +53,20 @@ export class ServerProcess {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
   }
 }
+
+/**
+ * The embedded server in a child process on `dataDir`: dev mode, port 0 on
+ * loopback, info logs (the ready line is at info), no metrics listener.
+ * `env` adds to that or overrides it.
+ */
+export function embeddedProcess(dataDir: string, env: Record<string, string> = {}) {
+  return new ServerProcess({
+    CHAT_DEV_MODE: "true",
+    CHAT_DATA_DIR: dataDir,
+    CHAT_HOST: "127.0.0.1",
+    CHAT_PORT: "0",
+    CHAT_LOG_LEVEL: "info",
+    CHAT_METRICS_ENABLED: "false",
+    ...env,
+  });
+}
