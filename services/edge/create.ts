@@ -154,7 +154,7 @@ export function createEdge(deps: EdgeDeps) {
       await sessions.stop(err);
       shutdown.abort(err);
       websocket.close();
-      await server.close(config.session.drainGraceMs);
+      await server.close();
     },
     get address() {
       return address;

@@ -189,14 +189,16 @@ export function createHttpServer(opts: HttpServerOptions) {
     },
     /**
      * Stops accepting, asks HTTP/2 peers to go away, then closes what is left
-     * after graceMs. A connection is never torn down under a request the
-     * client already sent: each session takes what is on its way before its
+     * once the drain grace (session.drainGraceMs) runs out. A connection is
+     * never torn down under a request the client already sent: each session
+     * takes what is on its way before its
      * GOAWAY (see goAway), so those streams are answered (UNAVAILABLE once
      * the edge stops), and Node ends the session once its streams are done,
      * reading until the client hangs up. A connection accepted but not yet
      * read gets the same once it is, as late as the grace allows.
      */
-    async close(graceMs = 2000) {
+    async close() {
+      const graceMs = opts.config.session.drainGraceMs;
       const started = Date.now();
       const closed = new Promise<void>((r) => listener.close(() => r()));
       const until = started + graceMs;
