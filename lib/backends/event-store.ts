@@ -55,6 +55,12 @@ export interface EventStore {
     clientMsgId: string,
   ): Promise<Event | undefined>;
   /**
+   * The reactions `actorUserId` added and removed on the message at
+   * `targetSeq`, ascending by seq: the last one per emoji says whether the
+   * user has that reaction now.
+   */
+  readReactions(conversationId: string, targetSeq: bigint, actorUserId: string): Promise<Event[]>;
+  /**
    * Messages by users other than `userId` with seq > afterSeq, counted up to
    * `cap`; deleted (redacted) messages do not count.
    */

@@ -10,7 +10,7 @@ import {
   Role,
 } from "../../gen/chat/v1/event_pb.js";
 import { fail } from "../../lib/errors.js";
-import type { ConversationState } from "./conversation-cache.js";
+import { type ConversationState, reactionKey } from "./conversation-cache.js";
 import type { StoreClient } from "./store-client.js";
 
 /** What sequencing a change will do, decided before it gets a seq. */
@@ -22,6 +22,8 @@ export interface Plan {
   recipients: string[];
   /** Applies the change to the working state once it has a seq. */
   mutate?: (state: ConversationState, seq: bigint) => void;
+  /** Runs once the change is durable, when the store shows what `mutate` recorded. */
+  onDurable?: (state: ConversationState, seq: bigint) => void;
 }
 
 export type Decision = Plan | { noop: true };
@@ -67,6 +69,33 @@ async function targetMessage(
   if (event.kind.case !== "messagePosted") throw fail.precondition("target is not a message");
   if (event.redacted) throw fail.precondition("target message was deleted");
   return event;
+}
+
+/**
+ * Whether the user has the reaction: as the changes sequenced here left it,
+ * or else as the store holds it (the last of the user's changes of that
+ * emoji on the message).
+ */
+async function hasReaction(
+  deps: AuthorizeDeps,
+  state: ConversationState,
+  userId: string,
+  targetSeq: bigint,
+  emoji: string,
+): Promise<boolean> {
+  const pending = state.reactions?.get(reactionKey(targetSeq, userId, emoji));
+  if (pending) return pending.present;
+  const { events } = await deps.store.readReactions({
+    conversationId: state.conversationId,
+    targetSeq,
+    actorUserId: userId,
+  });
+  let has = false;
+  for (const { kind } of events) {
+    if (kind.case === "reactionAdded" && kind.value.emoji === emoji) has = true;
+    if (kind.case === "reactionRemoved" && kind.value.emoji === emoji) has = false;
+  }
+  return has;
 }
 
 /**
@@ -133,8 +162,30 @@ export async function authorize(
     case "reactionAdded":
     case "reactionRemoved": {
       const me = requireMember(state, actor.userId);
-      await targetMessage(deps, state, me.joinedSeq, k.value.targetSeq);
-      return { kind: k, recipients: everyone(state) };
+      const { targetSeq, emoji } = k.value;
+      await targetMessage(deps, state, me.joinedSeq, targetSeq);
+      // Each user has an emoji on a message at most once, so clients may count events.
+      const adding = k.case === "reactionAdded";
+      if ((await hasReaction(deps, state, actor.userId, targetSeq, emoji)) === adding) {
+        throw fail.precondition(
+          adding
+            ? "already reacted to this message with this emoji"
+            : "no such reaction of yours on this message",
+        );
+      }
+      const key = reactionKey(targetSeq, actor.userId, emoji);
+      return {
+        kind: k,
+        recipients: everyone(state),
+        // Later changes must see this one before the store does.
+        mutate: (s, seq) => {
+          s.reactions ??= new Map();
+          s.reactions.set(key, { present: adding, seq });
+        },
+        onDurable: (s, seq) => {
+          if (s.reactions?.get(key)?.seq === seq) s.reactions.delete(key);
+        },
+      };
     }
     case "membersAdded": {
       requireGroup(state);

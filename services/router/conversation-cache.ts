@@ -20,7 +20,16 @@ export interface ConversationState {
   lastSeq: bigint;
   /** Messages deleted by changes sequenced here; the store shows them redacted only once durable. */
   deleted?: Set<bigint>;
+  /**
+   * Reactions changed by changes sequenced here and not yet durable, by
+   * reactionKey: whether the user has the reaction after the change at `seq`.
+   */
+  reactions?: Map<string, { present: boolean; seq: bigint }>;
 }
+
+/** Keys ConversationState.reactions: one user's one emoji on one message. */
+export const reactionKey = (targetSeq: bigint, userId: string, emoji: string) =>
+  `${targetSeq}\u0000${userId}\u0000${emoji}`;
 
 /**
  * A bounded LRU of ConversationState, loaded on demand from the store, and

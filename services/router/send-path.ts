@@ -213,6 +213,13 @@ export function createSendPath(deps: SendPathDeps) {
       if (seq > state.lastSeq) state.lastSeq = seq;
       const durable = deps.log.append(event);
       deps.cache.track(conversationId, durable);
+      const { onDurable } = decision;
+      if (onDurable) {
+        durable.then(
+          () => onDurable(state, seq),
+          () => undefined,
+        );
+      }
       deps.fanout.enqueue(event, durable, decision.recipients);
       return { event, durable };
     }

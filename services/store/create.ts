@@ -35,6 +35,7 @@ const waitsFor: Record<keyof ServiceImpl<typeof StoreService>, "one" | "all" | "
   readSync: "all",
   readEvent: "one",
   findEvent: "none",
+  readReactions: "one",
   loadConversation: "one",
   loadConversations: "all",
   loadMembership: "one",

@@ -332,6 +332,34 @@ export function eventStoreContract(name: string, factory: StoreFactory) {
         expect(await events.findByClientMsgId(conv, "ann", "k-10")).toBeUndefined();
         expect(await events.findByClientMsgId(newConversationId(), "ann", "k-9")).toBeUndefined();
       });
+
+      it("reads one user's reactions on one message, added and removed, ascending", async () => {
+        await open();
+        const conv = await groupWithMessages(events, 2);
+        await commitAll(events, [
+          ev.reacted(conv, 4, "ben", 2, "👍"),
+          ev.reacted(conv, 5, "ann", 2, "👍"),
+          ev.reacted(conv, 6, "ben", 3, "👍"),
+          ev.edited(conv, 7, "ann", 2, "m2 v2"),
+          ev.reacted(conv, 8, "ben", 2, "🎉"),
+        ]);
+        await commitAll(events, [ev.unreacted(conv, 9, "ben", 2, "👍")]);
+        const kinds = (list: Event[]) =>
+          list.map((e) => [e.seq, e.kind.case, (e.kind.value as { emoji?: string }).emoji]);
+        expect(kinds(await events.readReactions(conv, 2n, "ben"))).toEqual([
+          [4n, "reactionAdded", "👍"],
+          [8n, "reactionAdded", "🎉"],
+          [9n, "reactionRemoved", "👍"],
+        ]);
+        expect(kinds(await events.readReactions(conv, 2n, "ann"))).toEqual([
+          [5n, "reactionAdded", "👍"],
+        ]);
+        expect(kinds(await events.readReactions(conv, 3n, "ben"))).toEqual([
+          [6n, "reactionAdded", "👍"],
+        ]);
+        expect(await events.readReactions(conv, 3n, "ann")).toEqual([]);
+        expect(await events.readReactions(newConversationId(), 2n, "ben")).toEqual([]);
+      });
     });
 
     describe("countUnread", () => {

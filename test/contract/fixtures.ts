@@ -132,6 +132,12 @@ export const ev = {
       kind: { case: "reactionAdded", value: { targetSeq: BigInt(target), emoji } },
     });
   },
+  unreacted(conversationId: string, seq: number, actor: string, target: number, emoji: string) {
+    return create(EventSchema, {
+      ...base(conversationId, seq, actor, {}),
+      kind: { case: "reactionRemoved", value: { targetSeq: BigInt(target), emoji } },
+    });
+  },
   added(conversationId: string, seq: number, actor: string, userIds: string[], o: Common = {}) {
     return create(EventSchema, {
       ...base(conversationId, seq, actor, o),

@@ -6,6 +6,7 @@ import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventSchema } from "../../gen/chat/v1/event_pb.js";
 import { DevicePlatform } from "../../gen/chat/v1/model_pb.js";
+import { byTarget } from "../../lib/backends/sqlite/schema.js";
 import { openSqliteStore, type SqliteStore } from "../../lib/backends/sqlite/sqlite-store.js";
 import { DeviceStateError, DuplicateEventError, SeqConflictError } from "../../lib/errors.js";
 import { eventBytes } from "../../lib/event-bytes.js";
@@ -149,6 +150,27 @@ describe("SQLite store: the writer thread", () => {
     const check = new Database(path, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(latestVersion);
     check.close();
+  });
+
+  it("reads the events about one message through their index, not by scanning the conversation", () => {
+    const { path } = open();
+    const db = new Database(path, { readonly: true });
+    try {
+      for (const [name, sql] of Object.entries(byTarget)) {
+        const plan = db
+          .prepare(`EXPLAIN QUERY PLAN ${sql}`)
+          .all(
+            ...sql
+              .split("?")
+              .slice(1)
+              .map(() => "x"),
+          )
+          .map((r) => (r as { detail: string }).detail);
+        expect(plan, name).toEqual([expect.stringMatching(/USING INDEX events_by_target/)]);
+      }
+    } finally {
+      db.close();
+    }
   });
 
   it("keeps a new database private: its directory, file, WAL and shared memory are the owner's alone", async () => {

@@ -1,6 +1,7 @@
 import { Code } from "@connectrpc/connect";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { type Event, MessageKind, Role } from "../../gen/chat/v1/event_pb.js";
+import type { ConfigInput } from "../../lib/config.js";
 import {
   direct,
   login,
@@ -10,6 +11,7 @@ import {
   settle,
   type User,
 } from "../helpers/clients.js";
+import { dropKeyspace, ensureCassandra, ensurePulsar } from "../helpers/dev-env.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer | undefined;
@@ -426,6 +428,97 @@ describe("reactions", () => {
     ).rejects.toMatchObject(invalid);
     expect((await a.chat.getHistory({ conversationId: id })).headSeq).toBe(ok.event!.seq);
   });
+});
+
+/**
+ * Where the router reads a user's reactions from: the SQLite store, a
+ * Cassandra keyspace, or SQLite behind a Pulsar topic (read once consumed).
+ */
+const keyspaces: string[] = [];
+afterAll(async () => {
+  for (const k of keyspaces) await dropKeyspace(k);
+});
+const backends: [string, () => Promise<ConfigInput>][] = [
+  ["SQLite", async () => ({})],
+  [
+    "Cassandra",
+    async () => {
+      const node = await ensureCassandra();
+      const keyspace = `reactions_${process.pid}_${keyspaces.length}`;
+      keyspaces.push(keyspace);
+      return {
+        cassandra: {
+          contactPoints: [node.contactPoint],
+          localDataCenter: node.localDataCenter,
+          keyspace,
+        },
+      };
+    },
+  ],
+  [
+    "SQLite, the log in Pulsar",
+    async () => ({
+      pulsar: {
+        webUrl: (await ensurePulsar()).webUrl,
+        topic: `persistent://public/default/reactions-${process.pid}-${Date.now()}`,
+      },
+    }),
+  ],
+];
+
+describe.each(backends)("reactions, events in %s", (_name, backend) => {
+  it("keeps at most one of each emoji per user on a message, so clients can count events", async () => {
+    server = await startServer(await backend());
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const watch = openSubscribe(a.chat);
+    await watch.frames.synced();
+    const seq = await post(a, id, "x");
+    const react = (u: User, emoji: string) =>
+      u.chat.addReaction({ conversationId: id, targetSeq: seq, emoji });
+    const unreact = (u: User, emoji: string) =>
+      u.chat.removeReaction({ conversationId: id, targetSeq: seq, emoji });
+
+    const accepted = [(await react(b, "👍")).event!.seq];
+    await expect(react(b, "👍")).rejects.toMatchObject(precondition);
+    await expect(unreact(b, "🎉")).rejects.toMatchObject(precondition);
+    // Another user's, and another message's, are their own.
+    accepted.push((await react(a, "👍")).event!.seq);
+    const other = await post(b, id, "y");
+    accepted.push(other);
+    accepted.push(
+      (await b.chat.addReaction({ conversationId: id, targetSeq: other, emoji: "👍" })).event!.seq,
+    );
+    accepted.push((await unreact(b, "👍")).event!.seq);
+    await expect(unreact(b, "👍")).rejects.toMatchObject(precondition);
+    accepted.push((await react(b, "👍")).event!.seq);
+
+    // Changes sent at once are judged against those sequenced before them, durable or not.
+    for (const change of [react, unreact]) {
+      const results = await Promise.allSettled(Array.from({ length: 5 }, () => change(b, "🔥")));
+      const won = results.flatMap((r) => (r.status === "fulfilled" ? [r.value.event!.seq] : []));
+      expect(won).toHaveLength(1);
+      accepted.push(...won);
+      for (const r of results) {
+        if (r.status === "rejected") expect(r.reason).toMatchObject(precondition);
+      }
+    }
+
+    await watch.frames.until((f) => f.events(id).some((e) => e.seq === accepted.at(-1)));
+    await settle();
+    // Nothing refused became an event: the seqs run on without holes.
+    expect(seqs(watch.frames.events(id))).toEqual([1, 2, ...accepted.map(Number)]);
+    const { events } = await a.chat.getHistory({ conversationId: id });
+    const counts = new Map<string, number>();
+    for (const { kind } of events) {
+      if (kind.case !== "reactionAdded" && kind.case !== "reactionRemoved") continue;
+      if (kind.value.targetSeq !== seq) continue;
+      const n = counts.get(kind.value.emoji) ?? 0;
+      counts.set(kind.value.emoji, n + (kind.case === "reactionAdded" ? 1 : -1));
+    }
+    expect(Object.fromEntries(counts)).toEqual({ "👍": 2, "🔥": 0 });
+    watch.abort();
+  }, 60_000);
 });
 
 describe("message content", () => {

@@ -1663,6 +1663,10 @@ export const ChatService: GenService<{
     output: typeof DeleteMessageResponseSchema;
   },
   /**
+   * AddReaction reacts to a message with an emoji. A user has each emoji on
+   * a message at most once: adding one it already has is FAILED_PRECONDITION
+   * (a retry with the same client_msg_id returns the original event).
+   *
    * @generated from rpc chat.v1.ChatService.AddReaction
    */
   addReaction: {
@@ -1671,6 +1675,10 @@ export const ChatService: GenService<{
     output: typeof AddReactionResponseSchema;
   },
   /**
+   * RemoveReaction takes back one of the caller's reactions; removing one it
+   * does not have is FAILED_PRECONDITION. So every user's reactions fold to
+   * a set, and counting added minus removed events gives each emoji's count.
+   *
    * @generated from rpc chat.v1.ChatService.RemoveReaction
    */
   removeReaction: {

@@ -593,6 +593,14 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
           ev.seq,
         ]);
         break;
+      case "reactionAdded":
+      case "reactionRemoved":
+        await run(
+          `INSERT INTO ${t.reactions} (conversation_id, target_seq, actor_user_id, seq)
+           VALUES (?, ?, ?, ?)`,
+          [conv, k.value.targetSeq, ev.actorUserId, ev.seq],
+        );
+        break;
       case "messageDeleted": {
         const target = k.value.targetSeq;
         await redactAt(conv, target);
@@ -769,6 +777,15 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
       const ev = decodeEvent(bytesOf(row));
       // A key left by a writer that lost its seq points at someone else's event.
       return ev.actorUserId === actorUserId && ev.clientMsgId === clientMsgId ? ev : undefined;
+    },
+    async readReactions(conversationId, targetSeq, actorUserId) {
+      const refs = await all(
+        `SELECT seq FROM ${t.reactions} WHERE conversation_id = ? AND target_seq = ?
+         AND actor_user_id = ?`,
+        [conversationId, targetSeq, actorUserId],
+      );
+      const found = await Promise.all(refs.map((r) => eventAt(conversationId, big(r.seq))));
+      return found.flatMap((row) => (row ? [decodeEvent(bytesOf(row))] : []));
     },
     async countUnread(conversationId, userId, afterSeq, cap) {
       let count = 0;

@@ -18,6 +18,10 @@ export const tables = [
   `CREATE TABLE IF NOT EXISTS edits (
     conversation_id text, target_seq bigint, seq bigint,
     PRIMARY KEY ((conversation_id), target_seq, seq))`,
+  // Reactions by the message and the user, so a change is checked against the user's last one.
+  `CREATE TABLE IF NOT EXISTS reactions (
+    conversation_id text, target_seq bigint, actor_user_id text, seq bigint,
+    PRIMARY KEY ((conversation_id), target_seq, actor_user_id, seq))`,
   `CREATE TABLE IF NOT EXISTS conversations (
     conversation_id text PRIMARY KEY, kind int, title text, created_by text, created_at bigint,
     head_seq bigint, last_activity_at bigint, member_count int, activity_rev bigint)`,

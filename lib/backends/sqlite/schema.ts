@@ -1,6 +1,7 @@
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { kindNumber } from "../records.js";
 
 const schema = `
 CREATE TABLE IF NOT EXISTS users (
@@ -69,6 +70,19 @@ CREATE TABLE IF NOT EXISTS device_cursors (
   PRIMARY KEY (device_id, conversation_id)
 ) WITHOUT ROWID;
 `;
+
+/**
+ * Reads of the events about one message (edits, reactions). Without
+ * statistics the planner takes the primary key's conversation prefix, which
+ * would scan the whole conversation: they name the index.
+ */
+export const byTarget = {
+  edits: `SELECT seq, body FROM events INDEXED BY events_by_target
+    WHERE conversation_id = ? AND target_seq = ? AND kind = ${kindNumber.messageEdited}`,
+  reactions: `SELECT body FROM events INDEXED BY events_by_target
+    WHERE conversation_id = ? AND target_seq = ? AND actor_user_id = ?
+    AND kind IN (${kindNumber.reactionAdded}, ${kindNumber.reactionRemoved}) ORDER BY seq`,
+};
 
 /** Steps that bring a database written by an older version up to this schema, by user_version. */
 const migrations: string[] = [

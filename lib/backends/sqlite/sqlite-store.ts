@@ -2,7 +2,7 @@ import { decodeEvent, rememberEventBytes } from "../../event-bytes.js";
 import type { EventStore } from "../event-store.js";
 import type { MetadataStore, SyncState } from "../metadata-store.js";
 import { big, directKey, num, type Row, toConv, toDevice, toMember, toUser } from "../records.js";
-import { openDatabase, type SqliteOptions } from "./schema.js";
+import { byTarget, openDatabase, type SqliteOptions } from "./schema.js";
 import { openWriter } from "./writer-client.js";
 import { fromWire } from "./writes.js";
 
@@ -35,6 +35,7 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
     byClientMsgId: db.prepare(
       "SELECT body FROM events WHERE conversation_id = ? AND actor_user_id = ? AND client_msg_id = ?",
     ),
+    reactions: db.prepare(byTarget.reactions),
     after: db.prepare(
       "SELECT body FROM events WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
     ),
@@ -176,6 +177,9 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
     async findByClientMsgId(conversationId, actorUserId, clientMsgId) {
       const row = q.byClientMsgId.get(conversationId, actorUserId, clientMsgId);
       return row ? decode(row) : undefined;
+    },
+    async readReactions(conversationId, targetSeq, actorUserId) {
+      return (q.reactions.all(conversationId, targetSeq, actorUserId) as Row[]).map(decode);
     },
     async countUnread(conversationId, userId, afterSeq, cap) {
       return num((q.unread.get(conversationId, afterSeq, userId, cap) as Row).n);

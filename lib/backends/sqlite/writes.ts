@@ -34,6 +34,7 @@ import {
   toMember,
   toUser,
 } from "../records.js";
+import { byTarget } from "./schema.js";
 
 /** Conversations whose heads the writer remembers. */
 const maxHeads = 200_000;
@@ -207,9 +208,7 @@ export function createWrites(db: Database.Database): Writes {
     setRedacted: db.prepare(
       "UPDATE events SET body = ?, redacted = 1 WHERE conversation_id = ? AND seq = ?",
     ),
-    editsOf: db.prepare(
-      "SELECT seq, body FROM events WHERE conversation_id = ? AND target_seq = ? AND kind = 12",
-    ),
+    editsOf: db.prepare(byTarget.edits),
     byClientMsgId: db.prepare(
       "SELECT body FROM events WHERE conversation_id = ? AND actor_user_id = ? AND client_msg_id = ?",
     ),

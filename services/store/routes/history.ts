@@ -126,7 +126,7 @@ export const historyRoutes = (
   deps: StoreDeps,
 ): Pick<
   ServiceImpl<typeof StoreService>,
-  "readHistory" | "readSync" | "readEvent" | "findEvent"
+  "readHistory" | "readSync" | "readEvent" | "findEvent" | "readReactions"
 > => ({
   async readHistory(req) {
     const { conversation, member } = await requireMembership(
@@ -172,6 +172,12 @@ export const historyRoutes = (
   async readEvent(req) {
     const event = await deps.events.readEvent(req.conversationId, req.seq);
     return event ? { event } : {};
+  },
+
+  async readReactions(req) {
+    return {
+      events: await deps.events.readReactions(req.conversationId, req.targetSeq, req.actorUserId),
+    };
   },
 
   async findEvent(req) {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/internal/v1/store_service.proto.
  */
 export const file_chat_internal_v1_store_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRjaGF0L2ludGVybmFsL3YxL3N0b3JlX3NlcnZpY2UucHJvdG8SEGNoYXQuaW50ZXJuYWwudjEiiwEKElJlYWRIaXN0b3J5UmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSEgoKYW5jaG9yX3NlcRgDIAEoBBIQCghiYWNrd2FyZBgEIAEoCBINCgVsaW1pdBgFIAEoDRIPCgdlbmNvZGVkGAYgASgIInEKE1JlYWRIaXN0b3J5UmVzcG9uc2USHgoGZXZlbnRzGAEgAygLMg4uY2hhdC52MS5FdmVudBIQCghoYXNfbW9yZRgCIAEoCBIQCghoZWFkX3NlcRgDIAEoBBIWCg5lbmNvZGVkX2V2ZW50cxgEIAMoDCLLAQoPUmVhZFN5bmNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIsCgdjdXJzb3JzGAMgAygLMhsuY2hhdC52MS5Db252ZXJzYXRpb25DdXJzb3ISHgoWbGltaXRfcGVyX2NvbnZlcnNhdGlvbhgEIAEoDRIaChJiYXNlbGluZV93aW5kb3dfbXMYBSABKA0SEgoKbWF4X2V2ZW50cxgGIAEoDRIPCgdlbmNvZGVkGAcgASgIIrYBChBSZWFkU3luY1Jlc3BvbnNlEiMKB2JhdGNoZXMYASADKAsyEi5jaGF0LnYxLlN5bmNCYXRjaBIuCgliYXNlbGluZXMYAiADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCBI7Cg9lbmNvZGVkX2JhdGNoZXMYBCADKAsyIi5jaGF0LmludGVybmFsLnYxLkVuY29kZWRTeW5jQmF0Y2gicQoQRW5jb2RlZFN5bmNCYXRjaBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDgoGZXZlbnRzGAIgAygMEgsKA2dhcBgDIAEoCBIVCg1nYXBfYWZ0ZXJfc2VxGAQgASgEEhAKCGhlYWRfc2VxGAUgASgEIjgKEFJlYWRFdmVudFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoBCIyChFSZWFkRXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmNoYXQudjEuRXZlbnQiWQoQRmluZEV2ZW50UmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSFQoNYWN0b3JfdXNlcl9pZBgCIAEoCRIVCg1jbGllbnRfbXNnX2lkGAMgASgJIjIKEUZpbmRFdmVudFJlc3BvbnNlEh0KBWV2ZW50GAEgASgLMg4uY2hhdC52MS5FdmVudCJKChdMb2FkQ29udmVyc2F0aW9uUmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkiRwoYTG9hZENvbnZlcnNhdGlvblJlc3BvbnNlEisKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uIlkKGExvYWRDb252ZXJzYXRpb25zUmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJiChlMb2FkQ29udmVyc2F0aW9uc1Jlc3BvbnNlEiwKDWNvbnZlcnNhdGlvbnMYASADKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMAoVTG9hZE1lbWJlcnNoaXBSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSKEAQoWTG9hZE1lbWJlcnNoaXBSZXNwb25zZRINCgVmb3VuZBgBIAEoCBInCgRraW5kGAIgASgOMhkuY2hhdC52MS5Db252ZXJzYXRpb25LaW5kEhAKCGhlYWRfc2VxGAMgASgEEiAKB21lbWJlcnMYBCADKAsyDy5jaGF0LnYxLk1lbWJlciKBAQoXRmluZENvbnZlcnNhdGlvblJlcXVlc3QSLgoGZGlyZWN0GAEgASgLMhwuY2hhdC5pbnRlcm5hbC52MS5EaXJlY3RQYWlySAASLwoFZ3JvdXAYAiABKAsyHi5jaGF0LmludGVybmFsLnYxLkdyb3VwUmVxdWVzdEgAQgUKA2tleSIsCgpEaXJlY3RQYWlyEg4KBnVzZXJfYRgBIAEoCRIOCgZ1c2VyX2IYAiABKAkiQgoMR3JvdXBSZXF1ZXN0EhcKD2NyZWF0b3JfdXNlcl9pZBgBIAEoCRIZChFjbGllbnRfcmVxdWVzdF9pZBgCIAEoCSIzChhGaW5kQ29udmVyc2F0aW9uUmVzcG9uc2USFwoPY29udmVyc2F0aW9uX2lkGAEgASgJInsKE0FwcGx5UmVjZWlwdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEhUKDWRlbGl2ZXJlZF9zZXEYBCABKAQSEAoIcmVhZF9zZXEYBSABKAQiSgoUQXBwbHlSZWNlaXB0UmVzcG9uc2USIQoHcmVjZWlwdBgBIAEoCzIQLmNoYXQudjEuUmVjZWlwdBIPCgdjaGFuZ2VkGAIgASgIIlcKF0xvYWRSZWFkUmVjZWlwdHNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRILCgNzZXEYAyABKAQigQEKGExvYWRSZWFkUmVjZWlwdHNSZXNwb25zZRISCgpyZWFkX2NvdW50GAEgASgNEhcKD2RlbGl2ZXJlZF9jb3VudBgCIAEoDRIUCgxtZW1iZXJfY291bnQYAyABKA0SIgoIcmVjZWlwdHMYBCADKAsyEC5jaGF0LnYxLlJlY2VpcHQiQQoSRmlsdGVyUGVlcnNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSGgoSY2FuZGlkYXRlX3VzZXJfaWRzGAIgAygJIicKE0ZpbHRlclBlZXJzUmVzcG9uc2USEAoIdXNlcl9pZHMYASADKAkiTAoOUHV0VXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEwoLY3JlYXRlX29ubHkYAyABKAgiPwoPUHV0VXNlclJlc3BvbnNlEhsKBHVzZXIYASABKAsyDS5jaGF0LnYxLlVzZXISDwoHY3JlYXRlZBgCIAEoCCIkChBMb2FkVXNlcnNSZXF1ZXN0EhAKCHVzZXJfaWRzGAEgAygJIjEKEUxvYWRVc2Vyc1Jlc3BvbnNlEhwKBXVzZXJzGAEgAygLMg0uY2hhdC52MS5Vc2VyImQKE0Vuc3VyZURldmljZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSKQoIcGxhdGZvcm0YAyABKA4yFy5jaGF0LnYxLkRldmljZVBsYXRmb3JtIjcKFEVuc3VyZURldmljZVJlc3BvbnNlEh8KBmRldmljZRgBIAEoCzIPLmNoYXQudjEuRGV2aWNlIo4BChNVcGRhdGVEZXZpY2VSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEikKCHBsYXRmb3JtGAMgASgOMhcuY2hhdC52MS5EZXZpY2VQbGF0Zm9ybRIUCgxkaXNwbGF5X25hbWUYBCABKAkSEgoKcHVzaF90b2tlbhgFIAEoCSI3ChRVcGRhdGVEZXZpY2VSZXNwb25zZRIfCgZkZXZpY2UYASABKAsyDy5jaGF0LnYxLkRldmljZSImChFMb2FkRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkiNQoSTG9hZERldmljZVJlc3BvbnNlEh8KBmRldmljZRgBIAEoCzIPLmNoYXQudjEuRGV2aWNlIiUKEkxvYWREZXZpY2VzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIjcKE0xvYWREZXZpY2VzUmVzcG9uc2USIAoHZGV2aWNlcxgBIAMoCzIPLmNoYXQudjEuRGV2aWNlIjkKE1Jldm9rZURldmljZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkiNwoUUmV2b2tlRGV2aWNlUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uY2hhdC52MS5EZXZpY2UiKgoWTG9hZFB1c2hUYXJnZXRzUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCSJvCgpQdXNoVGFyZ2V0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEikKCHBsYXRmb3JtGAMgASgOMhcuY2hhdC52MS5EZXZpY2VQbGF0Zm9ybRISCgpwdXNoX3Rva2VuGAQgASgJIkgKF0xvYWRQdXNoVGFyZ2V0c1Jlc3BvbnNlEi0KB3RhcmdldHMYASADKAsyHC5jaGF0LmludGVybmFsLnYxLlB1c2hUYXJnZXQiPwoWRm9yZ2V0UHVzaFRva2VuUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkSEgoKcHVzaF90b2tlbhgCIAEoCSIsChdGb3JnZXRQdXNoVG9rZW5SZXNwb25zZRIRCglmb3Jnb3R0ZW4YASABKAgygA8KDFN0b3JlU2VydmljZRJaCgtSZWFkSGlzdG9yeRIkLmNoYXQuaW50ZXJuYWwudjEuUmVhZEhpc3RvcnlSZXF1ZXN0GiUuY2hhdC5pbnRlcm5hbC52MS5SZWFkSGlzdG9yeVJlc3BvbnNlElEKCFJlYWRTeW5jEiEuY2hhdC5pbnRlcm5hbC52MS5SZWFkU3luY1JlcXVlc3QaIi5jaGF0LmludGVybmFsLnYxLlJlYWRTeW5jUmVzcG9uc2USVAoJUmVhZEV2ZW50EiIuY2hhdC5pbnRlcm5hbC52MS5SZWFkRXZlbnRSZXF1ZXN0GiMuY2hhdC5pbnRlcm5hbC52MS5SZWFkRXZlbnRSZXNwb25zZRJUCglGaW5kRXZlbnQSIi5jaGF0LmludGVybmFsLnYxLkZpbmRFdmVudFJlcXVlc3QaIy5jaGF0LmludGVybmFsLnYxLkZpbmRFdmVudFJlc3BvbnNlEmkKEExvYWRDb252ZXJzYXRpb24SKS5jaGF0LmludGVybmFsLnYxLkxvYWRDb252ZXJzYXRpb25SZXF1ZXN0GiouY2hhdC5pbnRlcm5hbC52MS5Mb2FkQ29udmVyc2F0aW9uUmVzcG9uc2USbAoRTG9hZENvbnZlcnNhdGlvbnMSKi5jaGF0LmludGVybmFsLnYxLkxvYWRDb252ZXJzYXRpb25zUmVxdWVzdBorLmNoYXQuaW50ZXJuYWwudjEuTG9hZENvbnZlcnNhdGlvbnNSZXNwb25zZRJjCg5Mb2FkTWVtYmVyc2hpcBInLmNoYXQuaW50ZXJuYWwudjEuTG9hZE1lbWJlcnNoaXBSZXF1ZXN0GiguY2hhdC5pbnRlcm5hbC52MS5Mb2FkTWVtYmVyc2hpcFJlc3BvbnNlEmkKEEZpbmRDb252ZXJzYXRpb24SKS5jaGF0LmludGVybmFsLnYxLkZpbmRDb252ZXJzYXRpb25SZXF1ZXN0GiouY2hhdC5pbnRlcm5hbC52MS5GaW5kQ29udmVyc2F0aW9uUmVzcG9uc2USXQoMQXBwbHlSZWNlaXB0EiUuY2hhdC5pbnRlcm5hbC52MS5BcHBseVJlY2VpcHRSZXF1ZXN0GiYuY2hhdC5pbnRlcm5hbC52MS5BcHBseVJlY2VpcHRSZXNwb25zZRJpChBMb2FkUmVhZFJlY2VpcHRzEikuY2hhdC5pbnRlcm5hbC52MS5Mb2FkUmVhZFJlY2VpcHRzUmVxdWVzdBoqLmNoYXQuaW50ZXJuYWwudjEuTG9hZFJlYWRSZWNlaXB0c1Jlc3BvbnNlEloKC0ZpbHRlclBlZXJzEiQuY2hhdC5pbnRlcm5hbC52MS5GaWx0ZXJQZWVyc1JlcXVlc3QaJS5jaGF0LmludGVybmFsLnYxLkZpbHRlclBlZXJzUmVzcG9uc2USTgoHUHV0VXNlchIgLmNoYXQuaW50ZXJuYWwudjEuUHV0VXNlclJlcXVlc3QaIS5jaGF0LmludGVybmFsLnYxLlB1dFVzZXJSZXNwb25zZRJUCglMb2FkVXNlcnMSIi5jaGF0LmludGVybmFsLnYxLkxvYWRVc2Vyc1JlcXVlc3QaIy5jaGF0LmludGVybmFsLnYxLkxvYWRVc2Vyc1Jlc3BvbnNlEl0KDEVuc3VyZURldmljZRIlLmNoYXQuaW50ZXJuYWwudjEuRW5zdXJlRGV2aWNlUmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuRW5zdXJlRGV2aWNlUmVzcG9uc2USXQoMVXBkYXRlRGV2aWNlEiUuY2hhdC5pbnRlcm5hbC52MS5VcGRhdGVEZXZpY2VSZXF1ZXN0GiYuY2hhdC5pbnRlcm5hbC52MS5VcGRhdGVEZXZpY2VSZXNwb25zZRJXCgpMb2FkRGV2aWNlEiMuY2hhdC5pbnRlcm5hbC52MS5Mb2FkRGV2aWNlUmVxdWVzdBokLmNoYXQuaW50ZXJuYWwudjEuTG9hZERldmljZVJlc3BvbnNlEloKC0xvYWREZXZpY2VzEiQuY2hhdC5pbnRlcm5hbC52MS5Mb2FkRGV2aWNlc1JlcXVlc3QaJS5jaGF0LmludGVybmFsLnYxLkxvYWREZXZpY2VzUmVzcG9uc2USXQoMUmV2b2tlRGV2aWNlEiUuY2hhdC5pbnRlcm5hbC52MS5SZXZva2VEZXZpY2VSZXF1ZXN0GiYuY2hhdC5pbnRlcm5hbC52MS5SZXZva2VEZXZpY2VSZXNwb25zZRJmCg9Mb2FkUHVzaFRhcmdldHMSKC5jaGF0LmludGVybmFsLnYxLkxvYWRQdXNoVGFyZ2V0c1JlcXVlc3QaKS5jaGF0LmludGVybmFsLnYxLkxvYWRQdXNoVGFyZ2V0c1Jlc3BvbnNlEmYKD0ZvcmdldFB1c2hUb2tlbhIoLmNoYXQuaW50ZXJuYWwudjEuRm9yZ2V0UHVzaFRva2VuUmVxdWVzdBopLmNoYXQuaW50ZXJuYWwudjEuRm9yZ2V0UHVzaFRva2VuUmVzcG9uc2ViBnByb3RvMw", [file_chat_v1_event, file_chat_v1_model]);
+  fileDesc("CiRjaGF0L2ludGVybmFsL3YxL3N0b3JlX3NlcnZpY2UucHJvdG8SEGNoYXQuaW50ZXJuYWwudjEiiwEKElJlYWRIaXN0b3J5UmVxdWVzdBIWCg52aWV3ZXJfdXNlcl9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSEgoKYW5jaG9yX3NlcRgDIAEoBBIQCghiYWNrd2FyZBgEIAEoCBINCgVsaW1pdBgFIAEoDRIPCgdlbmNvZGVkGAYgASgIInEKE1JlYWRIaXN0b3J5UmVzcG9uc2USHgoGZXZlbnRzGAEgAygLMg4uY2hhdC52MS5FdmVudBIQCghoYXNfbW9yZRgCIAEoCBIQCghoZWFkX3NlcRgDIAEoBBIWCg5lbmNvZGVkX2V2ZW50cxgEIAMoDCLLAQoPUmVhZFN5bmNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIsCgdjdXJzb3JzGAMgAygLMhsuY2hhdC52MS5Db252ZXJzYXRpb25DdXJzb3ISHgoWbGltaXRfcGVyX2NvbnZlcnNhdGlvbhgEIAEoDRIaChJiYXNlbGluZV93aW5kb3dfbXMYBSABKA0SEgoKbWF4X2V2ZW50cxgGIAEoDRIPCgdlbmNvZGVkGAcgASgIIrYBChBSZWFkU3luY1Jlc3BvbnNlEiMKB2JhdGNoZXMYASADKAsyEi5jaGF0LnYxLlN5bmNCYXRjaBIuCgliYXNlbGluZXMYAiADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCBI7Cg9lbmNvZGVkX2JhdGNoZXMYBCADKAsyIi5jaGF0LmludGVybmFsLnYxLkVuY29kZWRTeW5jQmF0Y2gicQoQRW5jb2RlZFN5bmNCYXRjaBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDgoGZXZlbnRzGAIgAygMEgsKA2dhcBgDIAEoCBIVCg1nYXBfYWZ0ZXJfc2VxGAQgASgEEhAKCGhlYWRfc2VxGAUgASgEIjgKEFJlYWRFdmVudFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoBCIyChFSZWFkRXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmNoYXQudjEuRXZlbnQiWQoQRmluZEV2ZW50UmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSFQoNYWN0b3JfdXNlcl9pZBgCIAEoCRIVCg1jbGllbnRfbXNnX2lkGAMgASgJIjIKEUZpbmRFdmVudFJlc3BvbnNlEh0KBWV2ZW50GAEgASgLMg4uY2hhdC52MS5FdmVudCJaChRSZWFkUmVhY3Rpb25zUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEgoKdGFyZ2V0X3NlcRgCIAEoBBIVCg1hY3Rvcl91c2VyX2lkGAMgASgJIjcKFVJlYWRSZWFjdGlvbnNSZXNwb25zZRIeCgZldmVudHMYASADKAsyDi5jaGF0LnYxLkV2ZW50IkoKF0xvYWRDb252ZXJzYXRpb25SZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCSJHChhMb2FkQ29udmVyc2F0aW9uUmVzcG9uc2USKwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24iWQoYTG9hZENvbnZlcnNhdGlvbnNSZXF1ZXN0EhYKDnZpZXdlcl91c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJImIKGUxvYWRDb252ZXJzYXRpb25zUmVzcG9uc2USLAoNY29udmVyc2F0aW9ucxgBIAMoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIwChVMb2FkTWVtYmVyc2hpcFJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIoQBChZMb2FkTWVtYmVyc2hpcFJlc3BvbnNlEg0KBWZvdW5kGAEgASgIEicKBGtpbmQYAiABKA4yGS5jaGF0LnYxLkNvbnZlcnNhdGlvbktpbmQSEAoIaGVhZF9zZXEYAyABKAQSIAoHbWVtYmVycxgEIAMoCzIPLmNoYXQudjEuTWVtYmVyIoEBChdGaW5kQ29udmVyc2F0aW9uUmVxdWVzdBIuCgZkaXJlY3QYASABKAsyHC5jaGF0LmludGVybmFsLnYxLkRpcmVjdFBhaXJIABIvCgVncm91cBgCIAEoCzIeLmNoYXQuaW50ZXJuYWwudjEuR3JvdXBSZXF1ZXN0SABCBQoDa2V5IiwKCkRpcmVjdFBhaXISDgoGdXNlcl9hGAEgASgJEg4KBnVzZXJfYhgCIAEoCSJCCgxHcm91cFJlcXVlc3QSFwoPY3JlYXRvcl91c2VyX2lkGAEgASgJEhkKEWNsaWVudF9yZXF1ZXN0X2lkGAIgASgJIjMKGEZpbmRDb252ZXJzYXRpb25SZXNwb25zZRIXCg9jb252ZXJzYXRpb25faWQYASABKAkiewoTQXBwbHlSZWNlaXB0UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAyABKAkSFQoNZGVsaXZlcmVkX3NlcRgEIAEoBBIQCghyZWFkX3NlcRgFIAEoBCJKChRBcHBseVJlY2VpcHRSZXNwb25zZRIhCgdyZWNlaXB0GAEgASgLMhAuY2hhdC52MS5SZWNlaXB0Eg8KB2NoYW5nZWQYAiABKAgiVwoXTG9hZFJlYWRSZWNlaXB0c1JlcXVlc3QSFgoOdmlld2VyX3VzZXJfaWQYASABKAkSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEgsKA3NlcRgDIAEoBCKBAQoYTG9hZFJlYWRSZWNlaXB0c1Jlc3BvbnNlEhIKCnJlYWRfY291bnQYASABKA0SFwoPZGVsaXZlcmVkX2NvdW50GAIgASgNEhQKDG1lbWJlcl9jb3VudBgDIAEoDRIiCghyZWNlaXB0cxgEIAMoCzIQLmNoYXQudjEuUmVjZWlwdCJBChJGaWx0ZXJQZWVyc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIaChJjYW5kaWRhdGVfdXNlcl9pZHMYAiADKAkiJwoTRmlsdGVyUGVlcnNSZXNwb25zZRIQCgh1c2VyX2lkcxgBIAMoCSJMCg5QdXRVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtjcmVhdGVfb25seRgDIAEoCCI/Cg9QdXRVc2VyUmVzcG9uc2USGwoEdXNlchgBIAEoCzINLmNoYXQudjEuVXNlchIPCgdjcmVhdGVkGAIgASgIIiQKEExvYWRVc2Vyc1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkiMQoRTG9hZFVzZXJzUmVzcG9uc2USHAoFdXNlcnMYASADKAsyDS5jaGF0LnYxLlVzZXIiZAoTRW5zdXJlRGV2aWNlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIpCghwbGF0Zm9ybRgDIAEoDjIXLmNoYXQudjEuRGV2aWNlUGxhdGZvcm0iNwoURW5zdXJlRGV2aWNlUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uY2hhdC52MS5EZXZpY2UijgEKE1VwZGF0ZURldmljZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSKQoIcGxhdGZvcm0YAyABKA4yFy5jaGF0LnYxLkRldmljZVBsYXRmb3JtEhQKDGRpc3BsYXlfbmFtZRgEIAEoCRISCgpwdXNoX3Rva2VuGAUgASgJIjcKFFVwZGF0ZURldmljZVJlc3BvbnNlEh8KBmRldmljZRgBIAEoCzIPLmNoYXQudjEuRGV2aWNlIiYKEUxvYWREZXZpY2VSZXF1ZXN0EhEKCWRldmljZV9pZBgBIAEoCSI1ChJMb2FkRGV2aWNlUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uY2hhdC52MS5EZXZpY2UiJQoSTG9hZERldmljZXNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiNwoTTG9hZERldmljZXNSZXNwb25zZRIgCgdkZXZpY2VzGAEgAygLMg8uY2hhdC52MS5EZXZpY2UiOQoTUmV2b2tlRGV2aWNlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCSI3ChRSZXZva2VEZXZpY2VSZXNwb25zZRIfCgZkZXZpY2UYASABKAsyDy5jaGF0LnYxLkRldmljZSIqChZMb2FkUHVzaFRhcmdldHNSZXF1ZXN0EhAKCHVzZXJfaWRzGAEgAygJIm8KClB1c2hUYXJnZXQSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSKQoIcGxhdGZvcm0YAyABKA4yFy5jaGF0LnYxLkRldmljZVBsYXRmb3JtEhIKCnB1c2hfdG9rZW4YBCABKAkiSAoXTG9hZFB1c2hUYXJnZXRzUmVzcG9uc2USLQoHdGFyZ2V0cxgBIAMoCzIcLmNoYXQuaW50ZXJuYWwudjEuUHVzaFRhcmdldCI/ChZGb3JnZXRQdXNoVG9rZW5SZXF1ZXN0EhEKCWRldmljZV9pZBgBIAEoCRISCgpwdXNoX3Rva2VuGAIgASgJIiwKF0ZvcmdldFB1c2hUb2tlblJlc3BvbnNlEhEKCWZvcmdvdHRlbhgBIAEoCDLiDwoMU3RvcmVTZXJ2aWNlEloKC1JlYWRIaXN0b3J5EiQuY2hhdC5pbnRlcm5hbC52MS5SZWFkSGlzdG9yeVJlcXVlc3QaJS5jaGF0LmludGVybmFsLnYxLlJlYWRIaXN0b3J5UmVzcG9uc2USUQoIUmVhZFN5bmMSIS5jaGF0LmludGVybmFsLnYxLlJlYWRTeW5jUmVxdWVzdBoiLmNoYXQuaW50ZXJuYWwudjEuUmVhZFN5bmNSZXNwb25zZRJUCglSZWFkRXZlbnQSIi5jaGF0LmludGVybmFsLnYxLlJlYWRFdmVudFJlcXVlc3QaIy5jaGF0LmludGVybmFsLnYxLlJlYWRFdmVudFJlc3BvbnNlElQKCUZpbmRFdmVudBIiLmNoYXQuaW50ZXJuYWwudjEuRmluZEV2ZW50UmVxdWVzdBojLmNoYXQuaW50ZXJuYWwudjEuRmluZEV2ZW50UmVzcG9uc2USYAoNUmVhZFJlYWN0aW9ucxImLmNoYXQuaW50ZXJuYWwudjEuUmVhZFJlYWN0aW9uc1JlcXVlc3QaJy5jaGF0LmludGVybmFsLnYxLlJlYWRSZWFjdGlvbnNSZXNwb25zZRJpChBMb2FkQ29udmVyc2F0aW9uEikuY2hhdC5pbnRlcm5hbC52MS5Mb2FkQ29udmVyc2F0aW9uUmVxdWVzdBoqLmNoYXQuaW50ZXJuYWwudjEuTG9hZENvbnZlcnNhdGlvblJlc3BvbnNlEmwKEUxvYWRDb252ZXJzYXRpb25zEiouY2hhdC5pbnRlcm5hbC52MS5Mb2FkQ29udmVyc2F0aW9uc1JlcXVlc3QaKy5jaGF0LmludGVybmFsLnYxLkxvYWRDb252ZXJzYXRpb25zUmVzcG9uc2USYwoOTG9hZE1lbWJlcnNoaXASJy5jaGF0LmludGVybmFsLnYxLkxvYWRNZW1iZXJzaGlwUmVxdWVzdBooLmNoYXQuaW50ZXJuYWwudjEuTG9hZE1lbWJlcnNoaXBSZXNwb25zZRJpChBGaW5kQ29udmVyc2F0aW9uEikuY2hhdC5pbnRlcm5hbC52MS5GaW5kQ29udmVyc2F0aW9uUmVxdWVzdBoqLmNoYXQuaW50ZXJuYWwudjEuRmluZENvbnZlcnNhdGlvblJlc3BvbnNlEl0KDEFwcGx5UmVjZWlwdBIlLmNoYXQuaW50ZXJuYWwudjEuQXBwbHlSZWNlaXB0UmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuQXBwbHlSZWNlaXB0UmVzcG9uc2USaQoQTG9hZFJlYWRSZWNlaXB0cxIpLmNoYXQuaW50ZXJuYWwudjEuTG9hZFJlYWRSZWNlaXB0c1JlcXVlc3QaKi5jaGF0LmludGVybmFsLnYxLkxvYWRSZWFkUmVjZWlwdHNSZXNwb25zZRJaCgtGaWx0ZXJQZWVycxIkLmNoYXQuaW50ZXJuYWwudjEuRmlsdGVyUGVlcnNSZXF1ZXN0GiUuY2hhdC5pbnRlcm5hbC52MS5GaWx0ZXJQZWVyc1Jlc3BvbnNlEk4KB1B1dFVzZXISIC5jaGF0LmludGVybmFsLnYxLlB1dFVzZXJSZXF1ZXN0GiEuY2hhdC5pbnRlcm5hbC52MS5QdXRVc2VyUmVzcG9uc2USVAoJTG9hZFVzZXJzEiIuY2hhdC5pbnRlcm5hbC52MS5Mb2FkVXNlcnNSZXF1ZXN0GiMuY2hhdC5pbnRlcm5hbC52MS5Mb2FkVXNlcnNSZXNwb25zZRJdCgxFbnN1cmVEZXZpY2USJS5jaGF0LmludGVybmFsLnYxLkVuc3VyZURldmljZVJlcXVlc3QaJi5jaGF0LmludGVybmFsLnYxLkVuc3VyZURldmljZVJlc3BvbnNlEl0KDFVwZGF0ZURldmljZRIlLmNoYXQuaW50ZXJuYWwudjEuVXBkYXRlRGV2aWNlUmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuVXBkYXRlRGV2aWNlUmVzcG9uc2USVwoKTG9hZERldmljZRIjLmNoYXQuaW50ZXJuYWwudjEuTG9hZERldmljZVJlcXVlc3QaJC5jaGF0LmludGVybmFsLnYxLkxvYWREZXZpY2VSZXNwb25zZRJaCgtMb2FkRGV2aWNlcxIkLmNoYXQuaW50ZXJuYWwudjEuTG9hZERldmljZXNSZXF1ZXN0GiUuY2hhdC5pbnRlcm5hbC52MS5Mb2FkRGV2aWNlc1Jlc3BvbnNlEl0KDFJldm9rZURldmljZRIlLmNoYXQuaW50ZXJuYWwudjEuUmV2b2tlRGV2aWNlUmVxdWVzdBomLmNoYXQuaW50ZXJuYWwudjEuUmV2b2tlRGV2aWNlUmVzcG9uc2USZgoPTG9hZFB1c2hUYXJnZXRzEiguY2hhdC5pbnRlcm5hbC52MS5Mb2FkUHVzaFRhcmdldHNSZXF1ZXN0GikuY2hhdC5pbnRlcm5hbC52MS5Mb2FkUHVzaFRhcmdldHNSZXNwb25zZRJmCg9Gb3JnZXRQdXNoVG9rZW4SKC5jaGF0LmludGVybmFsLnYxLkZvcmdldFB1c2hUb2tlblJlcXVlc3QaKS5jaGF0LmludGVybmFsLnYxLkZvcmdldFB1c2hUb2tlblJlc3BvbnNlYgZwcm90bzM", [file_chat_v1_event, file_chat_v1_model]);
 
 /**
  * @generated from message chat.internal.v1.ReadHistoryRequest
@@ -320,6 +320,50 @@ export const FindEventResponseSchema: GenMessage<FindEventResponse> = /*@__PURE_
   messageDesc(file_chat_internal_v1_store_service, 8);
 
 /**
+ * @generated from message chat.internal.v1.ReadReactionsRequest
+ */
+export type ReadReactionsRequest = Message<"chat.internal.v1.ReadReactionsRequest"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: uint64 target_seq = 2;
+   */
+  targetSeq: bigint;
+
+  /**
+   * @generated from field: string actor_user_id = 3;
+   */
+  actorUserId: string;
+};
+
+/**
+ * Describes the message chat.internal.v1.ReadReactionsRequest.
+ * Use `create(ReadReactionsRequestSchema)` to create a new message.
+ */
+export const ReadReactionsRequestSchema: GenMessage<ReadReactionsRequest> = /*@__PURE__*/
+  messageDesc(file_chat_internal_v1_store_service, 9);
+
+/**
+ * @generated from message chat.internal.v1.ReadReactionsResponse
+ */
+export type ReadReactionsResponse = Message<"chat.internal.v1.ReadReactionsResponse"> & {
+  /**
+   * @generated from field: repeated chat.v1.Event events = 1;
+   */
+  events: Event[];
+};
+
+/**
+ * Describes the message chat.internal.v1.ReadReactionsResponse.
+ * Use `create(ReadReactionsResponseSchema)` to create a new message.
+ */
+export const ReadReactionsResponseSchema: GenMessage<ReadReactionsResponse> = /*@__PURE__*/
+  messageDesc(file_chat_internal_v1_store_service, 10);
+
+/**
  * @generated from message chat.internal.v1.LoadConversationRequest
  */
 export type LoadConversationRequest = Message<"chat.internal.v1.LoadConversationRequest"> & {
@@ -339,7 +383,7 @@ export type LoadConversationRequest = Message<"chat.internal.v1.LoadConversation
  * Use `create(LoadConversationRequestSchema)` to create a new message.
  */
 export const LoadConversationRequestSchema: GenMessage<LoadConversationRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 9);
+  messageDesc(file_chat_internal_v1_store_service, 11);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationResponse
@@ -356,7 +400,7 @@ export type LoadConversationResponse = Message<"chat.internal.v1.LoadConversatio
  * Use `create(LoadConversationResponseSchema)` to create a new message.
  */
 export const LoadConversationResponseSchema: GenMessage<LoadConversationResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 10);
+  messageDesc(file_chat_internal_v1_store_service, 12);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationsRequest
@@ -383,7 +427,7 @@ export type LoadConversationsRequest = Message<"chat.internal.v1.LoadConversatio
  * Use `create(LoadConversationsRequestSchema)` to create a new message.
  */
 export const LoadConversationsRequestSchema: GenMessage<LoadConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 11);
+  messageDesc(file_chat_internal_v1_store_service, 13);
 
 /**
  * @generated from message chat.internal.v1.LoadConversationsResponse
@@ -405,7 +449,7 @@ export type LoadConversationsResponse = Message<"chat.internal.v1.LoadConversati
  * Use `create(LoadConversationsResponseSchema)` to create a new message.
  */
 export const LoadConversationsResponseSchema: GenMessage<LoadConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 12);
+  messageDesc(file_chat_internal_v1_store_service, 14);
 
 /**
  * @generated from message chat.internal.v1.LoadMembershipRequest
@@ -422,7 +466,7 @@ export type LoadMembershipRequest = Message<"chat.internal.v1.LoadMembershipRequ
  * Use `create(LoadMembershipRequestSchema)` to create a new message.
  */
 export const LoadMembershipRequestSchema: GenMessage<LoadMembershipRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 13);
+  messageDesc(file_chat_internal_v1_store_service, 15);
 
 /**
  * @generated from message chat.internal.v1.LoadMembershipResponse
@@ -454,7 +498,7 @@ export type LoadMembershipResponse = Message<"chat.internal.v1.LoadMembershipRes
  * Use `create(LoadMembershipResponseSchema)` to create a new message.
  */
 export const LoadMembershipResponseSchema: GenMessage<LoadMembershipResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 14);
+  messageDesc(file_chat_internal_v1_store_service, 16);
 
 /**
  * @generated from message chat.internal.v1.FindConversationRequest
@@ -483,7 +527,7 @@ export type FindConversationRequest = Message<"chat.internal.v1.FindConversation
  * Use `create(FindConversationRequestSchema)` to create a new message.
  */
 export const FindConversationRequestSchema: GenMessage<FindConversationRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 15);
+  messageDesc(file_chat_internal_v1_store_service, 17);
 
 /**
  * @generated from message chat.internal.v1.DirectPair
@@ -505,7 +549,7 @@ export type DirectPair = Message<"chat.internal.v1.DirectPair"> & {
  * Use `create(DirectPairSchema)` to create a new message.
  */
 export const DirectPairSchema: GenMessage<DirectPair> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 16);
+  messageDesc(file_chat_internal_v1_store_service, 18);
 
 /**
  * @generated from message chat.internal.v1.GroupRequest
@@ -527,7 +571,7 @@ export type GroupRequest = Message<"chat.internal.v1.GroupRequest"> & {
  * Use `create(GroupRequestSchema)` to create a new message.
  */
 export const GroupRequestSchema: GenMessage<GroupRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 17);
+  messageDesc(file_chat_internal_v1_store_service, 19);
 
 /**
  * @generated from message chat.internal.v1.FindConversationResponse
@@ -546,7 +590,7 @@ export type FindConversationResponse = Message<"chat.internal.v1.FindConversatio
  * Use `create(FindConversationResponseSchema)` to create a new message.
  */
 export const FindConversationResponseSchema: GenMessage<FindConversationResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 18);
+  messageDesc(file_chat_internal_v1_store_service, 20);
 
 /**
  * @generated from message chat.internal.v1.ApplyReceiptRequest
@@ -583,7 +627,7 @@ export type ApplyReceiptRequest = Message<"chat.internal.v1.ApplyReceiptRequest"
  * Use `create(ApplyReceiptRequestSchema)` to create a new message.
  */
 export const ApplyReceiptRequestSchema: GenMessage<ApplyReceiptRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 19);
+  messageDesc(file_chat_internal_v1_store_service, 21);
 
 /**
  * @generated from message chat.internal.v1.ApplyReceiptResponse
@@ -607,7 +651,7 @@ export type ApplyReceiptResponse = Message<"chat.internal.v1.ApplyReceiptRespons
  * Use `create(ApplyReceiptResponseSchema)` to create a new message.
  */
 export const ApplyReceiptResponseSchema: GenMessage<ApplyReceiptResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 20);
+  messageDesc(file_chat_internal_v1_store_service, 22);
 
 /**
  * @generated from message chat.internal.v1.LoadReadReceiptsRequest
@@ -634,7 +678,7 @@ export type LoadReadReceiptsRequest = Message<"chat.internal.v1.LoadReadReceipts
  * Use `create(LoadReadReceiptsRequestSchema)` to create a new message.
  */
 export const LoadReadReceiptsRequestSchema: GenMessage<LoadReadReceiptsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 21);
+  messageDesc(file_chat_internal_v1_store_service, 23);
 
 /**
  * @generated from message chat.internal.v1.LoadReadReceiptsResponse
@@ -666,7 +710,7 @@ export type LoadReadReceiptsResponse = Message<"chat.internal.v1.LoadReadReceipt
  * Use `create(LoadReadReceiptsResponseSchema)` to create a new message.
  */
 export const LoadReadReceiptsResponseSchema: GenMessage<LoadReadReceiptsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 22);
+  messageDesc(file_chat_internal_v1_store_service, 24);
 
 /**
  * @generated from message chat.internal.v1.FilterPeersRequest
@@ -688,7 +732,7 @@ export type FilterPeersRequest = Message<"chat.internal.v1.FilterPeersRequest"> 
  * Use `create(FilterPeersRequestSchema)` to create a new message.
  */
 export const FilterPeersRequestSchema: GenMessage<FilterPeersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 23);
+  messageDesc(file_chat_internal_v1_store_service, 25);
 
 /**
  * @generated from message chat.internal.v1.FilterPeersResponse
@@ -705,7 +749,7 @@ export type FilterPeersResponse = Message<"chat.internal.v1.FilterPeersResponse"
  * Use `create(FilterPeersResponseSchema)` to create a new message.
  */
 export const FilterPeersResponseSchema: GenMessage<FilterPeersResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 24);
+  messageDesc(file_chat_internal_v1_store_service, 26);
 
 /**
  * @generated from message chat.internal.v1.PutUserRequest
@@ -734,7 +778,7 @@ export type PutUserRequest = Message<"chat.internal.v1.PutUserRequest"> & {
  * Use `create(PutUserRequestSchema)` to create a new message.
  */
 export const PutUserRequestSchema: GenMessage<PutUserRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 25);
+  messageDesc(file_chat_internal_v1_store_service, 27);
 
 /**
  * @generated from message chat.internal.v1.PutUserResponse
@@ -756,7 +800,7 @@ export type PutUserResponse = Message<"chat.internal.v1.PutUserResponse"> & {
  * Use `create(PutUserResponseSchema)` to create a new message.
  */
 export const PutUserResponseSchema: GenMessage<PutUserResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 26);
+  messageDesc(file_chat_internal_v1_store_service, 28);
 
 /**
  * @generated from message chat.internal.v1.LoadUsersRequest
@@ -773,7 +817,7 @@ export type LoadUsersRequest = Message<"chat.internal.v1.LoadUsersRequest"> & {
  * Use `create(LoadUsersRequestSchema)` to create a new message.
  */
 export const LoadUsersRequestSchema: GenMessage<LoadUsersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 27);
+  messageDesc(file_chat_internal_v1_store_service, 29);
 
 /**
  * @generated from message chat.internal.v1.LoadUsersResponse
@@ -790,7 +834,7 @@ export type LoadUsersResponse = Message<"chat.internal.v1.LoadUsersResponse"> & 
  * Use `create(LoadUsersResponseSchema)` to create a new message.
  */
 export const LoadUsersResponseSchema: GenMessage<LoadUsersResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 28);
+  messageDesc(file_chat_internal_v1_store_service, 30);
 
 /**
  * @generated from message chat.internal.v1.EnsureDeviceRequest
@@ -817,7 +861,7 @@ export type EnsureDeviceRequest = Message<"chat.internal.v1.EnsureDeviceRequest"
  * Use `create(EnsureDeviceRequestSchema)` to create a new message.
  */
 export const EnsureDeviceRequestSchema: GenMessage<EnsureDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 29);
+  messageDesc(file_chat_internal_v1_store_service, 31);
 
 /**
  * @generated from message chat.internal.v1.EnsureDeviceResponse
@@ -834,7 +878,7 @@ export type EnsureDeviceResponse = Message<"chat.internal.v1.EnsureDeviceRespons
  * Use `create(EnsureDeviceResponseSchema)` to create a new message.
  */
 export const EnsureDeviceResponseSchema: GenMessage<EnsureDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 30);
+  messageDesc(file_chat_internal_v1_store_service, 32);
 
 /**
  * @generated from message chat.internal.v1.UpdateDeviceRequest
@@ -871,7 +915,7 @@ export type UpdateDeviceRequest = Message<"chat.internal.v1.UpdateDeviceRequest"
  * Use `create(UpdateDeviceRequestSchema)` to create a new message.
  */
 export const UpdateDeviceRequestSchema: GenMessage<UpdateDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 31);
+  messageDesc(file_chat_internal_v1_store_service, 33);
 
 /**
  * @generated from message chat.internal.v1.UpdateDeviceResponse
@@ -888,7 +932,7 @@ export type UpdateDeviceResponse = Message<"chat.internal.v1.UpdateDeviceRespons
  * Use `create(UpdateDeviceResponseSchema)` to create a new message.
  */
 export const UpdateDeviceResponseSchema: GenMessage<UpdateDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 32);
+  messageDesc(file_chat_internal_v1_store_service, 34);
 
 /**
  * @generated from message chat.internal.v1.LoadDeviceRequest
@@ -905,7 +949,7 @@ export type LoadDeviceRequest = Message<"chat.internal.v1.LoadDeviceRequest"> & 
  * Use `create(LoadDeviceRequestSchema)` to create a new message.
  */
 export const LoadDeviceRequestSchema: GenMessage<LoadDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 33);
+  messageDesc(file_chat_internal_v1_store_service, 35);
 
 /**
  * @generated from message chat.internal.v1.LoadDeviceResponse
@@ -924,7 +968,7 @@ export type LoadDeviceResponse = Message<"chat.internal.v1.LoadDeviceResponse"> 
  * Use `create(LoadDeviceResponseSchema)` to create a new message.
  */
 export const LoadDeviceResponseSchema: GenMessage<LoadDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 34);
+  messageDesc(file_chat_internal_v1_store_service, 36);
 
 /**
  * @generated from message chat.internal.v1.LoadDevicesRequest
@@ -941,7 +985,7 @@ export type LoadDevicesRequest = Message<"chat.internal.v1.LoadDevicesRequest"> 
  * Use `create(LoadDevicesRequestSchema)` to create a new message.
  */
 export const LoadDevicesRequestSchema: GenMessage<LoadDevicesRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 35);
+  messageDesc(file_chat_internal_v1_store_service, 37);
 
 /**
  * @generated from message chat.internal.v1.LoadDevicesResponse
@@ -958,7 +1002,7 @@ export type LoadDevicesResponse = Message<"chat.internal.v1.LoadDevicesResponse"
  * Use `create(LoadDevicesResponseSchema)` to create a new message.
  */
 export const LoadDevicesResponseSchema: GenMessage<LoadDevicesResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 36);
+  messageDesc(file_chat_internal_v1_store_service, 38);
 
 /**
  * @generated from message chat.internal.v1.RevokeDeviceRequest
@@ -980,7 +1024,7 @@ export type RevokeDeviceRequest = Message<"chat.internal.v1.RevokeDeviceRequest"
  * Use `create(RevokeDeviceRequestSchema)` to create a new message.
  */
 export const RevokeDeviceRequestSchema: GenMessage<RevokeDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 37);
+  messageDesc(file_chat_internal_v1_store_service, 39);
 
 /**
  * @generated from message chat.internal.v1.RevokeDeviceResponse
@@ -997,7 +1041,7 @@ export type RevokeDeviceResponse = Message<"chat.internal.v1.RevokeDeviceRespons
  * Use `create(RevokeDeviceResponseSchema)` to create a new message.
  */
 export const RevokeDeviceResponseSchema: GenMessage<RevokeDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 38);
+  messageDesc(file_chat_internal_v1_store_service, 40);
 
 /**
  * @generated from message chat.internal.v1.LoadPushTargetsRequest
@@ -1014,7 +1058,7 @@ export type LoadPushTargetsRequest = Message<"chat.internal.v1.LoadPushTargetsRe
  * Use `create(LoadPushTargetsRequestSchema)` to create a new message.
  */
 export const LoadPushTargetsRequestSchema: GenMessage<LoadPushTargetsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 39);
+  messageDesc(file_chat_internal_v1_store_service, 41);
 
 /**
  * @generated from message chat.internal.v1.PushTarget
@@ -1046,7 +1090,7 @@ export type PushTarget = Message<"chat.internal.v1.PushTarget"> & {
  * Use `create(PushTargetSchema)` to create a new message.
  */
 export const PushTargetSchema: GenMessage<PushTarget> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 40);
+  messageDesc(file_chat_internal_v1_store_service, 42);
 
 /**
  * @generated from message chat.internal.v1.LoadPushTargetsResponse
@@ -1063,7 +1107,7 @@ export type LoadPushTargetsResponse = Message<"chat.internal.v1.LoadPushTargetsR
  * Use `create(LoadPushTargetsResponseSchema)` to create a new message.
  */
 export const LoadPushTargetsResponseSchema: GenMessage<LoadPushTargetsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 41);
+  messageDesc(file_chat_internal_v1_store_service, 43);
 
 /**
  * @generated from message chat.internal.v1.ForgetPushTokenRequest
@@ -1085,7 +1129,7 @@ export type ForgetPushTokenRequest = Message<"chat.internal.v1.ForgetPushTokenRe
  * Use `create(ForgetPushTokenRequestSchema)` to create a new message.
  */
 export const ForgetPushTokenRequestSchema: GenMessage<ForgetPushTokenRequest> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 42);
+  messageDesc(file_chat_internal_v1_store_service, 44);
 
 /**
  * @generated from message chat.internal.v1.ForgetPushTokenResponse
@@ -1104,7 +1148,7 @@ export type ForgetPushTokenResponse = Message<"chat.internal.v1.ForgetPushTokenR
  * Use `create(ForgetPushTokenResponseSchema)` to create a new message.
  */
 export const ForgetPushTokenResponseSchema: GenMessage<ForgetPushTokenResponse> = /*@__PURE__*/
-  messageDesc(file_chat_internal_v1_store_service, 43);
+  messageDesc(file_chat_internal_v1_store_service, 45);
 
 /**
  * StoreService serves what the store persisted from the log: history, sync,
@@ -1150,6 +1194,18 @@ export const StoreService: GenService<{
     methodKind: "unary";
     input: typeof FindEventRequestSchema;
     output: typeof FindEventResponseSchema;
+  },
+  /**
+   * ReadReactions returns one user's reaction changes (added and removed) on
+   * one message, ascending by seq, without access checks (router use): the
+   * last change per emoji says whether the user has that reaction.
+   *
+   * @generated from rpc chat.internal.v1.StoreService.ReadReactions
+   */
+  readReactions: {
+    methodKind: "unary";
+    input: typeof ReadReactionsRequestSchema;
+    output: typeof ReadReactionsResponseSchema;
   },
   /**
    * @generated from rpc chat.internal.v1.StoreService.LoadConversation
