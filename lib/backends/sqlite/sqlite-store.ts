@@ -2,7 +2,7 @@ import { decodeEvent, rememberEventBytes } from "../../event-bytes.js";
 import type { EventStore } from "../event-store.js";
 import type { MetadataStore, SyncState } from "../metadata-store.js";
 import { big, directKey, num, type Row, toConv, toDevice, toMember, toUser } from "../records.js";
-import { byTarget, openDatabase, type SqliteOptions } from "./schema.js";
+import { indexed, openDatabase, type SqliteOptions } from "./schema.js";
 import { openWriter } from "./writer-client.js";
 import { fromWire } from "./writes.js";
 
@@ -35,7 +35,7 @@ export function openSqliteStore(opts: SqliteOptions): SqliteStore {
     byClientMsgId: db.prepare(
       "SELECT body FROM events WHERE conversation_id = ? AND actor_user_id = ? AND client_msg_id = ?",
     ),
-    reactions: db.prepare(byTarget.reactions),
+    reactions: db.prepare(indexed.reactions.sql),
     after: db.prepare(
       "SELECT body FROM events WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
     ),

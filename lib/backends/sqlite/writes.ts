@@ -34,7 +34,7 @@ import {
   toMember,
   toUser,
 } from "../records.js";
-import { byTarget } from "./schema.js";
+import { indexed } from "./schema.js";
 
 /** Conversations whose heads the writer remembers. */
 const maxHeads = 200_000;
@@ -208,7 +208,7 @@ export function createWrites(db: Database.Database): Writes {
     setRedacted: db.prepare(
       "UPDATE events SET body = ?, redacted = 1 WHERE conversation_id = ? AND seq = ?",
     ),
-    editsOf: db.prepare(byTarget.edits),
+    editsOf: db.prepare(indexed.edits.sql),
     byClientMsgId: db.prepare(
       "SELECT body FROM events WHERE conversation_id = ? AND actor_user_id = ? AND client_msg_id = ?",
     ),
@@ -230,9 +230,7 @@ export function createWrites(db: Database.Database): Writes {
     revokeDevice: db.prepare(
       "UPDATE devices SET revoked_at = ?, push_token = '' WHERE device_id = ? AND revoked_at = 0",
     ),
-    takePushToken: db.prepare(
-      "UPDATE devices SET push_token = '' WHERE push_token = ? AND device_id <> ?",
-    ),
+    takePushToken: db.prepare(indexed.takePushToken.sql),
     forgetPushToken: db.prepare(
       "UPDATE devices SET push_token = '' WHERE device_id = ? AND push_token = ?",
     ),
