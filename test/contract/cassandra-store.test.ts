@@ -187,6 +187,45 @@ describe("Cassandra store, beyond the contract", () => {
     }
   });
 
+  it("indexes the reactions of a keyspace made before its reactions table, when it creates the table", async () => {
+    await truncate();
+    const conv = newConversationId();
+    const before = open();
+    await before.commit([ev.group(conv, "ann", ["ben"]), ev.posted(conv, 2, "ann", "hi")]);
+    // More than a page of the scan, between the events that react.
+    const posts = Array.from({ length: 1200 }, (_, i) => ev.posted(conv, 4 + i, "ann", `p${i}`));
+    const verdicts = await before.commit([
+      ev.reacted(conv, 3, "ben", 2, "👍"),
+      ...posts,
+      ev.reacted(conv, 1204, "ben", 2, "🎉"),
+      ev.unreacted(conv, 1205, "ben", 2, "👍"),
+    ]);
+    expect(verdicts.filter(Boolean)).toEqual([]);
+    await before.close();
+    const raw = new cassandraDriver.Client({
+      contactPoints: [cassandra.contactPoint],
+      localDataCenter: cassandra.localDataCenter,
+    });
+    try {
+      await raw.execute(`DROP TABLE ${keyspace}.reactions`);
+    } finally {
+      await raw.shutdown();
+    }
+
+    const after = open();
+    try {
+      await after.migrate();
+      const found = await after.readReactions(conv, 2n, "ben");
+      expect(found.map((e) => [e.seq, e.kind.case])).toEqual([
+        [3n, "reactionAdded"],
+        [1204n, "reactionAdded"],
+        [1205n, "reactionRemoved"],
+      ]);
+    } finally {
+      await after.close();
+    }
+  });
+
   it("answers BackendUnavailableError when its connection dies with a write in flight, and the retry stores it once", async () => {
     const proxy = await startTcpProxy(cassandra.contactPoint);
     const store = openCassandraStore({

@@ -689,6 +689,37 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
     ).reverse();
   const bytesOf = (r: Row) => r.body as Uint8Array;
 
+  /**
+   * Fills the reactions table from the events of a keyspace made before it
+   * existed, so reactions added then can be removed. A scan of every event,
+   * once, by the process that creates the table.
+   */
+  async function indexReactions() {
+    const reaction = new Set([kindNumber.reactionAdded, kindNumber.reactionRemoved]);
+    let pageState: string | undefined;
+    do {
+      let page: cassandra.types.ResultSet;
+      try {
+        page = await client.execute(
+          `SELECT conversation_id, seq, kind, actor_user_id, target_seq FROM ${t.events}`,
+          [],
+          { prepare: true, fetchSize: 1000, ...(pageState ? { pageState } : {}) },
+        );
+      } catch (err) {
+        throw unavailable(err);
+      }
+      const rows = (page.rows as Row[]).filter((r) => reaction.has(r.kind as number));
+      await writeSideBySide(
+        rows.map((r) => ({
+          query: `INSERT INTO ${t.reactions} (conversation_id, target_seq, actor_user_id, seq)
+            VALUES (?, ?, ?, ?)`,
+          params: [r.conversation_id, r.target_seq, r.actor_user_id, r.seq],
+        })),
+      );
+      pageState = page.pageState ?? undefined;
+    } while (pageState);
+  }
+
   return {
     async migrate() {
       const existing = await all(
@@ -702,6 +733,7 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
          {'class': 'SimpleStrategy', 'replication_factor': ${opts.replicationFactor ?? 1}}`,
       );
       for (const table of tables) await run(table.replace(/EXISTS (\w+)/, `EXISTS ${ks}.$1`));
+      if (have.has("events") && !have.has("reactions")) await indexReactions();
     },
 
     async commit(events) {
