@@ -237,9 +237,10 @@ export function createInternalTransport(opts: {
         req.on("error", (err) =>
           finish(new ConnectError("core unreachable", Code.Unavailable, undefined, undefined, err)),
         );
-        req.on("close", () =>
-          finish(new ConnectError("the core closed the call", Code.Unavailable)),
-        );
+        // Every call closes: its error (and stack) is made only for one that is still open.
+        req.on("close", () => {
+          if (!settled) finish(new ConnectError("the core closed the call", Code.Unavailable));
+        });
         req.end(body);
       });
       let output: unknown;
