@@ -116,7 +116,7 @@ async function countMessages(opts: CassandraFloorOptions, keyspace: string): Pro
   const client = clientOf(opts);
   try {
     const r = await client.execute(
-      `SELECT count(*) AS n FROM ${keyspace}.events WHERE kind = ? ALLOW FILTERING`,
+      `SELECT count(*) AS n FROM ${keyspace}.event_buckets WHERE kind = ? ALLOW FILTERING`,
       [kindNumber.messagePosted],
       { prepare: true },
     );

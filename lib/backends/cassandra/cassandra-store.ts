@@ -43,7 +43,7 @@ import {
   toMember,
   toUser,
 } from "../records.js";
-import { tableNames, tables } from "./schema.js";
+import { defaultBucketSize, tableNames, tables, unbucketedEvents } from "./schema.js";
 
 const { Client, errors, types } = cassandra;
 
@@ -54,6 +54,11 @@ export interface CassandraOptions {
   keyspace: string;
   /** Used when the keyspace is created (SimpleStrategy). */
   replicationFactor?: number;
+  /**
+   * Events per partition of a conversation's log (default 10,000). Fixed for
+   * a keyspace's life: every store on it must be opened with the same size.
+   */
+  bucketSize?: number;
 }
 
 export interface CassandraStore extends EventStore, MetadataStore {
@@ -199,11 +204,72 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
 
   // ---- events ----
 
+  const bucketSize = BigInt(opts.bucketSize ?? defaultBucketSize);
+  /** The bucket that holds a seq (seqs start at 1). */
+  const bucketOf = (seq: bigint) => (seq - 1n) / bucketSize;
+  /** The highest seq a bucket holds. */
+  const bucketEnd = (bucket: bigint) => (bucket + 1n) * bucketSize;
+
   const eventAt = (conversationId: string, seq: bigint) =>
-    first(`SELECT event_id, body FROM ${t.events} WHERE conversation_id = ? AND seq = ?`, [
+    first(
+      `SELECT event_id, body FROM ${t.event_buckets}
+       WHERE conversation_id = ? AND bucket = ? AND seq = ?`,
+      [conversationId, bucketOf(seq), seq],
+    );
+
+  /**
+   * Up to `limit` rows (seq and the given columns) with seq > afterSeq, ascending,
+   * read bucket by bucket: seqs have no holes, so a bucket that is not full
+   * holds the last event.
+   */
+  const rowsAfter = async (
+    columns: string,
+    conversationId: string,
+    afterSeq: bigint,
+    limit: number,
+  ): Promise<Row[]> => {
+    const out: Row[] = [];
+    let from = afterSeq;
+    while (out.length < limit) {
+      const bucket = bucketOf(from + 1n);
+      const page = await all(
+        `SELECT seq, ${columns} FROM ${t.event_buckets}
+         WHERE conversation_id = ? AND bucket = ? AND seq > ? ORDER BY seq LIMIT ?`,
+        [conversationId, bucket, from, limit - out.length],
+      );
+      out.push(...page);
+      if (page.length === 0) break;
+      from = big(page.at(-1)!.seq);
+      if (from < bucketEnd(bucket)) break;
+    }
+    return out;
+  };
+
+  /**
+   * The last stored seq, looked for from `from` on (a seq known to be stored,
+   * or 0): the bucket that holds it, and the next while each is full.
+   */
+  const lastStored = async (conversationId: string, from: bigint) => {
+    let last: bigint | undefined;
+    for (let bucket = bucketOf(from > 0n ? from : 1n); ; bucket++) {
+      const top = await first(
+        `SELECT seq FROM ${t.event_buckets} WHERE conversation_id = ? AND bucket = ?
+         ORDER BY seq DESC LIMIT 1`,
+        [conversationId, bucket],
+      );
+      if (!top) return last;
+      last = big(top.seq);
+      if (last < bucketEnd(bucket)) return last;
+    }
+  };
+
+  /** The head as projected: a lower bound of the last stored seq (0 when unknown). */
+  const projectedHead = async (conversationId: string) => {
+    const conv = await first(`SELECT head_seq FROM ${t.conversations} WHERE conversation_id = ?`, [
       conversationId,
-      seq,
     ]);
+    return conv ? big(conv.head_seq) : 0n;
+  };
 
   /**
    * Heads as this process projected them. On first touch a conversation's
@@ -219,21 +285,11 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
   const headOf = async (conversationId: string): Promise<bigint | undefined> => {
     const cached = heads.get(conversationId);
     if (cached !== undefined) return cached;
-    const last = await first(
-      `SELECT seq FROM ${t.events} WHERE conversation_id = ? ORDER BY seq DESC LIMIT 1`,
-      [conversationId],
-    );
-    if (!last) return undefined;
-    const logHead = big(last.seq);
-    const conv = await first(`SELECT head_seq FROM ${t.conversations} WHERE conversation_id = ?`, [
-      conversationId,
-    ]);
-    let projected = conv ? big(conv.head_seq) : 0n;
+    let projected = await projectedHead(conversationId);
+    const logHead = await lastStored(conversationId, projected);
+    if (logHead === undefined) return undefined;
     while (projected < logHead) {
-      const missed = await all(
-        `SELECT body FROM ${t.events} WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT 100`,
-        [conversationId, projected],
-      );
+      const missed = await rowsAfter("body", conversationId, projected, 100);
       if (missed.length === 0) break;
       let atMs = 0;
       for (const r of missed) {
@@ -372,11 +428,12 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
     }
     const bytes = encodeEvent(ev);
     const stored = await lwt(
-      `INSERT INTO ${t.events} (conversation_id, seq, event_id, kind, actor_user_id,
-        client_msg_id, target_seq, body, redacted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, false)
-       IF NOT EXISTS`,
+      `INSERT INTO ${t.event_buckets} (conversation_id, bucket, seq, event_id, kind,
+        actor_user_id, client_msg_id, target_seq, body, redacted)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, false) IF NOT EXISTS`,
       [
         conv,
+        bucketOf(ev.seq),
         ev.seq,
         ev.eventId,
         kindNumber[ev.kind.case as keyof typeof kindNumber] ?? 0,
@@ -442,8 +499,9 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
     if (!row) return;
     const ev = redact(fromBinary(EventSchema, row.body as Uint8Array));
     await run(
-      `UPDATE ${t.events} SET body = ?, redacted = true WHERE conversation_id = ? AND seq = ?`,
-      [blob(toBinary(EventSchema, ev)), conv, seq],
+      `UPDATE ${t.event_buckets} SET body = ?, redacted = true
+       WHERE conversation_id = ? AND bucket = ? AND seq = ?`,
+      [blob(toBinary(EventSchema, ev)), conv, bucketOf(seq), seq],
     );
   };
 
@@ -663,59 +721,93 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
     (b.conversation.conversationId < a.conversation.conversationId ? -1 : 1);
 
   const eventsAfter = (conversationId: string, afterSeq: bigint, limit: number) =>
-    all(`SELECT body FROM ${t.events} WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?`, [
-      conversationId,
-      afterSeq,
-      limit,
-    ]);
-  /** The newest `limit` rows below beforeSeq (0: after the head), oldest first. */
+    rowsAfter("body", conversationId, afterSeq, limit);
+  /**
+   * The newest `limit` rows with minSeq <= seq < beforeSeq (0: after the
+   * head), oldest first, read bucket by bucket downwards from the head.
+   */
   const eventsBefore = async (
     conversationId: string,
     beforeSeq: bigint,
     minSeq: bigint,
     limit: number,
-  ) =>
-    (
-      await all(
-        `SELECT body FROM ${t.events} WHERE conversation_id = ? AND seq < ? AND seq >= ?
-         ORDER BY seq DESC LIMIT ?`,
-        [
-          conversationId,
-          beforeSeq === 0n ? BigInt(Number.MAX_SAFE_INTEGER) : beforeSeq,
-          minSeq,
-          limit,
-        ],
-      )
-    ).reverse();
+  ) => {
+    const head = await lastStored(
+      conversationId,
+      heads.get(conversationId) ?? (await projectedHead(conversationId)),
+    );
+    if (head === undefined) return [];
+    const pages: Row[][] = [];
+    let below = beforeSeq === 0n || beforeSeq > head ? head + 1n : beforeSeq;
+    let wanted = limit;
+    while (wanted > 0 && below > minSeq && below > 1n) {
+      const bucket = bucketOf(below - 1n);
+      const start = bucket * bucketSize + 1n;
+      const page = await all(
+        `SELECT body FROM ${t.event_buckets} WHERE conversation_id = ? AND bucket = ?
+         AND seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`,
+        [conversationId, bucket, below, minSeq > start ? minSeq : start, wanted],
+      );
+      pages.push(page);
+      wanted -= page.length;
+      below = start;
+    }
+    return pages.flat().reverse();
+  };
   const bytesOf = (r: Row) => r.body as Uint8Array;
 
   /**
-   * Fills the reactions table from the events of a keyspace made before it
-   * existed, so reactions added then can be removed. A scan of every event,
-   * once, by the process that creates the table.
+   * Copies the log of a keyspace made before it had buckets into
+   * event_buckets, indexing its reactions on the way; the old table is left
+   * as it was. A scan of every event, once, by the process that creates
+   * event_buckets, before it serves.
    */
-  async function indexReactions() {
+  async function carryOver() {
     const reaction = new Set([kindNumber.reactionAdded, kindNumber.reactionRemoved]);
     let pageState: string | undefined;
     do {
       let page: cassandra.types.ResultSet;
       try {
         page = await client.execute(
-          `SELECT conversation_id, seq, kind, actor_user_id, target_seq FROM ${t.events}`,
+          `SELECT conversation_id, seq, event_id, kind, actor_user_id, client_msg_id, target_seq,
+             body, redacted FROM ${ks}.${unbucketedEvents}`,
           [],
-          { prepare: true, fetchSize: 1000, ...(pageState ? { pageState } : {}) },
+          { prepare: true, fetchSize: 500, ...(pageState ? { pageState } : {}) },
         );
       } catch (err) {
         throw unavailable(err);
       }
-      const rows = (page.rows as Row[]).filter((r) => reaction.has(r.kind as number));
-      await writeSideBySide(
-        rows.map((r) => ({
+      const writes = (page.rows as Row[]).flatMap((r) => {
+        const seq = big(r.seq);
+        const copy = {
+          query: `INSERT INTO ${t.event_buckets} (conversation_id, bucket, seq, event_id, kind,
+              actor_user_id, client_msg_id, target_seq, body, redacted)
+              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          params: [
+            r.conversation_id,
+            bucketOf(seq),
+            seq,
+            r.event_id,
+            r.kind,
+            r.actor_user_id,
+            r.client_msg_id,
+            r.target_seq,
+            r.body,
+            r.redacted ?? false,
+          ],
+        };
+        if (!reaction.has(r.kind as number)) return [copy];
+        const indexed = {
           query: `INSERT INTO ${t.reactions} (conversation_id, target_seq, actor_user_id, seq)
-            VALUES (?, ?, ?, ?)`,
-          params: [r.conversation_id, r.target_seq, r.actor_user_id, r.seq],
-        })),
-      );
+              VALUES (?, ?, ?, ?)`,
+          params: [r.conversation_id, r.target_seq, r.actor_user_id, seq],
+        };
+        return [copy, indexed];
+      });
+      // Side by side, a few at a time: one batch of a page would pass Cassandra's batch size limit.
+      for (let i = 0; i < writes.length; i += 50) {
+        await Promise.all(writes.slice(i, i + 50).map((w) => run(w.query, w.params)));
+      }
       pageState = page.pageState ?? undefined;
     } while (pageState);
   }
@@ -733,7 +825,7 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
          {'class': 'SimpleStrategy', 'replication_factor': ${opts.replicationFactor ?? 1}}`,
       );
       for (const table of tables) await run(table.replace(/EXISTS (\w+)/, `EXISTS ${ks}.$1`));
-      if (have.has("events") && !have.has("reactions")) await indexReactions();
+      if (have.has(unbucketedEvents) && !have.has("event_buckets")) await carryOver();
     },
 
     async commit(events) {
@@ -824,11 +916,7 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
       let from = afterSeq;
       // Pages of the log after the cursor, until the cap or the head.
       for (;;) {
-        const page = await all(
-          `SELECT seq, kind, actor_user_id, redacted FROM ${t.events}
-           WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT 1000`,
-          [conversationId, from],
-        );
+        const page = await rowsAfter("kind, actor_user_id, redacted", conversationId, from, 1000);
         for (const r of page) {
           if (r.kind === kindNumber.messagePosted && r.actor_user_id !== userId && !r.redacted) {
             if (++count >= cap) return cap;

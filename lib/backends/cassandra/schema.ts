@@ -1,15 +1,18 @@
 /**
  * The CQL schema. Every table is keyed so that each read the stores make is
- * one partition: events by conversation clustered by seq, and the lookups
+ * one partition (or, for events, one per bucket it spans): events by
+ * conversation and bucket clustered by seq, and the lookups
  * SQL would answer with an index kept as tables of their own, written with
  * the row they point at.
  */
 export const tables = [
-  // The log of each conversation. An event is inserted IF NOT EXISTS, so a seq is taken once.
-  `CREATE TABLE IF NOT EXISTS events (
-    conversation_id text, seq bigint, event_id text, kind int, actor_user_id text,
-    client_msg_id text, target_seq bigint, body blob, redacted boolean,
-    PRIMARY KEY ((conversation_id), seq))`,
+  // The log of each conversation, in partitions of a fixed run of seqs (its buckets), so a
+  // long conversation is many bounded partitions. An event is inserted IF NOT EXISTS, so a seq
+  // is taken once.
+  `CREATE TABLE IF NOT EXISTS event_buckets (
+    conversation_id text, bucket bigint, seq bigint, event_id text, kind int,
+    actor_user_id text, client_msg_id text, target_seq bigint, body blob, redacted boolean,
+    PRIMARY KEY ((conversation_id, bucket), seq))`,
   // Idempotency keys: (sender, client_msg_id) -> the seq of the original, taken IF NOT EXISTS.
   `CREATE TABLE IF NOT EXISTS event_keys (
     conversation_id text, actor_user_id text, client_msg_id text, seq bigint,
@@ -46,6 +49,12 @@ export const tables = [
   `CREATE TABLE IF NOT EXISTS user_devices (user_id text, device_id text, PRIMARY KEY ((user_id), device_id))`,
   `CREATE TABLE IF NOT EXISTS push_tokens (push_token text, device_id text, PRIMARY KEY ((push_token), device_id))`,
 ];
+
+/** Events per bucket of event_buckets, unless a store is opened with another size. */
+export const defaultBucketSize = 10_000;
+
+/** The log's table before it had buckets: a keyspace that has it is carried over (see migrate). */
+export const unbucketedEvents = "events";
 
 /** Table names, in the order created (tests empty them between cases). */
 export const tableNames = tables.map((t) => /EXISTS (\w+)/.exec(t)![1]!);
