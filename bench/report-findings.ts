@@ -157,6 +157,26 @@ export function renderCeilingStudy(): string[] {
       "or the other. So a late window is a commit that took long, then the event loop's " +
       "burst of handing out what waited behind it.",
     "",
+    "### Where the split's CPU goes",
+    "",
+    "V8 CPU profiles of a core and two edges at 1,000 msgs/s (2026-12-07, 250 pairs, each " +
+      "pair's members on different edges; 1,000–1,300 µs of CPU per message over all its " +
+      "processes and Redis, in three 3-second steps): the core's event loop ran about 40% of " +
+      "a core and each edge's about 20%; the rest is the core's writer thread, Redis and the " +
+      "collectors. A third of the core's event loop went to Redis commands, mostly the " +
+      "socket writes (each a loopback write that also runs Redis' receive path in the " +
+      "writer's system call): the sequence counter, the registry lookup and one publish per " +
+      "edge, three round trips a message; a tenth to encoding the bus message for each " +
+      "edge. Of each edge's event loop, about a fifth went to its internal call to the core " +
+      "over HTTP/2 and a seventh to the send rate limit's Redis script. Nothing is large " +
+      "alone. Not taken: leasing rate-limit tokens to the edges in blocks (it would help the " +
+      "bench's lifted limits, not a user sending a message every few seconds); one Redis " +
+      "script for the lookup and the publishes (one round trip of three, about 5% of the " +
+      "core); counters in the core's memory (a conversation has one core, so that would be " +
+      "safe, but sequencing stays in the shared soft state, where the design keeps it). The " +
+      "internal call now builds its closing error only for a call still open (every call " +
+      "made one, with its stack, for nothing), within the run-to-run spread here.",
+    "",
     "### Tried and not kept",
     "",
     "Each was measured against the kept code, alternating in the same session.",
