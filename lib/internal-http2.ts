@@ -114,7 +114,12 @@ export function createInternalServer(opts: {
         (res) => {
           if (stream.destroyed) return;
           stream.respond({ ":status": 200, "content-type": contentType });
-          stream.end(toBinary(method.output, res.message as never));
+          // Ended once written, not with the write: a stream ended by its last write closes
+          // before the write completes, and Node 20 then builds an ERR_STREAM_DESTROYED
+          // (with its stack) for every call.
+          stream.write(toBinary(method.output, res.message as never), (err) => {
+            if (!err) stream.end();
+          });
         },
         (err: unknown) => fail(stream, err),
       );

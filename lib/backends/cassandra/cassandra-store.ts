@@ -732,13 +732,15 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
     minSeq: bigint,
     limit: number,
   ) => {
-    const head = await lastStored(
-      conversationId,
-      heads.get(conversationId) ?? (await projectedHead(conversationId)),
-    );
-    if (head === undefined) return [];
+    // A seq this process knows is stored bounds the page without a read; the head needs one.
+    const known = heads.get(conversationId);
+    let below = beforeSeq;
+    if (beforeSeq === 0n || known === undefined || beforeSeq > known + 1n) {
+      const head = await lastStored(conversationId, known ?? (await projectedHead(conversationId)));
+      if (head === undefined) return [];
+      if (beforeSeq === 0n || beforeSeq > head) below = head + 1n;
+    }
     const pages: Row[][] = [];
-    let below = beforeSeq === 0n || beforeSeq > head ? head + 1n : beforeSeq;
     let wanted = limit;
     while (wanted > 0 && below > minSeq && below > 1n) {
       const bucket = bucketOf(below - 1n);
