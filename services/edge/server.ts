@@ -23,11 +23,6 @@ export interface HttpServerOptions {
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0");
 
-/** Shared by every socket (the emitter is `this`), so none holds a closure for it. */
-function destroy(this: net.Socket) {
-  this.destroy();
-}
-
 const destroySocket = (socket: net.Socket) => socket.destroy();
 
 /**
@@ -103,6 +98,16 @@ export function createHttpServer(opts: HttpServerOptions) {
   h1.emit("listening");
 
   const sockets = new Set<net.Socket>();
+  /** Set while draining: what went wrong on sockets and sessions, counted for the drain's summary. */
+  let drainTrouble: Record<string, number> | undefined;
+  const trouble = (what: string) => {
+    if (drainTrouble) drainTrouble[what] = (drainTrouble[what] ?? 0) + 1;
+  };
+  /** Shared by every socket (the emitter is `this`), so none holds a closure for it. */
+  const onSocketError = function (this: net.Socket, err: Error & { code?: string }) {
+    trouble(`socket ${err.code ?? err.name}`);
+    this.destroy();
+  };
   const goingAway = new WeakSet<http2.Http2Session>();
   /**
    * Closes a session without refusing a stream its client already sent: a
@@ -128,7 +133,11 @@ export function createHttpServer(opts: HttpServerOptions) {
   const h2Sessions = new Map<http2.Http2Session, Set<http2.ServerHttp2Stream>>();
   h2.on("session", (s) => {
     h2Sessions.set(s, new Set());
-    s.on("close", () => h2Sessions.delete(s));
+    s.on("close", () => {
+      h2Sessions.delete(s);
+      // Ended before its GOAWAY: the client hung up, or the session was destroyed.
+      if (!goingAway.has(s)) trouble("session ended before its GOAWAY");
+    });
   });
   h2.on("stream", (stream) => {
     const open = stream.session && h2Sessions.get(stream.session);
@@ -156,7 +165,7 @@ export function createHttpServer(opts: HttpServerOptions) {
   const listener = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
-    socket.on("error", destroy);
+    socket.on("error", onSocketError);
     // A connection that never says which protocol it speaks is dropped. A timer
     // of our own: a socket timeout leaves its Timeout on the socket for good.
     let silent: NodeJS.Timeout | undefined = setTimeout(destroySocket, 10_000, socket).unref();
@@ -203,13 +212,12 @@ export function createHttpServer(opts: HttpServerOptions) {
       const closed = new Promise<void>((r) => listener.close(() => r()));
       const until = started + graceMs;
       const settled = started + Math.min(200, graceMs / 4);
-      // What went wrong while draining, counted by code for the summary below:
-      // a session that ends in an error may take a client's last frames with it.
-      const sessionErrors: Record<string, number> = {};
-      const onSessionError = (err: Error & { code?: string }) => {
-        const code = err.code ?? err.name;
-        sessionErrors[code] = (sessionErrors[code] ?? 0) + 1;
-      };
+      // What went wrong while draining, counted for the summary below: a session
+      // or socket that ends in an error may take a client's last frames with it.
+      const troubles: Record<string, number> = {};
+      drainTrouble = troubles;
+      const onSessionError = (err: Error & { code?: string }) =>
+        trouble(`session ${err.code ?? err.name}`);
       h2.on("sessionError", onSessionError);
       let streamsReset = 0;
       for (;;) {
@@ -238,8 +246,9 @@ export function createHttpServer(opts: HttpServerOptions) {
       }
       for (const s of sockets) s.destroy();
       h2.off("sessionError", onSessionError);
+      drainTrouble = undefined;
       opts.log.info(
-        { ms: Date.now() - started, closedOn, streamsReset, sessionErrors },
+        { ms: Date.now() - started, closedOn, streamsReset, troubles },
         "connections drained",
       );
       // Stops h1's connection tracking timer.
