@@ -131,6 +131,12 @@ export function createHttpServer(opts: HttpServerOptions) {
   // Open streams per HTTP/2 session, so shutdown can tell idle sessions and
   // finished calls apart.
   const h2Sessions = new Map<http2.Http2Session, Set<http2.ServerHttp2Stream>>();
+  // A session torn down by an error resets its connection: its clients lose
+  // whatever was on its way to them, so it is worth a line (no stack).
+  h2.on("sessionError", (err: Error & { code?: string }) => {
+    trouble(`session ${err.code ?? err.name}`);
+    opts.log.warn({ code: err.code, reason: err.message }, "HTTP/2 session error");
+  });
   h2.on("session", (s) => {
     h2Sessions.set(s, new Set());
     s.on("close", () => {
@@ -216,9 +222,6 @@ export function createHttpServer(opts: HttpServerOptions) {
       // or socket that ends in an error may take a client's last frames with it.
       const troubles: Record<string, number> = {};
       drainTrouble = troubles;
-      const onSessionError = (err: Error & { code?: string }) =>
-        trouble(`session ${err.code ?? err.name}`);
-      h2.on("sessionError", onSessionError);
       let streamsReset = 0;
       for (;;) {
         h1.closeIdleConnections();
@@ -245,7 +248,6 @@ export function createHttpServer(opts: HttpServerOptions) {
         );
       }
       for (const s of sockets) s.destroy();
-      h2.off("sessionError", onSessionError);
       drainTrouble = undefined;
       opts.log.info(
         { ms: Date.now() - started, closedOn, streamsReset, troubles },
