@@ -18,6 +18,36 @@ softStateContract("redis", async () => {
 });
 
 describe("Redis soft state, beyond the contract", () => {
+  it("keeps a device that attached to another edge while its old edge was detaching it", async () => {
+    // Two edges' processes, each with its own connection, as in a split deployment.
+    const prefix = `test:${process.pid}:race:`;
+    const [e1, e2] = [1, 2].map(() => createRedisSoftState({ url: redisUrl, keyPrefix: prefix }));
+    const turn = () => new Promise((r) => setImmediate(r));
+    try {
+      const lost: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        const device = { userId: "ann", deviceId: `a${i}` };
+        await e1!.registry.attach({ ...device, edgeId: "e1" });
+        // The device reconnects to e2 while e1 lets its old session go, a few turns apart.
+        await Promise.all([
+          e1!.registry.detach({ ...device, edgeId: "e1" }),
+          (async () => {
+            for (let k = 0; k < i % 4; k++) await turn();
+            await e2!.registry.attach({ ...device, edgeId: "e2" });
+          })(),
+        ]);
+        const at = (await e1!.registry.locate(["ann"])).filter(
+          (l) => l.deviceId === device.deviceId,
+        );
+        if (at.length !== 1 || at[0]!.edgeId !== "e2") lost.push(device.deviceId);
+      }
+      expect(lost).toEqual([]);
+    } finally {
+      await Promise.all([e1!.close(), e2!.close()]);
+      await dropKeys(prefix);
+    }
+  });
+
   it("writes this process's registry entries and watches again when Redis comes back empty", async () => {
     const redis = await startPrivateRedis();
     const soft = createRedisSoftState({ url: redis.url, keyPrefix: "t:" });

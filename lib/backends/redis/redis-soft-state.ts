@@ -95,6 +95,15 @@ redis.call('DEL', watching)
 return 1
 `;
 
+// Compare and delete in one step: a device that attached to another edge meanwhile keeps that entry.
+const detachScript = `
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if entry and string.sub(entry, 1, #ARGV[2] + 1) == ARGV[2] .. '\\0' then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+`;
+
 // Token bucket on Redis' clock, so every process refills alike.
 const takeScript = `
 local key, rate, burst = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -240,9 +249,7 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
         const local = mine.attached.get(address({ userId, deviceId }));
         if (local?.edgeId === edgeId) mine.attached.delete(address({ userId, deviceId }));
         // Only the edge the device is on may detach it: a stale edge's detach keeps it.
-        const key = connKey(userId);
-        const current = await available(redis.hget(key, deviceId));
-        if (current?.split(sep)[0] === edgeId) await available(redis.hdel(key, deviceId));
+        await run(detachScript, [connKey(userId)], [deviceId, edgeId]);
       },
       async locate(userIds) {
         if (userIds.length === 0) return [];
