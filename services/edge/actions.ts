@@ -53,15 +53,19 @@ export function createActions(deps: {
   sessions: Sessions;
 }) {
   const { limits } = deps;
+  /** Takes a token of the user's send budget, which every event the user makes spends. */
+  const spend = async (who: Caller) => {
+    if (
+      !(await deps.soft.limiter.take(`send:${who.userId}`, limits.sendPerSecond, limits.sendBurst))
+    ) {
+      throw fail.exhausted("send rate limit exceeded, retry later");
+    }
+  };
   return {
+    spend,
     async send(who: Caller, req: SendRequest): Promise<SendResponse> {
       checkSend(req, limits);
-      const allowed = await deps.soft.limiter.take(
-        `send:${who.userId}`,
-        limits.sendPerSecond,
-        limits.sendBurst,
-      );
-      if (!allowed) throw fail.exhausted("send rate limit exceeded, retry later");
+      await spend(who);
       // Literals, not create(): built for every send (see "The send path" in docs/ARCHITECTURE.md).
       const posted: MessagePosted = {
         $typeName: "chat.v1.MessagePosted",

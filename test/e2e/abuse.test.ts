@@ -136,6 +136,37 @@ describe("send rate limit", () => {
     expect(history.filter((e) => rejectedKeys.includes(e.clientMsgId))).toEqual([]);
   });
 
+  it("charges edits, deletes and reactions to the same budget as messages", async () => {
+    server = await startServer({ limits: { sendPerSecond: 0.01, sendBurst: 5 } });
+    const [a, b] = await Promise.all([login(server, "ann"), login(server, "ben")]);
+    const id = await direct(a, b);
+    const first = await a.chat.send({ conversationId: id, clientMsgId: "m1", content: text("x") });
+    const seq = first.event!.seq;
+    await a.chat.send({ conversationId: id, clientMsgId: "m2", content: text("y") });
+    await a.chat.addReaction({ conversationId: id, targetSeq: seq, emoji: "👍" });
+    await a.chat.editMessage({ conversationId: id, targetSeq: seq, text: "x2" });
+    await a.chat.deleteMessage({ conversationId: id, targetSeq: seq + 1n });
+    const over = { code: Code.ResourceExhausted };
+    await expect(
+      a.chat.addReaction({ conversationId: id, targetSeq: seq, emoji: "🎉" }),
+    ).rejects.toMatchObject(over);
+    await expect(
+      a.chat.send({ conversationId: id, clientMsgId: "m3", content: text("z") }),
+    ).rejects.toMatchObject(over);
+    // Another user's budget is their own; nothing refused became an event.
+    await b.chat.addReaction({ conversationId: id, targetSeq: seq, emoji: "🎉" });
+    const { events } = await b.chat.getHistory({ conversationId: id });
+    expect(events.map((e) => [e.actorUserId, e.kind.case])).toEqual([
+      ["ann", "conversationCreated"],
+      ["ann", "messagePosted"],
+      ["ann", "messagePosted"],
+      ["ann", "reactionAdded"],
+      ["ann", "messageEdited"],
+      ["ann", "messageDeleted"],
+      ["ben", "reactionAdded"],
+    ]);
+  });
+
   it("answers an over-limit Session send with an error frame (code 8, client_msg_id) and keeps the stream", async () => {
     server = await startServer({ limits: { sendPerSecond: 0.01, sendBurst: 5 } });
     const [c, d] = await Promise.all([login(server, "cat"), login(server, "dan")]);

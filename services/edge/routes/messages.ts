@@ -36,6 +36,8 @@ export const messageRoutes = (
   ) => {
     checkConversationId(conversationId);
     checkClientKey("client_msg_id", clientMsgId, false);
+    // Edits, deletes and reactions are events like messages: they share its budget.
+    await ctx.actions.spend(who);
     const res = await ctx.router.apply({
       actor: actorOf(who),
       proposal: { conversationId, clientMsgId, kind },
