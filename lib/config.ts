@@ -21,7 +21,7 @@ export interface Limits {
   /** Calls (unary, stream opens, Session frames but sends and typing) per user per second, and the burst above it. */
   requestsPerSecond: number;
   requestBurst: number;
-  /** Sustained sends per user per second, and the burst above it. */
+  /** Sustained events per user per second (messages, edits, deletes, reactions), and the burst above it. */
   sendPerSecond: number;
   sendBurst: number;
   typingPerSecond: number;
