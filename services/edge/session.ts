@@ -38,10 +38,14 @@ interface Gate {
   /** Events that arrived ahead of a gap, waiting for it to be filled. */
   ahead?: Map<bigint, Event> | undefined;
   gapTimer?: NodeJS.Timeout | undefined;
+  /** Reads of the store for the current gap that did not close it (backs the next one off). */
+  gapReads?: number | undefined;
   /** Set when a live event was skipped because the stream is behind here. */
   skipped?: boolean;
 }
 
+/** The longest wait between two reads of a gap that the store did not close. */
+const gapRetryMaxMs = 5000;
 /** Events read per store call when a stream catches up. */
 const catchUpPage = 200;
 /** Events held in memory while a subscribe is still syncing; past it, the store has them. */
@@ -461,9 +465,12 @@ export class Session {
       if (!this.emit(g, next)) return;
     }
     if (g.ahead) for (const seq of g.ahead.keys()) if (seq <= g.sent) g.ahead.delete(seq);
-    if (!g.ahead?.size && g.gapTimer) {
-      clearTimeout(g.gapTimer);
-      g.gapTimer = undefined;
+    if (!g.ahead?.size) {
+      g.gapReads = undefined;
+      if (g.gapTimer) {
+        clearTimeout(g.gapTimer);
+        g.gapTimer = undefined;
+      }
     }
     if (this.laggingSinceMs) this.markBehind(conversationId);
   }
@@ -502,14 +509,20 @@ export class Session {
     this.behind.add(conversationId);
   }
 
-  /** A gap usually closes by itself within milliseconds; if not, read it from the store. */
+  /**
+   * A gap usually closes by itself within milliseconds; if not, read it from
+   * the store, and again, backing off, until it closes: the events behind it
+   * wait for it, so a read the store could not answer (a node restarting) must
+   * not be the last.
+   */
   private scheduleGapFill(g: Gate, conversationId: string) {
     if (g.gapTimer) return;
+    const waitMs = Math.min(this.opts.gapWaitMs * 2 ** (g.gapReads ?? 0), gapRetryMaxMs);
     g.gapTimer = setTimeout(() => {
       g.gapTimer = undefined;
       if (this.closed || !g.ahead?.size) return;
       void this.fillGap(g, conversationId);
-    }, this.opts.gapWaitMs);
+    }, waitMs);
     g.gapTimer.unref();
   }
 
@@ -531,10 +544,15 @@ export class Session {
     } catch (err) {
       this.opts.log.debug({ err, conversationId }, "gap fill failed");
       // History serves a former member up to its removal; refused is a stranger's.
-      if (!(err instanceof ConnectError && err.code === Code.PermissionDenied)) return;
-      g.sent = first - 1n;
-      this.flushAhead(g, conversationId);
+      if (err instanceof ConnectError && err.code === Code.PermissionDenied) {
+        g.sent = first - 1n;
+        this.flushAhead(g, conversationId);
+        return;
+      }
     }
+    if (this.closed || !g.ahead?.size || this.gates?.get(conversationId) !== g) return;
+    g.gapReads = (g.gapReads ?? 0) + 1;
+    this.scheduleGapFill(g, conversationId);
   }
 
   /** Reads what a slow stream skipped from the store, once it has room again. */

@@ -1,6 +1,8 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import {
+  ReadHistoryResponseSchema,
   type ReadSyncRequest,
   ReadSyncRequestSchema,
   ReadSyncResponseSchema,
@@ -161,4 +163,28 @@ describe("session sync", () => {
       expect(ack.event).toStrictEqual(missed[1]);
     },
   );
+});
+
+describe("session gaps", () => {
+  it("reads a gap again when the store could not answer, and delivers in order once it can", async () => {
+    let reads = 0;
+    const s = session({
+      readSync: async () => create(ReadSyncResponseSchema, {}),
+      readHistory: async () => {
+        reads++;
+        // Away for the first two reads, as a store node that is restarting.
+        if (reads <= 2) throw new ConnectError("store is away", Code.Unavailable);
+        return create(ReadHistoryResponseSchema, { events: [posted(2n, "m2")], headSeq: 3n });
+      },
+    });
+    await s.subscribe([
+      { $typeName: "chat.v1.ConversationCursor", conversationId: "c_1", seq: 1n },
+    ]);
+    // Seq 2 was committed but its fan-out never came: seq 3 waits behind the gap.
+    s.offer(posted(3n, "m3"));
+    await expect.poll(() => reads, { timeout: 5000 }).toBe(3);
+    const frames = await drain(s);
+    const events = frames.filter((f) => f.frame.case === "event");
+    expect(events.map((f) => (f.frame.value as Event).seq)).toEqual([2n, 3n]);
+  });
 });
