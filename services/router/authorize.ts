@@ -152,10 +152,14 @@ export async function authorize(
       return {
         kind: k,
         recipients: everyone(state),
-        // Later changes must see the delete before the store does.
+        // Later changes must see the delete before the store does; once durable, the store
+        // shows the target redacted.
         mutate: (s) => {
           s.deleted ??= new Set();
           s.deleted.add(targetSeq);
+        },
+        onDurable: (s) => {
+          s.deleted?.delete(targetSeq);
         },
       };
     }

@@ -18,7 +18,7 @@ export interface ConversationState {
   members: Map<string, MemberState>;
   /** Highest seq sequenced here or known durable. */
   lastSeq: bigint;
-  /** Messages deleted by changes sequenced here; the store shows them redacted only once durable. */
+  /** Messages deleted by changes sequenced here and not yet durable (the store then shows them redacted). */
   deleted?: Set<bigint>;
   /**
    * Reactions changed by changes sequenced here and not yet durable, by
