@@ -70,6 +70,12 @@ export interface Config {
      * seen, hung up) before what is left is closed on.
      */
     drainGraceMs: number;
+    /**
+     * How long fan-out of a durable event is retried while the soft state
+     * fails (Redis away); later events of its conversation wait behind it.
+     * After that, live streams find the event by its gap or on reconnect.
+     */
+    fanoutRetryMs: number;
   };
   sqlite: { synchronous: "FULL" | "NORMAL" };
   corsOrigins: string[];
@@ -174,6 +180,7 @@ const defaults: Config = {
     syncLimit: 500,
     gapWaitMs: 250,
     drainGraceMs: 5_000,
+    fanoutRetryMs: 30_000,
   },
   sqlite: { synchronous: "FULL" },
   corsOrigins: [],
@@ -215,6 +222,7 @@ const variables: [path: string, name: string, kind: "get" | "num" | "bool" | "li
   ["session.syncLimit", "SYNC_LIMIT", "num"],
   ["session.gapWaitMs", "GAP_WAIT_MS", "num"],
   ["session.drainGraceMs", "DRAIN_GRACE_MS", "num"],
+  ["session.fanoutRetryMs", "FANOUT_RETRY_MS", "num"],
   ["metrics.enabled", "METRICS_ENABLED", "bool"],
   ["metrics.host", "METRICS_HOST", "get"],
   ["metrics.port", "METRICS_PORT", "num"],

@@ -56,6 +56,16 @@ export function createMetrics() {
       labelNames: ["frame"] as const,
       registers: [registry],
     }),
+    fanoutRetries: new Counter({
+      name: "chat_fanout_retries_total",
+      help: "Fan-outs of durable events tried again after the registry or bus failed.",
+      registers: [registry],
+    }),
+    fanoutAbandoned: new Counter({
+      name: "chat_fanout_abandoned_total",
+      help: "Durable events whose fan-out kept failing past the retry window (recipients get them by sync).",
+      registers: [registry],
+    }),
     sessions: new Gauge({
       name: "chat_sessions",
       help: "Client streams open on this edge.",

@@ -38,6 +38,7 @@ export function createRouter(deps: RouterDeps) {
     soft: deps.soft,
     log: log.fanout,
     metrics: deps.metrics,
+    retryForMs: session.fanoutRetryMs,
     ...(deps.push ? { push: deps.push } : {}),
   });
   const sendPath = createSendPath({
@@ -113,6 +114,8 @@ export function createRouter(deps: RouterDeps) {
     /** Waits for in-flight changes to become durable and be fanned out. */
     async stop() {
       typing.stop();
+      // What is left to fan out goes once more; a soft state still away leaves it to sync.
+      fanout.stop();
       await sendPath.idle();
       await deps.push?.close();
     },

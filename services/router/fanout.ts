@@ -3,27 +3,63 @@ import type { Event } from "../../gen/chat/v1/event_pb.js";
 import type { PushNotifier } from "../../lib/backends/push.js";
 import type { SoftState } from "../../lib/backends/soft-state.js";
 import { deliverToUsers } from "../../lib/delivery.js";
+import { BackendUnavailableError } from "../../lib/errors.js";
 import type { Logger } from "../../lib/logger.js";
 import type { Metrics } from "../../lib/metrics.js";
+
+/** The first pause between fan-out attempts, doubled per attempt up to `retryMaxPauseMs`. */
+const retryFirstPauseMs = 50;
+const retryMaxPauseMs = 2_000;
 
 /**
  * Fan-out of durable events to every connected device of the recipients,
  * the sender's own devices included (the sending stream turns its copy into
  * the send-ack), then push for devices that are not connected.
+ *
+ * A durable event whose fan-out fails for the soft state (the registry or
+ * bus unreachable, BackendUnavailableError) is
+ * tried again with backoff for up to `retryForMs`, and the conversation's
+ * later events wait behind it, so live streams still see them in seq order.
+ * A retry may reach an edge a second time; sessions drop what they have
+ * already sent by seq. Past `retryForMs`, or once `stop()` is called, the
+ * event is left to sync (streams find it by its gap or on reconnect) and its
+ * push goes to all the recipients' devices, since which are connected is unknown.
  */
 export function createFanout(deps: {
   soft: SoftState;
   push?: PushNotifier;
   log: Logger;
   metrics: Metrics;
+  retryForMs: number;
 }) {
   const chains = new Map<string, Promise<void>>();
+  let stopping = false;
+  const wakers = new Set<() => void>();
 
   const deliver = async (frame: ServerFrame, userIds: string[]) => {
     const connected = await deliverToUsers(deps.soft, frame, userIds);
     deps.metrics.deliveries.inc({ frame: frame.frame.case ?? "none" }, connected.size);
     return connected;
   };
+
+  const notifyPush = (event: Event, recipients: string[], connected: Set<string>) => {
+    if (!deps.push || event.kind.case !== "messagePosted") return;
+    const others = recipients.filter((u) => u !== event.actorUserId);
+    // Not awaited: the next event's delivery must not wait for push.
+    if (others.length > 0) void deps.push.notify(event, others, connected);
+  };
+
+  /** Resolves after `ms`, or at once when the fan-out stops. */
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        wakers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      wakers.add(wake);
+    });
 
   async function deliverEvent(event: Event, recipients: string[]) {
     // A literal, not create(): one per event (see "The send path" in docs/ARCHITECTURE.md).
@@ -32,11 +68,36 @@ export function createFanout(deps: {
       replyToFrameId: "",
       frame: { case: "event", value: event },
     };
-    const connected = await deliver(frame, recipients);
-    if (deps.push && event.kind.case === "messagePosted") {
-      const others = recipients.filter((u) => u !== event.actorUserId);
-      // Not awaited: the next event's delivery must not wait for push.
-      if (others.length > 0) void deps.push.notify(event, others, connected);
+    let failedSince: number | undefined;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const connected = await deliver(frame, recipients);
+        if (attempt > 0) {
+          deps.log.info(
+            { conversationId: event.conversationId, seq: event.seq, attempts: attempt + 1 },
+            "fan-out recovered",
+          );
+        }
+        notifyPush(event, recipients, connected);
+        return;
+      } catch (err) {
+        failedSince ??= Date.now();
+        const pauseMs = Math.min(retryFirstPauseMs * 2 ** attempt, retryMaxPauseMs);
+        const at = { err, conversationId: event.conversationId, seq: event.seq };
+        const transient = err instanceof BackendUnavailableError;
+        if (!transient || stopping || Date.now() - failedSince + pauseMs > deps.retryForMs) {
+          deps.metrics.fanoutAbandoned.inc();
+          deps.log.error(
+            { ...at, attempts: attempt + 1 },
+            "fan-out abandoned: recipients get the event by sync",
+          );
+          notifyPush(event, recipients, new Set());
+          return;
+        }
+        if (attempt === 0) deps.log.warn(at, "fan-out failed, retrying");
+        deps.metrics.fanoutRetries.inc();
+        await pause(pauseMs);
+      }
     }
   }
 
@@ -56,12 +117,7 @@ export function createFanout(deps: {
         } catch {
           return;
         }
-        try {
-          await deliverEvent(event, recipients);
-        } catch (err) {
-          // Recipients recover through sync; the event itself is durable.
-          deps.log.warn({ err, conversationId: key, seq: event.seq }, "fan-out failed");
-        }
+        await deliverEvent(event, recipients);
       });
       chains.set(key, next);
       void next.then(() => {
@@ -71,6 +127,11 @@ export function createFanout(deps: {
     /** Resolves when every enqueued fan-out has finished. */
     async idle() {
       while (chains.size > 0) await Promise.all([...chains.values()]);
+    },
+    /** Stops retrying: each failing fan-out gives up after its current attempt. */
+    stop() {
+      stopping = true;
+      for (const wake of [...wakers]) wake();
     },
   };
 }

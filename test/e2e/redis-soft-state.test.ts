@@ -1,7 +1,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
+import type { ConfigInput } from "../../lib/config.js";
 import { direct, login, openSession, settle } from "../helpers/clients.js";
 import { dropKeys, ensureRedis, redisUrl, startPrivateRedis } from "../helpers/dev-env.js";
+import { sample, scrape } from "../helpers/metrics.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
 await ensureRedis();
@@ -18,13 +21,24 @@ afterEach(async () => {
 });
 
 /** A server whose soft state lives in Redis under a prefix of its own. */
-async function start(url = redisUrl) {
+async function start(url = redisUrl, overrides: ConfigInput = {}) {
   prefix = `e2e:${process.pid}:${Math.random().toString(36).slice(2)}:`;
   server = await startServer({
     redis: { url, keyPrefix: prefix },
     limits: { sendPerSecond: 1000, sendBurst: 1000 },
+    ...overrides,
   });
   return server;
+}
+
+/** Refuses (or allows again) the server's PUBLISH on a private Redis: the bus fails, nothing else does. */
+async function publishing(url: string, allowed: boolean) {
+  const admin = new Redis(url, { maxRetriesPerRequest: 0 });
+  try {
+    await admin.call("ACL", "SETUSER", "default", allowed ? "+publish" : "-publish");
+  } finally {
+    admin.disconnect();
+  }
 }
 
 const seqsOf = (events: { seq: bigint }[]) => events.map((e) => Number(e.seq));
@@ -187,6 +201,73 @@ describe("soft state in Redis", () => {
     await settle(200);
     expect(seqsOf(live.frames.events(id))).toEqual(range(1, 6));
     expect(live.frames.of("heartbeat").length).toBe(0);
+    live.abort();
+  });
+
+  it("fans acknowledged events out once the bus is back, in order and once, when publishing failed after their commits", async () => {
+    privateRedis = await startPrivateRedis();
+    const s = await start(privateRedis.url);
+    const ann = await login(s, "ann", "ann-phone");
+    const ben = await login(s, "ben", "ben-phone");
+    const id = await direct(ann, ben);
+    const live = openSession(ben.chat);
+    await live.frames.synced();
+    await ann.chat.send({ conversationId: id, clientMsgId: "b0", content: { text: "0" } });
+    await live.frames.until((f) => f.events(id).length >= 2, 5000, "the first message live");
+
+    // Sequencing, the registry and the store still work, so the sends are acked.
+    await publishing(privateRedis.url, false);
+    const acked: bigint[] = [];
+    for (let i = 1; i <= 3; i++) {
+      const res = await ann.chat.send({
+        conversationId: id,
+        clientMsgId: `b${i}`,
+        content: { text: `${i}` },
+      });
+      acked.push(res.event!.seq);
+    }
+    expect(acked).toEqual([3n, 4n, 5n]);
+    await settle(400);
+    expect(seqsOf(live.frames.events(id))).toEqual(range(1, 2));
+
+    // No further send: the fan-out itself tries again.
+    await publishing(privateRedis.url, true);
+    await live.frames.until((f) => f.events(id).length >= 5, 5000, "the held events live");
+    await settle(300);
+    expect(seqsOf(live.frames.events(id))).toEqual(range(1, 5));
+    const text = await scrape(s);
+    expect(sample(text, "chat_fanout_retries_total")).toBeGreaterThan(0);
+    expect(sample(text, "chat_fanout_abandoned_total")).toBe(0);
+    live.abort();
+  });
+
+  it("gives a fan-out up after the retry window and lets the next event's gap bring it", async () => {
+    privateRedis = await startPrivateRedis();
+    const s = await start(privateRedis.url, { session: { fanoutRetryMs: 300 } });
+    const ann = await login(s, "ann", "ann-phone");
+    const ben = await login(s, "ben", "ben-phone");
+    const id = await direct(ann, ben);
+    const live = openSession(ben.chat);
+    await live.frames.synced();
+
+    await publishing(privateRedis.url, false);
+    await ann.chat.send({ conversationId: id, clientMsgId: "g1", content: { text: "1" } });
+    let abandoned = 0;
+    for (let i = 0; i < 50 && abandoned === 0; i++) {
+      await settle(100);
+      abandoned = sample(await scrape(s), "chat_fanout_abandoned_total");
+    }
+    expect(abandoned).toBe(1);
+    await publishing(privateRedis.url, true);
+    await settle(300);
+    // Abandoned means not retried: the stream has not seen seq 2.
+    expect(seqsOf(live.frames.events(id))).toEqual([1]);
+
+    // The conversation is not held behind it: the next event comes, and its gap is read.
+    await ann.chat.send({ conversationId: id, clientMsgId: "g2", content: { text: "2" } });
+    await live.frames.until((f) => f.events(id).length >= 3, 5000, "the gap filled");
+    await settle(200);
+    expect(seqsOf(live.frames.events(id))).toEqual(range(1, 3));
     live.abort();
   });
 });

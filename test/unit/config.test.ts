@@ -71,6 +71,7 @@ describe("readEnv", () => {
       CHAT_SYNC_LIMIT: "77",
       CHAT_GAP_WAIT_MS: "20",
       CHAT_DRAIN_GRACE_MS: "900",
+      CHAT_FANOUT_RETRY_MS: "4500",
       CHAT_SQLITE_SYNCHRONOUS: "normal",
       CHAT_METRICS_ENABLED: "off",
       CHAT_METRICS_HOST: "0.0.0.0",
@@ -123,6 +124,7 @@ describe("readEnv", () => {
       syncLimit: 77,
       gapWaitMs: 20,
       drainGraceMs: 900,
+      fanoutRetryMs: 4500,
     });
     expect(input.sqlite).toEqual({ synchronous: "NORMAL" });
     expect(input.metrics).toEqual({ enabled: false, host: "0.0.0.0", port: 9100 });
