@@ -1,8 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it, vi } from "vitest";
+import WebSocket from "ws";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
 import { createPulsarLog, topicPath } from "../../lib/backends/pulsar/pulsar-log.js";
-import { BackendUnavailableError } from "../../lib/errors.js";
+import { BackendUnavailableError, SeqConflictError } from "../../lib/errors.js";
+import { decodeEvent } from "../../lib/event-bytes.js";
 import { createRootLogger } from "../../lib/logger.js";
 import { ensurePulsar, startPrivatePulsar } from "../helpers/dev-env.js";
 import { ev, newConversationId, sleep } from "./fixtures.js";
@@ -36,6 +38,38 @@ messageLogContract(
   },
   { judges: false },
 );
+
+/** The first `n` messages of a topic, from its start, decoded as events. */
+async function readTopic(topic: string, n: number) {
+  const url = `${broker.webUrl.replace(/^http/, "ws")}/ws/v2/reader/${topicPath(topic)}?messageId=earliest`;
+  const ws = new WebSocket(url);
+  const got: { event: Event; refused: string | undefined }[] = [];
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`read ${got.length} of ${n}`)), 20_000);
+      ws.on("error", reject);
+      ws.on("message", (data) => {
+        const m = JSON.parse(String(data)) as {
+          messageId: string;
+          payload: string;
+          properties?: Record<string, string>;
+        };
+        ws.send(JSON.stringify({ messageId: m.messageId }));
+        got.push({
+          event: decodeEvent(Buffer.from(m.payload, "base64")),
+          refused: m.properties?.["relaychat-refused"],
+        });
+        if (got.length === n) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  } finally {
+    ws.terminate();
+  }
+  return got;
+}
 
 /** A consumer that commits each event once, as the store does (what comes again is stored already). */
 const committing = (into: Event[]) => async (batch: Event[]) => {
@@ -115,6 +149,59 @@ describe("Pulsar log, beyond the contract", () => {
       return () => clearInterval(busy);
     });
     expect(seen).toEqual(appended);
+  });
+
+  it("moves an acknowledged event the store keeps refusing to the dead-letter topic, its conversation's later refusals at once, and goes on", async () => {
+    const topic = freshTopic();
+    const log = createPulsarLog({
+      webUrl: broker.webUrl,
+      topic,
+      subscription: "store",
+      log: logger,
+      sendTimeoutMs: 3000,
+      catchUpTimeoutMs: 60_000,
+      maxRefusals: 3,
+    });
+    const bad = newConversationId();
+    const fine = newConversationId();
+    const committed: string[] = [];
+    const refusals = new Map<string, number>();
+    // A store that never takes seq 2 of `bad`, nor anything after it there, as a bug would.
+    log.consume(async (batch) =>
+      batch.map((e) => {
+        if (e.conversationId === bad && e.seq >= 2n) {
+          refusals.set(e.eventId, (refusals.get(e.eventId) ?? 0) + 1);
+          return new SeqConflictError(bad, 2n, e.seq);
+        }
+        if (!committed.includes(e.eventId)) committed.push(e.eventId);
+        return undefined;
+      }),
+    );
+    try {
+      await log.open();
+      const b1 = ev.posted(bad, 1, "ann", "b1");
+      const b2 = ev.posted(bad, 2, "ann", "b2");
+      const f1 = ev.posted(fine, 1, "ann", "f1");
+      for (const e of [b1, b2, f1]) await log.append(e);
+      await log.caughtUp();
+      expect(committed).toEqual([b1.eventId, f1.eventId]);
+      expect(refusals.get(b2.eventId)).toBe(3);
+
+      const b3 = ev.posted(bad, 3, "ann", "b3");
+      const f2 = ev.posted(fine, 2, "ann", "f2");
+      for (const e of [b3, f2]) await log.append(e);
+      await log.caughtUp();
+      expect(refusals.get(b3.eventId)).toBe(1);
+      expect(committed).toEqual([b1.eventId, f1.eventId, f2.eventId]);
+
+      // Kept, in order, with why: nothing acknowledged is dropped.
+      const dead = await readTopic(`${topic}-dead-letter`, 2);
+      expect(dead.map((d) => d.event.eventId)).toEqual([b2.eventId, b3.eventId]);
+      expect(dead[0]!.event).toEqual(b2);
+      expect(dead[0]!.refused).toMatch(/seq/);
+    } finally {
+      await log.close();
+    }
   });
 
   it("lets only one process consume a topic", async () => {

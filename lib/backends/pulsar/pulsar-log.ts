@@ -2,6 +2,7 @@ import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import WebSocket from "ws";
 import type { Event } from "../../../gen/chat/v1/event_pb.js";
+import { setBounded } from "../../bounded-map.js";
 import { BackendUnavailableError } from "../../errors.js";
 import { decodeEvent, encodeEvent } from "../../event-bytes.js";
 import type { Logger } from "../../logger.js";
@@ -23,8 +24,13 @@ export interface PulsarLogOptions {
   maxBatch?: number;
   /** How long open() waits for the broker and the backlog. */
   openTimeoutMs?: number;
-  /** Redeliveries of an event the store keeps refusing before it is skipped (and logged as lost). */
-  maxRedeliveries?: number;
+  /**
+   * Refusals of an event the store keeps refusing before it is moved to the
+   * dead-letter topic, so that one bad event cannot stop the core's store.
+   */
+  maxRefusals?: number;
+  /** Where such events go: persistent://…, by default the topic's name with `-dead-letter`. */
+  deadLetterTopic?: string;
   /** How long caughtUp waits for the store before it answers UNAVAILABLE. */
   catchUpTimeoutMs?: number;
   /** How long the consumer may get nothing while events wait before it starts over. */
@@ -54,7 +60,6 @@ interface Received {
   messageId: string;
   event: Event | undefined;
   marker: string | undefined;
-  redeliveryCount: number;
 }
 
 interface Receipt {
@@ -89,7 +94,10 @@ const keyOf = (conversationId: string, actorUserId: string, clientMsgId: string)
  * what it appended and the store has not committed: dedup checks ask it
  * (pendingKey), reads wait for the store to catch up (caughtUp), and a
  * commit that fails or is refused stops the consumer, which the broker then
- * hands the same events again, in order. A send whose outcome is unknown
+ * hands the same events again, in order. An event refused `maxRefusals`
+ * times is moved to the dead-letter topic (durable there, for an operator),
+ * and so are its conversation's later refused events, at once: one bad event
+ * holds the topic back only for a while. A send whose outcome is unknown
  * (the producer's connection dropped, no receipt in time) fails, and appends
  * pause until a marker sent after it has come through the consumer: by then
  * the event is either committed or certainly not in the log.
@@ -108,7 +116,8 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
   const maxPending = opts.maxPending ?? 100_000;
   const maxBatch = opts.maxBatch ?? 512;
   const openTimeoutMs = opts.openTimeoutMs ?? 60_000;
-  const maxRedeliveries = opts.maxRedeliveries ?? 20;
+  const maxRefusals = opts.maxRefusals ?? 20;
+  const deadLetterPath = topicPath(opts.deadLetterTopic ?? `${opts.topic}-dead-letter`);
   const catchUpTimeoutMs = opts.catchUpTimeoutMs ?? 10_000;
   const stallMs = opts.stallMs ?? 10_000;
   const log = opts.log;
@@ -390,12 +399,7 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
 
   const onMessage = (ws: WebSocket, data: Buffer) => {
     if (ws !== consumer) return;
-    let msg: {
-      messageId?: string;
-      payload?: string;
-      properties?: Record<string, string>;
-      redeliveryCount?: number;
-    };
+    let msg: { messageId?: string; payload?: string; properties?: Record<string, string> };
     try {
       msg = JSON.parse(data.toString("utf8"));
     } catch (err) {
@@ -414,12 +418,7 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
         log.error({ err, messageId: msg.messageId }, "pulsar consumer: not an event, skipped");
       }
     }
-    queue.push({
-      messageId: msg.messageId,
-      event,
-      marker,
-      redeliveryCount: msg.redeliveryCount ?? 0,
-    });
+    queue.push({ messageId: msg.messageId, event, marker });
     if (!scheduled) {
       scheduled = true;
       setImmediate(drain);
@@ -435,6 +434,70 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
       const before = chain;
       chain = handOver(h, ws, batch, before);
     }
+  };
+
+  /** Times the store refused each event not yet acknowledged (bounded). */
+  const refusals = new Map<string, number>();
+  /** Conversations with an event in the dead-letter topic: their later refusals follow it there. */
+  const deadLettered = new Map<string, true>();
+  /** Events in the dead-letter topic not yet acknowledged here. */
+  const moved = new Map<string, true>();
+  let deadLetterSubscribed = false;
+
+  /**
+   * Sends an acknowledged event the store keeps refusing to the dead-letter
+   * topic (with the store's subscription on it, so the topic keeps it), on a
+   * connection of its own. Resolves false when that failed: the event then
+   * stays in the log and comes again.
+   */
+  const moveToDeadLetter = async (event: Event, refused: Error, times: number) => {
+    const at = { conversationId: event.conversationId, seq: String(event.seq), refusals: times };
+    try {
+      if (!deadLetterSubscribed) {
+        const url = `${opts.webUrl.replace(/\/$/, "")}/admin/v2/${deadLetterPath}/subscription/${encodeURIComponent(opts.subscription)}`;
+        const res = await fetch(url, { method: "PUT", signal: AbortSignal.timeout(10_000) });
+        if (!res.ok && res.status !== 409) throw new Error(`pulsar answered ${res.status}`);
+        deadLetterSubscribed = true;
+      }
+      const ws = await connect(`${base}/ws/v2/producer/${deadLetterPath}`, (w) =>
+        w.on("error", () => undefined),
+      );
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error("no receipt in time")), sendTimeoutMs);
+          ws.once("message", (data: Buffer) => {
+            clearTimeout(timer);
+            let receipt: Receipt = {};
+            try {
+              receipt = JSON.parse(data.toString("utf8")) as Receipt;
+            } catch {}
+            if (receipt.result === "ok") resolve();
+            else reject(new Error(`${receipt.result ?? "no result"}: ${receipt.errorMsg ?? ""}`));
+          });
+          ws.once("close", () => reject(new Error("closed")));
+          ws.send(
+            JSON.stringify({
+              payload: Buffer.from(encodeEvent(event)).toString("base64"),
+              key: event.conversationId,
+              properties: { "relaychat-refused": refused.message },
+            }),
+          );
+        });
+      } finally {
+        ws.close();
+      }
+    } catch (err) {
+      log.warn({ err, ...at }, "pulsar consumer: could not move an event to the dead-letter topic");
+      return false;
+    }
+    setBounded(deadLettered, event.conversationId, true, 10_000);
+    setBounded(moved, event.eventId, true, 10_000);
+    refusals.delete(event.eventId);
+    log.error(
+      { err: refused, ...at, deadLetterTopic: deadLetterPath },
+      "pulsar consumer: the store keeps refusing an acknowledged event; moved to the dead-letter topic",
+    );
+    return true;
   };
 
   const ack = (ws: WebSocket, messageId: string) => {
@@ -463,30 +526,35 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
       ws.terminate();
       return false;
     }
+    // Markers and acks in log order: nothing counts as consumed before what precedes it.
+    // Refusals behind a failed batch may be its doing (a hole it left): not counted.
+    if (!(await before)) {
+      ws.terminate();
+      return false;
+    }
     let ok = true;
+    const moving: Promise<boolean>[] = [];
     events.forEach((r, i) => {
       const refused = verdicts[i];
+      const event = r.event!;
       if (!refused) return;
-      if (rejected.has(r.event!.eventId)) {
+      if (rejected.has(event.eventId)) {
         // Its sender was told it failed, and the store refuses it: it is not a change.
         log.warn({ err: refused }, "pulsar consumer: skipped an event whose append failed");
-        verdicts[i] = undefined;
         return;
       }
-      if (r.redeliveryCount >= maxRedeliveries) {
-        // Acknowledged to its sender, yet refused again and again: say so loudly, and move on.
-        log.error(
-          { err: refused, conversationId: r.event!.conversationId, seq: String(r.event!.seq) },
-          "pulsar consumer: the store keeps refusing an event; skipped",
-        );
-        verdicts[i] = undefined;
+      // Moved already, and this batch came again for a refusal behind it.
+      if (moved.has(event.eventId)) return;
+      const times = (refusals.get(event.eventId) ?? 0) + 1;
+      setBounded(refusals, event.eventId, times, 10_000);
+      if (times < maxRefusals && !deadLettered.has(event.conversationId)) {
+        ok = false;
         return;
       }
-      ok = false;
+      moving.push(moveToDeadLetter(event, refused, times));
     });
-    // Markers and acks in log order: nothing counts as consumed before what precedes it.
-    const fine = (await before) && ok;
-    if (!fine) {
+    for (const moved of await Promise.all(moving)) ok &&= moved;
+    if (!ok) {
       ws.terminate();
       return false;
     }
@@ -494,6 +562,8 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
       if (r.event) {
         const p = pending.get(r.event.eventId);
         if (p) forget(p);
+        refusals.delete(r.event.eventId);
+        moved.delete(r.event.eventId);
       }
       ack(ws, r.messageId);
       if (r.marker !== undefined) markers.get(r.marker)?.();
