@@ -350,6 +350,18 @@ describe.each(backends)("process crash and shutdown, events in %s", (_name, back
 
       const load = sendLoad(users.slice(0, 8), users.slice(8), convs, 500);
       await load.reached;
+      // Each pipelined Session has reached the server: on a loaded machine the
+      // unary sends can reach the target while a Session's connection still
+      // waits in the listen backlog, and closing the listener resets those.
+      await Promise.all(
+        load.streams.map(({ frames }) =>
+          frames.until(
+            (f) => f.ended || f.all.some((x) => x.frame.case === "sendAck"),
+            20_000,
+            "a first send ack on each Session",
+          ),
+        ),
+      );
       const streams = { live, browser, ...Object.fromEntries(load.streams.map((s, i) => [i, s])) };
       // A stream that ended before the signal is a failure of its own, not of the drain.
       const endedEarly = Object.entries(streams)
