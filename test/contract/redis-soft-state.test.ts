@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { createRedisSoftState } from "../../lib/backends/redis/redis-soft-state.js";
 import { dropKeys, ensureRedis, redisUrl, startPrivateRedis } from "../helpers/dev-env.js";
 import { softStateContract } from "./soft-state.contract.js";
@@ -44,6 +44,36 @@ describe("Redis soft state, beyond the contract", () => {
       expect(lost).toEqual([]);
     } finally {
       await Promise.all([e1!.close(), e2!.close()]);
+      await dropKeys(prefix);
+    }
+  });
+
+  it("dates registry entries by Redis' clock, so devices of an edge whose clock runs behind are still found", async () => {
+    const prefix = `test:${process.pid}:clock:`;
+    const [edge, core] = [1, 2].map(() =>
+      createRedisSoftState({ url: redisUrl, keyPrefix: prefix, registryTtlMs: 60_000 }),
+    );
+    try {
+      // The edge's machine is ten minutes behind the core's: more than an entry's life.
+      const realNow = Date.now();
+      const behind = vi.spyOn(Date, "now").mockImplementation(() => realNow - 600_000);
+      try {
+        await edge!.registry.attach({ userId: "ann", deviceId: "a1", edgeId: "e1" });
+      } finally {
+        behind.mockRestore();
+      }
+      expect(await core!.registry.locate(["ann"])).toEqual([
+        { userId: "ann", deviceId: "a1", edgeId: "e1" },
+      ]);
+      // And the core, ten minutes ahead of Redis, finds it too.
+      const ahead = vi.spyOn(Date, "now").mockImplementation(() => realNow + 600_000);
+      try {
+        expect(await core!.registry.locate(["ann"])).toHaveLength(1);
+      } finally {
+        ahead.mockRestore();
+      }
+    } finally {
+      await Promise.all([edge!.close(), core!.close()]);
       await dropKeys(prefix);
     }
   });

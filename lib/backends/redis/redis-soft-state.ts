@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type ChainableCommander, Redis } from "ioredis";
+import { Redis } from "ioredis";
 import { type EdgeMessage, EdgeMessageSchema } from "../../../gen/chat/internal/v1/edge_pb.js";
 import { BackendUnavailableError } from "../../errors.js";
 import type { Logger } from "../../logger.js";
@@ -92,6 +92,16 @@ for _, user in ipairs(redis.call('SMEMBERS', watching)) do
   redis.call('SREM', prefix .. 'p:watchers:' .. user, watcher)
 end
 redis.call('DEL', watching)
+return 1
+`;
+
+// Expiry on Redis' clock, as every reader compares it with that clock: the
+// processes' own clocks may disagree by more than an entry's life.
+const attachScript = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\\0' .. string.format('%.0f', now + tonumber(ARGV[3])))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `;
 
@@ -194,10 +204,8 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
   }
 
   const connKey = (userId: string) => `${prefix}conn:${userId}`;
-  const writeAttach = (c: ChainableCommander, { userId, deviceId, edgeId }: DeviceLocation) =>
-    c
-      .hset(connKey(userId), deviceId, `${edgeId}${sep}${Date.now() + registryTtlMs}`)
-      .pexpire(connKey(userId), registryTtlMs);
+  const writeAttach = ({ userId, deviceId, edgeId }: DeviceLocation) =>
+    run(attachScript, [connKey(userId)], [deviceId, edgeId, registryTtlMs]);
 
   // What this process attached and watched, written again whenever the
   // connection comes back: a Redis that restarted empty would otherwise miss
@@ -212,14 +220,14 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
       connectedBefore = true;
       return;
     }
+    const attached = [...mine.attached.values()].map(writeAttach);
     const p = redis.pipeline();
-    for (const location of mine.attached.values()) writeAttach(p, location);
     for (const { watcher, users } of mine.watching.values()) {
       if (users.size === 0) continue;
       p.sadd(k.watching(watcher), ...users);
       for (const u of users) p.sadd(k.watchers(u), address(watcher));
     }
-    p.exec().then(
+    Promise.all([...attached, p.exec()]).then(
       () =>
         opts.log?.info(
           { devices: mine.attached.size, watchers: mine.watching.size },
@@ -243,7 +251,7 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
     registry: {
       async attach(location) {
         mine.attached.set(address(location), location);
-        await available(writeAttach(redis.multi(), location).exec());
+        await writeAttach(location);
       },
       async detach({ userId, deviceId, edgeId }) {
         const local = mine.attached.get(address({ userId, deviceId }));
@@ -253,10 +261,13 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
       },
       async locate(userIds) {
         if (userIds.length === 0) return [];
-        const p = redis.pipeline();
+        // Redis' clock, as the entries' expiries are (see attachScript); one round trip.
+        const p = redis.pipeline().time();
         for (const u of userIds) p.hgetall(connKey(u));
-        const res = (await available(p.exec())) ?? [];
-        const now = Date.now();
+        const [clock, ...res] = (await available(p.exec())) ?? [];
+        if (!clock || clock[0]) throw unavailable(clock?.[0] ?? new Error("no TIME"));
+        const [seconds, micros] = clock[1] as [string, string];
+        const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
         const out: DeviceLocation[] = [];
         for (const [i, [err, value]] of res.entries()) {
           if (err) throw unavailable(err);
