@@ -92,9 +92,10 @@ export function createRouter(deps: RouterDeps) {
           state && state.members.size <= limits.receiptFanoutMaxMembers
             ? cache.memberIds(state)
             : [actor.userId];
-        await fanout.deliver(
+        await fanout.deliverDurable(
           create(ServerFrameSchema, { frame: { case: "receipt", value: receipt } }),
           recipients,
+          { conversationId: req.conversationId, receiptOf: actor.userId },
         );
       }
       return receipt ? { receipt } : {};

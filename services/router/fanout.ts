@@ -24,6 +24,7 @@ const retryMaxPauseMs = 2_000;
  * already sent by seq. Past `retryForMs`, or once `stop()` is called, the
  * event is left to sync (streams find it by its gap or on reconnect) and its
  * push goes to all the recipients' devices, since which are connected is unknown.
+ * Receipts get the same retries (deliverDurable), without an order to keep.
  */
 export function createFanout(deps: {
   soft: SoftState;
@@ -61,6 +62,44 @@ export function createFanout(deps: {
       wakers.add(wake);
     });
 
+  /**
+   * Delivers `frame`, trying again while the soft state fails, for up to
+   * `retryForMs`; resolves to the devices found connected, or undefined once
+   * it gave up. `tried` hears the first attempt's outcome.
+   */
+  async function deliverRetrying(
+    frame: ServerFrame,
+    recipients: string[],
+    about: Record<string, unknown>,
+    tried?: (delivered: boolean) => void,
+  ): Promise<Set<string> | undefined> {
+    let failedSince: number | undefined;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const connected = await deliver(frame, recipients);
+        if (attempt === 0) tried?.(true);
+        else deps.log.info({ ...about, attempts: attempt + 1 }, "fan-out recovered");
+        return connected;
+      } catch (err) {
+        if (attempt === 0) tried?.(false);
+        failedSince ??= Date.now();
+        const pauseMs = Math.min(retryFirstPauseMs * 2 ** attempt, retryMaxPauseMs);
+        const transient = err instanceof BackendUnavailableError;
+        if (!transient || stopping || Date.now() - failedSince + pauseMs > deps.retryForMs) {
+          deps.metrics.fanoutAbandoned.inc();
+          deps.log.error(
+            { err, ...about, attempts: attempt + 1 },
+            "fan-out abandoned: recipients get it by sync",
+          );
+          return undefined;
+        }
+        if (attempt === 0) deps.log.warn({ err, ...about }, "fan-out failed, retrying");
+        deps.metrics.fanoutRetries.inc();
+        await pause(pauseMs);
+      }
+    }
+  }
+
   async function deliverEvent(event: Event, recipients: string[]) {
     // A literal, not create(): one per event (see "The send path" in docs/ARCHITECTURE.md).
     const frame: ServerFrame = {
@@ -68,38 +107,13 @@ export function createFanout(deps: {
       replyToFrameId: "",
       frame: { case: "event", value: event },
     };
-    let failedSince: number | undefined;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const connected = await deliver(frame, recipients);
-        if (attempt > 0) {
-          deps.log.info(
-            { conversationId: event.conversationId, seq: event.seq, attempts: attempt + 1 },
-            "fan-out recovered",
-          );
-        }
-        notifyPush(event, recipients, connected);
-        return;
-      } catch (err) {
-        failedSince ??= Date.now();
-        const pauseMs = Math.min(retryFirstPauseMs * 2 ** attempt, retryMaxPauseMs);
-        const at = { err, conversationId: event.conversationId, seq: event.seq };
-        const transient = err instanceof BackendUnavailableError;
-        if (!transient || stopping || Date.now() - failedSince + pauseMs > deps.retryForMs) {
-          deps.metrics.fanoutAbandoned.inc();
-          deps.log.error(
-            { ...at, attempts: attempt + 1 },
-            "fan-out abandoned: recipients get the event by sync",
-          );
-          notifyPush(event, recipients, new Set());
-          return;
-        }
-        if (attempt === 0) deps.log.warn(at, "fan-out failed, retrying");
-        deps.metrics.fanoutRetries.inc();
-        await pause(pauseMs);
-      }
-    }
+    const about = { conversationId: event.conversationId, seq: event.seq };
+    const connected = await deliverRetrying(frame, recipients, about);
+    notifyPush(event, recipients, connected ?? new Set());
   }
+
+  /** Fan-outs of durable things (receipts) still retrying after their caller was answered. */
+  const retrying = new Set<Promise<unknown>>();
 
   return {
     deliver,
@@ -124,9 +138,24 @@ export function createFanout(deps: {
         if (chains.get(key) === next) chains.delete(key);
       });
     },
-    /** Resolves when every enqueued fan-out has finished. */
+    /**
+     * Fans out a frame about a change already durable that is not an event
+     * (a receipt). Resolves after the first attempt; if the soft state failed
+     * it, attempts go on in the background, as for events, and the caller is
+     * not failed for it (its change is made; a retry would fan out nothing).
+     */
+    deliverDurable(frame: ServerFrame, recipients: string[], about: Record<string, unknown>) {
+      return new Promise<void>((resolve) => {
+        const done = deliverRetrying(frame, recipients, about, () => resolve());
+        retrying.add(done);
+        void done.then(() => retrying.delete(done));
+      });
+    },
+    /** Resolves when every enqueued or retrying fan-out has finished. */
     async idle() {
-      while (chains.size > 0) await Promise.all([...chains.values()]);
+      while (chains.size > 0 || retrying.size > 0) {
+        await Promise.all([...chains.values(), ...retrying]);
+      }
     },
     /** Stops retrying: each failing fan-out gives up after its current attempt. */
     stop() {

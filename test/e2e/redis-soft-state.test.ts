@@ -270,4 +270,31 @@ describe("soft state in Redis", () => {
     expect(seqsOf(live.frames.events(id))).toEqual(range(1, 3));
     live.abort();
   });
+
+  it("answers a read mark made while the bus fails, and the reader's other device hears it once the bus is back", async () => {
+    privateRedis = await startPrivateRedis();
+    const s = await start(privateRedis.url);
+    const ann = await login(s, "ann", "ann-phone");
+    const ben = await login(s, "ben", "ben-phone");
+    const tablet = await login(s, "ben", "ben-tablet");
+    const id = await direct(ann, ben);
+    await ann.chat.send({ conversationId: id, clientMsgId: "r1", content: { text: "1" } });
+    const other = openSession(tablet.chat);
+    await other.frames.synced();
+
+    await publishing(privateRedis.url, false);
+    // The mark is stored: failing the call would make a retry find nothing to tell.
+    const res = await ben.chat.markRead({ conversationId: id, seq: 2n });
+    expect(res.receipt?.readSeq).toBe(2n);
+    await settle(300);
+    expect(other.frames.of("receipt")).toEqual([]);
+
+    await publishing(privateRedis.url, true);
+    await other.frames.until(
+      (f) => f.of("receipt").some((r) => r.userId === "ben" && r.readSeq === 2n),
+      5000,
+      "the read mark on ben's other device",
+    );
+    other.abort();
+  });
 });
