@@ -42,6 +42,8 @@ interface Gate {
   gapReads?: number | undefined;
   /** Set when a live event was skipped because the stream is behind here. */
   skipped?: boolean;
+  /** Seqs above `sent` this stream already sent as a fallback send-ack: passed in order, not sent again. */
+  acked?: Set<bigint> | undefined;
 }
 
 /** The longest wait between two reads of a gap that the store did not close. */
@@ -239,6 +241,12 @@ export class Session {
       if (!p.event || p.dueMs === undefined || p.dueMs > nowMs) continue;
       this.pendingSends.delete(key);
       this.push(this.ackFrame(p.event, p.frameId, false));
+      // Its fan-out may still come (retried once the bus is back): one copy per stream.
+      const g = this.gateFor(p.event.conversationId, p.event.seq);
+      if (p.event.seq > g.sent) {
+        g.acked ??= new Set();
+        g.acked.add(p.event.seq);
+      }
     }
   }
 
@@ -442,8 +450,17 @@ export class Session {
     this.scheduleGapFill(g, event.conversationId);
   }
 
+  /** Whether the stream sent `seq` already as a fallback ack; if so, the gate passes it. */
+  private sentAsAck(g: Gate, seq: bigint): boolean {
+    if (!g.acked?.delete(seq)) return false;
+    if (g.acked.size === 0) g.acked = undefined;
+    g.sent = seq;
+    return true;
+  }
+
   /** Queues one in-order event; false when the stream had to fall behind instead. */
   private emit(g: Gate, event: Event): boolean {
+    if (this.sentAsAck(g, event.seq)) return true;
     if (this.outbox.length >= this.opts.outboxMaxFrames) {
       this.fallBehind(g, event.conversationId);
       return false;
@@ -582,7 +599,7 @@ export class Session {
           continue;
         }
         for (const ev of res.events) {
-          if (ev.seq <= g.sent) continue;
+          if (ev.seq <= g.sent || this.sentAsAck(g, ev.seq)) continue;
           const frameId = this.takePendingSend(ev);
           this.outbox.push(
             frameId !== undefined ? this.ackFrame(ev, frameId, false) : eventFrame(ev),
