@@ -40,7 +40,9 @@ export interface MessageLog {
    * The unconsumed event appended here under this idempotency key, if any: a
    * log without verdicts acknowledges events before the store holds them, so
    * a dedup check asks the log as well as the store (undefined for a log that
-   * judges).
+   * judges). Throws BackendUnavailableError while the append under that key is
+   * not known to be in the log (in flight, or failed until a resync settles
+   * its fate): a retry answered with it might be told of an event never stored.
    */
   pendingKey(conversationId: string, actorUserId: string, clientMsgId: string): Event | undefined;
   /**

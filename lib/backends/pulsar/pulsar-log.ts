@@ -553,7 +553,7 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
       }
       moving.push(moveToDeadLetter(event, refused, times));
     });
-    for (const moved of await Promise.all(moving)) ok &&= moved;
+    for (const done of await Promise.all(moving)) ok &&= done;
     if (!ok) {
       ws.terminate();
       return false;
@@ -607,7 +607,14 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
     },
     caughtUp,
     pendingKey(conversationId, actorUserId, clientMsgId) {
-      return pendingByKey.get(keyOf(conversationId, actorUserId, clientMsgId))?.event;
+      const p = pendingByKey.get(keyOf(conversationId, actorUserId, clientMsgId));
+      // Not (yet) in the log as far as anyone knows: answering a retry with it
+      // could confirm an event that never lands, so the retry waits for its fate.
+      if (p && !p.persisted)
+        throw new BackendUnavailableError(
+          "pulsar log: an earlier send of this key has an unknown outcome",
+        );
+      return p?.event;
     },
     async append(event) {
       if (closed) throw new BackendUnavailableError("log closed");
