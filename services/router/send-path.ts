@@ -5,6 +5,7 @@ import { ConversationKind, type Event, EventSchema } from "../../gen/chat/v1/eve
 import type { MessageLog } from "../../lib/backends/message-log.js";
 import type { SoftState } from "../../lib/backends/soft-state.js";
 import {
+  BackendUnavailableError,
   ConversationExistsError,
   DuplicateEventError,
   fail,
@@ -50,6 +51,8 @@ const maxConflictRetries = 5;
  * ahead, so the bound is only a backstop.
  */
 const maxHoleRetries = 100;
+/** Reseeds of a counter found out of step with the conversation's head before giving up. */
+const maxReseeds = 3;
 
 const dedupKey = (conversationId: string, actorUserId: string, clientMsgId: string) =>
   `${conversationId}\u0000${actorUserId}\u0000${clientMsgId}`;
@@ -69,6 +72,8 @@ const dedupKey = (conversationId: string, actorUserId: string, clientMsgId: stri
  *
  * The durability point re-checks seq contiguity and idempotency keys, so a
  * lost counter or a lagging lookup can never produce a duplicate or a hole.
+ * A log without verdicts has no such check after its acknowledgement, so
+ * every seq taken is first checked against the working view's head.
  */
 export function createSendPath(deps: SendPathDeps) {
   const queue = createKeyedQueue();
@@ -172,6 +177,7 @@ export function createSendPath(deps: SendPathDeps) {
    */
   async function stage(actor: Actor, proposal: Event) {
     const conversationId = proposal.conversationId;
+    let reseeds = 0;
     for (;;) {
       const state = await deps.cache.get(conversationId);
       if (!state) throw fail.notFound("conversation not found");
@@ -195,6 +201,22 @@ export function createSendPath(deps: SendPathDeps) {
         // may have been judged against changes that never became durable.
         // Nothing behind it has a seq yet: give this one back and start over.
         await deps.soft.sequencer.reset(conversationId);
+        continue;
+      }
+      if (seq !== state.lastSeq + 1n) {
+        // The counter is out of step (an increment that landed after its
+        // timeout, an older copy of Redis): the seq would leave a hole or be
+        // taken twice. Reseed it from the durable head and take another.
+        deps.logger.warn(
+          { conversationId, seq: String(seq), head: String(state.lastSeq) },
+          "seq counter out of step with the conversation; reseeding",
+        );
+        await deps.soft.sequencer.reset(conversationId);
+        if (++reseeds > maxReseeds) {
+          throw new BackendUnavailableError("sequence counter out of step", {
+            cause: new SeqConflictError(conversationId, state.lastSeq + 1n, seq),
+          });
+        }
         continue;
       }
       const event: Event = {
