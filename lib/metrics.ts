@@ -58,12 +58,12 @@ export function createMetrics() {
     }),
     fanoutRetries: new Counter({
       name: "chat_fanout_retries_total",
-      help: "Fan-outs of durable events tried again after the registry or bus failed.",
+      help: "Fan-outs (of events and receipts) tried again after the registry or bus failed.",
       registers: [registry],
     }),
     fanoutAbandoned: new Counter({
       name: "chat_fanout_abandoned_total",
-      help: "Durable events whose fan-out kept failing past the retry window (recipients get them by sync).",
+      help: "Fan-outs given up: failing past the retry window, or for something other than the soft state (recipients get them by sync).",
       registers: [registry],
     }),
     sessions: new Gauge({

@@ -17,9 +17,9 @@ const retryMaxPauseMs = 2_000;
  * the send-ack), then push for devices that are not connected.
  *
  * A durable event whose fan-out fails for the soft state (the registry or
- * bus unreachable, BackendUnavailableError) is
- * tried again with backoff for up to `retryForMs`, and the conversation's
- * later events wait behind it, so live streams still see them in seq order.
+ * bus unreachable: BackendUnavailableError) is tried again with backoff for
+ * up to `retryForMs`, and the conversation's later events wait behind it, so
+ * live streams still see them in seq order.
  * A retry may reach an edge a second time; sessions drop what they have
  * already sent by seq. Past `retryForMs`, or once `stop()` is called, the
  * event is left to sync (streams find it by its gap or on reconnect) and its
@@ -131,7 +131,12 @@ export function createFanout(deps: {
         } catch {
           return;
         }
-        await deliverEvent(event, recipients);
+        try {
+          await deliverEvent(event, recipients);
+        } catch (err) {
+          // Not the soft state (deliverRetrying handles that): keep the chain going.
+          deps.log.error({ err, conversationId: key, seq: event.seq }, "fan-out failed");
+        }
       });
       chains.set(key, next);
       void next.then(() => {

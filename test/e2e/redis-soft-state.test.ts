@@ -3,7 +3,13 @@ import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ConfigInput } from "../../lib/config.js";
 import { direct, login, openSession, settle } from "../helpers/clients.js";
-import { dropKeys, ensureRedis, redisUrl, startPrivateRedis } from "../helpers/dev-env.js";
+import {
+  dropKeys,
+  ensurePulsar,
+  ensureRedis,
+  redisUrl,
+  startPrivateRedis,
+} from "../helpers/dev-env.js";
 import { sample, scrape } from "../helpers/metrics.js";
 import { startServer, type TestServer } from "../helpers/server.js";
 
@@ -296,5 +302,69 @@ describe("soft state in Redis", () => {
       "the read mark on ben's other device",
     );
     other.abort();
+  });
+
+  it("gives a sending Session one copy of its message when the fallback ack went first and the fan-out came after", async () => {
+    privateRedis = await startPrivateRedis();
+    const s = await start(privateRedis.url);
+    const ann = await login(s, "ann", "ann-phone");
+    const ben = await login(s, "ben", "ben-phone");
+    const id = await direct(ann, ben);
+    const mine = openSession(ann.chat);
+    await mine.frames.synced();
+
+    await publishing(privateRedis.url, false);
+    mine.send({
+      frameId: "f1",
+      action: {
+        case: "send",
+        value: { conversationId: id, clientMsgId: "a1", content: { text: "1" } },
+      },
+    });
+    // No fan-out reaches the stream, so the durable send is acked directly (after 3 s).
+    await mine.frames.until((f) => f.of("sendAck").length > 0, 10_000, "the fallback ack");
+    expect(mine.frames.of("sendAck")[0]!.event!.seq).toBe(2n);
+    // The retried fan-out comes once the bus is back; a second message fences it.
+    await publishing(privateRedis.url, true);
+    await ann.chat.send({ conversationId: id, clientMsgId: "a2", content: { text: "2" } });
+    await mine.frames.until((f) => f.events(id).some((e) => e.seq === 3n), 5000, "the fence");
+    await settle(300);
+    expect(seqsOf(mine.frames.events(id))).toEqual(range(1, 3));
+    mine.abort();
+  });
+
+  it("with the log in Pulsar, reseeds a counter that ran ahead of the conversation instead of leaving a hole behind an acknowledged send", async () => {
+    privateRedis = await startPrivateRedis();
+    const s = await start(privateRedis.url, {
+      pulsar: {
+        webUrl: (await ensurePulsar()).webUrl,
+        topic: `persistent://public/default/reseed-${process.pid}-${Date.now()}`,
+      },
+    });
+    const ann = await login(s, "ann", "ann-phone");
+    const ben = await login(s, "ben", "ben-phone");
+    const id = await direct(ann, ben);
+    const first = await ann.chat.send({
+      conversationId: id,
+      clientMsgId: "h1",
+      content: { text: "1" },
+    });
+    expect(first.event!.seq).toBe(2n);
+    // An increment the router never saw (it timed out, then Redis ran it).
+    const admin = new Redis(privateRedis.url, { maxRetriesPerRequest: 0 });
+    try {
+      expect(await admin.incr(`${prefix}seq:${id}`)).toBe(3);
+    } finally {
+      admin.disconnect();
+    }
+    const next = await ann.chat.send({
+      conversationId: id,
+      clientMsgId: "h2",
+      content: { text: "2" },
+    });
+    expect(next.event!.seq).toBe(3n);
+    // The store takes it (a hole would have it refused after Pulsar acknowledged it).
+    const history = await ben.chat.getHistory({ conversationId: id, limit: 10 });
+    expect(seqsOf(history.events)).toEqual(range(1, 3));
   });
 });
