@@ -204,6 +204,37 @@ describe("Pulsar log, beyond the contract", () => {
     }
   });
 
+  it("does not start its consumer over while the store is still committing a batch", async () => {
+    const log = createPulsarLog({
+      webUrl: broker.webUrl,
+      topic: freshTopic(),
+      subscription: "store",
+      log: logger,
+      catchUpTimeoutMs: 30_000,
+      stallMs: 400,
+    });
+    const handed = new Map<string, number>();
+    let slow = true;
+    log.consume(async (batch) => {
+      for (const e of batch) handed.set(e.eventId, (handed.get(e.eventId) ?? 0) + 1);
+      // Longer than stallMs: nothing arrives meanwhile, while the event waits for its commit.
+      if (slow) await sleep(1500);
+      slow = false;
+      return batch.map(() => undefined);
+    });
+    try {
+      await log.open();
+      const conv = newConversationId();
+      const e = ev.posted(conv, 1, "ann", "slow");
+      await log.append(e);
+      await log.caughtUp(conv);
+      await sleep(800);
+      expect(handed.get(e.eventId)).toBe(1);
+    } finally {
+      await log.close();
+    }
+  });
+
   it("lets only one process consume a topic", async () => {
     const topic = freshTopic();
     const first = openLog(topic);

@@ -348,10 +348,13 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
    * does not send a connection what it already sent it).
    */
   let lastHeard = Date.now();
+  /** Batches in the store's hands. */
+  let handing = 0;
   const watchdog = setInterval(() => {
     const ws = consumer;
     const waiting = pending.size > 0 || markers.size > 0;
-    if (ws && waiting && Date.now() - lastHeard > stallMs) {
+    // A slow commit is not a lost delivery: starting over would hand its events over again.
+    if (ws && waiting && handing === 0 && Date.now() - lastHeard > stallMs) {
       log.warn({ stallMs }, "pulsar consumer: nothing arrives while events wait; reconnecting");
       lastHeard = Date.now();
       ws.terminate();
@@ -511,6 +514,21 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
    * unacknowledged events over again, in order, to the next one.
    */
   const handOver = async (
+    h: (batch: Event[]) => Promise<(Error | undefined)[]>,
+    ws: WebSocket,
+    batch: Received[],
+    before: Promise<boolean>,
+  ): Promise<boolean> => {
+    handing++;
+    try {
+      return await handOverNow(h, ws, batch, before);
+    } finally {
+      handing--;
+      lastHeard = Date.now();
+    }
+  };
+
+  const handOverNow = async (
     h: (batch: Event[]) => Promise<(Error | undefined)[]>,
     ws: WebSocket,
     batch: Received[],
