@@ -122,9 +122,11 @@ export interface Config {
    * edges reach the cores (urls, for role "edge"), and the secret every
    * internal call carries (both sides). With several cores each conversation
    * belongs to one of them (lib/core-shards.ts); they need the store in
-   * Cassandra.
+   * Cassandra. An edge pings a core's connection while calls wait on it, and
+   * drops it (the calls fail UNAVAILABLE) when a ping goes unanswered for
+   * `pingTimeoutMs`: a core that stopped without closing its sockets.
    */
-  core: { host: string; port: number; urls: string[]; secret: string };
+  core: { host: string; port: number; urls: string[]; secret: string; pingTimeoutMs: number };
 }
 
 type DeepPartial<T> = {
@@ -199,7 +201,7 @@ const defaults: Config = {
     subscription: "relaychat-store",
   },
   role: "all",
-  core: { host: "127.0.0.1", port: 8081, urls: [], secret: "" },
+  core: { host: "127.0.0.1", port: 8081, urls: [], secret: "", pingTimeoutMs: 10_000 },
 };
 
 const prefix = "CHAT_";
@@ -243,6 +245,7 @@ const variables: [path: string, name: string, kind: "get" | "num" | "bool" | "li
   ["core.port", "CORE_PORT", "num"],
   ["core.urls", "CORE_URL", "list"],
   ["core.secret", "INTERNAL_SECRET", "get"],
+  ["core.pingTimeoutMs", "CORE_PING_TIMEOUT_MS", "num"],
 ];
 
 /** The limits' variables, by field. */
@@ -407,6 +410,9 @@ export function toConfig(input: ConfigInput = {}): Config {
     if (!Number.isInteger(port) || port < 0 || port > 65_535) {
       throw new ConfigError(`${name} must be 0-65535`);
     }
+  }
+  if (!Number.isInteger(cfg.core.pingTimeoutMs) || cfg.core.pingTimeoutMs < 100) {
+    throw new ConfigError("core.pingTimeoutMs must be a whole number of at least 100");
   }
   for (const [k, v] of Object.entries(cfg.limits)) {
     if (!Number.isFinite(v) || v <= 0) throw new ConfigError(`limits.${k} must be positive`);

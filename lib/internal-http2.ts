@@ -139,6 +139,12 @@ export function createInternalTransport(opts: {
   secret: string;
   /** Sent with every call. */
   headers?: Record<string, string>;
+  /**
+   * While calls wait, the connection is pinged; one whose ping goes
+   * unanswered this long is dropped and its calls fail UNAVAILABLE (a core
+   * stopped, or its machine gone, without closing the socket). 10 s by default.
+   */
+  pingTimeoutMs?: number;
 }): Transport & {
   close(): void;
 } {
@@ -147,6 +153,38 @@ export function createInternalTransport(opts: {
   const at = { host: url.hostname, port: Number(url.port || (tls ? 443 : 80)) };
   let session: http2.ClientHttp2Session | undefined;
   let closed = false;
+  const pingTimeoutMs = opts.pingTimeoutMs ?? 10_000;
+  /** Calls waiting for an answer: an idle connection needs no pings. */
+  let waiting = 0;
+
+  /** Pings `s` while calls wait on it; destroys it when a ping goes unanswered too long. */
+  const watch = (s: http2.ClientHttp2Session) => {
+    let pingSince: number | undefined;
+    // A connection still being made counts as an unanswered ping: its answer is the connect.
+    s.once("connect", () => {
+      pingSince = undefined;
+    });
+    const timer = setInterval(
+      () => {
+        if (pingSince !== undefined) {
+          if (Date.now() - pingSince >= pingTimeoutMs) {
+            s.destroy(new Error(`the core answered no ping for ${pingTimeoutMs} ms`));
+          }
+          return;
+        }
+        if (waiting === 0) return;
+        const sent = Date.now();
+        pingSince = sent;
+        if (s.connecting) return;
+        const queued = s.ping((err) => {
+          if (!err && pingSince === sent) pingSince = undefined;
+        });
+        if (!queued) pingSince = undefined;
+      },
+      Math.max(25, pingTimeoutMs / 4),
+    ).unref();
+    s.once("close", () => clearInterval(timer));
+  };
 
   const connect = () => {
     if (session && !session.closed && !session.destroyed) return session;
@@ -159,6 +197,7 @@ export function createInternalTransport(opts: {
         ).setNoDelay(true),
     });
     s.on("error", () => undefined);
+    watch(s);
     const drop = () => {
       if (session === s) session = undefined;
     };
@@ -193,9 +232,11 @@ export function createInternalTransport(opts: {
         }
         let settled = false;
         let timer: NodeJS.Timeout | undefined;
+        waiting++;
         const finish = (err?: ConnectError, bytes?: Uint8Array) => {
           if (settled) return;
           settled = true;
+          waiting--;
           if (timer) clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
           if (err) reject(err);

@@ -26,7 +26,12 @@ export function createEdgeNode(config: Config, deps: { logger: Logger }) {
   // One HTTP/2 connection per core carries every internal call to it.
   const shared = { [coresHeader]: String(config.core.urls.length) };
   const cores = config.core.urls.map((url) =>
-    createInternalTransport({ url, secret: config.core.secret, headers: shared }),
+    createInternalTransport({
+      url,
+      secret: config.core.secret,
+      headers: shared,
+      pingTimeoutMs: config.core.pingTimeoutMs,
+    }),
   );
   const transport = cores.length === 1 ? cores[0]! : createCoreShards(cores);
   const edge = createEdge({

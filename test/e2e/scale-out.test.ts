@@ -61,6 +61,7 @@ async function startEdge() {
     CHAT_PORT: "0",
     CHAT_CORE_URL: `http://127.0.0.1:${corePort}`,
     CHAT_DEV_MODE: "true",
+    CHAT_CORE_PING_TIMEOUT_MS: "1000",
   });
   return { process: p, server: { url: `http://127.0.0.1:${port}` } as TestServer };
 }
@@ -173,6 +174,35 @@ describe("split deployment: one core, two edge processes, soft state in Redis", 
     expect(seq).toBe(47n);
     const history = await ann.chat.getHistory({ conversationId: id, limit: 100 });
     expect(seqsOf(history.events)).toEqual(range(1, 47));
+  });
+
+  it("answers UNAVAILABLE while the core is frozen with its sockets open, and goes on once it runs again", async () => {
+    const send = (timeoutMs?: number) =>
+      ann.chat.send(
+        { conversationId: id, clientMsgId: "z0", content: { text: "z0" } },
+        timeoutMs ? { timeoutMs } : {},
+      );
+    coreProcess.kill("SIGSTOP");
+    try {
+      // The edge drops the connection once its ping goes unanswered (1 s here);
+      // without that the call would wait for TCP to give up, long past this deadline.
+      await expect(send(15_000)).rejects.toMatchObject({ code: Code.Unavailable });
+    } finally {
+      coreProcess.kill("SIGCONT");
+    }
+    let seq: bigint | undefined;
+    for (let i = 0; i < 50 && seq === undefined; i++) {
+      try {
+        seq = (await send()).event!.seq;
+      } catch (err) {
+        expect(ConnectError.from(err).code).toBe(Code.Unavailable);
+        await settle(100);
+      }
+    }
+    const history = await ann.chat.getHistory({ conversationId: id, limit: 100 });
+    const z0 = history.events.filter((e) => e.clientMsgId === "z0");
+    expect(z0.map((e) => e.seq)).toEqual([seq]);
+    expect(seqsOf(history.events)).toEqual(range(1, history.events.length));
   });
 
   it("refuses internal calls that lack the internal secret, and carries the core's error codes", async () => {

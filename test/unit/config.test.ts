@@ -189,6 +189,14 @@ describe("readEnv", () => {
     expect(toConfig({ ...input, devMode: true }).port).toBe(8080);
   });
 
+  it("reads how long an edge waits for a core's ping answer, and refuses a useless one", () => {
+    expect(readEnv({ CHAT_CORE_PING_TIMEOUT_MS: "2500" }).core).toEqual({ pingTimeoutMs: 2500 });
+    expect(toConfig({ devMode: true }).core.pingTimeoutMs).toBe(10_000);
+    expect(() => toConfig({ devMode: true, core: { pingTimeoutMs: 50 } })).toThrow(
+      /core.pingTimeoutMs/,
+    );
+  });
+
   it("parses booleans in their usual spellings", () => {
     for (const v of ["1", "true", "TRUE", "yes", "on"]) {
       expect(readEnv({ CHAT_DEV_MODE: v }).devMode).toBe(true);
@@ -379,7 +387,13 @@ describe("toConfig", () => {
       toConfig({ devMode: true, role: "core", redis, core: { secret: "short" } }),
     ).toThrow(/core.secret must be at least 32/);
     const core = toConfig({ devMode: true, role: "core", redis, core: { secret } });
-    expect(core.core).toEqual({ host: "127.0.0.1", port: 8081, urls: [], secret });
+    expect(core.core).toEqual({
+      host: "127.0.0.1",
+      port: 8081,
+      urls: [],
+      secret,
+      pingTimeoutMs: 10_000,
+    });
     expect(() => toConfig({ devMode: true, role: "edge", redis, core: { secret } })).toThrow(
       /core.urls is empty/,
     );
