@@ -205,13 +205,13 @@ export function createSendPath(deps: SendPathDeps) {
       }
       if (seq !== state.lastSeq + 1n) {
         // The counter is out of step (an increment that landed after its
-        // timeout, an older copy of Redis): the seq would leave a hole or be
-        // taken twice. Reseed it from the durable head and take another.
+        // timeout, an older copy of Redis), or this view is: the seq would
+        // leave a hole or be taken twice. Reload both from the durable head.
         deps.logger.warn(
           { conversationId, seq: String(seq), head: String(state.lastSeq) },
           "seq counter out of step with the conversation; reseeding",
         );
-        await deps.soft.sequencer.reset(conversationId);
+        await forget(conversationId);
         if (++reseeds > maxReseeds) {
           throw new BackendUnavailableError("sequence counter out of step", {
             cause: new SeqConflictError(conversationId, state.lastSeq + 1n, seq),
