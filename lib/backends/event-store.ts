@@ -21,6 +21,10 @@ export interface EventStore {
    * The metadata projection of each committed event (members, roles, title,
    * head, last activity, redaction of deleted messages, the sender's read
    * cursor) is visible through MetadataStore once this resolves.
+   * Rejects (BackendUnavailableError, when it may pass) when the backend
+   * fails and nothing of the batch is known committed. A backend that commits
+   * conversations apart (Cassandra) instead gives the events it could not
+   * commit that error as their verdict when others did commit.
    */
   commit(events: Event[]): Promise<(Error | undefined)[]>;
   /** Events with seq > afterSeq, ascending, at most `limit`. */

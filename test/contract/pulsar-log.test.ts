@@ -204,6 +204,37 @@ describe("Pulsar log, beyond the contract", () => {
     }
   });
 
+  it("takes a verdict of the backend's failure as a failed commit to try again, not as a refusal", async () => {
+    const log = createPulsarLog({
+      webUrl: broker.webUrl,
+      topic: freshTopic(),
+      subscription: "store",
+      log: logger,
+      catchUpTimeoutMs: 30_000,
+      maxRefusals: 1,
+    });
+    const committed: string[] = [];
+    let failures = 0;
+    log.consume(async (batch) =>
+      batch.map((e) => {
+        // The store could not commit it this time (its conversation's node timed out).
+        if (failures++ === 0) return new BackendUnavailableError("cassandra unavailable");
+        if (!committed.includes(e.eventId)) committed.push(e.eventId);
+        return undefined;
+      }),
+    );
+    try {
+      await log.open();
+      const e = ev.posted(newConversationId(), 1, "ann", "again");
+      await log.append(e);
+      await log.caughtUp();
+      expect(committed).toEqual([e.eventId]);
+      expect(failures).toBeGreaterThan(1);
+    } finally {
+      await log.close();
+    }
+  });
+
   it("does not start its consumer over while the store is still committing a batch", async () => {
     const log = createPulsarLog({
       webUrl: broker.webUrl,

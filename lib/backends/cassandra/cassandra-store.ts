@@ -838,7 +838,13 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
         if (g) g.push(i);
         else groups.set(ev.conversationId, [i]);
       });
+      // Sparse: an index is in it once its event is judged (undefined = committed).
       const outcomes: (Error | undefined)[] = new Array(events.length);
+      let failure: Error | undefined;
+      /** Events of the batch not judged: not known to be committed. */
+      const undecided = (indexes: number[], err: Error) => {
+        for (const i of indexes) if (!(i in outcomes)) outcomes[i] = err;
+      };
       const commitGroup = (conv: string, indexes: number[]) =>
         commits.run(conv, async () => {
           const advanced: { seq: bigint; atMs: number }[] = [];
@@ -859,16 +865,27 @@ export function openCassandraStore(opts: CassandraOptions): CassandraStore {
           } catch (err) {
             // What this conversation's events did is unknown: read it afresh next time.
             heads.delete(conv);
-            throw err;
+            const e =
+              err instanceof Error
+                ? err
+                : new BackendUnavailableError("commit failed", { cause: err });
+            failure ??= e;
+            undecided(indexes, e);
           }
         });
       // Creations that take a direct or request key go in batch order: the
       // first of two for one pair must be the one that opens it.
       if (events.some((ev) => conversationKey(ev) !== undefined)) {
-        for (const [conv, indexes] of groups) await commitGroup(conv, indexes);
+        for (const [conv, indexes] of groups) {
+          if (failure) undecided(indexes, failure);
+          else await commitGroup(conv, indexes);
+        }
       } else {
         await Promise.all([...groups].map(([conv, indexes]) => commitGroup(conv, indexes)));
       }
+      // Conversations commit apart, so one may fail while others committed:
+      // their verdicts say so. With nothing committed the batch fails whole.
+      if (failure && !outcomes.some((o, i) => o === undefined && i in outcomes)) throw failure;
       return outcomes;
     },
     async readAfter(conversationId, afterSeq, limit) {

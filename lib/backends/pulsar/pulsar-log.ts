@@ -544,6 +544,14 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
       ws.terminate();
       return false;
     }
+    // A verdict of the backend's failure is a failed commit, not a refusal.
+    const failed = verdicts.find((v) => v instanceof BackendUnavailableError);
+    if (failed) {
+      log.warn({ err: failed }, "pulsar consumer: commit failed in part; the events come again");
+      await before;
+      ws.terminate();
+      return false;
+    }
     // Markers and acks in log order: nothing counts as consumed before what precedes it.
     // Refusals behind a failed batch may be its doing (a hole it left): not counted.
     if (!(await before)) {
