@@ -2,7 +2,11 @@ import { randomBytes } from "node:crypto";
 import { describe, expect, it, vi } from "vitest";
 import WebSocket from "ws";
 import type { Event } from "../../gen/chat/v1/event_pb.js";
-import { createPulsarLog, topicPath } from "../../lib/backends/pulsar/pulsar-log.js";
+import {
+  createPulsarLog,
+  type PulsarLogOptions,
+  topicPath,
+} from "../../lib/backends/pulsar/pulsar-log.js";
 import { BackendUnavailableError, SeqConflictError } from "../../lib/errors.js";
 import { decodeEvent } from "../../lib/event-bytes.js";
 import { createRootLogger } from "../../lib/logger.js";
@@ -20,7 +24,7 @@ const logger = createRootLogger("silent");
 const freshTopic = () => `persistent://public/default/test-${randomBytes(6).toString("hex")}`;
 
 // Generous waits: the broker shares two cores with the rest of the suite.
-const openLog = (topic: string, webUrl = broker.webUrl) =>
+const openLog = (topic: string, webUrl = broker.webUrl, more: Partial<PulsarLogOptions> = {}) =>
   createPulsarLog({
     webUrl,
     topic,
@@ -28,6 +32,7 @@ const openLog = (topic: string, webUrl = broker.webUrl) =>
     log: logger,
     sendTimeoutMs: 3000,
     catchUpTimeoutMs: 30_000,
+    ...more,
   });
 
 messageLogContract(
@@ -153,15 +158,7 @@ describe("Pulsar log, beyond the contract", () => {
 
   it("moves an acknowledged event the store keeps refusing to the dead-letter topic, its conversation's later refusals at once, and goes on", async () => {
     const topic = freshTopic();
-    const log = createPulsarLog({
-      webUrl: broker.webUrl,
-      topic,
-      subscription: "store",
-      log: logger,
-      sendTimeoutMs: 3000,
-      catchUpTimeoutMs: 60_000,
-      maxRefusals: 3,
-    });
+    const log = openLog(topic, broker.webUrl, { catchUpTimeoutMs: 60_000, maxRefusals: 3 });
     const bad = newConversationId();
     const fine = newConversationId();
     const committed: string[] = [];
@@ -205,14 +202,7 @@ describe("Pulsar log, beyond the contract", () => {
   });
 
   it("takes a verdict of the backend's failure as a failed commit to try again, not as a refusal", async () => {
-    const log = createPulsarLog({
-      webUrl: broker.webUrl,
-      topic: freshTopic(),
-      subscription: "store",
-      log: logger,
-      catchUpTimeoutMs: 30_000,
-      maxRefusals: 1,
-    });
+    const log = openLog(freshTopic(), broker.webUrl, { maxRefusals: 1 });
     const committed: string[] = [];
     let failures = 0;
     log.consume(async (batch) =>
@@ -236,14 +226,7 @@ describe("Pulsar log, beyond the contract", () => {
   });
 
   it("does not start its consumer over while the store is still committing a batch", async () => {
-    const log = createPulsarLog({
-      webUrl: broker.webUrl,
-      topic: freshTopic(),
-      subscription: "store",
-      log: logger,
-      catchUpTimeoutMs: 30_000,
-      stallMs: 400,
-    });
+    const log = openLog(freshTopic(), broker.webUrl, { stallMs: 400 });
     const handed = new Map<string, number>();
     let slow = true;
     log.consume(async (batch) => {

@@ -95,6 +95,19 @@ afterAll(async () => {
   await dropKeys(prefix);
 });
 
+/** Calls `call` until it is served, as a client retries: every failure meanwhile must be UNAVAILABLE. */
+async function untilServed<T>(call: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await call();
+    } catch (err) {
+      expect(ConnectError.from(err).code).toBe(Code.Unavailable);
+      if (i >= 50) throw err;
+      await settle(100);
+    }
+  }
+}
+
 const seqsOf = (events: { seq: bigint }[]) => events.map((e) => Number(e.seq));
 const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
 
@@ -162,15 +175,7 @@ describe("split deployment: one core, two edge processes, soft state in Redis", 
       code: Code.Unavailable,
     });
     await startCore();
-    let seq: bigint | undefined;
-    for (let i = 0; i < 50 && seq === undefined; i++) {
-      try {
-        seq = (await send()).event!.seq;
-      } catch (err) {
-        expect(ConnectError.from(err).code).toBe(Code.Unavailable);
-        await settle(100);
-      }
-    }
+    const seq = (await untilServed(send)).event!.seq;
     expect(seq).toBe(47n);
     const history = await ann.chat.getHistory({ conversationId: id, limit: 100 });
     expect(seqsOf(history.events)).toEqual(range(1, 47));
@@ -190,15 +195,7 @@ describe("split deployment: one core, two edge processes, soft state in Redis", 
     } finally {
       coreProcess.kill("SIGCONT");
     }
-    let seq: bigint | undefined;
-    for (let i = 0; i < 50 && seq === undefined; i++) {
-      try {
-        seq = (await send()).event!.seq;
-      } catch (err) {
-        expect(ConnectError.from(err).code).toBe(Code.Unavailable);
-        await settle(100);
-      }
-    }
+    const seq = (await untilServed(send)).event!.seq;
     const history = await ann.chat.getHistory({ conversationId: id, limit: 100 });
     const z0 = history.events.filter((e) => e.clientMsgId === "z0");
     expect(z0.map((e) => e.seq)).toEqual([seq]);
