@@ -27,8 +27,12 @@ export interface ConnectionRegistry {
 
 /** Point-to-point and broadcast messages between router and edges. */
 export interface EdgeBus {
-  /** Delivers to the edge's subscriber; at most once, in publish order per edge. */
-  publish(edgeId: string, message: EdgeMessage): Promise<void>;
+  /**
+   * Delivers to the edge's subscriber; at most once, in publish order per
+   * edge. Resolves false when nobody listens there (the edge is gone, or its
+   * subscription dropped): its devices were not reached.
+   */
+  publish(edgeId: string, message: EdgeMessage): Promise<boolean>;
   /** Delivers to every edge. */
   broadcast(message: EdgeMessage): Promise<void>;
   subscribe(edgeId: string, handler: (message: EdgeMessage) => void): Promise<() => Promise<void>>;

@@ -1,7 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { type EdgeMessage, EdgeMessageSchema } from "../../gen/chat/internal/v1/edge_pb.js";
+import { ServerFrameSchema } from "../../gen/chat/v1/chat_service_pb.js";
 import type { DeviceAddress, DeviceLocation, SoftState } from "../../lib/backends/soft-state.js";
+import { deliverToUsers } from "../../lib/delivery.js";
 import { freshPerTest, sleep, waitFor } from "./fixtures.js";
 
 export type SoftStateFactory = () => Promise<{ soft: SoftState; cleanup(): Promise<void> }>;
@@ -108,18 +110,36 @@ export function softStateContract(name: string, factory: SoftStateFactory) {
         for (const off of offs) await off();
       });
 
-      it("stops delivering after unsubscribe; publishing to an edge nobody serves is harmless", async () => {
+      it("stops delivering after unsubscribe; publishing to an edge nobody serves is harmless and says so", async () => {
         const { bus } = await open();
         const got: string[] = [];
         const off = await bus.subscribe("edge-x", (m) => got.push(labelOf(m)));
-        await bus.publish("edge-x", message("before"));
+        expect(await bus.publish("edge-x", message("before"))).toBe(true);
         await waitFor(() => got.length === 1, 5000, "first message");
         await off();
-        await bus.publish("edge-x", message("after"));
+        // Nobody listens: the publisher learns it (the devices there count as offline).
+        expect(await bus.publish("edge-x", message("after"))).toBe(false);
         await bus.broadcast(message("broadcast-after"));
-        await bus.publish("edge-nobody", message("lost"));
+        expect(await bus.publish("edge-nobody", message("lost"))).toBe(false);
         await sleep(100);
         expect(got).toEqual(["before"]);
+      });
+
+      it("counts as reached only the devices of edges that took a delivery", async () => {
+        const soft = await open();
+        const got: string[][] = [];
+        const off = await soft.bus.subscribe("edge-live", (m) => {
+          if (m.kind.case === "delivery") got.push(m.kind.value.deviceIds);
+        });
+        await soft.registry.attach({ userId: "ann", deviceId: "a-live", edgeId: "edge-live" });
+        // An edge that died: its entry stays until it expires, and nobody listens there.
+        await soft.registry.attach({ userId: "ann", deviceId: "a-dead", edgeId: "edge-dead" });
+        const frame = create(ServerFrameSchema, { frame: { case: "heartbeat", value: {} } });
+        const reached = await deliverToUsers(soft, frame, ["ann"]);
+        expect([...reached]).toEqual(["a-live"]);
+        await waitFor(() => got.length === 1, 5000, "the delivery");
+        expect(got).toEqual([["a-live"]]);
+        await off();
       });
 
       it("keeps per-edge order across several publishers racing", async () => {

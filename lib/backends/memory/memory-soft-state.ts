@@ -61,7 +61,9 @@ export function createMemorySoftState(): SoftState {
     },
     bus: {
       async publish(edgeId, message) {
-        subscribers.get(edgeId)?.(message);
+        const handler = subscribers.get(edgeId);
+        handler?.(message);
+        return handler !== undefined;
       },
       async broadcast(message) {
         for (const h of subscribers.values()) h(message);

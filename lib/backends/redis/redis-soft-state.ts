@@ -281,9 +281,11 @@ export function createRedisSoftState(opts: RedisSoftStateOptions): SoftState {
     },
     bus: {
       async publish(edgeId, message) {
-        await available(
+        // PUBLISH answers how many subscribers took it.
+        const took = await available(
           redis.publish(channel(edgeId), Buffer.from(toBinary(EdgeMessageSchema, message))),
         );
+        return took > 0;
       },
       async broadcast(message) {
         await available(
