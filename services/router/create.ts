@@ -95,7 +95,6 @@ export function createRouter(deps: RouterDeps) {
         await fanout.deliverDurable(
           create(ServerFrameSchema, { frame: { case: "receipt", value: receipt } }),
           recipients,
-          { conversationId: req.conversationId, receiptOf: actor.userId },
         );
       }
       return receipt ? { receipt } : {};

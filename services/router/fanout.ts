@@ -67,10 +67,17 @@ export function createFanout(deps: {
    * `retryForMs`; resolves to the devices found connected, or undefined once
    * it gave up. `tried` hears the first attempt's outcome.
    */
+  /** What a log line says the frame is about; built only when a line is written. */
+  const about = ({ frame }: ServerFrame) =>
+    frame.case === "event"
+      ? { conversationId: frame.value.conversationId, seq: frame.value.seq }
+      : frame.case === "receipt"
+        ? { conversationId: frame.value.conversationId, receiptOf: frame.value.userId }
+        : { frame: frame.case };
+
   async function deliverRetrying(
     frame: ServerFrame,
     recipients: string[],
-    about: Record<string, unknown>,
     tried?: (delivered: boolean) => void,
   ): Promise<Set<string> | undefined> {
     let failedSince: number | undefined;
@@ -78,7 +85,7 @@ export function createFanout(deps: {
       try {
         const connected = await deliver(frame, recipients);
         if (attempt === 0) tried?.(true);
-        else deps.log.info({ ...about, attempts: attempt + 1 }, "fan-out recovered");
+        else deps.log.info({ ...about(frame), attempts: attempt + 1 }, "fan-out recovered");
         return connected;
       } catch (err) {
         if (attempt === 0) tried?.(false);
@@ -88,12 +95,12 @@ export function createFanout(deps: {
         if (!transient || stopping || Date.now() - failedSince + pauseMs > deps.retryForMs) {
           deps.metrics.fanoutAbandoned.inc();
           deps.log.error(
-            { err, ...about, attempts: attempt + 1 },
+            { err, ...about(frame), attempts: attempt + 1 },
             "fan-out abandoned: recipients get it by sync",
           );
           return undefined;
         }
-        if (attempt === 0) deps.log.warn({ err, ...about }, "fan-out failed, retrying");
+        if (attempt === 0) deps.log.warn({ err, ...about(frame) }, "fan-out failed, retrying");
         deps.metrics.fanoutRetries.inc();
         await pause(pauseMs);
       }
@@ -107,8 +114,7 @@ export function createFanout(deps: {
       replyToFrameId: "",
       frame: { case: "event", value: event },
     };
-    const about = { conversationId: event.conversationId, seq: event.seq };
-    const connected = await deliverRetrying(frame, recipients, about);
+    const connected = await deliverRetrying(frame, recipients);
     notifyPush(event, recipients, connected ?? new Set());
   }
 
@@ -149,9 +155,9 @@ export function createFanout(deps: {
      * it, attempts go on in the background, as for events, and the caller is
      * not failed for it (its change is made; a retry would fan out nothing).
      */
-    deliverDurable(frame: ServerFrame, recipients: string[], about: Record<string, unknown>) {
+    deliverDurable(frame: ServerFrame, recipients: string[]) {
       return new Promise<void>((resolve) => {
-        const done = deliverRetrying(frame, recipients, about, () => resolve());
+        const done = deliverRetrying(frame, recipients, () => resolve());
         retrying.add(done);
         void done.then(() => retrying.delete(done));
       });

@@ -37,15 +37,21 @@ async function start(url = redisUrl, overrides: ConfigInput = {}) {
   return server;
 }
 
-/** Refuses (or allows again) the server's PUBLISH on a private Redis: the bus fails, nothing else does. */
-async function publishing(url: string, allowed: boolean) {
+/** Runs `use` on a connection of the test's own to the Redis at `url`, behind the server's back. */
+async function behindTheServer<T>(url: string, use: (admin: Redis) => Promise<T>): Promise<T> {
   const admin = new Redis(url, { maxRetriesPerRequest: 0 });
   try {
-    await admin.call("ACL", "SETUSER", "default", allowed ? "+publish" : "-publish");
+    return await use(admin);
   } finally {
     admin.disconnect();
   }
 }
+
+/** Refuses (or allows again) the server's PUBLISH on a private Redis: the bus fails, nothing else does. */
+const publishing = (url: string, allowed: boolean) =>
+  behindTheServer(url, (admin) =>
+    admin.call("ACL", "SETUSER", "default", allowed ? "+publish" : "-publish"),
+  );
 
 const seqsOf = (events: { seq: bigint }[]) => events.map((e) => Number(e.seq));
 const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
@@ -351,12 +357,10 @@ describe("soft state in Redis", () => {
     });
     expect(first.event!.seq).toBe(2n);
     // An increment the router never saw (it timed out, then Redis ran it).
-    const admin = new Redis(privateRedis.url, { maxRetriesPerRequest: 0 });
-    try {
-      expect(await admin.incr(`${prefix}seq:${id}`)).toBe(3);
-    } finally {
-      admin.disconnect();
-    }
+    const counter = await behindTheServer(privateRedis.url, (admin) =>
+      admin.incr(`${prefix}seq:${id}`),
+    );
+    expect(counter).toBe(3);
     const next = await ann.chat.send({
       conversationId: id,
       clientMsgId: "h2",

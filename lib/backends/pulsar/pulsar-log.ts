@@ -68,6 +68,16 @@ interface Receipt {
   errorMsg?: string;
 }
 
+/** A producer's answer to one send; undefined when it is not JSON. */
+const readReceipt = (data: Buffer): Receipt | undefined => {
+  try {
+    return JSON.parse(data.toString("utf8")) as Receipt;
+  } catch {
+    return undefined;
+  }
+};
+const refusal = (r: Receipt) => new Error(`${r.result ?? "no result"}: ${r.errorMsg ?? ""}`);
+
 const topicPattern = /^persistent:\/\/([^/\s]+)\/([^/\s]+)\/([^/\s]+)$/;
 const markerProperty = "relaychat-marker";
 
@@ -108,7 +118,6 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
   // One name for every connection of this log: the broker takes a new producer under it only once
   // the last one is closed, and so once each send on it was persisted or failed (see resync).
   const producerUrl = `${base}/ws/v2/producer/${path}?producerName=relaychat-${randomBytes(8).toString("hex")}`;
-  const subscriptionUrl = `${opts.webUrl.replace(/\/$/, "")}/admin/v2/${path}/subscription/${encodeURIComponent(opts.subscription)}`;
   const consumerUrl =
     `${base}/ws/v2/consumer/${path}/${encodeURIComponent(opts.subscription)}` +
     "?subscriptionType=Exclusive&receiverQueueSize=1000";
@@ -185,18 +194,17 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
    * topic keeps messages only for the subscriptions it has, so what was
    * sent before the consumer first subscribed would be dropped.
    */
+  const createSubscription = async (at: string) => {
+    const url = `${opts.webUrl.replace(/\/$/, "")}/admin/v2/${at}/subscription/${encodeURIComponent(opts.subscription)}`;
+    const res = await fetch(url, { method: "PUT", signal: AbortSignal.timeout(10_000) });
+    // 409: it exists already.
+    if (!res.ok && res.status !== 409) {
+      throw new Error(`pulsar answered ${res.status} creating the subscription`);
+    }
+  };
   let subscribed: Promise<void> | undefined;
   const ensureSubscription = () => {
-    subscribed ??= (async () => {
-      const res = await fetch(subscriptionUrl, {
-        method: "PUT",
-        signal: AbortSignal.timeout(10_000),
-      });
-      // 409: it exists already.
-      if (!res.ok && res.status !== 409) {
-        throw new Error(`pulsar answered ${res.status} creating the subscription`);
-      }
-    })().catch((err: unknown) => {
+    subscribed ??= createSubscription(path).catch((err: unknown) => {
       subscribed = undefined;
       throw new BackendUnavailableError("pulsar unreachable", { cause: err });
     });
@@ -247,11 +255,9 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
     );
 
   const onReceipt = (ws: WebSocket, data: Buffer) => {
-    let receipt: Receipt;
-    try {
-      receipt = JSON.parse(data.toString("utf8")) as Receipt;
-    } catch (err) {
-      log.warn({ err }, "pulsar producer: unreadable receipt");
+    const receipt = readReceipt(data);
+    if (!receipt) {
+      log.warn("pulsar producer: unreadable receipt");
       return;
     }
     const waiter = receipt.context === undefined ? undefined : inFlight.get(receipt.context);
@@ -263,9 +269,7 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
       return;
     }
     waiter.reject(
-      new BackendUnavailableError("pulsar refused a send", {
-        cause: new Error(`${receipt.result ?? "no result"}: ${receipt.errorMsg ?? ""}`),
-      }),
+      new BackendUnavailableError("pulsar refused a send", { cause: refusal(receipt) }),
     );
     // An error receipt may come after the broker wrote the entry: unknown too.
     ws.terminate();
@@ -457,9 +461,7 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
     const at = { conversationId: event.conversationId, seq: String(event.seq), refusals: times };
     try {
       if (!deadLetterSubscribed) {
-        const url = `${opts.webUrl.replace(/\/$/, "")}/admin/v2/${deadLetterPath}/subscription/${encodeURIComponent(opts.subscription)}`;
-        const res = await fetch(url, { method: "PUT", signal: AbortSignal.timeout(10_000) });
-        if (!res.ok && res.status !== 409) throw new Error(`pulsar answered ${res.status}`);
+        await createSubscription(deadLetterPath);
         deadLetterSubscribed = true;
       }
       const ws = await connect(`${base}/ws/v2/producer/${deadLetterPath}`, (w) =>
@@ -470,12 +472,9 @@ export function createPulsarLog(opts: PulsarLogOptions): PulsarLog {
           const timer = setTimeout(() => reject(new Error("no receipt in time")), sendTimeoutMs);
           ws.once("message", (data: Buffer) => {
             clearTimeout(timer);
-            let receipt: Receipt = {};
-            try {
-              receipt = JSON.parse(data.toString("utf8")) as Receipt;
-            } catch {}
+            const receipt = readReceipt(data) ?? {};
             if (receipt.result === "ok") resolve();
-            else reject(new Error(`${receipt.result ?? "no result"}: ${receipt.errorMsg ?? ""}`));
+            else reject(refusal(receipt));
           });
           ws.once("close", () => reject(new Error("closed")));
           ws.send(
